@@ -1,0 +1,165 @@
+"""Activities: the only place the run touches the world (model, OPA, SQL, tools).
+
+Names are pinned so a rename never breaks history. Engine errors become
+``ApplicationError`` with ``type`` set to the error class name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from engine.errors import ModelError
+from engine.llm import ModelClient
+from engine.models import (
+    CallModelInput,
+    CallModelResult,
+    CloseApprovalInput,
+    CloseApprovalResult,
+    EvaluatePolicyInput,
+    EvaluatePolicyResult,
+    ExecuteToolInput,
+    ExecuteToolResult,
+    GatherFactsInput,
+    GatherFactsResult,
+    OpenApprovalsInput,
+    OpenApprovalsResult,
+    RecordRunInput,
+    RecordRunResult,
+    ValidateCallInput,
+    ValidateCallResult,
+)
+from engine.policy import PolicyEngine
+from engine.store import repo
+from engine.toolkit import ToolContext, ToolDef, resolve_tool
+
+
+def _plain(value: Any) -> Any:
+    """A tool result as JSON-safe data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=str))
+
+
+class AirlockActivities:
+    """Activities built with their dependencies (database, OPA, model client)."""
+
+    def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient) -> None:
+        self._engine = engine
+        self._database_url = database_url
+        self._policy = policy
+        self._model = model
+        self._tools: dict[str, ToolDef] = {}
+
+    def _tool(self, import_path: str) -> ToolDef:
+        if import_path not in self._tools:
+            self._tools[import_path] = resolve_tool(import_path)
+        return self._tools[import_path]
+
+    async def _db(self, fn: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with Session(self._engine) as session:
+                return fn(session, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    @activity.defn(name="record_run")
+    async def record_run(self, record: RecordRunInput) -> RecordRunResult:
+        await self._db(repo.record_run, record=record)
+        return RecordRunResult()
+
+    @activity.defn(name="call_model")
+    async def call_model(self, request: CallModelInput) -> CallModelResult:
+        try:
+            return await self._model.complete(request)
+        except ModelError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+
+    @activity.defn(name="validate_tool_call")
+    async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
+        tool = self._tool(request.tool_import_path)
+        try:
+            raw = json.loads(request.raw_arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return ValidateCallResult(ok=False, error=f"arguments are not JSON: {exc.msg} at char {exc.pos}")
+        try:
+            args = tool.args_model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                                 for e in exc.errors())
+            return ValidateCallResult(ok=False, error=problems)
+        return ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
+
+    @activity.defn(name="gather_facts")
+    async def gather_facts(self, request: GatherFactsInput) -> GatherFactsResult:
+        tool = self._tool(request.tool_import_path)
+        if tool.facts is None:
+            return GatherFactsResult()
+        ctx = ToolContext(run_id=request.context["run_id"], step=request.context["step"], idempotency_key="",
+                          database_url=self._database_url, requested_by=request.context["requested_by"],
+                          tenant=request.context["tenant"], run_input=request.context["run_input"])
+        facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(request.args), ctx)
+        return GatherFactsResult(facts=_plain(facts))
+
+    @activity.defn(name="evaluate_policy")
+    async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
+        decision, raw, latency = await self._policy.decide(request.package, request.document)
+        decision_id = f"{request.run_id}:{request.call_id}"
+        decision = decision.model_copy(update={"decision_id": decision_id})
+        await self._db(repo.save_decision, decision_id=decision_id, run_id=request.run_id,
+                       call_id=request.call_id, package=request.package, document=request.document,
+                       decision=decision, raw=raw, latency_ms=latency)
+        activity.logger.info("policy %s for %s: %s %s", request.package, request.call_id, decision.outcome,
+                             decision.reasons)
+        return EvaluatePolicyResult(decision=decision)
+
+    @activity.defn(name="open_approvals")
+    async def open_approvals(self, request: OpenApprovalsInput) -> OpenApprovalsResult:
+        return OpenApprovalsResult(opened=await self._db(repo.open_approvals, request=request))
+
+    @activity.defn(name="close_approval")
+    async def close_approval(self, request: CloseApprovalInput) -> CloseApprovalResult:
+        await self._db(repo.close_approval, request=request)
+        return CloseApprovalResult()
+
+    @activity.defn(name="execute_tool")
+    async def execute_tool(self, request: ExecuteToolInput) -> ExecuteToolResult:
+        """Run an allowed action once. A retry finds the finished record and returns it."""
+        key, call = request.idempotency_key, request.call
+        done = await self._db(lambda s, **k: _finished(repo.get_execution(s, **k)), key=key)
+        if done is not None:
+            return done
+        await self._db(repo.start_execution, key=key, run_id=request.run_id, call_id=call.call_id,
+                       tool=call.tool, args=call.args)
+        tool = self._tool(request.tool_import_path)
+        ctx = ToolContext(run_id=request.run_id, step=call.step, idempotency_key=key,
+                          database_url=self._database_url, requested_by=request.requested_by,
+                          tenant=request.tenant, run_input=request.run_input)
+        started = time.perf_counter()
+        try:
+            result = _plain(await asyncio.to_thread(tool.func, tool.args_model.model_validate(call.args), ctx))
+            ok, error = True, None
+        except Exception as exc:  # noqa: BLE001 - a tool's own failure is reported to the model, not hidden
+            result, ok, error = None, False, f"{type(exc).__name__}: {exc}"
+        await self._db(repo.finish_execution, key=key, ok=ok, result=result, error=error,
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        return ExecuteToolResult(ok=ok, result=result, error=error)
+
+    def all(self) -> list[Any]:
+        """Every activity, for the worker."""
+        return [self.record_run, self.call_model, self.validate_tool_call, self.gather_facts,
+                self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+
+
+def _finished(row: Any) -> ExecuteToolResult | None:
+    if row is None or row.status == "started":
+        return None
+    return ExecuteToolResult(ok=row.status == "succeeded", result=row.result, error=row.error, replayed=True)

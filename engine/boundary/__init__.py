@@ -1,0 +1,23 @@
+"""The boundary: the deterministic checks one proposed tool call must pass.
+
+Order: validate arguments, gather facts, policy decision, approval, execute.
+Decisions are data; only the boundary turns them into outcomes.
+"""
+
+from engine.boundary.decision import (
+    POLICY_INPUT_VERSION,
+    action_digest,
+    normalize_decision,
+    policy_document,
+    unavailable_decision,
+)
+from engine.boundary.messages import tool_message
+
+__all__ = [
+    "POLICY_INPUT_VERSION",
+    "action_digest",
+    "normalize_decision",
+    "policy_document",
+    "tool_message",
+    "unavailable_decision",
+]

@@ -1,0 +1,91 @@
+"""Policy input documents, decision normalization and action digests (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from typing import Any
+
+from engine.models import PolicyDecision, RunRequest, ToolCallRecord
+
+POLICY_INPUT_VERSION = 1
+UNAVAILABLE = "policy unavailable"
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal data, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def policy_document(
+    request: RunRequest,
+    call: ToolCallRecord,
+    *,
+    consequential: bool,
+    previous: list[ToolCallRecord],
+) -> dict[str, Any]:
+    """The OPA input for one proposed call (shape in ARCHITECTURE.md)."""
+    executed = [c for c in previous if c.outcome == "executed"]
+    return {
+        "version": POLICY_INPUT_VERSION,
+        "workflow": {"name": request.spec.name, "version": request.spec.version, "run_id": request.run_id},
+        "actor": {"requested_by": request.requested_by, "tenant": request.tenant},
+        "tool": {"name": call.tool, "consequential": consequential, "args": call.args},
+        "facts": call.facts,
+        "run": {
+            "step": call.step,
+            "input": request.input,
+            "calls": dict(Counter(c.tool for c in executed)),
+            "previous": [{"tool": c.tool, "args": c.args} for c in executed],
+        },
+    }
+
+
+def unavailable_decision(detail: str, revision: str | None = None) -> PolicyDecision:
+    """Fail closed: the decision used when OPA cannot give a well-formed one."""
+    return PolicyDecision(outcome="deny", reasons=[UNAVAILABLE, detail], revision=revision)
+
+
+def normalize_decision(result: Any, revision: str | None) -> PolicyDecision:
+    """Turn OPA's ``result`` into a decision, denying anything malformed.
+
+    ``require_approval`` wins over ``allow``; neither means deny. An undefined
+    result (``None``) or a field of the wrong type is "policy unavailable".
+    """
+    if not isinstance(result, dict):
+        return unavailable_decision("decision is undefined", revision)
+    allow, approval = result.get("allow", False), result.get("require_approval", False)
+    approvers, minimum = result.get("approvers", []), result.get("min_approvals", 1)
+    reasons = result.get("reasons", [])
+    if isinstance(reasons, (set, tuple)):
+        reasons = list(reasons)
+    well_formed = (
+        isinstance(allow, bool)
+        and isinstance(approval, bool)
+        and isinstance(approvers, list)
+        and all(isinstance(a, str) for a in approvers)
+        and isinstance(minimum, int)
+        and not isinstance(minimum, bool)
+        and minimum >= 1
+        and isinstance(reasons, list)
+        and all(isinstance(r, str) for r in reasons)
+    )
+    if not well_formed:
+        return unavailable_decision(f"decision is malformed: {canonical_json(result)[:200]}", revision)
+    outcome = "require_approval" if approval else ("allow" if allow else "deny")
+    return PolicyDecision(
+        allow=allow,
+        require_approval=approval,
+        approvers=approvers,
+        min_approvals=minimum,
+        reasons=sorted(reasons),
+        outcome=outcome,
+        revision=revision,
+    )
+
+
+def action_digest(tool: str, args: dict[str, Any], facts: dict[str, Any], revision: str | None) -> str:
+    """What an approval is bound to: tool, canonical args, facts, policy revision."""
+    body = canonical_json({"tool": tool, "args": args, "facts": facts, "revision": revision})
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()

@@ -1,0 +1,94 @@
+"""Settings: the only reader of the environment.
+
+Every value comes from an ``AIRLOCK_``-prefixed environment variable (nested
+groups use ``__``: ``AIRLOCK_TEMPORAL__ADDRESS``) or its default. Settings are
+built once, by the CLI or by a test, and passed down; nothing reads them at
+import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TemporalSettings(BaseModel):
+    """Where runs live. Defaults point at the dev server `airlock up` starts."""
+
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "airlock"
+    ui_port: int = 8233
+    tls: bool = False
+    tls_ca_path: Path | None = None
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    api_key: SecretStr | None = None
+
+
+class OpaSettings(BaseModel):
+    """The policy engine. `url` may point at a sidecar or a remote OPA."""
+
+    url: str = "http://127.0.0.1:8181"
+    token: SecretStr | None = None
+    timeout_s: float = 2.0
+    rule: str = "decision"
+
+
+class ChainSettings(BaseModel):
+    """The EVM JSON-RPC endpoint (anvil locally)."""
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int = 31337
+
+
+class LlmSettings(BaseModel):
+    """Model endpoints. `scripted_url` is the offline replay endpoint."""
+
+    scripted_url: str = "http://127.0.0.1:8600/v1"
+    timeout_s: float = 60.0
+
+
+class Settings(BaseSettings):
+    """All Airlock settings; see README "Settings" for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIRLOCK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    project_dir: Path = Field(default_factory=Path.cwd)
+    workflows_dir: Path | None = None
+    tools_dir: Path | None = None
+    policies_dir: Path | None = None
+    state_dir: Path | None = None
+    database_url: str | None = None
+
+    temporal: TemporalSettings = TemporalSettings()
+    opa: OpaSettings = OpaSettings()
+    chain: ChainSettings = ChainSettings()
+    llm: LlmSettings = LlmSettings()
+
+    def model_post_init(self, __context: object) -> None:
+        self.project_dir = self.project_dir.resolve()
+        self.workflows_dir = (self.workflows_dir or self.project_dir / "workflows").resolve()
+        self.tools_dir = (self.tools_dir or self.project_dir / "tools").resolve()
+        self.policies_dir = (self.policies_dir or self.project_dir / "policies").resolve()
+        self.state_dir = (self.state_dir or self.project_dir / ".airlock").resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.state_dir / 'airlock.db'}"
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL, with a bare ``postgresql://`` mapped to psycopg 3."""
+        url = str(self.database_url)
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+
+def secret_from_env(name: str) -> str | None:
+    """Read a secret (an API key) named by a workflow spec; never logged."""
+    return os.environ.get(name)

@@ -1,0 +1,112 @@
+"""Airlock's error tree.
+
+::
+
+    AirlockError                    (retryable: no,  http 500)
+    ├── SpecError                   a workflow spec is invalid       (http 422)
+    ├── InputError                  run input is invalid             (http 422)
+    ├── ToolArgumentsError          proposed args fail the schema    (http 422)
+    ├── PolicyUnavailableError      OPA unreachable / undefined      (retryable, http 503)
+    ├── ApprovalError               an approval cannot be decided    (http 409)
+    ├── NotFoundError               an id names nothing              (http 404)
+    ├── ToolExecutionError          a tool raised while executing    (http 502)
+    ├── ModelError                  the model endpoint refused us    (http 502)
+    └── StackError                  a local service failed to start  (http 503)
+
+Activities raise Temporal ``ApplicationError`` with ``type`` set to the class
+name, so workflows branch on the type and never on message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class AirlockError(Exception):
+    """Base of every error Airlock raises on purpose.
+
+    Attributes:
+        retryable: whether trying again may succeed.
+        http_status: the status the JSON API answers with.
+    """
+
+    retryable: bool = False
+    http_status: int = 500
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a workflow spec, located as ``path:line: field: message``."""
+
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+
+
+@dataclass
+class SpecError(AirlockError):
+    """A workflow spec is invalid.
+
+    Attributes:
+        issues: every problem found, each with file, line and field.
+    """
+
+    issues: list[SpecIssue] = field(default_factory=list)
+    http_status = 422
+
+    def __str__(self) -> str:
+        return "\n".join(str(i) for i in self.issues)
+
+
+class InputError(AirlockError):
+    """Run input (``--input`` JSON or file) is malformed."""
+
+    http_status = 422
+
+
+class ToolArgumentsError(AirlockError):
+    """Arguments proposed by the model do not match the tool's schema."""
+
+    http_status = 422
+
+
+class PolicyUnavailableError(AirlockError):
+    """The policy engine could not produce a well-formed decision."""
+
+    retryable = True
+    http_status = 503
+
+
+class ApprovalError(AirlockError):
+    """An approval decision was refused (requester, expired, decided, unknown)."""
+
+    http_status = 409
+
+
+class NotFoundError(AirlockError):
+    """An id (run, approval) names nothing."""
+
+    http_status = 404
+
+
+class ToolExecutionError(AirlockError):
+    """A tool raised while executing an allowed action."""
+
+    http_status = 502
+
+
+class StackError(AirlockError):
+    """A local stack component could not be started or reached."""
+
+    retryable = True
+    http_status = 503
+
+
+class ModelError(AirlockError):
+    """The model endpoint refused our request (4xx other than 429): not retried."""
+
+    http_status = 502

@@ -1,0 +1,234 @@
+"""Payloads that cross Temporal: our own pydantic models, never library objects.
+
+Every activity takes one ``<Name>Input`` and returns one ``<Name>Result`` so
+fields can be added later without breaking history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from engine.spec import ModelSpec, WorkflowSpec
+
+Outcome = Literal[
+    "invalid",  # arguments failed the schema; never reached policy
+    "denied",  # policy said no (or could not answer)
+    "allowed",  # policy allowed; not yet executed
+    "pending_approval",  # waiting for people
+    "approved",  # people approved; not yet executed
+    "rejected",  # a person rejected it
+    "expired",  # nobody decided in time
+    "executed",  # ran, with a result
+    "failed",  # ran and raised
+]
+RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached", "failed"]
+
+
+class RunRequest(BaseModel):
+    """What starts a run. ``run_id`` is the Temporal workflow id."""
+
+    spec: WorkflowSpec
+    input: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str
+    tenant: str = "default"
+    run_id: str
+
+
+class PolicyDecision(BaseModel):
+    """A normalized OPA decision. ``outcome`` is what the boundary acts on."""
+
+    allow: bool = False
+    require_approval: bool = False
+    approvers: list[str] = Field(default_factory=list)
+    min_approvals: int = 1
+    reasons: list[str] = Field(default_factory=list)
+    outcome: Literal["allow", "deny", "require_approval"] = "deny"
+    revision: str | None = None
+    decision_id: str | None = None
+
+
+class ApprovalVote(BaseModel):
+    """One person's decision on a gated action."""
+
+    by: str
+    decision: Literal["approve", "reject"]
+    comment: str | None = None
+    at: datetime
+
+
+class ToolCallRecord(BaseModel):
+    """One proposed tool call and everything the boundary did with it."""
+
+    call_id: str
+    step: int
+    index: int
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    raw_arguments: str = ""
+    reason: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    decision: PolicyDecision | None = None
+    outcome: Outcome = "allowed"
+    error: str | None = None
+    result: Any = None
+    approval_id: str | None = None
+    digest: str | None = None
+    votes: list[ApprovalVote] = Field(default_factory=list)
+
+
+class RunResult(BaseModel):
+    """How a run ended."""
+
+    run_id: str
+    workflow: str
+    version: int
+    status: RunStatus
+    reason: str | None = None
+    output: str | None = None
+    steps: int = 0
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+
+
+# --- activities --------------------------------------------------------------
+
+
+class RecordRunInput(BaseModel):
+    request: RunRequest | None = None
+    run_id: str
+    status: RunStatus
+    result: RunResult | None = None
+
+
+class RecordRunResult(BaseModel):
+    ok: bool = True
+
+
+class CallModelInput(BaseModel):
+    run_id: str
+    step: int
+    model: ModelSpec
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+
+
+class ProposedCall(BaseModel):
+    id: str
+    name: str
+    arguments: str
+
+
+class CallModelResult(BaseModel):
+    content: str | None = None
+    tool_calls: list[ProposedCall] = Field(default_factory=list)
+    model: str
+    provider_label: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ValidateCallInput(BaseModel):
+    tool_import_path: str
+    raw_arguments: str
+
+
+class ValidateCallResult(BaseModel):
+    ok: bool
+    args: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class GatherFactsInput(BaseModel):
+    tool_import_path: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+
+
+class GatherFactsResult(BaseModel):
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatePolicyInput(BaseModel):
+    run_id: str
+    call_id: str
+    package: str
+    document: dict[str, Any]
+
+
+class EvaluatePolicyResult(BaseModel):
+    decision: PolicyDecision
+
+
+class OpenApprovalsInput(BaseModel):
+    run_id: str
+    workflow: str
+    version: int
+    requested_by: str
+    tenant: str
+    expires_at: datetime
+    calls: list[ToolCallRecord]
+
+
+class OpenApprovalsResult(BaseModel):
+    opened: int
+
+
+class CloseApprovalInput(BaseModel):
+    approval_id: str
+    status: Literal["pending", "approved", "rejected", "expired"]
+    votes: list[ApprovalVote] = Field(default_factory=list)
+    reason: str | None = None
+
+
+class CloseApprovalResult(BaseModel):
+    ok: bool = True
+
+
+class ExecuteToolInput(BaseModel):
+    run_id: str
+    call: ToolCallRecord
+    tool_import_path: str
+    idempotency_key: str
+    requested_by: str
+    tenant: str
+    run_input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecuteToolResult(BaseModel):
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    replayed: bool = False
+
+
+# --- approvals (update / query) ----------------------------------------------
+
+
+class ApprovalDecisionInput(BaseModel):
+    """The payload of the ``decide_approval`` update."""
+
+    approval_id: str
+    decision: Literal["approve", "reject"]
+    by: str
+    comment: str | None = None
+
+
+class ApprovalDecisionResult(BaseModel):
+    approval_id: str
+    status: Literal["pending", "approved", "rejected"]
+    approvals: int
+    needed: int
+
+
+class PendingAction(BaseModel):
+    """What the ``get_pending_actions`` query answers per gated action."""
+
+    approval_id: str
+    run_id: str
+    call: ToolCallRecord
+    requested_by: str
+    expires_at: datetime
+    status: Literal["pending", "approved", "rejected", "expired"] = "pending"
+    reason: str | None = None

@@ -1,0 +1,193 @@
+"""Graph nodes. They run in the workflow (deterministic) and call activities.
+
+State is plain data (dicts of our pydantic models' dumps): LangChain message
+objects and SQLModel rows never enter it, so every payload round-trips through
+Temporal's converter unchanged. Nothing here has side effects before
+``interrupt()``: approval ids and digests are pure functions of the state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any, TypedDict, TypeVar
+
+from langgraph.types import interrupt
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from engine.boundary import action_digest, policy_document, tool_message
+from engine.models import (
+    CallModelInput,
+    CallModelResult,
+    EvaluatePolicyInput,
+    EvaluatePolicyResult,
+    ExecuteToolInput,
+    ExecuteToolResult,
+    GatherFactsInput,
+    GatherFactsResult,
+    RunRequest,
+    ToolCallRecord,
+    ValidateCallInput,
+    ValidateCallResult,
+)
+
+R = TypeVar("R", bound=BaseModel)
+
+_QUICK = {"start_to_close_timeout": timedelta(seconds=30),
+          "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)}
+_TOOL = {"start_to_close_timeout": timedelta(minutes=5),
+         "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10,
+                                     non_retryable_error_types=["ToolExecutionError"])}
+
+
+class AgentState(TypedDict, total=False):
+    """The graph's state; every value is plain data."""
+
+    request: dict[str, Any]
+    messages: list[dict[str, Any]]
+    proposed: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    step: int
+    status: str | None
+    reason: str | None
+    output: str | None
+
+
+async def _act(name: str, arg: BaseModel, result_type: type[R], opts: dict[str, Any] = _QUICK) -> R:
+    return await workflow.execute_activity(name, arg, result_type=result_type, **opts)
+
+
+def _request(state: AgentState) -> RunRequest:
+    return RunRequest.model_validate(state["request"])
+
+
+def _records(items: list[dict[str, Any]] | None) -> list[ToolCallRecord]:
+    return [ToolCallRecord.model_validate(i) for i in items or []]
+
+
+def _with(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
+    """A validated copy (model_copy would skip validation of nested values)."""
+    dumped = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in update.items()}
+    return ToolCallRecord.model_validate({**call.model_dump(mode="json"), **dumped})
+
+
+def approval_id(run_id: str, call: ToolCallRecord) -> str:
+    """A stable, short id for the approval of one call."""
+    return "apr_" + hashlib.sha256(f"{run_id}:{call.step}:{call.index}".encode()).hexdigest()[:12]
+
+
+async def call_model(state: AgentState) -> dict[str, Any]:
+    """Ask the model for the next step (in the ``call_model`` activity)."""
+    request = _request(state)
+    spec, step = request.spec, state.get("step", 0)
+    if step >= spec.limits.max_steps:
+        return {"status": "limit_reached", "reason": f"max_steps ({spec.limits.max_steps}) reached"}
+    tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                "parameters": t.parameters}} for t in spec.tool_specs]
+    result = await _act("call_model", CallModelInput(run_id=request.run_id, step=step + 1, model=spec.model,
+                                                     messages=state["messages"], tools=tools), CallModelResult,
+                        {"start_to_close_timeout": timedelta(seconds=spec.model.timeout_s + 5),
+                         "retry_policy": RetryPolicy(maximum_attempts=3)})
+    message: dict[str, Any] = {"role": "assistant", "content": result.content}
+    if result.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
+    update: dict[str, Any] = {"messages": [*state["messages"], message], "step": step + 1}
+    if not result.tool_calls:
+        return {**update, "status": "completed", "output": result.content}
+    used = len(state.get("calls") or [])
+    if used + len(result.tool_calls) > spec.limits.max_tool_calls:
+        return {**update, "status": "limit_reached",
+                "reason": f"max_tool_calls ({spec.limits.max_tool_calls}) reached; "
+                          f"{len(result.tool_calls)} proposed call(s) not executed"}
+    proposed = [ToolCallRecord(call_id=c.id, step=step + 1, index=i, tool=c.name, raw_arguments=c.arguments,
+                               reason=result.content).model_dump(mode="json")
+                for i, c in enumerate(result.tool_calls)]
+    return {**update, "proposed": proposed}
+
+
+async def check_tool_calls(state: AgentState) -> dict[str, Any]:
+    """Validate, gather facts and ask policy for every proposed call."""
+    request = _request(state)
+    previous = _records(state.get("calls"))
+    checked: list[dict[str, Any]] = []
+    for call in _records(state.get("proposed")):
+        checked.append((await _check_one(request, call, previous)).model_dump(mode="json"))
+    return {"proposed": checked}
+
+
+async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[ToolCallRecord]) -> ToolCallRecord:
+    tool = request.spec.tool(call.tool)
+    if tool is None:
+        return _with(call, **{"outcome": "invalid", "error": f"unknown tool {call.tool!r}; "
+                                       f"available: {', '.join(t.name for t in request.spec.tool_specs)}"})
+    valid = await _act("validate_tool_call", ValidateCallInput(tool_import_path=tool.import_path,
+                                                               raw_arguments=call.raw_arguments), ValidateCallResult)
+    if not valid.ok:
+        return _with(call, outcome="invalid", error=valid.error)
+    call = _with(call, args=valid.args)
+    context = {"run_id": request.run_id, "requested_by": request.requested_by, "tenant": request.tenant,
+               "run_input": request.input, "step": call.step}
+    facts = await _act("gather_facts", GatherFactsInput(tool_import_path=tool.import_path, args=call.args,
+                                                        context=context), GatherFactsResult)
+    call = _with(call, facts=facts.facts)
+    document = policy_document(request, call, consequential=tool.consequential, previous=previous)
+    decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call_id=call.call_id,
+                                                                package=request.spec.policy, document=document),
+                         EvaluatePolicyResult)
+    decision = decided.decision
+    outcome = {"allow": "allowed", "deny": "denied", "require_approval": "pending_approval"}[decision.outcome]
+    update: dict[str, Any] = {"decision": decision, "outcome": outcome,
+                              "digest": action_digest(call.tool, call.args, call.facts, decision.revision)}
+    if outcome == "pending_approval":
+        update["approval_id"] = approval_id(request.run_id, call)
+    return _with(call, **update)
+
+
+async def await_approval(state: AgentState) -> dict[str, Any]:
+    """Pause the graph until people decide; the workflow carries the wait."""
+    calls = _records(state.get("proposed"))
+    pending = [c.model_dump(mode="json") for c in calls if c.outcome == "pending_approval"]
+    verdicts: dict[str, dict[str, Any]] = interrupt({"actions": pending})
+    decided = []
+    for call in calls:
+        verdict = verdicts.get(call.approval_id or "") if call.outcome == "pending_approval" else None
+        if verdict is not None:
+            call = _with(call, **{"outcome": verdict["outcome"], "error": verdict.get("reason"),
+                                           "votes": verdict.get("votes", [])})
+        decided.append(call.model_dump(mode="json"))
+    return {"proposed": decided}
+
+
+async def execute_tools(state: AgentState) -> dict[str, Any]:
+    """Run allowed and approved calls once each; tell the model every outcome."""
+    request = _request(state)
+    messages = list(state["messages"])
+    done: list[dict[str, Any]] = []
+    for call in _records(state.get("proposed")):
+        if call.outcome in ("allowed", "approved"):
+            tool = request.spec.tool(call.tool)
+            assert tool is not None  # checked before policy
+            key = f"{request.run_id}:{call.step}:{call.index}"
+            ran = await _act("execute_tool", ExecuteToolInput(
+                run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
+                requested_by=request.requested_by, tenant=request.tenant, run_input=request.input),
+                ExecuteToolResult, _TOOL)
+            call = _with(call, **{"outcome": "executed" if ran.ok else "failed",
+                                           "result": ran.result, "error": ran.error})
+        messages.append({"role": "tool", "tool_call_id": call.call_id, "content": tool_message(call)})
+        done.append(call.model_dump(mode="json"))
+    return {"messages": messages, "proposed": [], "calls": [*(state.get("calls") or []), *done]}
+
+
+def route_after_model(state: AgentState) -> str:
+    """End when the run has a status; otherwise check the proposed calls."""
+    return "end" if state.get("status") else "check_tool_calls"
+
+
+def route_after_check(state: AgentState) -> str:
+    """Wait for people only when some call needs approval."""
+    pending = any(c.get("outcome") == "pending_approval" for c in state.get("proposed") or [])
+    return "await_approval" if pending else "execute_tools"

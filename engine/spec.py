@@ -1,0 +1,260 @@
+"""Workflow specs: frozen pydantic models and a loader with line-numbered errors.
+
+A spec is a YAML file, or a Python module whose ``spec`` attribute is a
+:class:`WorkflowSpec` (or a function returning one). Loading resolves what the
+run needs to be self-contained: the system prompt text and its hash, and every
+tool's JSON schema. The resolved spec travels inside the run request, so a run
+keeps the definition it started with even if the file changes meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import SpecError, SpecIssue
+from engine.toolkit import resolve_tool
+
+_NAME = r"^[a-z][a-z0-9_-]*$"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept ``90s``, ``30m``, ``24h``, ``7d`` besides what pydantic takes."""
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    """Which model reasons for this workflow."""
+
+    provider: Literal["openai", "scripted"] = "openai"
+    name: str = "scripted"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    script: str | None = None
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    timeout_s: float = 60.0
+
+    @model_validator(mode="after")
+    def _scripted_needs_script(self) -> "ModelSpec":
+        if self.provider == "scripted" and not self.script:
+            raise ValueError("provider 'scripted' needs 'script' (a YAML file of turns)")
+        return self
+
+
+class LimitsSpec(_Frozen):
+    """Hard limits that end a run cleanly."""
+
+    max_steps: int = Field(default=20, ge=1)
+    max_tool_calls: int = Field(default=20, ge=0)
+
+
+class ApprovalSpec(_Frozen):
+    """How long a gated action waits, and who approves by default."""
+
+    timeout: timedelta = timedelta(hours=24)
+    approver_role: str = "approvers"
+
+    _parse = field_validator("timeout", mode="before")(parse_duration)
+
+
+class ToolSpec(_Frozen):
+    """A tool as resolved at load time."""
+
+    import_path: str
+    name: str
+    description: str
+    consequential: bool
+    parameters: dict[str, Any]
+
+
+class WorkflowSpec(_Frozen):
+    """One agent workflow. Unknown keys are errors."""
+
+    name: str = Field(pattern=_NAME)
+    version: int = Field(ge=1)
+    description: str = ""
+    model: ModelSpec
+    system_prompt: str | None = None
+    system_prompt_file: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    policy: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+    limits: LimitsSpec = LimitsSpec()
+    approval: ApprovalSpec = ApprovalSpec()
+    graph: str | None = None
+
+    # Filled by the loader.
+    source: str | None = None
+    prompt_text: str | None = None
+    prompt_hash: str | None = None
+    tool_specs: list[ToolSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> "WorkflowSpec":
+        if bool(self.system_prompt) == bool(self.system_prompt_file):
+            raise ValueError("give exactly one of 'system_prompt' or 'system_prompt_file'")
+        return self
+
+    def tool(self, name: str) -> ToolSpec | None:
+        """The tool the model called ``name``, if the workflow has it."""
+        return next((t for t in self.tool_specs if t.name == name), None)
+
+
+# --- locating errors ----------------------------------------------------------
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each YAML path (keys and list indexes) to its 1-based line."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                p = path + (key.value,)
+                lines[p] = key.start_mark.line + 1
+                walk(value, p)
+                lines[p] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowSpec:
+    """Load and resolve a spec from YAML or Python.
+
+    Raises:
+        SpecError: with one :class:`SpecIssue` per problem found.
+    """
+    path = Path(path).resolve()
+    shown = str(path)
+    if project_dir is not None and str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    if not path.is_file():
+        raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
+    if path.suffix == ".py":
+        return _resolve(_load_python(path), path, {})
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise SpecError([SpecIssue(shown, line, "(yaml)", str(getattr(exc, "problem", exc)))]) from exc
+    if not isinstance(data, dict):
+        raise SpecError([SpecIssue(shown, 1, "(document)", "a workflow spec must be a mapping")])
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = [
+            SpecIssue(shown, _line_for(lines, tuple(e["loc"])), _field_name(tuple(e["loc"])), _message(e))
+            for e in exc.errors()
+        ]
+        raise SpecError(issues) from exc
+    return _resolve(spec, path, lines)
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _load_python(path: Path) -> WorkflowSpec:
+    name = f"airlock_spec_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec and module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # a user module may raise anything at import
+        raise SpecError([SpecIssue(str(path), 1, "(module)", f"import failed: {exc}")]) from exc
+    spec = getattr(module, "spec", None)
+    spec = spec() if callable(spec) else spec
+    if not isinstance(spec, WorkflowSpec):
+        raise SpecError([SpecIssue(str(path), 1, "spec", "module must define `spec`, a WorkflowSpec")])
+    return spec
+
+
+def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) -> WorkflowSpec:
+    issues: list[SpecIssue] = []
+    shown = str(path)
+    prompt = spec.system_prompt
+    if spec.system_prompt_file:
+        prompt_path = (path.parent / spec.system_prompt_file).resolve()
+        if not prompt_path.is_file():
+            issues.append(SpecIssue(shown, _line_for(lines, ("system_prompt_file",)), "system_prompt_file",
+                                    f"prompt file {prompt_path} does not exist"))
+        else:
+            prompt = prompt_path.read_text()
+    script = spec.model.script
+    if script:
+        script_path = (path.parent / script).resolve()
+        if not script_path.is_file():
+            issues.append(SpecIssue(shown, _line_for(lines, ("model", "script")), "model.script",
+                                    f"script file {script_path} does not exist"))
+        script = str(script_path)
+    tool_specs: list[ToolSpec] = []
+    for i, import_path in enumerate(spec.tools):
+        try:
+            td = resolve_tool(import_path)
+        except ValueError as exc:
+            issues.append(SpecIssue(shown, _line_for(lines, ("tools", i)), f"tools[{i}]", str(exc)))
+            continue
+        tool_specs.append(ToolSpec(import_path=import_path, name=td.name, description=td.description,
+                                   consequential=td.consequential, parameters=td.args_model.model_json_schema()))
+    names = [t.name for t in tool_specs]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        issues.append(SpecIssue(shown, _line_for(lines, ("tools",)), "tools", f"two tools are named {dup!r}"))
+    if issues:
+        raise SpecError(issues)
+    prompt_hash = hashlib.sha256(
+        json.dumps({"prompt": prompt, "tools": [t.model_dump() for t in tool_specs]}, sort_keys=True).encode()
+    ).hexdigest()
+    return spec.model_copy(update={
+        "source": shown,
+        "prompt_text": prompt,
+        "prompt_hash": prompt_hash,
+        "tool_specs": tool_specs,
+        "model": spec.model.model_copy(update={"script": script}),
+    })

@@ -1,0 +1,1 @@
+"""The audit trail and run index (SQLModel; SQLite or PostgreSQL)."""

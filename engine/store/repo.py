@@ -1,0 +1,181 @@
+"""Repository functions: keyword-only, each takes a session, none leaks rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from engine.models import CloseApprovalInput, OpenApprovalsInput, PolicyDecision, RecordRunInput
+from engine.store.tables import ApprovalRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+
+
+class ApprovalView(BaseModel):
+    """An inbox item as the CLI and API show it."""
+
+    approval_id: str
+    run_id: str
+    workflow: str
+    version: int
+    tool: str
+    args: dict[str, Any]
+    facts: dict[str, Any]
+    model_reason: str | None
+    policy_reasons: list[str]
+    approvers: list[str]
+    min_approvals: int
+    policy_revision: str | None
+    digest: str
+    requested_by: str
+    tenant: str
+    status: str
+    votes: list[dict[str, Any]]
+    reason: str | None
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+
+
+class RunView(BaseModel):
+    """A run as the index knows it."""
+
+    run_id: str
+    workflow: str
+    version: int
+    requested_by: str
+    tenant: str
+    status: str
+    reason: str | None
+    output: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def record_run(session: Session, *, record: RecordRunInput) -> None:
+    """Insert a run on start; update its status (and result) afterwards."""
+    row = session.get(RunRow, record.run_id)
+    if row is None and record.request is not None:
+        req = record.request
+        row = RunRow(run_id=req.run_id, workflow=req.spec.name, version=req.spec.version,
+                     requested_by=req.requested_by, tenant=req.tenant, status=record.status,
+                     prompt_hash=req.spec.prompt_hash, input=req.input)
+    if row is None:
+        return
+    row.status = record.status
+    if record.result is not None:
+        row.reason, row.output = record.result.reason, record.result.output
+        row.result = record.result.model_dump(mode="json")
+        row.finished_at = utcnow()
+    session.add(row)
+    session.commit()
+
+
+def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
+                  document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float) -> None:
+    """Store a decision; a retried activity overwrites its own earlier row."""
+    row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
+        decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
+        package=package, outcome=decision.outcome, input=document, result={})
+    row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
+    row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
+    session.add(row)
+    session.commit()
+
+
+def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """Every decision of a run, oldest first, as plain data."""
+    rows = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)
+                        .order_by(col(PolicyDecisionRow.created_at))).all()
+    return [r.model_dump(mode="json") for r in rows]
+
+
+def open_approvals(session: Session, *, request: OpenApprovalsInput) -> int:
+    """Add the inbox rows of one interrupt (idempotent by approval id)."""
+    opened = 0
+    for call in request.calls:
+        if call.approval_id is None or session.get(ApprovalRow, call.approval_id) is not None:
+            continue
+        decision = call.decision or PolicyDecision()
+        session.add(ApprovalRow(
+            approval_id=call.approval_id, run_id=request.run_id, workflow=request.workflow,
+            version=request.version, tool=call.tool, args=call.args, facts=call.facts,
+            model_reason=call.reason, policy_reasons=decision.reasons, approvers=decision.approvers,
+            min_approvals=decision.min_approvals, policy_revision=decision.revision, digest=call.digest or "",
+            requested_by=request.requested_by, tenant=request.tenant, status="pending",
+            expires_at=request.expires_at))
+        opened += 1
+    session.commit()
+    return opened
+
+
+def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
+    """Write the votes and status the workflow decided."""
+    row = session.get(ApprovalRow, request.approval_id)
+    if row is None:
+        return
+    row.status, row.reason = request.status, request.reason
+    row.votes = [v.model_dump(mode="json") for v in request.votes]
+    if request.status != "pending":
+        row.decided_at = utcnow()
+    session.add(row)
+    session.commit()
+
+
+def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,
+                   limit: int = 100) -> list[ApprovalView]:
+    """Inbox items, newest first."""
+    query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc()).limit(limit)
+    if status:
+        query = query.where(ApprovalRow.status == status)
+    if run_id:
+        query = query.where(ApprovalRow.run_id == run_id)
+    return [ApprovalView.model_validate(r, from_attributes=True) for r in session.exec(query).all()]
+
+
+def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
+    """One inbox item, or None."""
+    row = session.get(ApprovalRow, approval_id)
+    return ApprovalView.model_validate(row, from_attributes=True) if row else None
+
+
+def get_run(session: Session, *, run_id: str) -> RunView | None:
+    """One run from the index, or None."""
+    row = session.get(RunRow, run_id)
+    return RunView.model_validate(row, from_attributes=True) if row else None
+
+
+def get_execution(session: Session, *, key: str) -> ToolExecutionRow | None:
+    """The execution recorded under an idempotency key (store-internal use)."""
+    return session.get(ToolExecutionRow, key)
+
+
+def executions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """Every execution of a run, as plain data."""
+    rows = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id)).all()
+    return [r.model_dump(mode="json") for r in rows]
+
+
+def start_execution(session: Session, *, key: str, run_id: str, call_id: str, tool: str,
+                    args: dict[str, Any]) -> None:
+    """Mark an execution as started (or count one more attempt)."""
+    row = session.get(ToolExecutionRow, key)
+    if row is None:
+        row = ToolExecutionRow(idempotency_key=key, run_id=run_id, call_id=call_id, tool=tool, args=args,
+                               status="started")
+    else:
+        row.attempts += 1
+    session.add(row)
+    session.commit()
+
+
+def finish_execution(session: Session, *, key: str, ok: bool, result: Any, error: str | None,
+                     latency_ms: float) -> None:
+    """Record how an execution ended."""
+    row = session.get(ToolExecutionRow, key)
+    assert row is not None, f"execution {key} was never started"
+    row.status = "succeeded" if ok else "failed"
+    row.result, row.error, row.latency_ms, row.finished_at = result, error, latency_ms, utcnow()
+    session.add(row)
+    session.commit()

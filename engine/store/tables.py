@@ -1,0 +1,104 @@
+"""SQLModel tables: the run index and the audit trail.
+
+Rows never leave the store raw: repository functions return our pydantic
+models or plain dicts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for rows written outside workflows."""
+    return datetime.now(timezone.utc)
+
+
+class RunRow(SQLModel, table=True):
+    """One run (a Temporal workflow), indexed for listing."""
+
+    __tablename__ = "runs"
+
+    run_id: str = Field(primary_key=True)
+    workflow: str = Field(index=True)
+    version: int
+    requested_by: str
+    tenant: str = Field(index=True)
+    status: str = Field(index=True)
+    reason: str | None = None
+    prompt_hash: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    output: str | None = None
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class PolicyDecisionRow(SQLModel, table=True):
+    """One policy decision with its input, result and the revision that made it."""
+
+    __tablename__ = "policy_decisions"
+
+    decision_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    call_id: str
+    tool: str
+    package: str
+    revision: str | None = None
+    outcome: str
+    input: dict[str, Any] = Field(sa_column=Column(JSON))
+    result: dict[str, Any] = Field(sa_column=Column(JSON))
+    raw: Any = Field(default=None, sa_column=Column(JSON))
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApprovalRow(SQLModel, table=True):
+    """One gated action waiting for (or decided by) people: the inbox."""
+
+    __tablename__ = "approvals"
+
+    approval_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    workflow: str = Field(index=True)
+    version: int
+    tool: str = Field(index=True)
+    args: dict[str, Any] = Field(sa_column=Column(JSON))
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    model_reason: str | None = None
+    policy_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    approvers: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    min_approvals: int = 1
+    policy_revision: str | None = None
+    digest: str
+    requested_by: str
+    tenant: str
+    status: str = Field(index=True)
+    votes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    decided_at: datetime | None = None
+
+
+class ToolExecutionRow(SQLModel, table=True):
+    """One execution of an allowed action, keyed by its idempotency key."""
+
+    __tablename__ = "tool_executions"
+
+    idempotency_key: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    call_id: str
+    tool: str
+    args: dict[str, Any] = Field(sa_column=Column(JSON))
+    status: str
+    result: Any = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    attempts: int = 1
+    latency_ms: float = 0.0
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

@@ -1,0 +1,160 @@
+"""The Temporal workflow: one durable run of an agent graph.
+
+The graph runs inside the workflow through ``temporalio-langgraph``. When the
+boundary needs people, the graph interrupts; the workflow records the inbox
+rows, exposes the pending actions through ``get_pending_actions`` and waits
+durably for ``decide_approval`` updates or the approval timeout, then resumes
+the graph with the verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+    from temporalio.langgraph import graph as registered_graph
+
+    from engine.compiler import graph_name, initial_state
+    from engine.models import (
+        ApprovalDecisionInput,
+        ApprovalDecisionResult,
+        ApprovalVote,
+        CloseApprovalInput,
+        CloseApprovalResult,
+        OpenApprovalsInput,
+        OpenApprovalsResult,
+        PendingAction,
+        RecordRunInput,
+        RecordRunResult,
+        RunRequest,
+        RunResult,
+        RunStatus,
+        ToolCallRecord,
+    )
+
+_RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
+
+
+def user_message(run_input: dict) -> str:
+    """The first user turn: ``input.message`` when given, else the input as JSON."""
+    message = run_input.get("message")
+    return message if isinstance(message, str) else json.dumps(run_input, sort_keys=True)
+
+
+@workflow.defn(name="AgentRunWorkflow")
+class AgentRunWorkflow:
+    """Runs one agent workflow spec to completion."""
+
+    def __init__(self) -> None:
+        self._request: RunRequest | None = None
+        self._status: RunStatus = "running"
+        self._pending: dict[str, PendingAction] = {}
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        self._request = request
+        await self._record(RecordRunInput(request=request, run_id=request.run_id, status="running"))
+        app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": request.run_id}}
+        state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec,
+                                                user_message(request.input)), config)
+        while "__interrupt__" in state:
+            actions = [ToolCallRecord.model_validate(a) for a in state["__interrupt__"][0].value["actions"]]
+            verdicts = await self._wait_for_people(request, actions)
+            state = await app.ainvoke(Command(resume=verdicts), config)
+        calls = [ToolCallRecord.model_validate(c) for c in state.get("calls") or []]
+        calls += [ToolCallRecord.model_validate(c) for c in state.get("proposed") or []]
+        result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
+                           status=state.get("status") or "failed", reason=state.get("reason"),
+                           output=state.get("output"), steps=state.get("step", 0), tool_calls=calls)
+        self._status = result.status
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
+        return result
+
+    async def _wait_for_people(self, request: RunRequest, actions: list[ToolCallRecord]) -> dict[str, dict]:
+        expires_at = workflow.now() + request.spec.approval.timeout
+        self._pending = {a.approval_id or "": PendingAction(approval_id=a.approval_id or "", run_id=request.run_id,
+                                                           call=a, requested_by=request.requested_by,
+                                                           expires_at=expires_at) for a in actions}
+        self._status = "waiting_approval"
+        await workflow.execute_activity(
+            "open_approvals", OpenApprovalsInput(run_id=request.run_id, workflow=request.spec.name,
+                                                 version=request.spec.version, requested_by=request.requested_by,
+                                                 tenant=request.tenant, expires_at=expires_at, calls=actions),
+            result_type=OpenApprovalsResult, **_RECORD)
+        try:
+            await workflow.wait_condition(lambda: all(p.status != "pending" for p in self._pending.values()),
+                                          timeout=expires_at - workflow.now())
+        except TimeoutError:
+            for pending in self._pending.values():
+                if pending.status == "pending":
+                    pending.status, pending.reason = "expired", "approval expired"
+                    await self._close(pending)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._status = "running"
+        return {p.approval_id: {"outcome": p.status, "reason": p.reason,
+                                "votes": [v.model_dump(mode="json") for v in p.call.votes]}
+                for p in self._pending.values()}
+
+    async def _record(self, record: RecordRunInput) -> None:
+        await workflow.execute_activity("record_run", record, result_type=RecordRunResult, **_RECORD)
+
+    async def _close(self, pending: PendingAction) -> None:
+        await workflow.execute_activity(
+            "close_approval", CloseApprovalInput(approval_id=pending.approval_id, status=pending.status,
+                                                 votes=pending.call.votes, reason=pending.reason),
+            result_type=CloseApprovalResult, **_RECORD)
+
+    @workflow.update(name="decide_approval")
+    async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
+        """Record one person's approve/reject; quorum turns it into a verdict."""
+        pending = self._pending[decision.approval_id]
+        pending.call.votes.append(ApprovalVote(by=decision.by, decision=decision.decision,
+                                               comment=decision.comment, at=workflow.now()))
+        needed = pending.call.decision.min_approvals if pending.call.decision else 1
+        approvals = len({v.by for v in pending.call.votes if v.decision == "approve"})
+        if decision.decision == "reject":
+            pending.status, pending.reason = "rejected", decision.comment
+        elif approvals >= needed:
+            pending.status = "approved"
+        await self._close(pending)
+        return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,  # type: ignore[arg-type]
+                                      approvals=approvals, needed=needed)
+
+    @decide_approval.validator
+    def _check_decision(self, decision: ApprovalDecisionInput) -> None:
+        pending = self._pending.get(decision.approval_id)
+        if pending is None:
+            raise ApplicationError(f"no pending approval {decision.approval_id} in this run", type="NotFoundError")
+        if pending.status != "pending":
+            raise ApplicationError(f"approval {decision.approval_id} is already {pending.status}",
+                                   type="ApprovalError")
+        if workflow.now() >= pending.expires_at:
+            raise ApplicationError(f"approval {decision.approval_id} expired at {pending.expires_at.isoformat()}",
+                                   type="ApprovalError")
+        if decision.by == pending.requested_by:
+            raise ApplicationError(f"{decision.by} started this run and cannot decide its actions",
+                                   type="ApprovalError")
+        if any(v.by == decision.by for v in pending.call.votes):
+            raise ApplicationError(f"{decision.by} already decided approval {decision.approval_id}",
+                                   type="ApprovalError")
+        if decision.decision == "reject" and not (decision.comment or "").strip():
+            raise ApplicationError("a rejection needs a reason", type="ApprovalError")
+
+    @workflow.query(name="get_pending_actions")
+    def get_pending_actions(self) -> list[PendingAction]:
+        """Gated actions of this run that still wait for people."""
+        return [p for p in self._pending.values() if p.status == "pending"]
+
+    @workflow.query(name="get_status")
+    def get_status(self) -> str:
+        """``running``, ``waiting_approval`` or how the run ended."""
+        return self._status
+

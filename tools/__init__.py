@@ -1,0 +1,1 @@
+"""Tool implementations with typed argument schemas."""
