@@ -182,12 +182,12 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
     return {"messages": messages, "proposed": [], "calls": [*(state.get("calls") or []), *done]}
 
 
-def route_after_model(state: AgentState) -> str:
+async def route_after_model(state: AgentState) -> str:
     """End when the run has a status; otherwise check the proposed calls."""
     return "end" if state.get("status") else "check_tool_calls"
 
 
-def route_after_check(state: AgentState) -> str:
+async def route_after_check(state: AgentState) -> str:
     """Wait for people only when some call needs approval."""
     pending = any(c.get("outcome") == "pending_approval" for c in state.get("proposed") or [])
     return "await_approval" if pending else "execute_tools"

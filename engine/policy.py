@@ -63,10 +63,9 @@ class PolicyEngine:
         return normalize_decision(raw, after), raw, _ms(started)
 
     async def _revision(self, client: AsyncOpaClient, package: str) -> str | None:
-        wanted = "/" + package.replace(".", "/")
+        wanted = "/v1/data/" + package.replace(".", "/")
         info = await client.get_policies_info()
-        ids = sorted(pid for pid, meta in info.items() if meta["path"].endswith(wanted)
-                     and meta["path"].rsplit("/v1", 1)[-1] == wanted)
+        ids = sorted(pid for pid, meta in info.items() if meta["path"].endswith(wanted))
         if not ids:
             return None
         digest = hashlib.sha256()

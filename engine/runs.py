@@ -1,0 +1,79 @@
+"""Client-side operations on runs: start, await, list approvals, decide.
+
+The CLI (and later the HTTP API) call these; they speak Temporal and SQL and
+translate Temporal's errors into Airlock's once, here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from engine.errors import ApprovalError, NotFoundError
+from engine.models import ApprovalDecisionInput, ApprovalDecisionResult, PendingAction, RunRequest, RunResult
+from engine.spec import WorkflowSpec
+from engine.store import repo
+from engine.workflow import AgentRunWorkflow
+
+
+def new_run_id(spec: WorkflowSpec) -> str:
+    """A run id that says which workflow it belongs to."""
+    return f"{spec.name}-{uuid.uuid4().hex[:12]}"
+
+
+async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec, run_input: dict[str, Any],
+                    requested_by: str, tenant: str = "default", run_id: str | None = None
+                    ) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    """Start a durable run; the workflow id is the run id."""
+    request = RunRequest(spec=spec, input=run_input, requested_by=requested_by, tenant=tenant,
+                         run_id=run_id or new_run_id(spec))
+    return await client.start_workflow(AgentRunWorkflow.run, request, id=request.run_id, task_queue=task_queue,
+                                       result_type=RunResult,
+                                       memo={"workflow": spec.name,
+                                                                     "requested_by": requested_by})
+
+
+async def run_result(client: Client, run_id: str) -> RunResult:
+    """Wait for a run to end and return its result."""
+    return await client.get_workflow_handle(run_id, result_type=RunResult).result()
+
+
+async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:
+    """Ask a run which of its actions wait for people (Temporal query)."""
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    return await handle.query(AgentRunWorkflow.get_pending_actions)
+
+
+async def decide_approval(client: Client, engine: Engine, *, approval_id: str,
+                          decision: Literal["approve", "reject"], by: str,
+                          comment: str | None = None) -> ApprovalDecisionResult:
+    """Approve or reject a gated action, across all runs.
+
+    Raises:
+        NotFoundError: no approval has this id.
+        ApprovalError: the run refused the decision (requester, expired, decided…).
+    """
+    with Session(engine) as session:
+        approval = repo.get_approval(session, approval_id=approval_id)
+    if approval is None:
+        raise NotFoundError(f"no approval {approval_id}")
+    if approval.status != "pending":
+        raise ApprovalError(f"approval {approval_id} is already {approval.status}")
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, approval.run_id)
+    try:
+        return await handle.execute_update(
+            AgentRunWorkflow.decide_approval,
+            ApprovalDecisionInput(approval_id=approval_id, decision=decision, by=by, comment=comment))
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        kind = cause.type if isinstance(cause, ApplicationError) else None
+        raise (NotFoundError if kind == "NotFoundError" else ApprovalError)(message) from exc
+    except RPCError as exc:
+        raise ApprovalError(f"run {approval.run_id} cannot take decisions now: {exc.message}") from exc

@@ -1,0 +1,119 @@
+"""Shared fixtures: real services on free ports, started and stopped here.
+
+The database fixture runs every test that uses it on SQLite and on PostgreSQL
+(a throwaway cluster started with Debian's binaries as the ``postgres`` user).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from engine import stack
+from engine.config import Settings
+from engine.store.db import migrate
+from engine.temporal import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Services:
+    temporal_address: str
+    opa_url: str
+    scripted_url: str
+    logs: Path
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Temporal dev server, OPA (serving policies/) and the scripted model."""
+    base = tmp_path_factory.mktemp("services")
+    t_port, ui_port, opa_port, llm_port = (stack.free_port() for _ in range(4))
+    procs = []
+    try:
+        procs.append(stack.launch_temporal(t_port, ui_port, base / "temporal.db", base / "temporal.log"))
+        procs.append(stack.launch_opa(opa_port, ROOT / "policies", base / "opa.log"))
+        procs.append(stack.launch_scripted(llm_port, base / "scripted.log"))
+        yield Services(f"127.0.0.1:{t_port}", f"http://127.0.0.1:{opa_port}",
+                       f"http://127.0.0.1:{llm_port}/v1", base)
+    finally:
+        for proc in reversed(procs):
+            stack.stop_process(proc)
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not versions:
+        pytest.fail(f"PostgreSQL binary {name} not found; .ci/run installs Debian's postgresql")
+    return str(versions[-1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free port."""
+    data = tmp_path_factory.mktemp("pgdata")
+    port = stack.free_port()
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        os.chmod(data.parent, 0o755)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, _postgres_bin("initdb"), "-D", str(data), "-U", "airlock", "--auth=trust",
+                    "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run([*as_postgres, _postgres_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
+                    "-o", f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://airlock@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, _postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database: SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'airlock.db'}"
+    else:
+        import sqlalchemy
+
+        base = request.getfixturevalue("postgres_url")
+        name = "t_" + uuid.uuid4().hex[:12]
+        admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def settings(services: Services, db_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own task queue and database."""
+    return Settings(
+        project_dir=ROOT, state_dir=tmp_path / "state", database_url=db_url,
+        temporal={"address": services.temporal_address, "task_queue": f"tq-{uuid.uuid4().hex[:8]}"},
+        opa={"url": services.opa_url}, llm={"scripted_url": services.scripted_url},
+    )
+
+
+@pytest.fixture(scope="session")
+async def client(services: Services) -> AsyncIterator[Client]:
+    from engine.config import TemporalSettings
+
+    yield await connect(TemporalSettings(address=services.temporal_address))
