@@ -71,6 +71,16 @@ def seed_demo_orders(database_url: str) -> None:
         session.commit()
 
 
+def reset_demo_ledger(database_url: str) -> None:
+    """Remove the demo orders' refunds and (re)seed them, so the demo can run again."""
+    seed_demo_orders(database_url)
+    with Session(ledger(database_url)) as session:
+        ids = [o.order_id for o in DEMO_ORDERS]
+        for refund in session.exec(select(Refund).where(Refund.order_id.in_(ids))).all():  # type: ignore[attr-defined]
+            session.delete(refund)
+        session.commit()
+
+
 def refunded_total(session: Session, order_id: str) -> Decimal:
     """What has been refunded on an order so far."""
     total = session.exec(select(func.coalesce(func.sum(Refund.amount), 0)).where(Refund.order_id == order_id)).one()

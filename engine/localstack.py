@@ -1,0 +1,133 @@
+"""``airlock up / down / status``: the local stack as background processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from engine import stack
+from engine.config import Settings
+from engine.errors import StackError
+
+COMPONENTS = ("temporal", "opa", "anvil", "model", "worker")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class ComponentStatus:
+    """One line of ``airlock status``."""
+
+    name: str
+    state: str  # running | stopped | external
+    address: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def addresses(settings: Settings) -> dict[str, tuple[str, int]]:
+    """Host and port of each component, from settings."""
+    return {
+        "temporal": _host_port(settings.temporal.address, 7233),
+        "opa": _host_port(settings.opa.url, 8181),
+        "anvil": _host_port(settings.chain.rpc_url, 8545),
+        "model": _host_port(settings.llm.scripted_url, 8600),
+    }
+
+
+def _is_ours(files: stack.StateFiles, name: str) -> stack.Service | None:
+    service = files.load(name)
+    if service and stack.pid_alive(service.pid):
+        return service
+    return None
+
+
+def status(settings: Settings) -> list[ComponentStatus]:
+    """What runs, where, and whether `airlock up` started it."""
+    files = stack.StateFiles(settings.state_dir or Path(".airlock"))
+    out = []
+    for name, (host, port) in addresses(settings).items():
+        ours = _is_ours(files, name)
+        address = f"{host}:{port}"
+        if ours:
+            out.append(ComponentStatus(name, "running", ours.address, ours.pid))
+        elif stack.port_open(host, port):
+            out.append(ComponentStatus(name, "external", address, detail="not started by airlock up"))
+        else:
+            out.append(ComponentStatus(name, "stopped", address))
+    worker = _is_ours(files, "worker")
+    out.append(ComponentStatus("worker", "running" if worker else "stopped",
+                               f"task queue {settings.temporal.task_queue}", worker.pid if worker else None))
+    return out
+
+
+def up(settings: Settings, say: Callable[[str], None]) -> None:
+    """Start every component not already running (idempotent)."""
+    state = settings.state_dir or Path(".airlock")
+    files = stack.StateFiles(state)
+    addr = addresses(settings)
+    launchers = {
+        "temporal": lambda port, log: stack.launch_temporal(port, settings.temporal.ui_port,
+                                                            state / "temporal.db", log),
+        "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,
+                                                  settings.project_dir),
+        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir),
+        "model": lambda port, log: stack.launch_scripted(port, log),
+    }
+    for name, launch in launchers.items():
+        host, port = addr[name]
+        if _is_ours(files, name):
+            say(f"{name}: already running at {host}:{port}")
+            continue
+        if host not in _LOOPBACK or stack.port_open(host, port):
+            say(f"{name}: using the one at {host}:{port} (not started here)")
+            continue
+        proc = launch(port, files.log(name))
+        files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
+        say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)})")
+    _start_worker(settings, files, say)
+
+
+def _start_worker(settings: Settings, files: stack.StateFiles, say: Callable[[str], None]) -> None:
+    if (service := _is_ours(files, "worker")) is not None:
+        say(f"worker: already running (pid {service.pid})")
+        return
+    log = files.log("worker")
+    size = log.stat().st_size if log.exists() else 0
+    env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir)}
+    proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env={**env, "PYTHONUNBUFFERED": "1"},
+                               cwd=settings.project_dir)
+    stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace")[size:], "worker", proc, 60, log)
+    files.save(stack.Service("worker", proc.pid, f"task queue {settings.temporal.task_queue}", str(log)))
+    say(f"worker: started on task queue {settings.temporal.task_queue} (pid {proc.pid}, log {log})")
+
+
+def down(settings: Settings, say: Callable[[str], None]) -> None:
+    """Stop only what `airlock up` started, worker first."""
+    files = stack.StateFiles(settings.state_dir or Path(".airlock"))
+    for name in reversed(COMPONENTS):
+        service = files.load(name)
+        if service is None:
+            continue
+        if stack.pid_alive(service.pid):
+            stack.stop_process(service.pid)
+            say(f"{name}: stopped (pid {service.pid})")
+        files.forget(name)
+
+
+def wait_for_stack(settings: Settings, timeout: float = 30.0) -> None:
+    """Fail clearly when Temporal is not reachable."""
+    host, port = addresses(settings)["temporal"]
+    deadline = time.monotonic() + timeout
+    while not stack.port_open(host, port):
+        if time.monotonic() > deadline:
+            raise StackError(f"Temporal is not reachable at {host}:{port}; start it with `airlock up`")
+        time.sleep(0.2)
+

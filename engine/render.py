@@ -1,0 +1,92 @@
+"""How runs and approvals look in a terminal (Rich) and as JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.models import RunResult, ToolCallRecord
+from engine.store.repo import ApprovalView
+
+_OUTCOME_STYLE = {"executed": "green", "denied": "red", "invalid": "yellow", "rejected": "red",
+                  "expired": "red", "failed": "red", "pending_approval": "cyan", "allowed": "green",
+                  "approved": "green"}
+
+
+def args_summary(args: dict[str, Any], width: int = 60) -> str:
+    """``k=v, k=v`` on one line, shortened to ``width``."""
+    text = ", ".join(f"{k}={v}" for k, v in args.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def call_json(call: ToolCallRecord) -> dict[str, Any]:
+    """One tool call as the ``--json`` output shows it."""
+    return {
+        "step": call.step, "tool": call.tool, "args": call.args,
+        "decision": call.decision.outcome if call.decision else None,
+        "reasons": call.decision.reasons if call.decision else [],
+        "policy_revision": call.decision.revision if call.decision else None,
+        "outcome": call.outcome, "error": call.error, "result": call.result,
+        "approval_id": call.approval_id,
+        "approved_by": [v.by for v in call.votes if v.decision == "approve"],
+    }
+
+
+def result_json(result: RunResult) -> str:
+    """The single JSON object of ``airlock run --wait --json``."""
+    return json.dumps({"run_id": result.run_id, "workflow": result.workflow, "version": result.version,
+                       "status": result.status, "reason": result.reason, "output": result.output,
+                       "steps": result.steps, "tool_calls": [call_json(c) for c in result.tool_calls]},
+                      default=str)
+
+
+def calls_table(calls: list[ToolCallRecord], title: str = "Tool calls") -> Table:
+    """A table of proposed calls: what the model asked, what the boundary did."""
+    table = Table(title=title, title_justify="left")
+    for col in ("step", "tool", "arguments", "policy", "outcome", "why"):
+        table.add_column(col, overflow="fold")
+    for c in calls:
+        why = "; ".join(c.decision.reasons) if c.decision else (c.error or "")
+        if c.votes:
+            why += " | " + ", ".join(f"{v.decision}d by {v.by}" for v in c.votes)
+        style = _OUTCOME_STYLE.get(c.outcome, "")
+        table.add_row(str(c.step), c.tool, args_summary(c.args or {"raw": c.raw_arguments}),
+                      c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", why)
+    return table
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    """A run's outcome, readable."""
+    style = "green" if result.status == "completed" else "yellow"
+    console.print(f"run [bold]{result.run_id}[/] ({result.workflow} v{result.version}): "
+                  f"[{style}]{result.status}[/]" + (f" — {result.reason}" if result.reason else ""))
+    if result.tool_calls:
+        console.print(calls_table(result.tool_calls))
+    if result.output:
+        console.print(f"[bold]final answer:[/] {result.output}")
+
+
+def waited(since: datetime) -> str:
+    """``3m`` / ``2h`` since a time."""
+    seconds = int((datetime.now(timezone.utc) - since.replace(tzinfo=since.tzinfo or timezone.utc)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def approvals_table(items: list[ApprovalView]) -> Table:
+    """The inbox."""
+    table = Table(title="Approvals", title_justify="left")
+    for col in ("id", "workflow", "requested by", "tool", "arguments", "policy reasons", "waited", "expires",
+                "status"):
+        table.add_column(col, overflow="fold")
+    for a in items:
+        table.add_row(a.approval_id, f"{a.workflow} v{a.version}", a.requested_by, a.tool, args_summary(a.args),
+                      "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
+                      a.status)
+    return table
