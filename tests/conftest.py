@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -62,15 +63,15 @@ def _postgres_bin(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free port."""
-    data = tmp_path_factory.mktemp("pgdata")
+    # Not under pytest's tmp dir: that is private to root and postgres must reach it.
+    data = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
     port = stack.free_port()
     as_postgres: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root
         user = pwd.getpwnam("postgres")
         os.chown(data, user.pw_uid, user.pw_gid)
-        os.chmod(data.parent, 0o755)
         as_postgres = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*as_postgres, _postgres_bin("initdb"), "-D", str(data), "-U", "airlock", "--auth=trust",
                     "-E", "UTF8"], check=True, capture_output=True)
@@ -81,6 +82,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run([*as_postgres, _postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
                        capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,0 +1,52 @@
+"""Helpers shared by tests: write a spec with its own scripted turns, wait for the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlmodel import Session
+
+from engine.spec import WorkflowSpec, load_spec
+from engine.store import repo
+from engine.store.db import make_engine
+from engine.store.repo import ApprovalView
+
+ROOT = Path(__file__).resolve().parent.parent
+REFUND_TOOLS = ["tools.support:lookup_order", "tools.support:issue_refund"]
+
+
+def refund(order_id: str, amount: str, reason: str = "item arrived damaged") -> dict[str, Any]:
+    """One scripted ``issue_refund`` call."""
+    return {"name": "issue_refund", "args": {"order_id": order_id, "amount": amount, "reason": reason}}
+
+
+def write_spec(tmp_path: Path, turns: list[dict[str, Any]], **overrides: Any) -> WorkflowSpec:
+    """A support-refund spec whose scripted model answers ``turns``."""
+    script = tmp_path / "turns.yaml"
+    script.write_text(yaml.safe_dump({"turns": turns}))
+    body: dict[str, Any] = {
+        "name": "refund-test", "version": 1, "system_prompt": "You issue refunds within policy.",
+        "model": {"provider": "scripted", "script": str(script)}, "tools": REFUND_TOOLS,
+        "policy": "airlock.support_refund", "approval": {"timeout": "1h"},
+    }
+    body.update(overrides)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return load_spec(path, project_dir=ROOT)
+
+
+async def wait_for_inbox(db_url: str, run_id: str, count: int = 1, timeout: float = 30.0) -> list[ApprovalView]:
+    """Poll the SQL inbox until the run has ``count`` pending approvals."""
+    engine = make_engine(db_url)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with Session(engine) as session:
+            items = repo.list_approvals(session, run_id=run_id)
+        if len(items) >= count:
+            return items
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} has {len(items)} pending approvals after {timeout}s")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,191 @@
+"""Durable runs against a real Temporal dev server, OPA, scripted model and SQL (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.errors import ApprovalError
+from engine.models import CallModelInput
+from engine.runs import decide_approval, pending_actions, start_run
+from engine.store import repo
+from engine.store.db import make_engine
+from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
+from engine.worker import build_worker
+from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tools import support
+
+pytestmark = pytest.mark.integration
+CUSTOMER = {"customer_id": "cus_ana", "message": "please refund"}
+
+
+def refunds(db_url: str) -> list[tuple[str, str]]:
+    with Session(support.ledger(db_url)) as session:
+        return [(r.order_id, str(r.amount)) for r in session.exec(select(support.Refund)).all()]
+
+
+async def model_requests(client: Client, run_id: str) -> list[CallModelInput]:
+    """What the workflow sent to the model, read back from its Temporal history."""
+    history = await client.get_workflow_handle(run_id).fetch_history()
+    out = []
+    for event in history.events:
+        attrs = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes") and attrs.activity_type.name == "call_model":
+            [value] = await client.data_converter.decode(attrs.input.payloads, [CallModelInput])
+            out.append(value)
+    return out
+
+
+def last_tool_message(requests: list[CallModelInput]) -> dict:
+    return json.loads([m for m in requests[-1].messages if m["role"] == "tool"][-1]["content"])
+
+
+async def test_demo_workflow_allows_approves_and_denies(client: Client, settings: Settings) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    from engine.spec import load_spec
+
+    spec = load_spec(ROOT / "workflows/support_refund.yaml", project_dir=ROOT)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        assert (item.tool, item.args["amount"], item.requested_by) == ("issue_refund", "180.00", "alice")
+        assert item.policy_reasons == ["refunds above 50 need one approval by support-leads"]
+        assert item.approvers == ["support-leads"] and item.digest.startswith("sha256:")
+        [pending] = await pending_actions(client, handle.id)
+        assert pending.approval_id == item.approval_id
+        outcome = await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+                                        decision="approve", by="bob", comment="ok")
+        assert outcome.status == "approved"
+        result = await handle.result()
+
+    assert result.status == "completed"
+    assert [(c.tool, c.decision.outcome if c.decision else None, c.outcome) for c in result.tool_calls] == [
+        ("lookup_order", "allow", "executed"),
+        ("issue_refund", "allow", "executed"),
+        ("issue_refund", "require_approval", "executed"),
+        ("issue_refund", "deny", "denied"),
+    ]
+    assert result.tool_calls[3].decision.reasons == ["refunds above 500 are not allowed (asked 900.00)"]
+    assert sorted(refunds(settings.db_url)) == [("A-1001", "25.00"), ("A-1002", "180.00")]
+    engine = make_engine(settings.db_url)
+    with Session(engine) as session:
+        decisions = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == handle.id)).all()
+        assert len(decisions) == 4
+        assert all(d.revision and d.revision.startswith("sha256:") for d in decisions)
+        denied = next(d for d in decisions if d.outcome == "deny")
+        assert denied.input["tool"]["args"]["amount"] == "900.00"
+        assert denied.input["actor"] == {"requested_by": "alice", "tenant": "default"}
+        assert denied.input["facts"]["order"]["customer_id"] == "cus_ana"
+        assert len(session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == handle.id)).all()) == 3
+        approval = repo.get_approval(session, approval_id=item.approval_id)
+        assert approval and approval.status == "approved" and approval.votes[0]["by"] == "bob"
+        run = repo.get_run(session, run_id=handle.id)
+        assert run and run.status == "completed" and run.finished_at is not None
+
+
+async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "-5")]}, {"content": "sorry"}])
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+        requests = await model_requests(client, handle.id)
+    [call] = result.tool_calls
+    assert call.outcome == "invalid" and call.decision is None
+    assert "amount" in (call.error or "") and "greater than 0" in (call.error or "")
+    assert last_tool_message(requests)["error"].startswith("invalid arguments: amount: Input should be greater")
+    with Session(make_engine(settings.db_url)) as session:
+        assert repo.decisions_for_run(session, run_id=handle.id) == []
+    assert refunds(settings.db_url) == []
+
+
+async def test_requester_cannot_approve_own_run(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "100.00")]}, {"content": "done"}])
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        with pytest.raises(ApprovalError, match="alice started this run"):
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="alice")
+        assert refunds(settings.db_url) == []
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+        result = await handle.result()
+        with pytest.raises(ApprovalError, match="already approved"):
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="carol")
+    assert result.tool_calls[0].outcome == "executed"
+    assert refunds(settings.db_url) == [("A-1002", "100.00")]
+
+
+async def test_rejection_reason_reaches_model(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "300.00")]}, {"content": "understood"}])
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject", by="bob",
+                              comment="customer already got a voucher")
+        result = await handle.result()
+        requests = await model_requests(client, handle.id)
+    [call] = result.tool_calls
+    assert call.outcome == "rejected" and call.error == "customer already got a voucher"
+    assert last_tool_message(requests) == {"ok": False,
+                                           "error": "rejected by approver: customer already got a voucher"}
+    assert refunds(settings.db_url) == []
+    with Session(engine) as session:
+        row = repo.get_approval(session, approval_id=item.approval_id)
+        assert row and row.status == "rejected" and row.reason == "customer already got a voucher"
+
+
+async def test_refund_to_another_customers_order_denied(client: Client, settings: Settings,
+                                                         tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("B-2001", "10.00")]}, {"content": "cannot"}])
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    [call] = result.tool_calls
+    assert call.outcome == "denied"
+    assert call.decision and call.decision.reasons == ["order B-2001 belongs to another customer"]
+    assert refunds(settings.db_url) == []
+
+
+async def test_tool_call_limit_ends_run_cleanly(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]},
+                                 {"tool_calls": [refund("A-1001", "5.00")]}, {"content": "done"}],
+                      limits={"max_steps": 5, "max_tool_calls": 1})
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    assert result.status == "limit_reached"
+    assert result.reason == "max_tool_calls (1) reached; 1 proposed call(s) not executed"
+    assert [c.tool for c in result.tool_calls] == ["lookup_order"]
+    assert refunds(settings.db_url) == []
+
+
+async def test_step_limit_ends_run_cleanly(client: Client, settings: Settings, tmp_path: Path) -> None:
+    lookups = [{"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]}] * 4
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, lookups, limits={"max_steps": 2, "max_tool_calls": 10})
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    assert (result.status, result.reason, result.steps) == ("limit_reached", "max_steps (2) reached", 2)
+    with Session(make_engine(settings.db_url)) as session:
+        run = repo.get_run(session, run_id=handle.id)
+        assert run and run.status == "limit_reached" and run.reason == "max_steps (2) reached"
