@@ -1,0 +1,143 @@
+"""Fail closed: OPA unreachable, undefined or malformed decisions, and quorum, on a real OPA."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from engine import stack
+from engine.config import OpaSettings, Settings
+from engine.errors import ApprovalError
+from engine.policy import PolicyEngine
+from engine.runs import decide_approval, start_run
+from engine.store import repo
+from engine.store.db import make_engine
+from engine.worker import build_worker
+from tests.helpers import refund, wait_for_inbox, write_spec
+from tools import support
+
+pytestmark = pytest.mark.integration
+CUSTOMER = {"customer_id": "cus_ana"}
+
+ODD_POLICIES = {
+    "undefined.rego": """package airlock.test.undefined
+import rego.v1
+decision := {"allow": true} if input.tool.name == "never_proposed"
+""",
+    "malformed.rego": """package airlock.test.malformed
+import rego.v1
+decision := {"allow": "yes", "reasons": ["looks fine"]}
+""",
+    "quorum.rego": """package airlock.test.quorum
+import rego.v1
+decision := {"allow": true, "require_approval": true, "approvers": ["treasury-ops"], "min_approvals": 2,
+             "reasons": ["two people must approve"]}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second OPA serving policies that misbehave on purpose."""
+    folder = tmp_path_factory.mktemp("odd-policies")
+    for name, text in ODD_POLICIES.items():
+        (folder / name).write_text(text)
+    port = stack.free_port()
+    proc = stack.launch_opa(port, folder, folder / "opa.log")
+    yield f"http://127.0.0.1:{port}"
+    stack.stop_process(proc)
+
+
+async def _run_once(client: Client, settings: Settings, tmp_path: Path, policy: str | None = None):
+    support.reset_demo_ledger(settings.db_url)
+    overrides = {"policy": policy} if policy else {}
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "5.00")]}, {"content": "ok"}], **overrides)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        return await handle.result()
+
+
+def _ledger_empty(db_url: str) -> bool:
+    with Session(support.ledger(db_url)) as session:
+        return session.exec(select(support.Refund)).first() is None
+
+
+async def test_unreachable_opa_denies_and_records(client: Client, settings: Settings, tmp_path: Path) -> None:
+    settings.opa = OpaSettings(url=f"http://127.0.0.1:{stack.free_port()}", timeout_s=0.5)
+    result = await _run_once(client, settings, tmp_path)
+    [call] = result.tool_calls
+    assert call.outcome == "denied" and call.decision
+    assert call.decision.reasons[0] == "policy unavailable"
+    assert _ledger_empty(settings.db_url)
+    with Session(make_engine(settings.db_url)) as session:
+        [row] = repo.decisions_for_run(session, run_id=result.run_id)
+    assert row["outcome"] == "deny" and row["result"]["reasons"][0] == "policy unavailable"
+
+
+@pytest.mark.parametrize("package, detail", [
+    ("airlock.test.undefined", "decision is undefined"),
+    ("airlock.test.malformed", "decision is malformed"),
+    ("airlock.test.missing", "no policy module declares package airlock.test.missing"),
+])
+async def test_undefined_or_malformed_decision_denies(client: Client, settings: Settings, tmp_path: Path,
+                                                      odd_opa: str, package: str, detail: str) -> None:
+    settings.opa = OpaSettings(url=odd_opa)
+    result = await _run_once(client, settings, tmp_path, policy=package)
+    [call] = result.tool_calls
+    assert call.outcome == "denied" and call.decision
+    assert call.decision.reasons[0] == "policy unavailable"
+    assert call.decision.reasons[1].startswith(detail)
+    assert _ledger_empty(settings.db_url)
+
+
+async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Settings, tmp_path: Path,
+                                                   odd_opa: str) -> None:
+    settings.opa = OpaSettings(url=odd_opa)
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "5.00")]}, {"content": "ok"}],
+                      policy="airlock.test.quorum")
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        assert item.min_approvals == 2
+        first = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+        assert (first.status, first.approvals, first.needed) == ("pending", 1, 2)
+        with pytest.raises(ApprovalError, match="bob already decided"):
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+        assert _ledger_empty(settings.db_url)
+        second = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                       by="carol")
+        assert second.status == "approved"
+        result = await handle.result()
+    assert result.tool_calls[0].outcome == "executed"
+    assert sorted(v.by for v in result.tool_calls[0].votes) == ["bob", "carol"]
+
+
+async def test_revision_changes_when_policy_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    policy = folder / "rev.rego"
+    policy.write_text('package airlock.rev\nimport rego.v1\ndecision := {"allow": true, "reasons": ["v1"]}\n')
+    port = stack.free_port()
+    proc = stack.launch_opa(port, folder, tmp_path / "opa.log")
+    try:
+        engine = PolicyEngine(OpaSettings(url=f"http://127.0.0.1:{port}"))
+        first, _, _ = await engine.decide("airlock.rev", {})
+        policy.write_text('package airlock.rev\nimport rego.v1\ndecision := {"allow": false, "reasons": ["v2"]}\n')
+        for _ in range(50):  # --watch reloads within a moment
+            second, _, _ = await engine.decide("airlock.rev", {})
+            if second.reasons == ["v2"]:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stack.stop_process(proc)
+    assert first.outcome == "allow" and second.outcome == "deny"
+    assert first.revision and second.revision and first.revision != second.revision
