@@ -1,0 +1,64 @@
+"""Kill the worker while a run waits for approval; a new worker finishes it exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from engine import stack
+from engine.config import Settings
+from engine.runs import decide_approval, start_run
+from engine.store.db import make_engine
+from engine.store.tables import ToolExecutionRow
+from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tools import support
+
+pytestmark = pytest.mark.faults
+
+
+def start_worker(settings: Settings, log: Path):  # noqa: ANN201
+    env = {
+        "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
+        "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,
+        "AIRLOCK_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue, "AIRLOCK_OPA__URL": settings.opa.url,
+        "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "PYTHONUNBUFFERED": "1",
+    }
+    size = log.stat().st_size if log.exists() else 0
+    proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env=env, cwd=ROOT)
+    stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace")[size:], "worker", proc, 60, log)
+    return proc
+
+
+async def test_killed_worker_resumes_and_executes_once(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "120.00")]}, {"content": "done"}])
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log)
+    second = None
+    try:
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input={"customer_id": "cus_ana"}, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        os.killpg(first.pid, signal.SIGKILL)  # no graceful shutdown
+        first.wait(10)
+        second = start_worker(settings, log)
+        await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+                              decision="approve", by="bob")
+        result = await handle.result()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                stack.stop_process(proc)
+    assert result.status == "completed"
+    assert result.tool_calls[0].outcome == "executed"
+    with Session(support.ledger(settings.db_url)) as session:
+        rows = session.exec(select(support.Refund).where(support.Refund.order_id == "A-1002")).all()
+    assert [(r.order_id, str(r.amount)) for r in rows] == [("A-1002", "120.00")]
+    with Session(make_engine(settings.db_url)) as session:
+        [execution] = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == handle.id)).all()
+    assert (execution.status, execution.attempts) == ("succeeded", 1)

@@ -1,0 +1,43 @@
+"""An approval nobody decides expires: a rejection the model hears about (time-skipping server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from engine import stack
+from engine.config import Settings
+from engine.runs import start_run
+from engine.store import repo
+from engine.store.db import make_engine
+from engine.worker import build_worker
+from tests.helpers import refund, write_spec
+from tools import support
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_unanswered_approval_expires(settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "200.00")]}, {"content": "ok"}],
+                      approval={"timeout": "3d"})
+    async with await WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter,
+            test_server_existing_path=stack.find_binary("temporal-test-server")) as env:
+        async with build_worker(env.client, settings):
+            handle = await start_run(env.client, task_queue=settings.temporal.task_queue, spec=spec,
+                                     run_input={"customer_id": "cus_ana"}, requested_by="alice")
+            result = await handle.result()  # the server skips the three days
+    [call] = result.tool_calls
+    assert call.outcome == "expired"
+    assert result.status == "completed"
+    with Session(make_engine(settings.db_url)) as session:
+        [item] = repo.list_approvals(session, status=None, run_id=handle.id)
+    assert item.status == "expired" and item.decided_at is not None
+    with Session(support.ledger(settings.db_url)) as session:
+        assert support.refunded_total(session, "A-1002") == 0
