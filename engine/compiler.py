@@ -20,16 +20,17 @@ AGENT_GRAPH = "airlock.agent"
 _IN_WORKFLOW = {"execute_in": "workflow"}
 
 
-def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "call_model") -> StateGraph:
+def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "call_model",
+                 end: str = END) -> StateGraph:
     """Add the boundary (check → approve → execute) between two nodes.
 
-    ``after`` must leave ``proposed`` tool calls (or a ``status`` to end the
-    run); the boundary returns to ``then`` with the tool results appended.
+    ``after`` must leave ``proposed`` tool calls, or a ``status`` to go to
+    ``end``; the boundary returns to ``then`` with the tool results appended.
     """
     graph.add_node("check_tool_calls", nodes.check_tool_calls, metadata=dict(_IN_WORKFLOW))
     graph.add_node("await_approval", nodes.await_approval, metadata=dict(_IN_WORKFLOW))
     graph.add_node("execute_tools", nodes.execute_tools, metadata=dict(_IN_WORKFLOW))
-    graph.add_conditional_edges(after, nodes.route_after_model, {"end": END, "check_tool_calls": "check_tool_calls"})
+    graph.add_conditional_edges(after, nodes.route_after_model, {"end": end, "check_tool_calls": "check_tool_calls"})
     graph.add_conditional_edges("check_tool_calls", nodes.route_after_check,
                                 {"await_approval": "await_approval", "execute_tools": "execute_tools"})
     graph.add_edge("await_approval", "execute_tools")

@@ -10,6 +10,7 @@ keeps the definition it started with even if the file changes meanwhile.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import re
@@ -98,7 +99,7 @@ class WorkflowSpec(_Frozen):
     policy: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
     limits: LimitsSpec = LimitsSpec()
     approval: ApprovalSpec = ApprovalSpec()
-    graph: str | None = None
+    graph: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     # Filled by the loader.
     source: str | None = None
@@ -216,6 +217,16 @@ def _load_python(path: Path) -> WorkflowSpec:
     return spec
 
 
+def _graph_problem(import_path: str) -> str | None:
+    """Why a custom graph builder cannot be used, or None."""
+    module_name, _, attr = import_path.partition(":")
+    try:
+        builder = getattr(importlib.import_module(module_name), attr, None)
+    except ImportError as exc:
+        return f"cannot import module {module_name!r}: {exc}"
+    return None if callable(builder) else f"module {module_name!r} has no function {attr!r}"
+
+
 def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) -> WorkflowSpec:
     issues: list[SpecIssue] = []
     shown = str(path)
@@ -243,6 +254,8 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
             continue
         tool_specs.append(ToolSpec(import_path=import_path, name=td.name, description=td.description,
                                    consequential=td.consequential, parameters=td.args_model.model_json_schema()))
+    if spec.graph and (problem := _graph_problem(spec.graph)):
+        issues.append(SpecIssue(shown, _line_for(lines, ("graph",)), "graph", problem))
     names = [t.name for t in tool_specs]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         issues.append(SpecIssue(shown, _line_for(lines, ("tools",)), "tools", f"two tools are named {dup!r}"))

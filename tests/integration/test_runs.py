@@ -13,6 +13,7 @@ from engine.config import Settings
 from engine.errors import ApprovalError
 from engine.models import CallModelInput
 from engine.runs import decide_approval, pending_actions, start_run
+from engine.spec import load_spec
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
@@ -47,8 +48,6 @@ def last_tool_message(requests: list[CallModelInput]) -> dict:
 
 async def test_demo_workflow_allows_approves_and_denies(client: Client, settings: Settings) -> None:
     support.reset_demo_ledger(settings.db_url)
-    from engine.spec import load_spec
-
     spec = load_spec(ROOT / "workflows/support_refund.yaml", project_dir=ROOT)
     async with build_worker(client, settings):
         handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
@@ -189,3 +188,16 @@ async def test_step_limit_ends_run_cleanly(client: Client, settings: Settings, t
     with Session(make_engine(settings.db_url)) as session:
         run = repo.get_run(session, run_id=handle.id)
         assert run and run.status == "limit_reached" and run.reason == "max_steps (2) reached"
+
+
+async def test_python_spec_with_custom_graph_appends_receipt(client: Client, settings: Settings) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = load_spec(ROOT / "workflows/support_refund_strict.py", project_dir=ROOT)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    assert result.status == "completed"
+    assert result.output and result.output.startswith("I refunded 12.50 EUR for the lamp.")
+    assert result.output.endswith("on order A-1001") and "Receipt (executed actions):" in result.output
+    assert refunds(settings.db_url) == [("A-1001", "12.50")]

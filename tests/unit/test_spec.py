@@ -1,0 +1,111 @@
+"""The spec loader: resolved fields and errors located by file, line and field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from engine.errors import SpecError
+from engine.spec import load_spec
+from tests.helpers import ROOT
+
+GOOD = """\
+name: refund-test
+version: 2
+model:
+  provider: scripted
+  script: turns.yaml
+system_prompt: Be careful.
+tools:
+  - tools.support:lookup_order
+  - tools.support:issue_refund
+policy: airlock.support_refund
+approval:
+  timeout: 30m
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "turns.yaml").write_text("turns: []\n")
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def _issues(path: Path) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, project_dir=ROOT)
+    return [str(i) for i in info.value.issues]
+
+
+def test_load_spec_resolves_tools_prompt_and_script(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, GOOD), project_dir=ROOT)
+    assert [t.name for t in spec.tool_specs] == ["lookup_order", "issue_refund"]
+    refund = spec.tool("issue_refund")
+    assert refund and refund.consequential and set(refund.parameters["required"]) == {"order_id", "amount", "reason"}
+    assert spec.approval.timeout == timedelta(minutes=30)
+    assert spec.model.script == str(tmp_path / "turns.yaml")
+    assert spec.prompt_text == "Be careful." and spec.prompt_hash and len(spec.prompt_hash) == 64
+
+
+def test_prompt_hash_changes_with_prompt(tmp_path: Path) -> None:
+    first = load_spec(_write(tmp_path, GOOD), project_dir=ROOT).prompt_hash
+    second = load_spec(_write(tmp_path, GOOD.replace("Be careful.", "Be bold.")), project_dir=ROOT).prompt_hash
+    assert first != second
+
+
+def test_unknown_key_is_located(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "colour: blue\n")
+    assert _issues(path) == [f"{path}:13: colour: unknown key"]
+
+
+def test_nested_wrong_type_is_located(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "limits:\n  max_steps: many\n")
+    [issue] = _issues(path)
+    assert issue.startswith(f"{path}:14: limits.max_steps: Input should be a valid integer")
+
+
+def test_unknown_tool_and_bad_import_path_are_located(tmp_path: Path) -> None:
+    text = GOOD.replace("tools.support:lookup_order", "tools.support:wire_money").replace(
+        "tools.support:issue_refund", "not a path")
+    path = _write(tmp_path, text)
+    issues = _issues(path)
+    assert issues[0] == f"{path}:8: tools[0]: module 'tools.support' has no function 'wire_money'"
+    assert issues[1].startswith(f"{path}:9: tools[1]: 'not a path' is not an import path")
+
+
+def test_missing_module_is_reported(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("tools.support:lookup_order", "tools.nowhere:lookup"))
+    assert _issues(path)[0].startswith(f"{path}:8: tools[0]: cannot import module 'tools.nowhere'")
+
+
+def test_missing_prompt_file_is_located(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("system_prompt: Be careful.", "system_prompt_file: prompts/none.md"))
+    [issue] = _issues(path)
+    assert issue.startswith(f"{path}:6: system_prompt_file: prompt file ") and issue.endswith("does not exist")
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "limits: [unclosed\n")
+    [issue] = _issues(path)
+    assert issue.startswith(f"{path}:14: (yaml):")
+
+
+def test_missing_required_fields_listed_together(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: x\n")
+    issues = _issues(path)
+    assert {i.split(": ")[1] for i in issues} >= {"version", "model", "policy"}
+
+
+def test_python_spec_loads_same_model() -> None:
+    spec = load_spec(ROOT / "workflows/support_refund_strict.py", project_dir=ROOT)
+    assert spec.name == "support-refund-strict" and spec.limits.max_tool_calls == 3
+    assert spec.graph == "workflows.graphs.receipt:receipt_graph"
+    assert [t.name for t in spec.tool_specs] == ["lookup_order", "issue_refund"]
+
+
+def test_shipped_yaml_workflows_are_valid() -> None:
+    for path in sorted((ROOT / "workflows").glob("*.yaml")):
+        assert load_spec(path, project_dir=ROOT).name

@@ -1,0 +1,1 @@
+"""Workflow definitions shipped as examples (YAML and Python)."""

@@ -1,0 +1,1 @@
+"""Custom graphs for Python workflows, built on the same boundary nodes."""
