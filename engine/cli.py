@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -35,7 +36,7 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -44,7 +45,7 @@ def _spec(path: Path, settings: Settings) -> WorkflowSpec:
         return load_spec(path, project_dir=settings.project_dir)
     except SpecError as exc:
         for issue in exc.issues:
-            err.print(str(issue), highlight=False, markup=False)
+            print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
         raise typer.Exit(2) from exc
 
 
@@ -97,7 +98,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML 
         except SpecError as exc:
             failed = True
             for issue in exc.issues:
-                err.print(str(issue), highlight=False, markup=False)
+                print(issue, file=sys.stderr)
     if failed:
         raise typer.Exit(2)
 

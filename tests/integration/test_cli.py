@@ -1,0 +1,81 @@
+"""The ``airlock`` command end to end, as a user runs it (subprocesses, real services)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.models import RunResult
+from engine.worker import build_worker
+from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tools import support
+
+pytestmark = pytest.mark.integration
+AIRLOCK = [sys.executable, "-m", "engine.cli"]
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
+            "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,
+            "AIRLOCK_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue, "AIRLOCK_OPA__URL": settings.opa.url,
+            "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "COLUMNS": "200"}
+
+
+async def airlock(settings: Settings, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*AIRLOCK, *args, cwd=ROOT, env=cli_env(settings),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_run_wait_json_with_cli_approval(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "refunded"}])
+    async with build_worker(client, settings):
+        run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
+                                            '{"customer_id": "cus_ana"}', "--as", "alice", "--wait", "--json"))
+        for _ in range(300):
+            code, out, _ = await airlock(settings, "approvals", "list", "--json")
+            if json.loads(out or "[]"):
+                break
+            await asyncio.sleep(0.2)
+        [item] = json.loads(out)
+        assert item["tool"] == "issue_refund" and item["args"]["amount"] == "75.00"
+        code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "alice")
+        assert code == 1 and "alice started this run and cannot decide its actions" in err
+        code, out, _ = await airlock(settings, "approve", item["approval_id"], "--as", "bob", "--comment", "ok")
+        assert code == 0 and f"{item['approval_id']}: approved" in out
+        code, out, err = await run
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "completed" and result["output"] == "refunded"
+    [call] = result["tool_calls"]
+    assert (call["decision"], call["outcome"], call["approved_by"]) == ("require_approval", "executed", ["bob"])
+    assert call["reasons"] == ["refunds above 50 need one approval by support-leads"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, settings: Settings,
+                                                             tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "ok"}])
+    async with build_worker(client, settings):
+        code, out, _ = await airlock(settings, "run", str(tmp_path / "spec.yaml"), "--as", "alice", "--json",
+                                     "--input", '{"customer_id": "cus_ana"}')
+        run_id = json.loads(out)["run_id"]
+        assert run_id.startswith(spec.name + "-")
+        [item] = await wait_for_inbox(settings.db_url, run_id)
+        code, _, err = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", " ")
+        assert code == 2 and "--reason must not be empty" in err
+        code, out, _ = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", "duplicate")
+        assert code == 0 and "rejected" in out
+        result = await client.get_workflow_handle(run_id, result_type=RunResult).result()
+    assert result.tool_calls[0].outcome == "rejected" and result.tool_calls[0].error == "duplicate"

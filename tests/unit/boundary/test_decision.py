@@ -1,0 +1,80 @@
+"""Decision normalization fails closed; digests bind exactly what was approved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.boundary import action_digest, normalize_decision, policy_document, tool_message
+from engine.models import PolicyDecision, RunRequest, ToolCallRecord
+from engine.spec import ModelSpec, WorkflowSpec
+
+
+@pytest.mark.parametrize("raw, outcome", [
+    ({"allow": True}, "allow"),
+    ({"allow": True, "require_approval": True, "approvers": ["ops"], "min_approvals": 2}, "require_approval"),
+    ({"allow": False, "require_approval": True}, "require_approval"),
+    ({"allow": False}, "deny"),
+    ({}, "deny"),
+])
+def test_normalize_decision_outcomes(raw: dict, outcome: str) -> None:
+    assert normalize_decision(raw, "rev").outcome == outcome
+
+
+@pytest.mark.parametrize("raw", [
+    None, [], "allow", {"allow": "true"}, {"allow": 1}, {"allow": True, "reasons": "fine"},
+    {"allow": True, "min_approvals": 0}, {"allow": True, "min_approvals": True},
+    {"allow": True, "approvers": "ops"}, {"allow": True, "reasons": [1]},
+])
+def test_malformed_or_undefined_decision_denies(raw: object) -> None:
+    decision = normalize_decision(raw, "rev")
+    assert decision.outcome == "deny" and not decision.allow
+    assert decision.reasons[0] == "policy unavailable"
+
+
+def test_reasons_are_sorted_and_revision_kept() -> None:
+    decision = normalize_decision({"allow": False, "reasons": ["b", "a"]}, "sha256:x")
+    assert decision.reasons == ["a", "b"] and decision.revision == "sha256:x"
+
+
+def test_digest_changes_with_each_bound_part() -> None:
+    base = action_digest("issue_refund", {"amount": "10"}, {"balance": 5}, "r1")
+    assert base == action_digest("issue_refund", {"amount": "10"}, {"balance": 5}, "r1")
+    assert base != action_digest("lookup_order", {"amount": "10"}, {"balance": 5}, "r1")
+    assert base != action_digest("issue_refund", {"amount": "11"}, {"balance": 5}, "r1")
+    assert base != action_digest("issue_refund", {"amount": "10"}, {"balance": 6}, "r1")
+    assert base != action_digest("issue_refund", {"amount": "10"}, {"balance": 5}, "r2")
+
+
+def _call(**kw: object) -> ToolCallRecord:
+    return ToolCallRecord(call_id="c", step=3, index=0, tool="issue_refund", args={"amount": "5"}, **kw)
+
+
+def test_policy_document_has_the_contract_shape() -> None:
+    spec = WorkflowSpec(name="w", version=2, model=ModelSpec(), system_prompt="p", policy="airlock.w")
+    request = RunRequest(spec=spec, input={"customer_id": "c1"}, requested_by="alice", tenant="acme", run_id="r")
+    previous = [_call(outcome="executed"), _call(outcome="denied")]
+    doc = policy_document(request, _call(facts={"x": 1}), consequential=True, previous=previous)
+    assert doc["workflow"] == {"name": "w", "version": 2, "run_id": "r"}
+    assert doc["actor"] == {"requested_by": "alice", "tenant": "acme"}
+    assert doc["tool"] == {"name": "issue_refund", "consequential": True, "args": {"amount": "5"}}
+    assert doc["facts"] == {"x": 1}
+    assert doc["run"]["calls"] == {"issue_refund": 1} and doc["run"]["step"] == 3
+    assert doc["run"]["input"] == {"customer_id": "c1"}
+
+
+@pytest.mark.parametrize("outcome, error, expected", [
+    ("denied", None, "denied by policy: too big"),
+    ("rejected", "no", "rejected by approver: no"),
+    ("expired", None, "approval expired: nobody approved this action in time"),
+    ("invalid", "amount: bad", "invalid arguments: amount: bad"),
+    ("failed", "boom", "tool failed: boom"),
+])
+def test_tool_message_tells_the_model_why(outcome: str, error: str | None, expected: str) -> None:
+    call = _call(outcome=outcome, error=error, decision=PolicyDecision(reasons=["too big"]))
+    assert json.loads(tool_message(call)) == {"ok": False, "error": expected}
+
+
+def test_tool_message_for_executed_carries_result() -> None:
+    assert json.loads(tool_message(_call(outcome="executed", result={"id": 1}))) == {"ok": True, "result": {"id": 1}}

@@ -1,0 +1,71 @@
+"""CLI input handling: bad input exits 2 and starts nothing (no services needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.helpers import ROOT
+
+runner = CliRunner()
+# A Temporal address nothing listens on: a command that tried to start a run would fail with 1, not 2.
+ENV = {"AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_TEMPORAL__ADDRESS": "127.0.0.1:1"}
+
+
+def test_validate_ok_for_shipped_workflows() -> None:
+    result = runner.invoke(app, ["validate", str(ROOT / "workflows/support_refund.yaml"),
+                                 str(ROOT / "workflows/support_refund_strict.py")], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "ok (support-refund v1, 2 tools)" in result.output
+
+
+def test_validate_reports_every_problem_with_location(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nversion: 1\nmodel: {provider: scripted, script: nope.yaml}\nsystem_prompt: hi\n"
+                   "tools: [tools.support:nothing]\npolicy: airlock.x\nextra: 1\n")
+    result = runner.invoke(app, ["validate", str(bad)], env=ENV)
+    assert result.exit_code == 2
+    assert f"{bad}:7: extra: unknown key" in result.output
+
+
+def test_validate_reports_resolution_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nversion: 1\nmodel: {provider: scripted, script: nope.yaml}\nsystem_prompt: hi\n"
+                   "tools: [tools.support:nothing]\npolicy: airlock.x\n")
+    result = runner.invoke(app, ["validate", str(bad)], env=ENV)
+    assert result.exit_code == 2
+    assert f"{bad}:3: model.script: script file" in result.output
+    assert f"{bad}:5: tools[0]: module 'tools.support' has no function 'nothing'" in result.output
+
+
+def test_run_with_malformed_input_exits_2() -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice",
+                                 "--input", '{"customer_id": '], env=ENV)
+    assert result.exit_code == 2
+    assert "--input:1:17: not valid JSON: Expecting value" in result.output
+
+
+def test_run_with_non_object_input_exits_2() -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice",
+                                 "--input", "[1, 2]"], env=ENV)
+    assert result.exit_code == 2 and "must be a JSON object, got list" in result.output
+
+
+def test_run_with_missing_input_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice",
+                                 "--input", f"@{tmp_path / 'none.json'}"], env=ENV)
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_run_with_bad_spec_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    result = runner.invoke(app, ["run", str(bad), "--as", "alice"], env=ENV)
+    assert result.exit_code == 2 and f"{bad}:" in result.output and "(yaml)" in result.output
+
+
+def test_run_when_temporal_is_down_exits_1() -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice"], env=ENV)
+    assert result.exit_code == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.output
