@@ -1,0 +1,67 @@
+"""``airlock up / status / down`` start real processes, run a workflow, and stop only their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import stack
+from tests.conftest import Services
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
+    ports = {name: stack.free_port() for name in ("temporal", "ui", "anvil", "model")}
+    env = {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(tmp_path / "state"),
+           "AIRLOCK_TEMPORAL__ADDRESS": f"127.0.0.1:{ports['temporal']}",
+           "AIRLOCK_TEMPORAL__UI_PORT": str(ports["ui"]),
+           "AIRLOCK_OPA__URL": services.opa_url,  # already running: up must use it and down must leave it
+           "AIRLOCK_CHAIN__RPC_URL": f"http://127.0.0.1:{ports['anvil']}",
+           "AIRLOCK_LLM__SCRIPTED_URL": f"http://127.0.0.1:{ports['model']}/v1", "COLUMNS": "200"}
+
+    def airlock(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, text=True,
+                              capture_output=True, timeout=timeout)
+
+    try:
+        up = airlock("up")
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert f"opa: using the one at 127.0.0.1:{services.opa_url.rsplit(':', 1)[1]}" in up.stdout
+        status = {s["name"]: s for s in json.loads(airlock("status", "--json").stdout)}
+        assert {n: s["state"] for n, s in status.items()} == {
+            "temporal": "running", "opa": "external", "anvil": "running", "model": "running", "worker": "running"}
+        assert status["anvil"]["address"] == f"127.0.0.1:{ports['anvil']}"
+        again = airlock("up")
+        assert again.stdout.count("already running") == 4
+
+        from tools import support
+
+        support.reset_demo_ledger(f"sqlite:///{tmp_path / 'state' / 'airlock.db'}")
+        spec = tmp_path / "spec.yaml"
+        (tmp_path / "turns.yaml").write_text(
+            "turns:\n  - tool_calls: [{name: issue_refund, args: {order_id: A-1001, amount: '5.00', "
+            "reason: scratched}}]\n  - content: done\n")
+        spec.write_text("name: stack-test\nversion: 1\nmodel: {provider: scripted, script: turns.yaml}\n"
+                        "system_prompt: hi\ntools: [tools.support:issue_refund]\npolicy: airlock.support_refund\n")
+        run = airlock("run", str(spec), "--input", '{"customer_id": "cus_ana"}', "--as", "alice", "--wait",
+                      "--json")
+        assert run.returncode == 0, run.stderr
+        result = json.loads(run.stdout)
+        assert result["status"] == "completed" and result["tool_calls"][0]["outcome"] == "executed"
+        pids = [s["pid"] for s in status.values() if s["pid"]]
+    finally:
+        down = airlock("down")
+    assert down.returncode == 0
+    assert "opa" not in down.stdout and "worker: stopped" in down.stdout
+    assert not any(stack.pid_alive(pid) for pid in pids)
+    assert stack.http_ok(f"{services.opa_url}/health")  # not ours, still up
+    status = {s["name"]: s["state"] for s in json.loads(airlock("status", "--json").stdout)}
+    assert status == {"temporal": "stopped", "opa": "external", "anvil": "stopped", "model": "stopped",
+                      "worker": "stopped"}
