@@ -19,7 +19,7 @@ from sqlmodel import Session
 from engine import localstack, render
 from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import WorkflowSpec, add_import_roots, load_spec
 
 app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
                   no_args_is_help=True, add_completion=False)
@@ -31,8 +31,26 @@ out = Console()
 err = Console(stderr=True)
 
 
+_overrides: dict[str, Any] = {}
+
+
+@app.callback()
+def main(
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Project root [AIRLOCK_PROJECT_DIR]."),
+    workflows_dir: Optional[Path] = typer.Option(None, "--workflows-dir", help="[AIRLOCK_WORKFLOWS_DIR]"),
+    tools_dir: Optional[Path] = typer.Option(None, "--tools-dir", help="[AIRLOCK_TOOLS_DIR]"),
+    policies_dir: Optional[Path] = typer.Option(None, "--policies-dir", help="[AIRLOCK_POLICIES_DIR]"),
+) -> None:
+    """Folders default to workflows/, tools/ and policies/ of the current directory."""
+    given = {"project_dir": project_dir, "workflows_dir": workflows_dir, "tools_dir": tools_dir,
+             "policies_dir": policies_dir}
+    _overrides.update({k: v for k, v in given.items() if v is not None})
+
+
 def _settings() -> Settings:
-    return Settings()
+    settings = Settings(**_overrides)
+    add_import_roots(*settings.import_roots)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -41,6 +59,11 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _spec(path: Path, settings: Settings) -> WorkflowSpec:
+    if not path.exists() and settings.workflows_dir:  # a bare name: look in the workflows folder
+        for candidate in (settings.workflows_dir / f"{path}{ext}" for ext in (".yaml", ".yml", ".py")):
+            if candidate.is_file():
+                path = candidate
+                break
     try:
         return load_spec(path, project_dir=settings.project_dir)
     except SpecError as exc:

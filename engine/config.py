@@ -81,6 +81,14 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.state_dir / 'airlock.db'}"
 
     @property
+    def import_roots(self) -> list[Path]:
+        """Folders put on ``sys.path`` so ``tools.x:fn`` and custom graphs import."""
+        roots = [self.project_dir]
+        if self.tools_dir and self.tools_dir.parent not in roots:
+            roots.append(self.tools_dir.parent)
+        return roots
+
+    @property
     def db_url(self) -> str:
         """The SQLAlchemy URL, with a bare ``postgresql://`` mapped to psycopg 3."""
         url = str(self.database_url)

@@ -101,7 +101,9 @@ def _start_worker(settings: Settings, files: stack.StateFiles, say: Callable[[st
         return
     log = files.log("worker")
     size = log.stat().st_size if log.exists() else 0
-    env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir)}
+    env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir),
+           "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_TOOLS_DIR": str(settings.tools_dir),
+           "AIRLOCK_POLICIES_DIR": str(settings.policies_dir), "AIRLOCK_DATABASE_URL": settings.db_url}
     proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env={**env, "PYTHONUNBUFFERED": "1"},
                                cwd=settings.project_dir)
     stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace")[size:], "worker", proc, 60, log)

@@ -160,6 +160,13 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 # --- loading ------------------------------------------------------------------
 
 
+def add_import_roots(*roots: Path) -> None:
+    """Make tools and custom graphs importable from these folders."""
+    for root in roots:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+
+
 def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowSpec:
     """Load and resolve a spec from YAML or Python.
 
@@ -168,8 +175,8 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
     """
     path = Path(path).resolve()
     shown = str(path)
-    if project_dir is not None and str(project_dir) not in sys.path:
-        sys.path.insert(0, str(project_dir))
+    if project_dir is not None:
+        add_import_roots(project_dir)
     if not path.is_file():
         raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
     if path.suffix == ".py":

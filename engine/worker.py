@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from engine.config import Settings
 from engine.errors import SpecError
 from engine.llm import ModelClient
 from engine.policy import PolicyEngine
-from engine.spec import load_spec
+from engine.spec import add_import_roots, load_spec
 from engine.store.db import make_engine, migrate
 from engine.workflow import AgentRunWorkflow
+
+logger = logging.getLogger(__name__)
 
 
 def spec_files(workflows_dir: Path) -> list[Path]:
@@ -33,11 +35,13 @@ def spec_files(workflows_dir: Path) -> list[Path]:
 def graphs_for(settings: Settings) -> dict[str, StateGraph]:
     """The default agent graph plus every custom graph a known spec names."""
     graphs: dict[str, StateGraph] = {AGENT_GRAPH: agent_graph()}
+    add_import_roots(*settings.import_roots)
     for path in spec_files(settings.workflows_dir or Path()):
         try:
             spec = load_spec(path, project_dir=settings.project_dir)
-        except SpecError:
-            continue  # `airlock validate` reports it; a bad file must not stop the others
+        except SpecError as exc:  # a bad file must not stop the others; `airlock validate` details it
+            logger.warning("skipping workflow %s: %s", path, str(exc).splitlines()[0])
+            continue
         if spec.graph:
             graphs[graph_name(spec)] = build_graph(spec.graph)
     return graphs
@@ -45,8 +49,7 @@ def graphs_for(settings: Settings) -> dict[str, StateGraph]:
 
 def build_worker(client: Client, settings: Settings) -> Worker:
     """A worker for the configured task queue, with its dependencies built."""
-    if str(settings.project_dir) not in sys.path:
-        sys.path.insert(0, str(settings.project_dir))
+    add_import_roots(*settings.import_roots)
     url = settings.db_url
     migrate(url)
     activities = AirlockActivities(engine=make_engine(url), database_url=url,

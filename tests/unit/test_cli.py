@@ -69,3 +69,10 @@ def test_run_with_bad_spec_exits_2(tmp_path: Path) -> None:
 def test_run_when_temporal_is_down_exits_1() -> None:
     result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice"], env=ENV)
     assert result.exit_code == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.output
+
+
+def test_run_finds_a_bare_workflow_name_in_workflows_dir() -> None:
+    result = runner.invoke(app, ["run", "support_refund", "--as", "alice", "--input", "nope"], env=ENV)
+    assert result.exit_code == 2 and "--input:1:1: not valid JSON" in result.output
+    missing = runner.invoke(app, ["run", "no_such_workflow", "--as", "alice"], env=ENV)
+    assert missing.exit_code == 2 and "no_such_workflow:1: (file): no such file" in missing.output

@@ -1,0 +1,50 @@
+"""Settings: env vars, defaults, and a README entry for every one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from engine.config import Settings
+from tests.helpers import ROOT
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def test_every_setting_is_documented_in_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in _env_names(Settings, "AIRLOCK_") if f"`{n}`" not in readme]
+    assert missing == []
+
+
+def test_nested_env_vars_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIRLOCK_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("AIRLOCK_TEMPORAL__ADDRESS", "temporal.example:7233")
+    monkeypatch.setenv("AIRLOCK_OPA__TIMEOUT_S", "0.5")
+    settings = Settings()
+    assert settings.temporal.address == "temporal.example:7233" and settings.opa.timeout_s == 0.5
+    assert settings.workflows_dir == tmp_path / "workflows"
+    assert settings.db_url == f"sqlite:///{tmp_path / '.airlock' / 'airlock.db'}"
+
+
+def test_postgres_url_uses_psycopg3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOCK_DATABASE_URL", "postgresql://u:p@db/airlock")
+    assert Settings().db_url == "postgresql+psycopg://u:p@db/airlock"
+
+
+def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOCK_TEMPORAL__API_KEY", "tk-very-secret")
+    settings = Settings()
+    assert "tk-very-secret" not in repr(settings) and "tk-very-secret" not in settings.model_dump_json()
+    assert settings.temporal.api_key and settings.temporal.api_key.get_secret_value() == "tk-very-secret"
