@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -32,6 +33,31 @@ err = Console(stderr=True)
 
 
 _overrides: dict[str, Any] = {}
+_process = {"hard_exit": False}
+
+
+def run_client_command(coro: Any) -> None:
+    """Run a coroutine that used a Temporal client.
+
+    As a console command, leave without interpreter teardown afterwards: the
+    client's Rust threads can abort CPython's finalization with
+    "PyGILState_Release" (temporalio/sdk-python#300), turning a success into
+    SIGABRT. In-process callers (tests) get a normal return.
+    """
+    code = 0
+    try:
+        asyncio.run(coro)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    if not _process["hard_exit"]:
+        if code:
+            raise typer.Exit(code)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.callback()
@@ -142,7 +168,7 @@ def run(
         run_input = parse_input(input_)
     except InputError as exc:
         _fail(str(exc), 2)
-    asyncio.run(_run(settings, spec, run_input, as_user, tenant, wait, as_json))
+    run_client_command(_run(settings, spec, run_input, as_user, tenant, wait, as_json))
 
 
 async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any], user: str, tenant: str,
@@ -207,6 +233,21 @@ def approvals_list(
         out.print(render.approvals_table(items))
 
 
+@approvals_app.command("show")
+def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Everything about one gated action."""
+    from engine.store import repo
+
+    with Session(_engine(_settings())) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+    if item is None:
+        _fail(f"no approval {approval_id}")
+    if as_json:
+        print(item.model_dump_json())
+    else:
+        out.print(render.approval_panel(item), highlight=False)
+
+
 def _decide(approval_id: str, decision: str, user: str, comment: Optional[str]) -> None:
     from engine.runs import decide_approval
 
@@ -223,7 +264,7 @@ def _decide(approval_id: str, decision: str, user: str, comment: Optional[str]) 
         extra = f" ({result.approvals}/{result.needed} approvals)" if result.status == "pending" else ""
         out.print(f"{approval_id}: {result.status}{extra}", highlight=False)
 
-    asyncio.run(go())
+    run_client_command(go())
 
 
 @app.command()
@@ -285,10 +326,7 @@ def worker() -> None:
             print(f"worker ready on task queue {settings.temporal.task_queue}", flush=True)
             await asyncio.Event().wait()
 
-    try:
-        asyncio.run(go())
-    except KeyboardInterrupt:
-        pass
+    run_client_command(go())
 
 
 @app.command()
@@ -297,10 +335,14 @@ def demo() -> None:
     from engine.demo import run_demo
 
     settings = _settings()
-    try:
-        asyncio.run(run_demo(settings, out))
-    except AirlockError as exc:
-        _fail(str(exc))
+
+    async def go() -> None:
+        try:
+            await run_demo(settings, out)
+        except AirlockError as exc:
+            _fail(str(exc))
+
+    run_client_command(go())
 
 
 @db_app.command("upgrade")
@@ -313,5 +355,11 @@ def db_upgrade() -> None:
     out.print(f"database at {settings.db_url.split('@')[-1]} is up to date", highlight=False)
 
 
-if __name__ == "__main__":
+def main_entry() -> None:
+    """The ``airlock`` console script."""
+    _process["hard_exit"] = True
     app()
+
+
+if __name__ == "__main__":
+    main_entry()

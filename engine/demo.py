@@ -51,9 +51,7 @@ async def run_demo(settings: Settings, console: Console) -> None:
     engine = make_engine(settings.db_url)
     pending = await _first_pending(engine, handle)
     console.rule("3. a gated action waits durably for a person")
-    console.print(render.approvals_table([pending]))
-    console.print(f"  model's reason: {pending.model_reason}", highlight=False)
-    console.print(f"  policy revision: {pending.policy_revision}; action digest: {pending.digest}", highlight=False)
+    console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
     outcome = await decide_approval(client, engine, approval_id=pending.approval_id, decision="approve",
                                     by=APPROVER, comment="late delivery confirmed with the carrier")

@@ -121,8 +121,8 @@ async def check_tool_calls(state: AgentState) -> dict[str, Any]:
 async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[ToolCallRecord]) -> ToolCallRecord:
     tool = request.spec.tool(call.tool)
     if tool is None:
-        return _with(call, **{"outcome": "invalid", "error": f"unknown tool {call.tool!r}; "
-                                       f"available: {', '.join(t.name for t in request.spec.tool_specs)}"})
+        available = ", ".join(t.name for t in request.spec.tool_specs)
+        return _with(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
     valid = await _act("validate_tool_call", ValidateCallInput(tool_import_path=tool.import_path,
                                                                raw_arguments=call.raw_arguments), ValidateCallResult)
     if not valid.ok:
@@ -155,8 +155,8 @@ async def await_approval(state: AgentState) -> dict[str, Any]:
     for call in calls:
         verdict = verdicts.get(call.approval_id or "") if call.outcome == "pending_approval" else None
         if verdict is not None:
-            call = _with(call, **{"outcome": verdict["outcome"], "error": verdict.get("reason"),
-                                           "votes": verdict.get("votes", [])})
+            call = _with(call, outcome=verdict["outcome"], error=verdict.get("reason"),
+                         votes=verdict.get("votes", []))
         decided.append(call.model_dump(mode="json"))
     return {"proposed": decided}
 
@@ -175,8 +175,7 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
                 run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
                 requested_by=request.requested_by, tenant=request.tenant, run_input=request.input),
                 ExecuteToolResult, _TOOL)
-            call = _with(call, **{"outcome": "executed" if ran.ok else "failed",
-                                           "result": ran.result, "error": ran.error})
+            call = _with(call, outcome="executed" if ran.ok else "failed", result=ran.result, error=ran.error)
         messages.append({"role": "tool", "tool_call_id": call.call_id, "content": tool_message(call)})
         done.append(call.model_dump(mode="json"))
     return {"messages": messages, "proposed": [], "calls": [*(state.get("calls") or []), *done]}

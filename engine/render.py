@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from engine.models import RunResult, ToolCallRecord
@@ -77,6 +78,21 @@ def waited(since: datetime) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{max(seconds, 0)}s"
+
+
+def approval_panel(item: ApprovalView) -> Panel:
+    """One gated action with everything needed to decide it."""
+    lines = [f"[bold]{item.tool}[/] in {item.workflow} v{item.version}, run {item.run_id}",
+             *(f"  {k}: [bold]{v}[/]" for k, v in item.args.items()),
+             f"requested by: {item.requested_by} (tenant {item.tenant})",
+             f"model's reason: {item.model_reason or '-'}",
+             f"policy: {'; '.join(item.policy_reasons)}",
+             f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})",
+             f"policy revision: {item.policy_revision}",
+             f"action digest: {item.digest}",
+             f"expires: {item.expires_at.isoformat(timespec='minutes')}"]
+    return Panel("\n".join(lines), title=f"approval {item.approval_id} — {item.status}", title_align="left",
+                 expand=False)
 
 
 def approvals_table(items: list[ApprovalView]) -> Table:

@@ -13,7 +13,7 @@ import json
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from langgraph.checkpoint.memory import InMemorySaver
@@ -41,6 +41,14 @@ with workflow.unsafe.imports_passed_through():
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 
 
+def failure_reason(exc: ActivityError) -> str:
+    """``Type: message`` of the error that made an activity give up."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return f"{exc.activity_type} failed: {cause.type}: {cause.message}"
+    return f"{exc.activity_type} failed: {cause or exc}"
+
+
 def user_message(run_input: dict) -> str:
     """The first user turn: ``input.message`` when given, else the input as JSON."""
     message = run_input.get("message")
@@ -62,12 +70,18 @@ class AgentRunWorkflow:
         await self._record(RecordRunInput(request=request, run_id=request.run_id, status="running"))
         app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": request.run_id}}
-        state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec,
-                                                user_message(request.input)), config)
-        while "__interrupt__" in state:
-            actions = [ToolCallRecord.model_validate(a) for a in state["__interrupt__"][0].value["actions"]]
-            verdicts = await self._wait_for_people(request, actions)
-            state = await app.ainvoke(Command(resume=verdicts), config)
+        try:
+            state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec,
+                                                    user_message(request.input)), config)
+            while "__interrupt__" in state:
+                actions = [ToolCallRecord.model_validate(a) for a in state["__interrupt__"][0].value["actions"]]
+                verdicts = await self._wait_for_people(request, actions)
+                state = await app.ainvoke(Command(resume=verdicts), config)
+        except ActivityError as exc:
+            # An activity gave up (a model that refuses our request, a store that stays down): end the
+            # run cleanly with what the graph had, so the index and the caller see why.
+            snapshot = await app.aget_state(config)
+            state = {**snapshot.values, "status": "failed", "reason": failure_reason(exc)}
         calls = [ToolCallRecord.model_validate(c) for c in state.get("calls") or []]
         calls += [ToolCallRecord.model_validate(c) for c in state.get("proposed") or []]
         result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -40,6 +41,18 @@ async def model_requests(client: Client, run_id: str) -> list[CallModelInput]:
             [value] = await client.data_converter.decode(attrs.input.payloads, [CallModelInput])
             out.append(value)
     return out
+
+
+def history_plaintext(node: object) -> str:
+    """A history as text with every payload base64-decoded, to search for leaks."""
+    if isinstance(node, dict):
+        parts = [history_plaintext(v) for v in node.values()]
+        if isinstance(node.get("data"), str) and "metadata" in node:
+            parts.append(base64.b64decode(node["data"]).decode(errors="replace"))
+        return "\n".join(parts)
+    if isinstance(node, list):
+        return "\n".join(history_plaintext(v) for v in node)
+    return str(node)
 
 
 def last_tool_message(requests: list[CallModelInput]) -> dict:
@@ -201,3 +214,43 @@ async def test_python_spec_with_custom_graph_appends_receipt(client: Client, set
     assert result.output and result.output.startswith("I refunded 12.50 EUR for the lamp.")
     assert result.output.endswith("on order A-1001") and "Receipt (executed actions):" in result.output
     assert refunds(settings.db_url) == [("A-1001", "12.50")]
+
+
+async def test_model_refusing_the_request_fails_run_cleanly(client: Client, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [{"content": "never read"}])
+    (tmp_path / "turns.yaml").write_text("turns:\n  - colour: red\n")  # the endpoint answers 400
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    assert result.status == "failed"
+    assert result.reason and result.reason.startswith("call_model failed: ModelError: scripted model (turns.yaml)")
+    with Session(make_engine(settings.db_url)) as session:
+        run = repo.get_run(session, run_id=handle.id)
+        assert run and run.status == "failed" and run.reason == result.reason
+
+
+async def test_openai_provider_reads_key_from_env_and_never_records_it(
+        client: Client, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "turns.yaml"
+    spec = write_spec(tmp_path, [{"content": "hello from an OpenAI-compatible endpoint"}],
+                      model={"provider": "openai", "name": str(script), "base_url": settings.llm.scripted_url,
+                             "api_key_env": "AIRLOCK_TEST_MODEL_KEY"})
+    monkeypatch.setenv("AIRLOCK_TEST_MODEL_KEY", "sk-test-not-for-history")
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+        history = history_plaintext((await handle.fetch_history()).to_json_dict())
+    assert (result.status, result.output) == ("completed", "hello from an OpenAI-compatible endpoint")
+    assert "sk-test-not-for-history" not in history and "AIRLOCK_TEST_MODEL_KEY" in history
+
+    monkeypatch.delenv("AIRLOCK_TEST_MODEL_KEY")
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        result = await handle.result()
+    assert result.status == "failed"
+    assert result.reason == ("call_model failed: ModelError: environment variable AIRLOCK_TEST_MODEL_KEY "
+                             "(model.api_key_env) is not set")
