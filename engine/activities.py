@@ -103,9 +103,7 @@ class AirlockActivities:
         tool = self._tool(request.tool_import_path)
         if tool.facts is None:
             return GatherFactsResult()
-        ctx = ToolContext(run_id=request.context["run_id"], step=request.context["step"], idempotency_key="",
-                          database_url=self._database_url, requested_by=request.context["requested_by"],
-                          tenant=request.context["tenant"], run_input=request.context["run_input"])
+        ctx = ToolContext(**request.context, idempotency_key="", database_url=self._database_url)
         facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(request.args), ctx)
         return GatherFactsResult(facts=_plain(facts))
 

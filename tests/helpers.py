@@ -8,11 +8,16 @@ from typing import Any
 
 import yaml
 from sqlmodel import Session
+from temporalio.client import Client
 
+from engine.config import Settings
+from engine.models import RunResult
+from engine.runs import start_run
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.repo import ApprovalView
+from engine.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 REFUND_TOOLS = ["tools.support:lookup_order", "tools.support:issue_refund"]
@@ -50,3 +55,12 @@ async def wait_for_inbox(db_url: str, run_id: str, count: int = 1, timeout: floa
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"run {run_id} has {len(items)} pending approvals after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any],
+                     requested_by: str = "alice") -> RunResult:
+    """Start a run on a fresh in-process worker and wait for its result."""
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=run_input, requested_by=requested_by)
+        return await handle.result()

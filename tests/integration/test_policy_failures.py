@@ -13,12 +13,13 @@ from temporalio.client import Client
 from engine import stack
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
+from engine.models import RunResult
 from engine.policy import PolicyEngine
 from engine.runs import decide_approval, start_run
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.worker import build_worker
-from tests.helpers import refund, wait_for_inbox, write_spec
+from tests.helpers import refund, run_to_end, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -53,14 +54,11 @@ def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stack.stop_process(proc)
 
 
-async def _run_once(client: Client, settings: Settings, tmp_path: Path, policy: str | None = None):
+async def _run_once(client: Client, settings: Settings, tmp_path: Path, policy: str | None = None) -> RunResult:
     support.reset_demo_ledger(settings.db_url)
     overrides = {"policy": policy} if policy else {}
     spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "5.00")]}, {"content": "ok"}], **overrides)
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        return await handle.result()
+    return await run_to_end(client, settings, spec, CUSTOMER)
 
 
 def _ledger_empty(db_url: str) -> bool:

@@ -19,7 +19,7 @@ from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
 from engine.worker import build_worker
-from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import run_to_end, ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -105,17 +105,14 @@ async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client,
                                                                  tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
     spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "-5")]}, {"content": "sorry"}])
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
-        requests = await model_requests(client, handle.id)
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    requests = await model_requests(client, result.run_id)
     [call] = result.tool_calls
     assert call.outcome == "invalid" and call.decision is None
     assert "amount" in (call.error or "") and "greater than 0" in (call.error or "")
     assert last_tool_message(requests)["error"].startswith("invalid arguments: amount: Input should be greater")
     with Session(make_engine(settings.db_url)) as session:
-        assert repo.decisions_for_run(session, run_id=handle.id) == []
+        assert repo.decisions_for_run(session, run_id=result.run_id) == []
     assert refunds(settings.db_url) == []
 
 
@@ -164,10 +161,7 @@ async def test_refund_to_another_customers_order_denied(client: Client, settings
                                                          tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
     spec = write_spec(tmp_path, [{"tool_calls": [refund("B-2001", "10.00")]}, {"content": "cannot"}])
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     [call] = result.tool_calls
     assert call.outcome == "denied"
     assert call.decision and call.decision.reasons == ["order B-2001 belongs to another customer"]
@@ -179,10 +173,7 @@ async def test_tool_call_limit_ends_run_cleanly(client: Client, settings: Settin
     spec = write_spec(tmp_path, [{"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]},
                                  {"tool_calls": [refund("A-1001", "5.00")]}, {"content": "done"}],
                       limits={"max_steps": 5, "max_tool_calls": 1})
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "limit_reached"
     assert result.reason == "max_tool_calls (1) reached; 1 proposed call(s) not executed"
     assert [c.tool for c in result.tool_calls] == ["lookup_order"]
@@ -193,23 +184,17 @@ async def test_step_limit_ends_run_cleanly(client: Client, settings: Settings, t
     lookups = [{"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]}] * 4
     support.reset_demo_ledger(settings.db_url)
     spec = write_spec(tmp_path, lookups, limits={"max_steps": 2, "max_tool_calls": 10})
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     assert (result.status, result.reason, result.steps) == ("limit_reached", "max_steps (2) reached", 2)
     with Session(make_engine(settings.db_url)) as session:
-        run = repo.get_run(session, run_id=handle.id)
+        run = repo.get_run(session, run_id=result.run_id)
         assert run and run.status == "limit_reached" and run.reason == "max_steps (2) reached"
 
 
 async def test_python_spec_with_custom_graph_appends_receipt(client: Client, settings: Settings) -> None:
     support.reset_demo_ledger(settings.db_url)
     spec = load_spec(ROOT / "workflows/support_refund_strict.py", project_dir=ROOT)
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "completed"
     assert result.output and result.output.startswith("I refunded 12.50 EUR for the lamp.")
     assert result.output.endswith("on order A-1001") and "Receipt (executed actions):" in result.output
@@ -220,14 +205,11 @@ async def test_model_refusing_the_request_fails_run_cleanly(client: Client, sett
                                                             tmp_path: Path) -> None:
     spec = write_spec(tmp_path, [{"content": "never read"}])
     (tmp_path / "turns.yaml").write_text("turns:\n  - colour: red\n")  # the endpoint answers 400
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "failed"
     assert result.reason and result.reason.startswith("call_model failed: ModelError: scripted model (turns.yaml)")
     with Session(make_engine(settings.db_url)) as session:
-        run = repo.get_run(session, run_id=handle.id)
+        run = repo.get_run(session, run_id=result.run_id)
         assert run and run.status == "failed" and run.reason == result.reason
 
 
@@ -238,19 +220,13 @@ async def test_openai_provider_reads_key_from_env_and_never_records_it(
                       model={"provider": "openai", "name": str(script), "base_url": settings.llm.scripted_url,
                              "api_key_env": "AIRLOCK_TEST_MODEL_KEY"})
     monkeypatch.setenv("AIRLOCK_TEST_MODEL_KEY", "sk-test-not-for-history")
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
-        history = history_plaintext((await handle.fetch_history()).to_json_dict())
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    history = history_plaintext((await client.get_workflow_handle(result.run_id).fetch_history()).to_json_dict())
     assert (result.status, result.output) == ("completed", "hello from an OpenAI-compatible endpoint")
     assert "sk-test-not-for-history" not in history and "AIRLOCK_TEST_MODEL_KEY" in history
 
     monkeypatch.delenv("AIRLOCK_TEST_MODEL_KEY")
-    async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        result = await handle.result()
+    result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "failed"
     assert result.reason == ("call_model failed: ModelError: environment variable AIRLOCK_TEST_MODEL_KEY "
                              "(model.api_key_env) is not set")
