@@ -26,6 +26,8 @@ app = typer.Typer(help="Airlock: agent workflows where the model proposes and a 
                   no_args_is_help=True, add_completion=False)
 approvals_app = typer.Typer(help="The approval inbox, across all runs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Approver accounts and API tokens.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
 out = Console()
@@ -250,21 +252,77 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
 
 def _decide(approval_id: str, decision: str, user: str, comment: Optional[str]) -> None:
     from engine.runs import decide_approval
+    from engine.store import users
 
     settings = _settings()
     engine = _engine(settings)
+    with Session(engine) as session:
+        approver = users.get_user(session, name=user)
+    if approver is None:
+        _fail(f"no user {user}; add one with `airlock users add {user} --role ROLE`")
 
     async def go() -> None:
         client = await _client(settings)
         try:
             result = await decide_approval(client, engine, approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
-                                           by=user, comment=comment)
+                                           approver=approver, comment=comment, source=f"cli:{_host()}")
         except AirlockError as exc:
             _fail(str(exc))
         extra = f" ({result.approvals}/{result.needed} approvals)" if result.status == "pending" else ""
         out.print(f"{approval_id}: {result.status}{extra}", highlight=False)
 
     run_client_command(go())
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    roles: list[str] = typer.Option([], "--role", help="A role the user holds (repeat for several)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+) -> None:
+    """Create an approver account (or reset its password and roles)."""
+    from engine.store import users
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        with Session(_engine(_settings())) as session:
+            user = users.add_user(session, name=name, password=password, roles=roles)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}", highlight=False)
+
+
+@users_app.command("list")
+def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approver accounts and their roles."""
+    from engine.store import users
+
+    with Session(_engine(_settings())) as session:
+        items = users.list_users(session)
+    if as_json:
+        print(json.dumps([u.model_dump() for u in items]))
+        return
+    for u in items:
+        out.print(f"{u.name:20} {', '.join(u.roles)}", highlight=False)
+
+
+@users_app.command("token")
+def users_token(name: str, label: str = typer.Option("", "--label")) -> None:
+    """Create an API token for a user; it is shown once."""
+    from engine.store import users
+
+    try:
+        with Session(_engine(_settings())) as session:
+            print(users.create_token(session, user=name, label=label))
+    except InputError as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()

@@ -17,13 +17,14 @@ from engine.config import Settings
 from engine.errors import StackError
 from engine.runs import decide_approval, start_run
 from engine.spec import load_spec
-from engine.store import repo
+from engine.store import repo, users
 from engine.store.db import make_engine, migrate
 from engine.store.repo import ApprovalView
 from engine.temporal import connect
 from temporalio.client import WorkflowHandle
 
 REQUESTER, APPROVER = "alice", "bob"
+DEMO_PASSWORD = "airlock-demo"  # demo accounts only; real ones come from `airlock users add`
 
 
 async def run_demo(settings: Settings, console: Console) -> None:
@@ -36,6 +37,10 @@ async def run_demo(settings: Settings, console: Console) -> None:
 
     migrate(settings.db_url)
     support.reset_demo_ledger(settings.db_url)
+    with Session(make_engine(settings.db_url)) as session:
+        users.add_user(session, name=REQUESTER, password=DEMO_PASSWORD, roles=["support"])
+        approver = users.add_user(session, name=APPROVER, password=DEMO_PASSWORD, roles=["support-leads"])
+    console.print(f"  demo accounts: {REQUESTER} (support), {APPROVER} (support-leads), password {DEMO_PASSWORD}")
     console.print("  demo ledger reset: orders A-1001 (40 EUR), A-1002 (320 EUR), A-1003 (1200 EUR) of cus_ana")
 
     console.rule("2. the run")
@@ -54,7 +59,8 @@ async def run_demo(settings: Settings, console: Console) -> None:
     console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
     outcome = await decide_approval(client, engine, approval_id=pending.approval_id, decision="approve",
-                                    by=APPROVER, comment="late delivery confirmed with the carrier")
+                                    approver=approver, comment="late delivery confirmed with the carrier",
+                                    digest=pending.digest, source="airlock demo")
     console.print(f"  $ airlock approve {pending.approval_id} --as {APPROVER}  →  {outcome.status}", highlight=False)
 
     result = await handle.result()

@@ -57,6 +57,8 @@ class ApprovalVote(BaseModel):
     decision: Literal["approve", "reject"]
     comment: str | None = None
     at: datetime
+    digest: str = ""
+    source: str | None = None
 
 
 class ToolCallRecord(BaseModel):
@@ -177,6 +179,8 @@ class OpenApprovalsResult(BaseModel):
 
 class CloseApprovalInput(BaseModel):
     approval_id: str
+    run_id: str = ""
+    digest: str = ""
     status: Literal["pending", "approved", "rejected", "expired"]
     votes: list[ApprovalVote] = Field(default_factory=list)
     reason: str | None = None
@@ -207,12 +211,20 @@ class ExecuteToolResult(BaseModel):
 
 
 class ApprovalDecisionInput(BaseModel):
-    """The payload of the ``decide_approval`` update."""
+    """The payload of the ``decide_approval`` update.
+
+    ``roles`` are the roles the caller authenticated ``by`` with; ``digest``
+    is the action digest the person was shown: a decision on anything else is
+    refused. ``source`` says where the decision came from (address, CLI).
+    """
 
     approval_id: str
     decision: Literal["approve", "reject"]
     by: str
+    roles: list[str] = Field(default_factory=list)
+    digest: str = ""
     comment: str | None = None
+    source: str | None = None
 
 
 class ApprovalDecisionResult(BaseModel):

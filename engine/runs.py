@@ -19,6 +19,7 @@ from engine.errors import ApprovalError, NotFoundError
 from engine.models import ApprovalDecisionInput, ApprovalDecisionResult, PendingAction, RunRequest, RunResult
 from engine.spec import WorkflowSpec
 from engine.store import repo
+from engine.store.users import Approver
 from engine.workflow import AgentRunWorkflow
 
 
@@ -51,13 +52,17 @@ async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:
 
 
 async def decide_approval(client: Client, engine: Engine, *, approval_id: str,
-                          decision: Literal["approve", "reject"], by: str,
-                          comment: str | None = None) -> ApprovalDecisionResult:
+                          decision: Literal["approve", "reject"], approver: Approver, comment: str | None = None,
+                          digest: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
     """Approve or reject a gated action, across all runs.
+
+    The run itself enforces the rules (requester, role, quorum, digest,
+    expiry, decided once); this only finds the run and translates refusals.
+    ``digest`` is what the person was shown; None means the inbox row's.
 
     Raises:
         NotFoundError: no approval has this id.
-        ApprovalError: the run refused the decision (requester, expired, decided…).
+        ApprovalError: the run refused the decision.
     """
     with Session(engine) as session:
         approval = repo.get_approval(session, approval_id=approval_id)
@@ -69,7 +74,9 @@ async def decide_approval(client: Client, engine: Engine, *, approval_id: str,
     try:
         return await handle.execute_update(
             AgentRunWorkflow.decide_approval,
-            ApprovalDecisionInput(approval_id=approval_id, decision=decision, by=by, comment=comment))
+            ApprovalDecisionInput(approval_id=approval_id, decision=decision, by=approver.name,
+                                  roles=approver.roles, digest=digest or approval.digest, comment=comment,
+                                  source=source))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)

@@ -122,7 +122,8 @@ class AgentRunWorkflow:
 
     async def _close(self, pending: PendingAction) -> None:
         await workflow.execute_activity(
-            "close_approval", CloseApprovalInput(approval_id=pending.approval_id, status=pending.status,
+            "close_approval", CloseApprovalInput(approval_id=pending.approval_id, run_id=pending.run_id,
+                                                 digest=pending.call.digest or "", status=pending.status,
                                                  votes=pending.call.votes, reason=pending.reason),
             result_type=CloseApprovalResult, **_RECORD)
 
@@ -130,8 +131,8 @@ class AgentRunWorkflow:
     async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
         """Record one person's approve/reject; quorum turns it into a verdict."""
         pending = self._pending[decision.approval_id]
-        pending.call.votes.append(ApprovalVote(by=decision.by, decision=decision.decision,
-                                               comment=decision.comment, at=workflow.now()))
+        pending.call.votes.append(ApprovalVote(by=decision.by, decision=decision.decision, comment=decision.comment,
+                                               at=workflow.now(), digest=decision.digest, source=decision.source))
         needed = pending.call.decision.min_approvals if pending.call.decision else 1
         approvals = len({v.by for v in pending.call.votes if v.decision == "approve"})
         if decision.decision == "reject":
@@ -155,6 +156,14 @@ class AgentRunWorkflow:
                                    type="ApprovalError")
         if decision.by == pending.requested_by:
             raise ApplicationError(f"{decision.by} started this run and cannot decide its actions",
+                                   type="ApprovalError")
+        approvers = pending.call.decision.approvers if pending.call.decision else []
+        if approvers and not set(approvers) & set(decision.roles):
+            raise ApplicationError(f"{decision.by} does not hold a role that may decide this action "
+                                   f"(needs one of: {', '.join(approvers)})", type="ApprovalError")
+        if decision.digest != pending.call.digest:
+            raise ApplicationError(f"approval {decision.approval_id} is bound to action {pending.call.digest}; "
+                                   f"the decision was made on {decision.digest or 'nothing'}: reload and decide again",
                                    type="ApprovalError")
         if any(v.by == decision.by for v in pending.call.votes):
             raise ApplicationError(f"{decision.by} already decided approval {decision.approval_id}",

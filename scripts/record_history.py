@@ -19,6 +19,7 @@ from engine.runs import decide_approval, start_run
 from engine.spec import load_spec
 from engine.store import repo
 from engine.store.db import make_engine
+from engine.store.users import Approver
 from engine.temporal import connect
 from engine.worker import build_worker
 from sqlmodel import Session
@@ -53,7 +54,8 @@ async def record(target: Path) -> None:
                 if items:
                     break
                 await asyncio.sleep(0.1)
-            await decide_approval(client, engine, approval_id=items[0].approval_id, decision="approve", by="bob")
+            await decide_approval(client, engine, approval_id=items[0].approval_id, decision="approve",
+                                  approver=Approver(name="bob", roles=["support-leads"]))
             await handle.result()
         history = await handle.fetch_history()
         target.write_text(history.to_json())

@@ -17,6 +17,7 @@ from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.repo import ApprovalView
+from engine.store.users import Approver
 from engine.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +65,8 @@ async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run
         handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
                                  run_input=run_input, requested_by=requested_by)
         return await handle.result()
+
+
+def lead(name: str) -> Approver:
+    """An approver holding the refund policy's approver role."""
+    return Approver(name=name, roles=["support-leads"])

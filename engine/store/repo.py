@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from engine.models import CloseApprovalInput, OpenApprovalsInput, PolicyDecision, RecordRunInput
 from engine.store.tables import ApprovalRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+from engine.store.users import record_event
 
 
 class ApprovalView(BaseModel):
@@ -121,6 +122,12 @@ def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
         row.decided_at = utcnow()
     session.add(row)
     session.commit()
+    for vote in request.votes:
+        record_event(session, approval_id=row.approval_id, run_id=row.run_id, actor=vote.by, action=vote.decision,
+                     digest=vote.digest, source=vote.source, comment=vote.comment, at=vote.at)
+    if request.status == "expired":
+        record_event(session, approval_id=row.approval_id, run_id=row.run_id, actor="airlock", action="expire",
+                     digest=row.digest, source="approval timeout", comment=request.reason)
 
 
 def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,

@@ -102,3 +102,43 @@ class ToolExecutionRow(SQLModel, table=True):
     latency_ms: float = 0.0
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+
+class UserRow(SQLModel, table=True):
+    """An approver account; the password is stored as an argon2 hash only."""
+
+    __tablename__ = "users"
+
+    name: str = Field(primary_key=True)
+    password_hash: str
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A per-user API token, stored as its SHA-256 (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    token_hash: str = Field(primary_key=True)
+    user: str = Field(index=True)
+    label: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class ApprovalEventRow(SQLModel, table=True):
+    """One decision on a gated action: who, when, from where, on which digest."""
+
+    __tablename__ = "approval_events"
+
+    event_id: int | None = Field(default=None, primary_key=True)
+    approval_id: str = Field(index=True)
+    run_id: str = Field(index=True)
+    actor: str
+    action: str
+    digest: str
+    source: str | None = None
+    comment: str | None = None
+    at: datetime = Field(default_factory=utcnow)

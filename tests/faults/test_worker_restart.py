@@ -15,7 +15,7 @@ from engine.config import Settings
 from engine.runs import decide_approval, start_run
 from engine.store.db import make_engine
 from engine.store.tables import ToolExecutionRow
-from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import lead, ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.faults
@@ -48,7 +48,7 @@ async def test_killed_worker_resumes_and_executes_once(client: Client, settings:
         first.wait(10)
         second = start_worker(settings, log)
         await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
-                              decision="approve", by="bob")
+                              decision="approve", approver=lead("bob"))
         result = await handle.result()
     finally:
         for proc in (first, second):

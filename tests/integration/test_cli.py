@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 from temporalio.client import Client
 
 from engine.config import Settings
 from engine.models import RunResult
+from engine.store import users
+from engine.store.db import make_engine
 from engine.worker import build_worker
 from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
 from tools import support
@@ -36,8 +39,16 @@ async def airlock(settings: Settings, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def add_users(db_url: str) -> None:
+    with Session(make_engine(db_url)) as session:
+        users.add_user(session, name="alice", password="alice-password", roles=["support"])
+        users.add_user(session, name="bob", password="bob-password", roles=["support-leads"])
+        users.add_user(session, name="dave", password="dave-password", roles=["support"])
+
+
 async def test_run_wait_json_with_cli_approval(client: Client, settings: Settings, tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
+    add_users(settings.db_url)
     write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "refunded"}])
     async with build_worker(client, settings):
         run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
@@ -51,6 +62,10 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
         assert item["tool"] == "issue_refund" and item["args"]["amount"] == "75.00"
         code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "alice")
         assert code == 1 and "alice started this run and cannot decide its actions" in err
+        code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "dave")
+        assert code == 1 and "dave does not hold a role that may decide this action" in err
+        code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "mallory")
+        assert code == 1 and "no user mallory" in err
         code, out, _ = await airlock(settings, "approve", item["approval_id"], "--as", "bob", "--comment", "ok")
         assert code == 0 and f"{item['approval_id']}: approved" in out
         code, out, err = await run
@@ -66,6 +81,7 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
 async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, settings: Settings,
                                                              tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
+    add_users(settings.db_url)
     spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "ok"}])
     async with build_worker(client, settings):
         code, out, _ = await airlock(settings, "run", str(tmp_path / "spec.yaml"), "--as", "alice", "--json",
@@ -79,3 +95,23 @@ async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, sett
         assert code == 0 and "rejected" in out
         result = await client.get_workflow_handle(run_id, result_type=RunResult).result()
     assert result.tool_calls[0].outcome == "rejected" and result.tool_calls[0].error == "duplicate"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_users_add_and_token(settings: Settings) -> None:
+    proc = await asyncio.create_subprocess_exec(*AIRLOCK, "users", "add", "erin", "--role", "support-leads",
+                                                "--role", "treasury-ops", "--password-stdin", cwd=ROOT,
+                                                env=cli_env(settings), stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate(b"correct horse battery\n")
+    assert proc.returncode == 0 and "user erin: roles support-leads, treasury-ops" in out.decode()
+    code, out, _ = await airlock(settings, "users", "token", "erin")
+    token = out.strip()
+    assert code == 0 and token.startswith("alk_")
+    with Session(make_engine(settings.db_url)) as session:
+        assert users.authenticate(session, name="erin", password="correct horse battery")
+        assert users.authenticate(session, name="erin", password="wrong horse battery") is None
+        found = users.user_for_token(session, token=token)
+        assert found and found.roles == ["support-leads", "treasury-ops"]
+    code, _, err = await airlock(settings, "users", "token", "nobody")
+    assert code == 2 and "no user nobody" in err

@@ -14,6 +14,7 @@ from engine import stack
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
 from engine.models import RunResult
+from engine.store.users import Approver
 from engine.policy import PolicyEngine
 from engine.runs import decide_approval, start_run
 from engine.store import repo
@@ -24,6 +25,7 @@ from tools import support
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "cus_ana"}
+OPS_BOB, OPS_CAROL = (Approver(name=n, roles=["treasury-ops"]) for n in ("bob", "carol"))
 
 ODD_POLICIES = {
     "undefined.rego": """package airlock.test.undefined
@@ -106,13 +108,15 @@ async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Set
                                  run_input=CUSTOMER, requested_by="alice")
         [item] = await wait_for_inbox(settings.db_url, handle.id)
         assert item.min_approvals == 2
-        first = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+        first = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                      approver=OPS_BOB)
         assert (first.status, first.approvals, first.needed) == ("pending", 1, 2)
         with pytest.raises(ApprovalError, match="bob already decided"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=OPS_BOB)
         assert _ledger_empty(settings.db_url)
         second = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
-                                       by="carol")
+                                       approver=OPS_CAROL)
         assert second.status == "approved"
         result = await handle.result()
     assert result.tool_calls[0].outcome == "executed"

@@ -15,11 +15,12 @@ from engine.errors import ApprovalError
 from engine.models import CallModelInput
 from engine.runs import decide_approval, pending_actions, start_run
 from engine.spec import load_spec
-from engine.store import repo
+from engine.store import repo, users
 from engine.store.db import make_engine
+from engine.store.users import Approver
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
 from engine.worker import build_worker
-from tests.helpers import run_to_end, ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import lead, run_to_end, ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ async def test_demo_workflow_allows_approves_and_denies(client: Client, settings
         [pending] = await pending_actions(client, handle.id)
         assert pending.approval_id == item.approval_id
         outcome = await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
-                                        decision="approve", by="bob", comment="ok")
+                                        decision="approve", approver=lead("bob"), comment="ok")
         assert outcome.status == "approved"
         result = await handle.result()
 
@@ -125,12 +126,15 @@ async def test_requester_cannot_approve_own_run(client: Client, settings: Settin
                                  run_input=CUSTOMER, requested_by="alice")
         [item] = await wait_for_inbox(settings.db_url, handle.id)
         with pytest.raises(ApprovalError, match="alice started this run"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="alice")
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=lead("alice"))
         assert refunds(settings.db_url) == []
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="bob")
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=lead("bob"))
         result = await handle.result()
         with pytest.raises(ApprovalError, match="already approved"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", by="carol")
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=lead("carol"))
     assert result.tool_calls[0].outcome == "executed"
     assert refunds(settings.db_url) == [("A-1002", "100.00")]
 
@@ -143,7 +147,7 @@ async def test_rejection_reason_reaches_model(client: Client, settings: Settings
         handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
                                  run_input=CUSTOMER, requested_by="alice")
         [item] = await wait_for_inbox(settings.db_url, handle.id)
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject", by="bob",
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject", approver=lead("bob"),
                               comment="customer already got a voucher")
         result = await handle.result()
         requests = await model_requests(client, handle.id)
@@ -230,3 +234,28 @@ async def test_openai_provider_reads_key_from_env_and_never_records_it(
     assert result.status == "failed"
     assert result.reason == ("call_model failed: ModelError: environment variable AIRLOCK_TEST_MODEL_KEY "
                              "(model.api_key_env) is not set")
+
+
+async def test_role_digest_and_audit_rules_hold_in_the_run(client: Client, settings: Settings,
+                                                           tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "100.00")]}, {"content": "done"}])
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input=CUSTOMER, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        with pytest.raises(ApprovalError, match=r"dave does not hold a role .* \(needs one of: support-leads\)"):
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=Approver(name="dave", roles=["support"]))
+        with pytest.raises(ApprovalError, match="is bound to action sha256:"):
+            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                                  approver=lead("bob"), digest="sha256:something-else")
+        assert refunds(settings.db_url) == []
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+                              approver=lead("bob"), digest=item.digest, source="203.0.113.9", comment="fine")
+        await handle.result()
+    with Session(engine) as session:
+        [event] = users.events_for(session, approval_id=item.approval_id)
+    assert (event.actor, event.action, event.digest, event.source, event.comment) == (
+        "bob", "approve", item.digest, "203.0.113.9", "fine")

@@ -1,0 +1,124 @@
+"""Approver accounts, API tokens and the approval audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from engine.errors import InputError
+from engine.store.tables import ApiTokenRow, ApprovalEventRow, UserRow, utcnow
+
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so timing does not reveal names.
+_DUMMY_HASH = _hasher.hash("airlock-no-such-user")
+
+
+class Approver(BaseModel):
+    """An authenticated person and the roles they hold."""
+
+    name: str
+    roles: list[str]
+
+
+class EventView(BaseModel):
+    """One audit record of a decision."""
+
+    approval_id: str
+    run_id: str
+    actor: str
+    action: str
+    digest: str
+    source: str | None
+    comment: str | None
+    at: datetime
+
+
+def add_user(session: Session, *, name: str, password: str, roles: list[str]) -> Approver:
+    """Create an account, or reset its password and roles.
+
+    Raises:
+        InputError: the name or password is unusable.
+    """
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise InputError(f"user name {name!r}: use letters, digits, '-', '_' or '.'")
+    if len(password) < 8:
+        raise InputError("password: at least 8 characters")
+    row = session.get(UserRow, name) or UserRow(name=name, password_hash="")
+    row.password_hash, row.roles, row.disabled = _hasher.hash(password), sorted(set(roles)), False
+    session.add(row)
+    session.commit()
+    return Approver(name=name, roles=row.roles)
+
+
+def get_user(session: Session, *, name: str) -> Approver | None:
+    """An enabled account, or None."""
+    row = session.get(UserRow, name)
+    return Approver(name=row.name, roles=row.roles) if row and not row.disabled else None
+
+
+def list_users(session: Session) -> list[Approver]:
+    """Every enabled account."""
+    rows = session.exec(select(UserRow).where(UserRow.disabled == False).order_by(col(UserRow.name))).all()  # noqa: E712
+    return [Approver(name=r.name, roles=r.roles) for r in rows]
+
+
+def authenticate(session: Session, *, name: str, password: str) -> Approver | None:
+    """The account if the password matches, else None."""
+    row = session.get(UserRow, name)
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or row.disabled:
+        return None
+    return Approver(name=row.name, roles=row.roles)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, *, user: str, label: str = "") -> str:
+    """A new API token for ``user``; only its hash is stored."""
+    if session.get(UserRow, user) is None:
+        raise InputError(f"no user {user}")
+    token = "alk_" + secrets.token_urlsafe(32)
+    session.add(ApiTokenRow(token_hash=_token_hash(token), user=user, label=label))
+    session.commit()
+    return token
+
+
+def user_for_token(session: Session, *, token: str) -> Approver | None:
+    """The account an API token belongs to, or None."""
+    row = session.get(ApiTokenRow, _token_hash(token))
+    if row is None:
+        return None
+    row.last_used_at = utcnow()
+    session.add(row)
+    session.commit()
+    return get_user(session, name=row.user)
+
+
+def record_event(session: Session, *, approval_id: str, run_id: str, actor: str, action: str, digest: str,
+                 source: str | None, comment: str | None, at: datetime | None = None) -> None:
+    """Append one decision to the audit trail (once per actor and action)."""
+    exists = session.exec(select(ApprovalEventRow).where(ApprovalEventRow.approval_id == approval_id,
+                                                         ApprovalEventRow.actor == actor,
+                                                         ApprovalEventRow.action == action)).first()
+    if exists is None:
+        session.add(ApprovalEventRow(approval_id=approval_id, run_id=run_id, actor=actor, action=action,
+                                     digest=digest, source=source, comment=comment, at=at or utcnow()))
+        session.commit()
+
+
+def events_for(session: Session, *, approval_id: str) -> list[EventView]:
+    """The audit trail of one approval, oldest first."""
+    rows = session.exec(select(ApprovalEventRow).where(ApprovalEventRow.approval_id == approval_id)
+                        .order_by(col(ApprovalEventRow.at))).all()
+    return [EventView.model_validate(r, from_attributes=True) for r in rows]
