@@ -388,6 +388,23 @@ def worker() -> None:
 
 
 @app.command()
+def ui() -> None:
+    """Serve the web UI and JSON API in the foreground."""
+    import uvicorn
+
+    from engine.temporal import connect
+    from engine.ui.app import create_app
+
+    settings = _settings()
+    web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal))
+    print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
+    uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning")
+    if _process["hard_exit"]:  # same teardown hazard as any Temporal client (see run_client_command)
+        sys.stdout.flush()
+        os._exit(0)
+
+
+@app.command()
 def demo() -> None:
     """Run the support-refund demo on the local stack (scripted model)."""
     from engine.demo import run_demo

@@ -52,6 +52,18 @@ class LlmSettings(BaseModel):
     timeout_s: float = 60.0
 
 
+class UiSettings(BaseModel):
+    """The web UI and JSON API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    secret_key: SecretStr | None = None
+    session_ttl_s: int = 8 * 3600
+    secure_cookies: bool = False
+    trusted_header: str | None = None
+    page_size: int = 20
+
+
 class Settings(BaseSettings):
     """All Airlock settings; see README "Settings" for each variable."""
 
@@ -70,6 +82,7 @@ class Settings(BaseSettings):
     opa: OpaSettings = OpaSettings()
     chain: ChainSettings = ChainSettings()
     llm: LlmSettings = LlmSettings()
+    ui: UiSettings = UiSettings()
 
     def model_post_init(self, __context: object) -> None:
         self.project_dir = self.project_dir.resolve()

@@ -12,7 +12,7 @@ from engine import stack
 from engine.config import Settings
 from engine.errors import StackError
 
-COMPONENTS = ("temporal", "opa", "anvil", "model", "worker")
+COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -65,6 +65,10 @@ def status(settings: Settings) -> list[ComponentStatus]:
     worker = _is_ours(files, "worker")
     out.append(ComponentStatus("worker", "running" if worker else "stopped",
                                f"task queue {settings.temporal.task_queue}", worker.pid if worker else None))
+    ui = _is_ours(files, "ui")
+    ui_address = f"http://{settings.ui.host}:{settings.ui.port}"
+    ui_state = "running" if ui else ("external" if stack.port_open(settings.ui.host, settings.ui.port) else "stopped")
+    out.append(ComponentStatus("ui", ui_state, ui_address, ui.pid if ui else None))
     return out
 
 
@@ -92,23 +96,30 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         proc = launch(port, files.log(name))
         files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
         say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)})")
-    _start_worker(settings, files, say)
+    _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}")
+    ui_address = f"{settings.ui.host}:{settings.ui.port}"
+    if not _is_ours(files, "ui") and stack.port_open(settings.ui.host, settings.ui.port):
+        say(f"ui: using the one at {ui_address} (not started here)")
+    else:
+        _start_child(settings, files, say, "ui", f"http://{ui_address}")
 
 
-def _start_worker(settings: Settings, files: stack.StateFiles, say: Callable[[str], None]) -> None:
-    if (service := _is_ours(files, "worker")) is not None:
-        say(f"worker: already running (pid {service.pid})")
+def _start_child(settings: Settings, files: stack.StateFiles, say: Callable[[str], None], name: str,
+                 address: str) -> None:
+    """Start ``airlock worker`` or ``airlock ui`` in the background; wait for its ready line."""
+    if (service := _is_ours(files, name)) is not None:
+        say(f"{name}: already running at {service.address} (pid {service.pid})")
         return
-    log = files.log("worker")
+    log = files.log(name)
     size = log.stat().st_size if log.exists() else 0
     env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir),
            "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_TOOLS_DIR": str(settings.tools_dir),
            "AIRLOCK_POLICIES_DIR": str(settings.policies_dir), "AIRLOCK_DATABASE_URL": settings.db_url}
-    proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env={**env, "PYTHONUNBUFFERED": "1"},
+    proc = stack.launch_python(["-m", "engine.cli", name], log, env={**env, "PYTHONUNBUFFERED": "1"},
                                cwd=settings.project_dir)
-    stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace")[size:], "worker", proc, 60, log)
-    files.save(stack.Service("worker", proc.pid, f"task queue {settings.temporal.task_queue}", str(log)))
-    say(f"worker: started on task queue {settings.temporal.task_queue} (pid {proc.pid}, log {log})")
+    stack.wait_until(lambda: f"{name} ready" in log.read_text(errors="replace")[size:], name, proc, 60, log)
+    files.save(stack.Service(name, proc.pid, address, str(log)))
+    say(f"{name}: started at {address} (pid {proc.pid}, log {log})")
 
 
 def down(settings: Settings, say: Callable[[str], None]) -> None:

@@ -119,3 +119,34 @@ async def client(services: Services) -> AsyncIterator[Client]:
     from engine.config import TemporalSettings
 
     yield await connect(TemporalSettings(address=services.temporal_address))
+
+
+@dataclass
+class Web:
+    url: str
+    settings: Settings
+
+
+@pytest.fixture
+async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
+    """The UI served by uvicorn on a free port, plus a worker, on this test's database."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from engine.store.db import make_engine
+    from engine.ui.app import create_app
+    from engine.worker import build_worker
+
+    settings.ui.port = stack.free_port()
+    app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    async with build_worker(client, settings):
+        while not server.started:
+            await asyncio.sleep(0.05)
+        yield Web(f"http://127.0.0.1:{settings.ui.port}", settings)
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from engine.models import CloseApprovalInput, OpenApprovalsInput, PolicyDecision, RecordRunInput
-from engine.store.tables import ApprovalRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+from engine.store.tables import ApprovalEventRow, ApprovalRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
 from engine.store.users import record_event
 
 
@@ -50,6 +50,7 @@ class RunView(BaseModel):
     status: str
     reason: str | None
     output: str | None
+    result: dict[str, Any] | None = None
     started_at: datetime
     finished_at: datetime | None
 
@@ -139,6 +140,54 @@ def list_approvals(session: Session, *, status: str | None = "pending", run_id: 
     if run_id:
         query = query.where(ApprovalRow.run_id == run_id)
     return [ApprovalView.model_validate(r, from_attributes=True) for r in session.exec(query).all()]
+
+
+def inbox(session: Session, *, status: str | None = "pending", workflow: str | None = None, tool: str | None = None,
+          role: str | None = None, page: int = 1, page_size: int = 20) -> tuple[list[ApprovalView], int]:
+    """One page of the inbox, newest first, and how many items match in all."""
+    query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc())
+    if status:
+        query = query.where(ApprovalRow.status == status)
+    if workflow:
+        query = query.where(ApprovalRow.workflow == workflow)
+    if tool:
+        query = query.where(ApprovalRow.tool == tool)
+    rows = session.exec(query).all()
+    if role:  # JSON containment differs between SQLite and PostgreSQL; inboxes are small
+        rows = [r for r in rows if role in (r.approvers or [])]
+    start = (max(page, 1) - 1) * page_size
+    return [ApprovalView.model_validate(r, from_attributes=True) for r in rows[start:start + page_size]], len(rows)
+
+
+def inbox_facets(session: Session) -> dict[str, list[str]]:
+    """The workflows, tools and roles that pending items have, for the filters."""
+    rows = session.exec(select(ApprovalRow).where(ApprovalRow.status == "pending")).all()
+    return {"workflow": sorted({r.workflow for r in rows}), "tool": sorted({r.tool for r in rows}),
+            "role": sorted({a for r in rows for a in r.approvers or []})}
+
+
+class TimelineEntry(BaseModel):
+    """One step of a run, for the detail page."""
+
+    at: datetime
+    kind: str
+    summary: str
+
+
+def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
+    """Policy decisions, executions and approval events of a run, in order."""
+    entries: list[TimelineEntry] = []
+    for d in session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)).all():
+        reasons = "; ".join(d.result.get("reasons", []))
+        entries.append(TimelineEntry(at=d.created_at, kind="policy",
+                                     summary=f"{d.tool}: {d.outcome} — {reasons}"))
+    for e in session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id)).all():
+        entries.append(TimelineEntry(at=e.started_at, kind="execution", summary=f"{e.tool}: {e.status}"
+                                     + (f" — {e.error}" if e.error else "")))
+    for a in session.exec(select(ApprovalEventRow).where(ApprovalEventRow.run_id == run_id)).all():
+        entries.append(TimelineEntry(at=a.at, kind="approval", summary=f"{a.actor} {a.action}d {a.approval_id}"
+                                     + (f": {a.comment}" if a.comment else "")))
+    return sorted(entries, key=lambda e: e.at.replace(tzinfo=None))
 
 
 def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:

@@ -18,13 +18,14 @@ pytestmark = pytest.mark.integration
 
 
 def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
-    ports = {name: stack.free_port() for name in ("temporal", "ui", "anvil", "model")}
+    ports = {name: stack.free_port() for name in ("temporal", "ui", "anvil", "model", "web")}
     env = {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(tmp_path / "state"),
            "AIRLOCK_TEMPORAL__ADDRESS": f"127.0.0.1:{ports['temporal']}",
            "AIRLOCK_TEMPORAL__UI_PORT": str(ports["ui"]),
            "AIRLOCK_OPA__URL": services.opa_url,  # already running: up must use it and down must leave it
            "AIRLOCK_CHAIN__RPC_URL": f"http://127.0.0.1:{ports['anvil']}",
-           "AIRLOCK_LLM__SCRIPTED_URL": f"http://127.0.0.1:{ports['model']}/v1", "COLUMNS": "200"}
+           "AIRLOCK_LLM__SCRIPTED_URL": f"http://127.0.0.1:{ports['model']}/v1",
+           "AIRLOCK_UI__PORT": str(ports["web"]), "COLUMNS": "200"}
 
     def airlock(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, text=True,
@@ -36,10 +37,12 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
         assert f"opa: using the one at 127.0.0.1:{services.opa_url.rsplit(':', 1)[1]}" in up.stdout
         status = {s["name"]: s for s in json.loads(airlock("status", "--json").stdout)}
         assert {n: s["state"] for n, s in status.items()} == {
-            "temporal": "running", "opa": "external", "anvil": "running", "model": "running", "worker": "running"}
+            "temporal": "running", "opa": "external", "anvil": "running", "model": "running", "worker": "running",
+            "ui": "running"}
         assert status["anvil"]["address"] == f"127.0.0.1:{ports['anvil']}"
         again = airlock("up")
-        assert again.stdout.count("already running") == 4
+        assert again.stdout.count("already running") == 5
+        assert stack.http_ok(f"http://127.0.0.1:{ports['web']}/login")
 
         from tools import support
 
@@ -59,9 +62,9 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
     finally:
         down = airlock("down")
     assert down.returncode == 0
-    assert "opa" not in down.stdout and "worker: stopped" in down.stdout
+    assert "opa" not in down.stdout and "worker: stopped" in down.stdout and "ui: stopped" in down.stdout
     assert not any(stack.pid_alive(pid) for pid in pids)
     assert stack.http_ok(f"{services.opa_url}/health")  # not ours, still up
     status = {s["name"]: s["state"] for s in json.loads(airlock("status", "--json").stdout)}
     assert status == {"temporal": "stopped", "opa": "external", "anvil": "stopped", "model": "stopped",
-                      "worker": "stopped"}
+                      "worker": "stopped", "ui": "stopped"}

@@ -1,0 +1,132 @@
+"""The JSON API under ``/api``: the same rules as the pages, for scripts and apps."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from engine.errors import InputError, NotFoundError, SpecError
+from engine.models import ApprovalDecisionResult
+from engine.runs import decide_approval, start_run
+from engine.spec import load_spec
+from engine.store import repo, users
+from engine.store.repo import ApprovalView, RunView
+from engine.store.users import Approver, EventView
+from engine.ui.auth import api_user, check_csrf, uses_session
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class InboxPage(BaseModel):
+    items: list[ApprovalView]
+    total: int
+    page: int
+
+
+class ApprovalDetail(BaseModel):
+    approval: ApprovalView
+    events: list[EventView]
+
+
+class DecisionRequest(BaseModel):
+    """``digest`` is the action digest the decision was made on (from the approval)."""
+
+    decision: Literal["approve", "reject"]
+    digest: str
+    comment: str | None = None
+
+
+class StartRunRequest(BaseModel):
+    """Start a run of a workflow in the server's workflows folder; the requester is the caller."""
+
+    workflow: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    input: dict[str, Any] = Field(default_factory=dict)
+    tenant: str = "default"
+
+
+class StartRunResponse(BaseModel):
+    run_id: str
+
+
+class RunStatusResponse(BaseModel):
+    run: RunView
+    pending: list[ApprovalView]
+
+
+def _write_guard(request: Request, x_csrf_token: str | None) -> None:
+    if uses_session(request):
+        check_csrf(request, x_csrf_token)
+
+
+@router.get("/me")
+def me(user: Approver = Depends(api_user)) -> Approver:
+    """Who the API thinks you are."""
+    return user
+
+
+@router.get("/approvals")
+def list_approvals(request: Request, status: str | None = "pending", workflow: str | None = None,
+                   tool: str | None = None, role: str | None = None, page: int = 1,
+                   user: Approver = Depends(api_user)) -> InboxPage:
+    """The inbox, newest first; ``status=`` (empty) lists every status."""
+    with Session(request.app.state.engine) as session:
+        items, total = repo.inbox(session, status=status or None, workflow=workflow, tool=tool, role=role,
+                                  page=page, page_size=request.app.state.settings.ui.page_size)
+    return InboxPage(items=items, total=total, page=page)
+
+
+@router.get("/approvals/{approval_id}")
+def get_approval(request: Request, approval_id: str, user: Approver = Depends(api_user)) -> ApprovalDetail:
+    """One gated action and its audit trail."""
+    with Session(request.app.state.engine) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+        if item is None:
+            raise NotFoundError(f"no approval {approval_id}")
+        return ApprovalDetail(approval=item, events=users.events_for(session, approval_id=approval_id))
+
+
+@router.post("/approvals/{approval_id}/decision")
+async def decide(request: Request, approval_id: str, body: DecisionRequest, user: Approver = Depends(api_user),
+                 x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
+    """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
+    _write_guard(request, x_csrf_token)
+    if body.decision == "reject" and not (body.comment or "").strip():
+        raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
+    return await decide_approval(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+                                 decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
+                                 source=request.client.host if request.client else None)
+
+
+@router.post("/runs", status_code=201)
+async def create_run(request: Request, body: StartRunRequest, user: Approver = Depends(api_user),
+                     x_csrf_token: str | None = Header(default=None)) -> StartRunResponse:
+    """Start a run as the caller."""
+    _write_guard(request, x_csrf_token)
+    settings = request.app.state.settings
+    folder = settings.workflows_dir
+    path = next((folder / f"{body.workflow}{ext}" for ext in (".yaml", ".yml", ".py")
+                 if (folder / f"{body.workflow}{ext}").is_file()), None)
+    if path is None:
+        raise NotFoundError(f"no workflow {body.workflow} in {folder}")
+    try:
+        spec = load_spec(path, project_dir=settings.project_dir)
+    except SpecError as exc:
+        raise InputError(str(exc)) from exc
+    handle = await start_run(request.app.state.client, task_queue=settings.temporal.task_queue, spec=spec,
+                             run_input=body.input, requested_by=user.name, tenant=body.tenant)
+    return StartRunResponse(run_id=handle.id)
+
+
+@router.get("/runs/{run_id}")
+def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
+    """A run's status, its pending actions and, once it ended, its result."""
+    with Session(request.app.state.engine) as session:
+        run = repo.get_run(session, run_id=run_id)
+        if run is None:
+            raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
+        pending = repo.list_approvals(session, run_id=run_id)
+    return RunStatusResponse(run=run, pending=pending)
+

@@ -1,0 +1,82 @@
+"""The web UI and JSON API: FastAPI app factory.
+
+Pages are server-rendered (Jinja2) with plain forms; a few lines of local
+JavaScript refresh the inbox. No asset comes from the network. Errors carry
+their HTTP status (``AirlockError.http_status``) and are rendered here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.errors import AirlockError
+from engine.ui import api, pages
+from engine.ui.auth import NotSignedIn, secret_key
+from engine.ui.format import register_filters
+
+HERE = Path(__file__).parent
+
+
+def create_app(settings: Settings, *, engine: Engine,
+               connect: Callable[[], Awaitable[Client]]) -> FastAPI:
+    """Build the app; ``connect`` gives the Temporal client (called once, at startup)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.client = await connect()
+        yield
+
+    app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    app.state.settings, app.state.engine = settings, engine
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    register_filters(templates.env)
+    app.state.templates = templates
+    app.add_middleware(SessionMiddleware, secret_key=secret_key(settings), session_cookie="airlock_session",
+                       max_age=settings.ui.session_ttl_s, same_site="strict", https_only=settings.ui.secure_cookies)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # noqa: ANN001, ANN202
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.exception_handler(NotSignedIn)
+    async def to_sign_in(request: Request, _exc: NotSignedIn) -> Response:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.exception_handler(AirlockError)
+    async def airlock_error(request: Request, exc: AirlockError) -> Response:
+        return _error(request, exc.http_status, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    return app
+
+
+def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    if request.url.path.startswith("/api"):
+        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    return request.app.state.templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "user": None}, status_code=status)

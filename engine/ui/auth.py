@@ -1,0 +1,101 @@
+"""Who is asking: session cookie, API token, or a trusted proxy header.
+
+Roles are read from the database on every request, so a role change applies
+at once. Every state-changing form carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from sqlmodel import Session
+
+from engine.config import Settings
+from engine.store import users
+from engine.store.users import Approver
+
+SESSION_USER, SESSION_CSRF, SESSION_AT = "user", "csrf", "at"
+
+
+class NotSignedIn(Exception):
+    """No valid identity on a page that needs one (rendered as a redirect to sign-in)."""
+
+
+def secret_key(settings: Settings) -> str:
+    """The session-signing key: from settings, else generated once into the state folder."""
+    if settings.ui.secret_key:
+        return settings.ui.secret_key.get_secret_value()
+    path = (settings.state_dir or Path(".airlock")) / "ui-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def csrf_token(request: Request) -> str:
+    """This session's CSRF token (created on first use)."""
+    token = request.session.get(SESSION_CSRF)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session[SESSION_CSRF] = token
+    return token
+
+
+def check_csrf(request: Request, sent: str | None) -> None:
+    """Refuse a state-changing request whose CSRF token does not match the session's."""
+    expected = request.session.get(SESSION_CSRF)
+    if not expected or not sent or not secrets.compare_digest(expected, sent):
+        raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page and try again")
+
+
+def sign_in(request: Request, user: Approver) -> None:
+    """Start a fresh session for ``user`` (new CSRF token, no fixation)."""
+    request.session.clear()
+    request.session.update({SESSION_USER: user.name, SESSION_AT: int(time.time()),
+                            SESSION_CSRF: secrets.token_urlsafe(32)})
+
+
+def identify(request: Request) -> Approver | None:
+    """The caller, from a bearer token, the trusted header, or the session."""
+    state = request.app.state
+    settings: Settings = state.settings
+    with Session(state.engine) as session:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return users.user_for_token(session, token=header[7:].strip())
+        if settings.ui.trusted_header and (name := request.headers.get(settings.ui.trusted_header)):
+            return users.get_user(session, name=name.strip())
+        name = request.session.get(SESSION_USER)
+        issued = request.session.get(SESSION_AT, 0)
+        if not name or time.time() - issued > settings.ui.session_ttl_s:
+            request.session.clear()
+            return None
+        return users.get_user(session, name=name)
+
+
+def page_user(request: Request) -> Approver:
+    """Dependency for pages: the signed-in user, or a redirect to sign-in."""
+    user = identify(request)
+    if user is None:
+        raise NotSignedIn()
+    return user
+
+
+def api_user(request: Request) -> Approver:
+    """Dependency for the JSON API: the caller, or 401."""
+    user = identify(request)
+    if user is None:
+        raise HTTPException(status_code=401, detail="sign in or send Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+def uses_session(request: Request) -> bool:
+    """Whether the caller is authenticated by cookie (and so needs CSRF on writes)."""
+    return not request.headers.get("authorization") and not (
+        request.app.state.settings.ui.trusted_header
+        and request.headers.get(request.app.state.settings.ui.trusted_header))

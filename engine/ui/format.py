@@ -1,0 +1,67 @@
+"""Template helpers: legible arguments, amounts with units, durations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from jinja2 import Environment
+
+from engine.render import args_summary, waited
+
+
+def _find(data: Any, key: str) -> Any:
+    """The first value under ``key`` anywhere in nested dicts."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        for value in data.values():
+            if (found := _find(value, key)) is not None:
+                return found
+    return None
+
+
+def label(key: str) -> str:
+    """``order_id`` → ``Order id``."""
+    return key.replace("_", " ").capitalize()
+
+
+def argument_rows(args: dict[str, Any], facts: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per argument: label, shown value, and a kind for styling."""
+    currency = _find(args, "currency") or _find(facts, "currency") or ""
+    rows = []
+    for key, value in args.items():
+        kind = "amount" if "amount" in key else ("id" if key.endswith("_id") else "text")
+        shown = f"{value} {currency}".strip() if kind == "amount" else str(value)
+        rows.append({"label": label(key), "value": shown, "kind": kind})
+    return rows
+
+
+def fact_rows(facts: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
+    """Nested facts flattened to ``Order · customer id`` rows."""
+    rows = []
+    for key, value in facts.items():
+        name = f"{prefix} · {label(key).lower()}" if prefix else label(key)
+        if isinstance(value, dict):
+            rows += fact_rows(value, name)
+        else:
+            rows.append({"label": name, "value": str(value)})
+    return rows
+
+
+def until(moment: datetime) -> str:
+    """``in 23h`` / ``expired``."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    seconds = int((moment - datetime.now(timezone.utc)).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"in {seconds // size}{unit}"
+    return f"in {seconds}s"
+
+
+def register_filters(env: Environment) -> None:
+    """Make the helpers available in templates."""
+    env.filters.update(ago=waited, until=until, summary=args_summary, label=label)
+    env.globals.update(argument_rows=argument_rows, fact_rows=fact_rows)

@@ -1,0 +1,128 @@
+"""Server-rendered pages: sign-in, the inbox, the detail page and its decision form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
+
+from engine.errors import AirlockError, NotFoundError
+from engine.runs import decide_approval
+from engine.store import repo, users
+from engine.store.users import Approver
+from engine.ui.auth import check_csrf, csrf_token, identify, page_user, sign_in
+
+router = APIRouter(include_in_schema=False)
+
+
+def _render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    context.setdefault("user", identify(request))
+    context["csrf"] = csrf_token(request)
+    context["flash"] = request.session.pop("flash", None)
+    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+    return _render(request, "login.html", user=None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, username: str = Form(...), password: str = Form(...), csrf: str = Form(""),
+          next: str = Form("/")) -> Response:  # noqa: A002
+    check_csrf(request, csrf)
+    with Session(request.app.state.engine) as session:
+        user = users.authenticate(session, name=username.strip(), password=password)
+    if user is None:
+        return _render(request, "login.html", status=401, user=None, next=_safe_next(next),
+                       error="Wrong user name or password.")
+    sign_in(request, user)
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+def _inbox_context(request: Request, workflow: str | None, tool: str | None, role: str | None,
+                   page: int) -> dict[str, Any]:
+    settings = request.app.state.settings
+    with Session(request.app.state.engine) as session:
+        items, total = repo.inbox(session, workflow=workflow or None, tool=tool or None, role=role or None,
+                                  page=page, page_size=settings.ui.page_size)
+        facets = repo.inbox_facets(session)
+    pages = max(1, -(-total // settings.ui.page_size))
+    return {"items": items, "total": total, "page": min(max(page, 1), pages), "pages": pages, "facets": facets,
+            "filters": {"workflow": workflow or "", "tool": tool or "", "role": role or ""}}
+
+
+@router.get("/", response_class=HTMLResponse)
+def inbox_page(request: Request, workflow: str | None = None, tool: str | None = None, role: str | None = None,
+               page: int = 1, user: Approver = Depends(page_user)) -> Response:
+    return _render(request, "inbox.html", user=user, **_inbox_context(request, workflow, tool, role, page))
+
+
+@router.get("/inbox/rows", response_class=HTMLResponse)
+def inbox_rows(request: Request, workflow: str | None = None, tool: str | None = None, role: str | None = None,
+               page: int = 1, user: Approver = Depends(page_user)) -> Response:
+    """The inbox table body alone, for the page's refresh."""
+    return _render(request, "_rows.html", user=user, **_inbox_context(request, workflow, tool, role, page))
+
+
+def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
+    """Why this user may not decide this item (shown; the run enforces it anyway)."""
+    if item.status != "pending":
+        return f"This action is {item.status}."
+    if user.name == item.requested_by:
+        return "You started this run, so someone else must decide its actions."
+    if item.approvers and not set(item.approvers) & set(user.roles):
+        return f"Deciding needs the role {' or '.join(item.approvers)}; you hold {', '.join(user.roles) or 'none'}."
+    if any(v["by"] == user.name for v in item.votes):
+        return "You already decided this action."
+    return None
+
+
+@router.get("/approvals/{approval_id}", response_class=HTMLResponse)
+def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
+    with Session(request.app.state.engine) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+        if item is None:
+            raise NotFoundError(f"no approval {approval_id}")
+        timeline = repo.run_timeline(session, run_id=item.run_id)
+        events = users.events_for(session, approval_id=approval_id)
+    settings = request.app.state.settings
+    temporal_url = (f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/{settings.temporal.namespace}"
+                    f"/workflows/{item.run_id}")
+    return _render(request, "detail.html", user=user, item=item, timeline=timeline, events=events,
+                   blocked=why_not(user, item), temporal_url=temporal_url)
+
+
+@router.post("/approvals/{approval_id}/decide")
+async def decide(request: Request, approval_id: str, decision: str = Form(...), comment: str = Form(""),
+                 digest: str = Form(...), csrf: str = Form(""), user: Approver = Depends(page_user)) -> Response:
+    check_csrf(request, csrf)
+    if decision not in ("approve", "reject"):
+        request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
+    elif decision == "reject" and not comment.strip():
+        request.session["flash"] = {"kind": "error", "text": "A rejection needs a reason; it goes back to the model."}
+    else:
+        try:
+            result = await decide_approval(request.app.state.client, request.app.state.engine,
+                                           approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
+                                           approver=user, comment=comment.strip() or None, digest=digest,
+                                           source=request.client.host if request.client else None)
+            text = (f"Recorded: {result.approvals} of {result.needed} approvals." if result.status == "pending"
+                    else f"The action is {result.status}.")
+            request.session["flash"] = {"kind": "ok", "text": text}
+        except AirlockError as exc:
+            request.session["flash"] = {"kind": "error", "text": str(exc)}
+    return RedirectResponse(f"/approvals/{approval_id}", status_code=303)

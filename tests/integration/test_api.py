@@ -1,0 +1,168 @@
+"""The JSON API and the page rules on a live server (uvicorn, real Temporal, OPA, SQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+from engine.config import Settings
+from engine.runs import start_run
+from engine.store import users
+from engine.store.db import make_engine
+from tests.conftest import Web
+from tests.helpers import refund, wait_for_inbox, write_spec
+from tools import support
+
+pytestmark = pytest.mark.integration
+PEOPLE = {"alice": ["support"], "bob": ["support-leads"], "carol": ["support-leads"], "dave": ["support"]}
+
+
+def make_people(db_url: str) -> dict[str, str]:
+    """Accounts (password = name + '-password') and an API token each."""
+    with Session(make_engine(db_url)) as session:
+        for name, roles in PEOPLE.items():
+            users.add_user(session, name=name, password=f"{name}-password", roles=roles)
+        return {name: users.create_token(session, user=name) for name in PEOPLE}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_in(http: httpx.AsyncClient, name: str) -> str:
+    """Sign in through the form; return the session's CSRF token."""
+    page = await http.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    response = await http.post("/login", data={"username": name, "password": f"{name}-password", "csrf": csrf,
+                                               "next": "/"})
+    assert response.status_code == 303, response.text
+    home = await http.get("/")
+    return re.search(r'name="csrf" value="([^"]+)"', home.text).group(1)  # type: ignore[union-attr]
+
+
+async def test_api_needs_a_valid_identity(web: Web) -> None:
+    make_people(web.settings.db_url)
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        assert (await http.get("/api/approvals")).status_code == 401
+        assert (await http.get("/api/approvals", headers=bearer("alk_forged"))).status_code == 401
+        page = await http.get("/")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/"
+
+
+async def test_run_over_http_with_every_approval_rule(web: Web) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
+        created = await http.post("/api/runs", headers=bearer(tokens["alice"]), json={
+            "workflow": "support_refund", "input": {"customer_id": "cus_ana", "message": "refunds"}})
+        assert created.status_code == 201, created.text
+        run_id = created.json()["run_id"]
+        for _ in range(200):
+            status = await http.get(f"/api/runs/{run_id}", headers=bearer(tokens["bob"]))
+            if status.status_code == 200 and status.json()["pending"]:
+                break
+            await asyncio.sleep(0.1)
+        [pending] = status.json()["pending"]
+        assert status.json()["run"]["requested_by"] == "alice"
+        url, digest = f"/api/approvals/{pending['approval_id']}/decision", pending["digest"]
+
+        async def decide(who: str, **body: object) -> httpx.Response:
+            return await http.post(url, headers=bearer(tokens[who]), json={"digest": digest, **body})
+
+        refused = await decide("alice", decision="approve")
+        assert refused.status_code == 409 and "alice started this run" in refused.json()["error"]
+        refused = await decide("dave", decision="approve")
+        assert refused.status_code == 409 and "needs one of: support-leads" in refused.json()["error"]
+        refused = await http.post(url, headers=bearer(tokens["bob"]),
+                                  json={"decision": "approve", "digest": "sha256:stale"})
+        assert refused.status_code == 409 and "reload and decide again" in refused.json()["error"]
+        refused = await decide("bob", decision="reject")
+        assert refused.status_code == 422 and "needs a reason" in refused.json()["error"]
+        approved = await decide("bob", decision="approve", comment="late delivery confirmed")
+        assert approved.status_code == 200 and approved.json()["status"] == "approved"
+        again = await decide("carol", decision="approve")
+        assert again.status_code == 409 and "already approved" in again.json()["error"]
+        for _ in range(200):
+            run = (await http.get(f"/api/runs/{run_id}", headers=bearer(tokens["bob"]))).json()["run"]
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.1)
+        assert run["result"]["tool_calls"][2]["votes"][0]["by"] == "bob"
+        detail = (await http.get(f"/api/approvals/{pending['approval_id']}", headers=bearer(tokens["dave"]))).json()
+        assert [(e["actor"], e["action"], e["digest"]) for e in detail["events"]] == [("bob", "approve", digest)]
+        assert detail["events"][0]["source"] == "127.0.0.1"
+
+
+async def test_two_concurrent_approvals_one_wins(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "100.00")]}, {"content": "done"}])
+    client = await _client(web.settings)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
+        responses = await asyncio.gather(*(
+            http.post(f"/api/approvals/{item.approval_id}/decision", headers=bearer(tokens[who]),
+                      json={"decision": "approve", "digest": item.digest}) for who in ("bob", "carol")))
+    assert sorted(r.status_code for r in responses) == [200, 409]
+    loser = next(r for r in responses if r.status_code == 409)
+    assert "already approved" in loser.json()["error"]
+    await handle.result()
+    with Session(support.ledger(web.settings.db_url)) as session:
+        assert support.refunded_total(session, "A-1002") == 100
+
+
+async def _client(settings: Settings):  # noqa: ANN202
+    from engine.temporal import connect
+
+    return await connect(settings.temporal)
+
+
+async def test_forms_and_cookie_writes_need_csrf(web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        login = await http.post("/login", data={"username": "bob", "password": "bob-password", "csrf": "x"})
+        assert login.status_code == 403
+        csrf = await sign_in(http, "bob")
+        cookie = http.cookies.get("airlock_session")
+        assert cookie
+        raw = (await http.get("/login")).headers.get("set-cookie", "")
+        assert raw == "" or ("httponly" in raw.lower() and "samesite=strict" in raw.lower())
+        forged = await http.post("/approvals/apr_x/decide", data={"decision": "approve", "digest": "d"})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        api = await http.post("/api/approvals/apr_x/decision", json={"decision": "approve", "digest": "d"})
+        assert api.status_code == 403
+        api = await http.post("/api/approvals/apr_x/decision", json={"decision": "approve", "digest": "d"},
+                              headers={"X-CSRF-Token": csrf})
+        assert api.status_code == 404  # past CSRF: the approval does not exist
+        assert (await http.post("/logout", data={})).status_code == 403
+        assert (await http.post("/logout", data={"csrf": csrf})).status_code == 303
+        assert (await http.get("/")).status_code == 303
+
+
+async def test_session_cookie_flags_and_wrong_password(web: Web) -> None:
+    make_people(web.settings.db_url)
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        page = await http.get("/login")
+        set_cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in set_cookie and "samesite=strict" in set_cookie and "airlock_session=" in set_cookie
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        wrong = await http.post("/login", data={"username": "bob", "password": "nope-nope", "csrf": csrf})
+        assert wrong.status_code == 401 and "Wrong user name or password." in wrong.text
+
+
+async def test_session_expires(web: Web) -> None:
+    make_people(web.settings.db_url)
+    web.settings.ui.session_ttl_s = 1
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        await sign_in(http, "bob")
+        assert (await http.get("/")).status_code == 200
+        await asyncio.sleep(1.5)
+        expired = await http.get("/")
+        assert expired.status_code == 303 and expired.headers["location"].startswith("/login")
