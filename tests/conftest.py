@@ -150,3 +150,32 @@ async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
         yield Web(f"http://127.0.0.1:{settings.ui.port}", settings)
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)
+
+
+ODD_POLICIES = {
+    "undefined.rego": """package airlock.test.undefined
+import rego.v1
+decision := {"allow": true} if input.tool.name == "never_proposed"
+""",
+    "malformed.rego": """package airlock.test.malformed
+import rego.v1
+decision := {"allow": "yes", "reasons": ["looks fine"]}
+""",
+    "quorum.rego": """package airlock.test.quorum
+import rego.v1
+decision := {"allow": true, "require_approval": true, "approvers": ["treasury-ops"], "min_approvals": 2,
+             "reasons": ["two people must approve"]}
+""",
+}
+
+
+@pytest.fixture(scope="session")
+def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second OPA serving policies that misbehave on purpose."""
+    folder = tmp_path_factory.mktemp("odd-policies")
+    for name, text in ODD_POLICIES.items():
+        (folder / name).write_text(text)
+    port = stack.free_port()
+    proc = stack.launch_opa(port, folder, folder / "opa.log")
+    yield f"http://127.0.0.1:{port}"
+    stack.stop_process(proc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,11 @@ from engine import stack
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
 from engine.models import RunResult
-from engine.store.users import Approver
 from engine.policy import PolicyEngine
 from engine.runs import decide_approval, start_run
 from engine.store import repo
 from engine.store.db import make_engine
+from engine.store.users import Approver
 from engine.worker import build_worker
 from tests.helpers import refund, run_to_end, wait_for_inbox, write_spec
 from tools import support
@@ -26,35 +25,6 @@ from tools import support
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "cus_ana"}
 OPS_BOB, OPS_CAROL = (Approver(name=n, roles=["treasury-ops"]) for n in ("bob", "carol"))
-
-ODD_POLICIES = {
-    "undefined.rego": """package airlock.test.undefined
-import rego.v1
-decision := {"allow": true} if input.tool.name == "never_proposed"
-""",
-    "malformed.rego": """package airlock.test.malformed
-import rego.v1
-decision := {"allow": "yes", "reasons": ["looks fine"]}
-""",
-    "quorum.rego": """package airlock.test.quorum
-import rego.v1
-decision := {"allow": true, "require_approval": true, "approvers": ["treasury-ops"], "min_approvals": 2,
-             "reasons": ["two people must approve"]}
-""",
-}
-
-
-@pytest.fixture(scope="module")
-def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second OPA serving policies that misbehave on purpose."""
-    folder = tmp_path_factory.mktemp("odd-policies")
-    for name, text in ODD_POLICIES.items():
-        (folder / name).write_text(text)
-    port = stack.free_port()
-    proc = stack.launch_opa(port, folder, folder / "opa.log")
-    yield f"http://127.0.0.1:{port}"
-    stack.stop_process(proc)
-
 
 async def _run_once(client: Client, settings: Settings, tmp_path: Path, policy: str | None = None) -> RunResult:
     support.reset_demo_ledger(settings.db_url)

@@ -1,0 +1,160 @@
+"""The approval inbox in headless Chromium (Debian's), driven by Playwright, on a real stack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlmodel import Session
+
+from engine.config import OpaSettings, Settings
+from engine.models import RunResult
+from engine.runs import start_run
+from engine.temporal import connect
+from tests.conftest import Web
+from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.integration.test_api import make_people
+from tools import support
+
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        await chromium.close()
+
+
+async def signed_in(browser: Browser, web: Web, name: str, width: int = 1280) -> Page:
+    context = await browser.new_context(viewport={"width": width, "height": 900})
+    page = await context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(web.url) else None)
+    page.outside_requests = outside  # type: ignore[attr-defined]
+    await page.goto(f"{web.url}/")
+    await page.get_by_label("User name").fill(name)
+    await page.get_by_label("Password").fill(f"{name}-password")
+    await page.keyboard.press("Enter")  # keyboard-usable: submit without the mouse
+    await expect(page.get_by_role("heading", name="Waiting for a decision")).to_be_visible()
+    return page
+
+
+async def start(web: Web, tmp_path: Path, amount: str = "180.00", policy: str | None = None) -> tuple[str, RunResult]:
+    support.reset_demo_ledger(web.settings.db_url)
+    extra = {"policy": policy} if policy else {}
+    spec = write_spec(tmp_path, [{"content": "The chair came late.", "tool_calls": [refund("A-1002", amount)]},
+                                 {"content": "done"}], **extra)
+    client = await connect(web.settings.temporal)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+    return item.approval_id, handle  # type: ignore[return-value]
+
+
+async def test_approve_from_the_inbox_and_run_completes(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    page = await signed_in(browser, web, "bob")
+    approval_id, handle = await start(web, tmp_path)
+    row = page.get_by_role("link", name="issue_refund")
+    await expect(row).to_be_visible(timeout=10_000)  # arrives without a reload
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "inbox-1280.png"), full_page=True)
+    await row.click()
+    await expect(page.get_by_text("180.00 EUR")).to_be_visible()
+    await expect(page.get_by_text("The chair came late.")).to_be_visible()
+    await expect(page.get_by_text("refunds above 50 need one approval by support-leads", exact=True)).to_be_visible()
+    await page.screenshot(path=str(ARTIFACTS / "detail-1280.png"), full_page=True)
+    await page.get_by_label("Comment").fill("carrier confirmed the delay")
+    await page.get_by_role("button", name="Approve").click()
+    await expect(page.get_by_text("The action is approved.")).to_be_visible()
+    await expect(page.locator("[data-status]")).to_have_text("approved")
+    result = await asyncio.wait_for(handle.result(), 30)  # type: ignore[attr-defined]
+    assert result.tool_calls[0].outcome == "executed"
+    with Session(support.ledger(web.settings.db_url)) as session:
+        assert support.refunded_total(session, "A-1002") == 180
+    assert page.outside_requests == []  # type: ignore[attr-defined]
+
+
+async def test_reject_with_reason_reaches_the_model(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    approval_id, handle = await start(web, tmp_path)
+    page = await signed_in(browser, web, "bob")
+    await page.goto(f"{web.url}/approvals/{approval_id}")
+    await page.get_by_role("button", name="Reject").click()
+    await expect(page.get_by_text("A rejection needs a reason")).to_be_visible()
+    await page.get_by_label("Comment").fill("customer already received a voucher")
+    await page.get_by_role("button", name="Reject").click()
+    await expect(page.locator("[data-status]")).to_have_text("rejected")
+    result = await asyncio.wait_for(handle.result(), 30)  # type: ignore[attr-defined]
+    assert result.tool_calls[0].outcome == "rejected"
+    assert result.tool_calls[0].error == "customer already received a voucher"
+
+
+async def test_without_the_role_one_sees_but_cannot_decide(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    approval_id, _ = await start(web, tmp_path)
+    page = await signed_in(browser, web, "dave")
+    await page.get_by_role("link", name="issue_refund").click()
+    await expect(page.get_by_text("180.00 EUR")).to_be_visible()
+    await expect(page.locator("[data-blocked]")).to_contain_text("Deciding needs the role support-leads")
+    assert await page.get_by_role("button", name="Approve").count() == 0
+
+
+async def test_requester_is_refused_even_by_a_forged_form(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    approval_id, _ = await start(web, tmp_path)
+    page = await signed_in(browser, web, "alice", width=390)  # phone width
+    await page.goto(f"{web.url}/approvals/{approval_id}")
+    await expect(page.locator("[data-blocked]")).to_contain_text("You started this run")
+    await page.screenshot(path=str(ARTIFACTS / "detail-390.png"), full_page=True)
+    csrf = await page.evaluate("document.querySelector('input[name=csrf]').value")
+    digest = (await page.locator("code.digest").inner_text()).strip()
+    await page.evaluate("""([id, csrf, digest]) => {
+        const f = document.createElement('form'); f.method = 'post'; f.action = `/approvals/${id}/decide`;
+        for (const [k, v] of Object.entries({csrf, digest, decision: 'approve', comment: ''})) {
+          const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }
+        document.body.appendChild(f); f.submit(); }""", [approval_id, csrf, digest])
+    await expect(page.locator(".flash.error")).to_contain_text("alice started this run and cannot decide")
+    await expect(page.locator("[data-status]")).to_have_text("pending")
+
+
+@pytest.fixture
+def quorum_policy(settings: Settings, odd_opa: str) -> None:
+    """Point this test's worker at the OPA whose policy needs two approvers (before `web` starts it)."""
+    settings.opa = OpaSettings(url=odd_opa)
+
+
+async def test_quorum_of_two(browser: Browser, quorum_policy: None, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    from engine.store import users
+    from engine.store.db import make_engine
+
+    with Session(make_engine(web.settings.db_url)) as session:
+        for name in ("bob", "carol"):
+            users.add_user(session, name=name, password=f"{name}-password", roles=["treasury-ops"])
+    approval_id, handle = await start(web, tmp_path, policy="airlock.test.quorum")
+    for name, expected in (("bob", "Recorded: 1 of 2 approvals."), ("carol", "The action is approved.")):
+        page = await signed_in(browser, web, name)
+        await page.goto(f"{web.url}/approvals/{approval_id}")
+        await page.get_by_role("button", name="Approve").click()
+        await expect(page.get_by_text(expected)).to_be_visible()
+    result = await asyncio.wait_for(handle.result(), 30)  # type: ignore[attr-defined]
+    assert sorted(v.by for v in result.tool_calls[0].votes) == ["bob", "carol"]
+
+
+async def test_inbox_at_phone_width(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    await start(web, tmp_path)
+    page = await signed_in(browser, web, "bob", width=390)
+    await expect(page.get_by_role("link", name="issue_refund")).to_be_visible()
+    overflow = await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    assert not overflow
+    await page.screenshot(path=str(ARTIFACTS / "inbox-390.png"), full_page=True)
