@@ -33,7 +33,8 @@ def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "c
     graph.add_conditional_edges(after, nodes.route_after_model, {"end": end, "check_tool_calls": "check_tool_calls"})
     graph.add_conditional_edges("check_tool_calls", nodes.route_after_check,
                                 {"await_approval": "await_approval", "execute_tools": "execute_tools"})
-    graph.add_edge("await_approval", "execute_tools")
+    graph.add_conditional_edges("await_approval", nodes.route_after_approval,
+                                {"check_tool_calls": "check_tool_calls", "execute_tools": "execute_tools"})
     graph.add_edge("execute_tools", then)
     return graph
 

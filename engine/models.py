@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from engine.spec import ModelSpec, WorkflowSpec
 
 Outcome = Literal[
+    "proposed",  # not checked yet (or edited by a person and to be checked again)
     "invalid",  # arguments failed the schema; never reached policy
     "denied",  # policy said no (or could not answer)
     "allowed",  # policy allowed; not yet executed
@@ -54,7 +55,7 @@ class ApprovalVote(BaseModel):
     """One person's decision on a gated action."""
 
     by: str
-    decision: Literal["approve", "reject"]
+    decision: Literal["approve", "reject", "edit"]
     comment: str | None = None
     at: datetime
     digest: str = ""
@@ -73,12 +74,15 @@ class ToolCallRecord(BaseModel):
     reason: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
     decision: PolicyDecision | None = None
-    outcome: Outcome = "allowed"
+    outcome: Outcome = "proposed"
     error: str | None = None
     result: Any = None
     approval_id: str | None = None
     digest: str | None = None
     votes: list[ApprovalVote] = Field(default_factory=list)
+    revision: int = 0
+    edited_by: str | None = None
+    previous_args: dict[str, Any] | None = None
 
 
 class RunResult(BaseModel):
@@ -181,7 +185,7 @@ class CloseApprovalInput(BaseModel):
     approval_id: str
     run_id: str = ""
     digest: str = ""
-    status: Literal["pending", "approved", "rejected", "expired"]
+    status: Literal["pending", "approved", "rejected", "expired", "edited"]
     votes: list[ApprovalVote] = Field(default_factory=list)
     reason: str | None = None
 
@@ -227,9 +231,25 @@ class ApprovalDecisionInput(BaseModel):
     source: str | None = None
 
 
+class ApprovalEditInput(BaseModel):
+    """The payload of the ``edit_action`` update: new arguments for the same tool.
+
+    The edited action is a new action: validated, fact-checked and decided by
+    policy again, with a new digest; it needs approval again if policy says so.
+    """
+
+    approval_id: str
+    by: str
+    roles: list[str] = Field(default_factory=list)
+    digest: str
+    args: dict[str, Any]
+    comment: str | None = None
+    source: str | None = None
+
+
 class ApprovalDecisionResult(BaseModel):
     approval_id: str
-    status: Literal["pending", "approved", "rejected"]
+    status: Literal["pending", "approved", "rejected", "edited"]
     approvals: int
     needed: int
 
@@ -242,5 +262,6 @@ class PendingAction(BaseModel):
     call: ToolCallRecord
     requested_by: str
     expires_at: datetime
-    status: Literal["pending", "approved", "rejected", "expired"] = "pending"
+    status: Literal["pending", "approved", "rejected", "expired", "edited"] = "pending"
     reason: str | None = None
+    edited_args: dict[str, Any] | None = None

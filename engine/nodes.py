@@ -9,6 +9,7 @@ Temporal's converter unchanged. Nothing here has side effects before
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 from typing import Any, TypedDict, TypeVar
 
@@ -75,7 +76,8 @@ def _with(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
 
 def approval_id(run_id: str, call: ToolCallRecord) -> str:
     """A stable, short id for the approval of one call."""
-    return "apr_" + hashlib.sha256(f"{run_id}:{call.step}:{call.index}".encode()).hexdigest()[:12]
+    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "")
+    return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 async def call_model(state: AgentState) -> dict[str, Any]:
@@ -114,7 +116,9 @@ async def check_tool_calls(state: AgentState) -> dict[str, Any]:
     previous = _records(state.get("calls"))
     checked: list[dict[str, Any]] = []
     for call in _records(state.get("proposed")):
-        checked.append((await _check_one(request, call, previous)).model_dump(mode="json"))
+        if call.outcome == "proposed":  # new, or edited by a person: decided afresh
+            call = await _check_one(request, call, previous)
+        checked.append(call.model_dump(mode="json"))
     return {"proposed": checked}
 
 
@@ -154,7 +158,11 @@ async def await_approval(state: AgentState) -> dict[str, Any]:
     decided = []
     for call in calls:
         verdict = verdicts.get(call.approval_id or "") if call.outcome == "pending_approval" else None
-        if verdict is not None:
+        if verdict is not None and verdict["outcome"] == "edited":
+            call = _with(call, outcome="proposed", raw_arguments=json.dumps(verdict["args"]), args={}, facts={},
+                         decision=None, digest=None, approval_id=None, votes=[], revision=call.revision + 1,
+                         edited_by=verdict["by"], previous_args=call.args)
+        elif verdict is not None:
             call = _with(call, outcome=verdict["outcome"], error=verdict.get("reason"),
                          votes=verdict.get("votes", []))
         decided.append(call.model_dump(mode="json"))
@@ -184,6 +192,12 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
 async def route_after_model(state: AgentState) -> str:
     """End when the run has a status; otherwise check the proposed calls."""
     return "end" if state.get("status") else "check_tool_calls"
+
+
+async def route_after_approval(state: AgentState) -> str:
+    """Edited actions go back through the whole boundary; the rest execute (or not)."""
+    edited = any(c.get("outcome") == "proposed" for c in state.get("proposed") or [])
+    return "check_tool_calls" if edited else "execute_tools"
 
 
 async def route_after_check(state: AgentState) -> str:

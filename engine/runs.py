@@ -15,10 +15,18 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from engine.errors import ApprovalError, NotFoundError
-from engine.models import ApprovalDecisionInput, ApprovalDecisionResult, PendingAction, RunRequest, RunResult
+from engine.errors import ApprovalError, NotFoundError, ToolArgumentsError
+from engine.models import (
+    ApprovalDecisionInput,
+    ApprovalDecisionResult,
+    ApprovalEditInput,
+    PendingAction,
+    RunRequest,
+    RunResult,
+)
 from engine.spec import WorkflowSpec
 from engine.store import repo
+from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.workflow import AgentRunWorkflow
 
@@ -64,23 +72,48 @@ async def decide_approval(client: Client, engine: Engine, *, approval_id: str,
         NotFoundError: no approval has this id.
         ApprovalError: the run refused the decision.
     """
+    approval, handle = _pending(client, engine, approval_id)
+    return await _update(handle, approval.run_id, AgentRunWorkflow.decide_approval, ApprovalDecisionInput(
+        approval_id=approval_id, decision=decision, by=approver.name, roles=approver.roles,
+        digest=digest or approval.digest, comment=comment, source=source))
+
+
+async def edit_action(client: Client, engine: Engine, *, approval_id: str, approver: Approver, args: dict[str, Any],
+                      digest: str | None = None, comment: str | None = None,
+                      source: str | None = None) -> ApprovalDecisionResult:
+    """Correct a gated action's arguments; it goes through validation, facts and policy again.
+
+    Raises:
+        NotFoundError: no approval has this id.
+        ApprovalError: the run refused the edit (same rules as a decision).
+        ToolArgumentsError: the edited arguments do not fit the tool's schema.
+    """
+    approval, handle = _pending(client, engine, approval_id)
+    return await _update(handle, approval.run_id, AgentRunWorkflow.edit_action, ApprovalEditInput(
+        approval_id=approval_id, by=approver.name, roles=approver.roles, digest=digest or approval.digest,
+        args=args, comment=comment, source=source))
+
+
+def _pending(client: Client, engine: Engine, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:
     with Session(engine) as session:
         approval = repo.get_approval(session, approval_id=approval_id)
     if approval is None:
         raise NotFoundError(f"no approval {approval_id}")
     if approval.status != "pending":
         raise ApprovalError(f"approval {approval_id} is already {approval.status}")
-    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, approval.run_id)
+    return approval, client.get_workflow_handle_for(AgentRunWorkflow.run, approval.run_id)
+
+
+_ERRORS = {"NotFoundError": NotFoundError, "ToolArgumentsError": ToolArgumentsError}
+
+
+async def _update(handle: WorkflowHandle, run_id: str, update: Any, payload: Any) -> ApprovalDecisionResult:
     try:
-        return await handle.execute_update(
-            AgentRunWorkflow.decide_approval,
-            ApprovalDecisionInput(approval_id=approval_id, decision=decision, by=approver.name,
-                                  roles=approver.roles, digest=digest or approval.digest, comment=comment,
-                                  source=source))
+        return await handle.execute_update(update, payload)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
         kind = cause.type if isinstance(cause, ApplicationError) else None
-        raise (NotFoundError if kind == "NotFoundError" else ApprovalError)(message) from exc
+        raise _ERRORS.get(kind or "", ApprovalError)(message) from exc
     except RPCError as exc:
-        raise ApprovalError(f"run {approval.run_id} cannot take decisions now: {exc.message}") from exc
+        raise ApprovalError(f"run {run_id} cannot take decisions now: {exc.message}") from exc

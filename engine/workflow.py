@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from engine.models import (
         ApprovalDecisionInput,
         ApprovalDecisionResult,
+        ApprovalEditInput,
         ApprovalVote,
         CloseApprovalInput,
         CloseApprovalResult,
@@ -36,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunStatus,
         ToolCallRecord,
+        ValidateCallInput,
+        ValidateCallResult,
     )
 
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
@@ -113,7 +116,8 @@ class AgentRunWorkflow:
                     await self._close(pending)
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._status = "running"
-        return {p.approval_id: {"outcome": p.status, "reason": p.reason,
+        return {p.approval_id: {"outcome": p.status, "reason": p.reason, "args": p.edited_args,
+                                "by": p.call.votes[-1].by if p.call.votes else None,
                                 "votes": [v.model_dump(mode="json") for v in p.call.votes]}
                 for p in self._pending.values()}
 
@@ -145,31 +149,57 @@ class AgentRunWorkflow:
 
     @decide_approval.validator
     def _check_decision(self, decision: ApprovalDecisionInput) -> None:
-        pending = self._pending.get(decision.approval_id)
-        if pending is None:
-            raise ApplicationError(f"no pending approval {decision.approval_id} in this run", type="NotFoundError")
-        if pending.status != "pending":
-            raise ApplicationError(f"approval {decision.approval_id} is already {pending.status}",
-                                   type="ApprovalError")
-        if workflow.now() >= pending.expires_at:
-            raise ApplicationError(f"approval {decision.approval_id} expired at {pending.expires_at.isoformat()}",
-                                   type="ApprovalError")
-        if decision.by == pending.requested_by:
-            raise ApplicationError(f"{decision.by} started this run and cannot decide its actions",
-                                   type="ApprovalError")
-        approvers = pending.call.decision.approvers if pending.call.decision else []
-        if approvers and not set(approvers) & set(decision.roles):
-            raise ApplicationError(f"{decision.by} does not hold a role that may decide this action "
-                                   f"(needs one of: {', '.join(approvers)})", type="ApprovalError")
-        if decision.digest != pending.call.digest:
-            raise ApplicationError(f"approval {decision.approval_id} is bound to action {pending.call.digest}; "
-                                   f"the decision was made on {decision.digest or 'nothing'}: reload and decide again",
-                                   type="ApprovalError")
-        if any(v.by == decision.by for v in pending.call.votes):
-            raise ApplicationError(f"{decision.by} already decided approval {decision.approval_id}",
-                                   type="ApprovalError")
+        self._check_person(decision.approval_id, decision.by, decision.roles, decision.digest)
         if decision.decision == "reject" and not (decision.comment or "").strip():
             raise ApplicationError("a rejection needs a reason", type="ApprovalError")
+
+    @workflow.update(name="edit_action")
+    async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
+        """Replace a gated action's arguments; the new action goes through the whole boundary again."""
+        pending = self._pending[edit.approval_id]
+        tool = self._request.spec.tool(pending.call.tool) if self._request else None
+        assert tool is not None  # a pending action's tool was resolved before policy
+        valid = await workflow.execute_activity(
+            "validate_tool_call", ValidateCallInput(tool_import_path=tool.import_path,
+                                                    raw_arguments=json.dumps(edit.args)),
+            result_type=ValidateCallResult, **_RECORD)
+        if not valid.ok:  # refused before anything changes: the action still waits as it was
+            raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
+        if pending.status != "pending":  # decided while the arguments were being checked
+            raise ApplicationError(f"approval {edit.approval_id} is already {pending.status}", type="ApprovalError")
+        pending.call.votes.append(ApprovalVote(by=edit.by, decision="edit", comment=edit.comment, at=workflow.now(),
+                                               digest=edit.digest, source=edit.source))
+        pending.status, pending.edited_args, pending.reason = "edited", valid.args, edit.comment
+        await self._close(pending)
+        return ApprovalDecisionResult(approval_id=pending.approval_id, status="edited", approvals=0,
+                                      needed=pending.call.decision.min_approvals if pending.call.decision else 1)
+
+    @edit_action.validator
+    def _check_edit(self, edit: ApprovalEditInput) -> None:
+        self._check_person(edit.approval_id, edit.by, edit.roles, edit.digest)
+
+    def _check_person(self, approval_id: str, by: str, roles: list[str], digest: str) -> None:
+        """The rules every decision obeys; raising refuses the update before anything changes."""
+        pending = self._pending.get(approval_id)
+        if pending is None:
+            raise ApplicationError(f"no pending approval {approval_id} in this run", type="NotFoundError")
+        if pending.status != "pending":
+            raise ApplicationError(f"approval {approval_id} is already {pending.status}", type="ApprovalError")
+        if workflow.now() >= pending.expires_at:
+            raise ApplicationError(f"approval {approval_id} expired at {pending.expires_at.isoformat()}",
+                                   type="ApprovalError")
+        if by == pending.requested_by:
+            raise ApplicationError(f"{by} started this run and cannot decide its actions", type="ApprovalError")
+        approvers = pending.call.decision.approvers if pending.call.decision else []
+        if approvers and not set(approvers) & set(roles):
+            raise ApplicationError(f"{by} does not hold a role that may decide this action "
+                                   f"(needs one of: {', '.join(approvers)})", type="ApprovalError")
+        if digest != pending.call.digest:
+            raise ApplicationError(f"approval {approval_id} is bound to action {pending.call.digest}; "
+                                   f"the decision was made on {digest or 'nothing'}: reload and decide again",
+                                   type="ApprovalError")
+        if any(v.by == by for v in pending.call.votes):
+            raise ApplicationError(f"{by} already decided approval {approval_id}", type="ApprovalError")
 
     @workflow.query(name="get_pending_actions")
     def get_pending_actions(self) -> list[PendingAction]:

@@ -9,6 +9,10 @@ from engine.models import ToolCallRecord
 def tool_message(call: ToolCallRecord) -> str:
     """The tool-result text for one call: a result, or an error it can reason about."""
     reasons = "; ".join(call.decision.reasons) if call.decision and call.decision.reasons else "no reason given"
+    if call.outcome == "executed" and call.edited_by:
+        return canonical_json({"ok": True, "result": call.result,
+                               "note": f"{call.edited_by} edited the arguments before approving; "
+                                       f"executed with {canonical_json(call.args)}"})
     if call.outcome == "executed":
         return canonical_json({"ok": True, "result": call.result})
     if call.outcome == "invalid":

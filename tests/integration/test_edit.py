@@ -1,0 +1,96 @@
+"""Edit before approving: an edited action is a new action that crosses the whole boundary again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.errors import ToolArgumentsError
+from engine.runs import decide_approval, edit_action, start_run
+from engine.store import repo, users
+from engine.store.db import make_engine
+from engine.worker import build_worker
+from tests.helpers import lead, refund, wait_for_inbox, write_spec
+from tests.integration.test_runs import model_requests
+from tools import support
+
+pytestmark = pytest.mark.integration
+
+
+async def _waiting(client: Client, settings: Settings, tmp_path: Path):  # noqa: ANN202
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "180.00")]}, {"content": "done"}])
+    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(settings.db_url, handle.id)
+    return handle, item
+
+
+def _refunded(db_url: str) -> int:
+    with Session(support.ledger(db_url)) as session:
+        return int(support.refunded_total(session, "A-1002"))
+
+
+async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
+        client: Client, settings: Settings, tmp_path: Path) -> None:
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle, item = await _waiting(client, settings, tmp_path)
+        edited = await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+                                   args={"order_id": "A-1002", "amount": "40.00", "reason": "partial delay"},
+                                   digest=item.digest, comment="40 is what we agreed on the phone")
+        assert edited.status == "edited"
+        result = await handle.result()
+        requests = await model_requests(client, handle.id)
+    [call] = result.tool_calls
+    assert (call.outcome, call.args["amount"], call.edited_by, call.revision) == ("executed", "40.00", "bob", 1)
+    assert call.decision and call.decision.outcome == "allow" and call.previous_args["amount"] == "180.00"
+    assert _refunded(settings.db_url) == 40
+    told = json.loads([m for m in requests[-1].messages if m["role"] == "tool"][-1]["content"])
+    assert told["note"].startswith("bob edited the arguments before approving")
+    with Session(engine) as session:
+        old = repo.get_approval(session, approval_id=item.approval_id)
+        assert old and old.status == "edited"
+        [event] = users.events_for(session, approval_id=item.approval_id)
+        assert (event.actor, event.action, event.comment) == ("bob", "edit", "40 is what we agreed on the phone")
+
+
+async def test_edit_that_still_needs_approval_gets_a_new_digest(client: Client, settings: Settings,
+                                                                tmp_path: Path) -> None:
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle, item = await _waiting(client, settings, tmp_path)
+        await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+                          args={"order_id": "A-1002", "amount": "120.00", "reason": "delay"}, digest=item.digest)
+        [second] = await wait_for_inbox(settings.db_url, handle.id)  # only the new action is pending
+        assert second.approval_id != item.approval_id and second.digest != item.digest
+        assert second.args["amount"] == "120.00"
+        assert _refunded(settings.db_url) == 0
+        await decide_approval(client, engine, approval_id=second.approval_id, decision="approve",
+                              approver=lead("carol"), digest=second.digest)
+        result = await handle.result()
+    assert result.tool_calls[0].outcome == "executed" and _refunded(settings.db_url) == 120
+
+
+async def test_edit_cannot_skip_a_rule(client: Client, settings: Settings, tmp_path: Path) -> None:
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle, item = await _waiting(client, settings, tmp_path)
+        with pytest.raises(ToolArgumentsError, match="amount"):
+            await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+                              args={"order_id": "A-1002", "amount": "-3", "reason": "x"}, digest=item.digest)
+        with Session(engine) as session:
+            unchanged = repo.get_approval(session, approval_id=item.approval_id)
+            assert unchanged and unchanged.status == "pending"
+        await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+                          args={"order_id": "A-1002", "amount": "900.00", "reason": "all of it"}, digest=item.digest)
+        result = await handle.result()
+    [call] = result.tool_calls
+    assert call.outcome == "denied" and call.decision
+    assert "refunds above 500 are not allowed (asked 900.00)" in call.decision.reasons
+    assert _refunded(settings.db_url) == 0
