@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from engine.errors import InputError, NotFoundError, SpecError
 from engine.models import ApprovalDecisionResult
-from engine.runs import decide_approval, start_run
+from engine.runs import decide_approval, edit_action, start_run
 from engine.spec import load_spec
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView
@@ -36,6 +36,14 @@ class DecisionRequest(BaseModel):
 
     decision: Literal["approve", "reject"]
     digest: str
+    comment: str | None = None
+
+
+class EditRequest(BaseModel):
+    """New arguments for the same tool; ``digest`` is the action being corrected."""
+
+    digest: str
+    args: dict[str, Any]
     comment: str | None = None
 
 
@@ -98,6 +106,16 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     return await decide_approval(request.app.state.client, request.app.state.engine, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=request.client.host if request.client else None)
+
+
+@router.post("/approvals/{approval_id}/edit")
+async def edit(request: Request, approval_id: str, body: EditRequest, user: Approver = Depends(api_user),
+               x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
+    """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
+    _write_guard(request, x_csrf_token)
+    return await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+                             approver=user, args=body.args, digest=body.digest, comment=body.comment,
+                             source=request.client.host if request.client else None)
 
 
 @router.post("/runs", status_code=201)

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from engine.errors import AirlockError, NotFoundError
-from engine.runs import decide_approval
+from engine.runs import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.users import Approver
 from engine.ui.auth import check_csrf, csrf_token, identify, page_user, sign_in
@@ -126,3 +126,22 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         except AirlockError as exc:
             request.session["flash"] = {"kind": "error", "text": str(exc)}
     return RedirectResponse(f"/approvals/{approval_id}", status_code=303)
+
+
+@router.post("/approvals/{approval_id}/edit")
+async def edit(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
+    """Correct the arguments; the corrected action goes back through the boundary."""
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf", "")))
+    args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
+    try:
+        await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+                          approver=user, args=args, digest=str(form.get("digest", "")),
+                          comment=str(form.get("comment", "")).strip() or None,
+                          source=request.client.host if request.client else None)
+    except AirlockError as exc:
+        request.session["flash"] = {"kind": "error", "text": str(exc)}
+        return RedirectResponse(f"/approvals/{approval_id}", status_code=303)
+    request.session["flash"] = {"kind": "ok", "text": "Edited: the corrected action goes through validation and "
+                                                      "policy again, and waits here if it needs approval."}
+    return RedirectResponse("/", status_code=303)

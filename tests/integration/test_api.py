@@ -166,3 +166,26 @@ async def test_session_expires(web: Web) -> None:
         await asyncio.sleep(1.5)
         expired = await http.get("/")
         assert expired.status_code == 303 and expired.headers["location"].startswith("/login")
+
+
+async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "180.00")]}, {"content": "done"}])
+    client = await _client(web.settings)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+    url = f"/api/approvals/{item.approval_id}/edit"
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
+        bad = await http.post(url, headers=bearer(tokens["bob"]), json={
+            "digest": item.digest, "args": {"order_id": "A-1002", "amount": "lots", "reason": "x"}})
+        assert bad.status_code == 422 and "the edited arguments are invalid: amount" in bad.json()["error"]
+        by_requester = await http.post(url, headers=bearer(tokens["alice"]), json={
+            "digest": item.digest, "args": {"order_id": "A-1002", "amount": "10.00", "reason": "x y"}})
+        assert by_requester.status_code == 409
+        ok = await http.post(url, headers=bearer(tokens["bob"]), json={
+            "digest": item.digest, "args": {"order_id": "A-1002", "amount": "10.00", "reason": "goodwill"}})
+        assert ok.status_code == 200 and ok.json()["status"] == "edited"
+    result = await handle.result()
+    assert result.tool_calls[0].outcome == "executed" and result.tool_calls[0].args["amount"] == "10.00"

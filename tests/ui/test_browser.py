@@ -158,3 +158,20 @@ async def test_inbox_at_phone_width(browser: Browser, web: Web, tmp_path: Path) 
     overflow = await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not overflow
     await page.screenshot(path=str(ARTIFACTS / "inbox-390.png"), full_page=True)
+
+
+async def test_edit_before_approving(browser: Browser, web: Web, tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    approval_id, handle = await start(web, tmp_path)
+    page = await signed_in(browser, web, "bob")
+    await page.goto(f"{web.url}/approvals/{approval_id}")
+    await page.get_by_text("Correct the arguments instead").click()
+    await page.get_by_label("Amount", exact=True).fill("40.00")
+    await page.get_by_label("Why you corrected it").fill("agreed 40 on the phone")
+    await page.get_by_role("button", name="Submit corrected action").click()
+    await expect(page.get_by_text("Edited: the corrected action goes through validation")).to_be_visible()
+    result = await asyncio.wait_for(handle.result(), 30)  # type: ignore[attr-defined]
+    [call] = result.tool_calls
+    assert (call.outcome, call.args["amount"], call.edited_by) == ("executed", "40.00", "bob")
+    with Session(support.ledger(web.settings.db_url)) as session:
+        assert support.refunded_total(session, "A-1002") == 40
