@@ -64,6 +64,13 @@ class UiSettings(BaseModel):
     page_size: int = 20
 
 
+class ApiClientSettings(BaseModel):
+    """Where the CLI finds the JSON API, and the token it uses there."""
+
+    url: str = "http://127.0.0.1:8700"
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """All Airlock settings; see README "Settings" for each variable."""
 
@@ -83,6 +90,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     llm: LlmSettings = LlmSettings()
     ui: UiSettings = UiSettings()
+    api: ApiClientSettings = ApiClientSettings()
 
     def model_post_init(self, __context: object) -> None:
         self.project_dir = self.project_dir.resolve()

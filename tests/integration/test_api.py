@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +18,7 @@ from engine.runs import start_run
 from engine.store import users
 from engine.store.db import make_engine
 from tests.conftest import Web
-from tests.helpers import refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -189,3 +192,36 @@ async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> No
         assert ok.status_code == 200 and ok.json()["status"] == "edited"
     result = await handle.result()
     assert result.tool_calls[0].outcome == "executed" and result.tool_calls[0].args["amount"] == "10.00"
+
+
+async def test_cli_speaks_to_the_api_with_a_token(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "180.00")]}, {"content": "done"}])
+    client = await _client(web.settings)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+
+    async def airlock(token: str, *args: str) -> tuple[int, str, str]:
+        # A database the CLI cannot use: everything must come through the API.
+        env = {**os.environ, "AIRLOCK_API__URL": web.url, "AIRLOCK_API__TOKEN": token, "COLUMNS": "200",
+               "AIRLOCK_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", *args, cwd=ROOT, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await airlock(tokens["dave"], "approvals", "list", "--json")
+    assert code == 0, err
+    assert [i["approval_id"] for i in json.loads(out)] == [item.approval_id]
+    code, _, err = await airlock(tokens["dave"], "approve", item.approval_id)
+    assert code == 1 and "dave does not hold a role" in err
+    code, _, err = await airlock(tokens["bob"], "approve", item.approval_id, "--as", "carol")
+    assert code == 1 and "does not match the API token's user bob" in err
+    code, out, err = await airlock(tokens["bob"], "edit", item.approval_id, "--set", "amount=30.00")
+    assert code == 0 and f"{item.approval_id}: edited" in out, err
+    result = await handle.result()
+    assert result.tool_calls[0].outcome == "executed" and result.tool_calls[0].args["amount"] == "30.00"
+    code, _, err = await airlock("alk_revoked", "approvals", "list")
+    assert code == 1 and "the API refused the token" in err

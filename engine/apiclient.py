@@ -1,0 +1,72 @@
+"""The JSON API from the caller's side: what the CLI uses when it has a token.
+
+With ``AIRLOCK_API__TOKEN`` set, ``airlock approvals …``, ``approve``,
+``reject`` and ``edit`` go through the same HTTP API as the UI, as the token's
+user. HTTP errors become Airlock errors here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from engine.errors import AirlockError, ApprovalError, InputError, NotFoundError
+from engine.models import ApprovalDecisionResult
+from engine.store.repo import ApprovalView
+
+_BY_STATUS: dict[int, type[AirlockError]] = {404: NotFoundError, 409: ApprovalError, 422: InputError}
+
+
+class ApiClient:
+    """A thin, typed client of ``/api``."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
+                                  timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AirlockError(f"cannot reach the Airlock API at {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            if response.status_code == 401:
+                message = f"the API refused the token: {message}"
+            raise _BY_STATUS.get(response.status_code, AirlockError)(message)
+        return response.json()
+
+    def me(self) -> str:
+        """The name of the token's user."""
+        return str(self._call("GET", "/api/me")["name"])
+
+    def inbox(self, *, status: str | None = "pending") -> list[ApprovalView]:
+        """The inbox (every page), newest first."""
+        items: list[ApprovalView] = []
+        page = 1
+        while True:
+            body = self._call("GET", "/api/approvals", params={"status": status or "", "page": page})
+            items += [ApprovalView.model_validate(i) for i in body["items"]]
+            if len(items) >= body["total"] or not body["items"]:
+                return items
+            page += 1
+
+    def approval(self, approval_id: str) -> ApprovalView:
+        """One gated action."""
+        return ApprovalView.model_validate(self._call("GET", f"/api/approvals/{approval_id}")["approval"])
+
+    def decide(self, approval_id: str, *, decision: str, digest: str, comment: str | None) -> ApprovalDecisionResult:
+        """Approve or reject."""
+        return ApprovalDecisionResult.model_validate(self._call(
+            "POST", f"/api/approvals/{approval_id}/decision",
+            json={"decision": decision, "digest": digest, "comment": comment}))
+
+    def edit(self, approval_id: str, *, args: dict[str, Any], digest: str,
+             comment: str | None) -> ApprovalDecisionResult:
+        """Correct the arguments."""
+        return ApprovalDecisionResult.model_validate(self._call(
+            "POST", f"/api/approvals/{approval_id}/edit", json={"args": args, "digest": digest, "comment": comment}))

@@ -1,0 +1,162 @@
+"""The ``airlock`` command: the Typer app, settings, and helpers every command uses.
+
+The only place settings are loaded. Exit codes: 0 success, 1 a refused or
+failed operation, 2 bad input (spec, ``--input``, arguments): nothing was
+started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+from engine.config import Settings
+from engine.errors import InputError, SpecError
+from engine.spec import WorkflowSpec, add_import_roots, load_spec
+
+
+app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
+                  no_args_is_help=True, add_completion=False)
+
+
+approvals_app = typer.Typer(help="The approval inbox, across all runs.", no_args_is_help=True)
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+users_app = typer.Typer(help="Approver accounts and API tokens.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(db_app, name="db")
+
+
+out = Console()
+
+
+err = Console(stderr=True)
+
+
+_overrides: dict[str, Any] = {}
+
+
+_process = {"hard_exit": False}
+
+
+def run_client_command(coro: Any) -> None:
+    """Run a coroutine that used a Temporal client.
+
+    As a console command, leave without interpreter teardown afterwards: the
+    client's Rust threads can abort CPython's finalization with
+    "PyGILState_Release" (temporalio/sdk-python#300), turning a success into
+    SIGABRT. In-process callers (tests) get a normal return.
+    """
+    code = 0
+    try:
+        asyncio.run(coro)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    if not _process["hard_exit"]:
+        if code:
+            raise typer.Exit(code)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@app.callback()
+def main(
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Project root [AIRLOCK_PROJECT_DIR]."),
+    workflows_dir: Optional[Path] = typer.Option(None, "--workflows-dir", help="[AIRLOCK_WORKFLOWS_DIR]"),
+    tools_dir: Optional[Path] = typer.Option(None, "--tools-dir", help="[AIRLOCK_TOOLS_DIR]"),
+    policies_dir: Optional[Path] = typer.Option(None, "--policies-dir", help="[AIRLOCK_POLICIES_DIR]"),
+) -> None:
+    """Folders default to workflows/, tools/ and policies/ of the current directory."""
+    given = {"project_dir": project_dir, "workflows_dir": workflows_dir, "tools_dir": tools_dir,
+             "policies_dir": policies_dir}
+    _overrides.update({k: v for k, v in given.items() if v is not None})
+
+
+def _settings() -> Settings:
+    settings = Settings(**_overrides)
+    add_import_roots(*settings.import_roots)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _spec(path: Path, settings: Settings) -> WorkflowSpec:
+    if not path.exists() and settings.workflows_dir:  # a bare name: look in the workflows folder
+        for candidate in (settings.workflows_dir / f"{path}{ext}" for ext in (".yaml", ".yml", ".py")):
+            if candidate.is_file():
+                path = candidate
+                break
+    try:
+        return load_spec(path, project_dir=settings.project_dir)
+    except SpecError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
+        raise typer.Exit(2) from exc
+
+
+def parse_input(raw: str) -> dict[str, Any]:
+    """``--input``: a JSON object, or ``@file`` holding one.
+
+    Raises:
+        InputError: naming the file, line and column of the problem.
+    """
+    where = "--input"
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        where = str(path)
+        if not path.is_file():
+            raise InputError(f"--input: no such file {path}")
+        raw = path.read_text()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine
+    from engine.store.db import make_engine, migrate
+
+    migrate(settings.db_url)
+    return make_engine(settings.db_url)
+
+
+async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
+    from engine.temporal import connect
+
+    try:
+        return await connect(settings.temporal)
+    except RuntimeError as exc:
+        _fail(f"cannot reach Temporal at {settings.temporal.address}: {exc}. Start the stack with `airlock up`.")
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def main_entry() -> None:
+    """The ``airlock`` console script."""
+    _process["hard_exit"] = True
+    app()

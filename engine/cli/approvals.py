@@ -1,0 +1,228 @@
+"""The approval inbox from the command line, and approver accounts.
+
+With ``AIRLOCK_API__TOKEN`` set these go through the JSON API as the token's
+user, so scripts obey exactly what the UI obeys; without it they act locally
+(Temporal and the database) as ``--as USER``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+from sqlmodel import Session
+
+from engine import render
+from engine.cli._app import (
+    _client,
+    _engine,
+    _fail,
+    _host,
+    _settings,
+    app,
+    approvals_app,
+    out,
+    run_client_command,
+    users_app,
+)
+from engine.config import Settings
+from engine.errors import AirlockError, InputError
+
+
+def _api(settings: Settings):  # noqa: ANN202 - ApiClient | None
+    """The HTTP API client when a token is configured (then the API's rules and identity apply)."""
+    if settings.api.token is None:
+        return None
+    from engine.apiclient import ApiClient
+
+    return ApiClient(settings.api.url, settings.api.token.get_secret_value())
+
+
+@approvals_app.command("list")
+def approvals_list(
+    as_json: bool = typer.Option(False, "--json"),
+    all_: bool = typer.Option(False, "--all", help="Include decided and expired items."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Only this run."),
+) -> None:
+    """Pending approvals across all runs, newest first."""
+    from engine.store import repo
+
+    settings = _settings()
+    status = None if all_ else "pending"
+    if (api := _api(settings)) is not None:
+        try:
+            items = [i for i in api.inbox(status=status) if run_id in (None, i.run_id)]
+        except AirlockError as exc:
+            _fail(str(exc))
+    else:
+        with Session(_engine(settings)) as session:
+            items = repo.list_approvals(session, status=status, run_id=run_id)
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in items]))
+    elif not items:
+        out.print("no pending approvals")
+    else:
+        out.print(render.approvals_table(items))
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Everything about one gated action."""
+    from engine.store import repo
+
+    settings = _settings()
+    if (api := _api(settings)) is not None:
+        try:
+            item = api.approval(approval_id)
+        except AirlockError as exc:
+            _fail(str(exc))
+    else:
+        with Session(_engine(settings)) as session:
+            item = repo.get_approval(session, approval_id=approval_id)
+    if item is None:
+        _fail(f"no approval {approval_id}")
+    if as_json:
+        print(item.model_dump_json())
+    else:
+        out.print(render.approval_panel(item), highlight=False)
+
+
+def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[str],
+         args: dict[str, Any] | None = None) -> None:
+    """Approve, reject or edit: through the API with a token, else locally as ``--as``."""
+    from engine.runs import decide_approval, edit_action
+    from engine.store import users
+
+    settings = _settings()
+    if (api := _api(settings)) is not None:
+        try:
+            if user and user != (me := api.me()):
+                _fail(f"--as {user} does not match the API token's user {me}")
+            digest = api.approval(approval_id).digest
+            result = (api.edit(approval_id, args=args or {}, digest=digest, comment=comment) if action == "edit"
+                      else api.decide(approval_id, decision=action, digest=digest, comment=comment))
+        except AirlockError as exc:
+            _fail(str(exc))
+        _print_outcome(approval_id, result)
+        return
+    if not user:
+        _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
+    engine = _engine(settings)
+    with Session(engine) as session:
+        approver = users.get_user(session, name=user)
+    if approver is None:
+        _fail(f"no user {user}; add one with `airlock users add {user} --role ROLE`")
+
+    async def go() -> None:
+        client = await _client(settings)
+        try:
+            if action == "edit":
+                result = await edit_action(client, engine, approval_id=approval_id, approver=approver,
+                                           args=args or {}, comment=comment, source=f"cli:{_host()}")
+            else:
+                result = await decide_approval(client, engine, approval_id=approval_id,
+                                               decision=action,  # type: ignore[arg-type]
+                                               approver=approver, comment=comment, source=f"cli:{_host()}")
+        except AirlockError as exc:
+            _fail(str(exc))
+        _print_outcome(approval_id, result)
+
+    run_client_command(go())
+
+
+def _print_outcome(approval_id: str, result: Any) -> None:
+    extra = f" ({result.approvals}/{result.needed} approvals)" if result.status == "pending" else ""
+    out.print(f"{approval_id}: {result.status}{extra}", highlight=False)
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    roles: list[str] = typer.Option([], "--role", help="A role the user holds (repeat for several)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+) -> None:
+    """Create an approver account (or reset its password and roles)."""
+    from engine.store import users
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        with Session(_engine(_settings())) as session:
+            user = users.add_user(session, name=name, password=password, roles=roles)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}", highlight=False)
+
+
+@users_app.command("list")
+def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approver accounts and their roles."""
+    from engine.store import users
+
+    with Session(_engine(_settings())) as session:
+        items = users.list_users(session)
+    if as_json:
+        print(json.dumps([u.model_dump() for u in items]))
+        return
+    for u in items:
+        out.print(f"{u.name:20} {', '.join(u.roles)}", highlight=False)
+
+
+@users_app.command("token")
+def users_token(name: str, label: str = typer.Option("", "--label")) -> None:
+    """Create an API token for a user; it is shown once."""
+    from engine.store import users
+
+    try:
+        with Session(_engine(_settings())) as session:
+            print(users.create_token(session, user=name, label=label))
+    except InputError as exc:
+        _fail(str(exc), 2)
+
+
+_AS = typer.Option(None, "--as", help="Who decides (local mode); with an API token, the token's user.")
+
+
+@app.command()
+def approve(approval_id: str, as_user: Optional[str] = _AS,
+            comment: Optional[str] = typer.Option(None, "--comment")) -> None:
+    """Approve a pending action (not as the user who started its run)."""
+    _act(approval_id, as_user, "approve", comment)
+
+
+@app.command()
+def reject(approval_id: str, as_user: Optional[str] = _AS,
+           reason: str = typer.Option(..., "--reason", help="Goes back to the model.")) -> None:
+    """Reject a pending action; the reason goes back to the model."""
+    if not reason.strip():
+        _fail("--reason must not be empty", 2)
+    _act(approval_id, as_user, "reject", reason)
+
+
+@app.command()
+def edit(approval_id: str, as_user: Optional[str] = _AS,
+         set_: list[str] = typer.Option(..., "--set", help="NAME=VALUE for an argument to change (repeat)."),
+         comment: Optional[str] = typer.Option(None, "--comment")) -> None:
+    """Correct a pending action's arguments; it is checked and decided again."""
+    from engine.store import repo
+
+    settings = _settings()
+    if (api := _api(settings)) is not None:
+        try:
+            current = api.approval(approval_id)
+        except AirlockError as exc:
+            _fail(str(exc))
+    else:
+        with Session(_engine(settings)) as session:
+            current = repo.get_approval(session, approval_id=approval_id)
+    if current is None:
+        _fail(f"no approval {approval_id}")
+    args = dict(current.args)
+    for item in set_:
+        name, sep, value = item.partition("=")
+        if not sep or name not in args:
+            _fail(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(args)}", 2)
+        args[name] = value
+    _act(approval_id, as_user, "edit", comment, args)

@@ -1,0 +1,95 @@
+"""``airlock validate`` and ``airlock run``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from engine import render
+from engine.cli._app import _client, _fail, _settings, _spec, app, err, out, parse_input, run_client_command
+from engine.config import Settings
+from engine.errors import InputError, SpecError
+from engine.spec import WorkflowSpec, load_spec
+
+
+@app.command()
+def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML or Python).")) -> None:
+    """Check workflow specs; print PATH:LINE: field: message for each problem."""
+    settings, failed = _settings(), False
+    for path in paths:
+        try:
+            spec = load_spec(path, project_dir=settings.project_dir)
+            out.print(f"{path}: ok ({spec.name} v{spec.version}, {len(spec.tool_specs)} tools)", highlight=False)
+        except SpecError as exc:
+            failed = True
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    path: Path = typer.Argument(..., help="Workflow spec."),
+    input_: str = typer.Option("{}", "--input", help="JSON object, or @file."),
+    as_user: str = typer.Option(..., "--as", help="Who requests the run."),
+    tenant: str = typer.Option("default", help="Tenant the run belongs to."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the run to end."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Start a durable run of a workflow."""
+    settings = _settings()
+    spec = _spec(path, settings)
+    try:
+        run_input = parse_input(input_)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    run_client_command(_run(settings, spec, run_input, as_user, tenant, wait, as_json))
+
+
+async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any], user: str, tenant: str,
+               wait: bool, as_json: bool) -> None:
+    from engine.runs import start_run
+
+    client = await _client(settings)
+    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, run_input=run_input,
+                             requested_by=user, tenant=tenant)
+    if spec.model.provider == "scripted" and not as_json:
+        err.print("[dim]model: scripted model (recorded turns, offline)[/]")
+    if not wait:
+        print(json.dumps({"run_id": handle.id, "status": "running"}) if as_json else f"started run {handle.id}")
+        return
+    result = await _await_with_progress(client, handle, quiet=as_json)
+    if as_json:
+        print(render.result_json(result))
+    else:
+        render.print_result(out, result)
+    if result.status not in ("completed",):
+        raise typer.Exit(1)
+
+
+async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001, ANN202
+    from engine.runs import pending_actions
+
+    task = asyncio.ensure_future(handle.result())
+    shown: set[str] = set()
+    while not task.done():
+        await asyncio.wait([task], timeout=1.0)
+        if task.done() or quiet:
+            continue
+        try:
+            for action in await pending_actions(client, handle.id):
+                if action.approval_id not in shown:
+                    shown.add(action.approval_id)
+                    reasons = "; ".join(action.call.decision.reasons) if action.call.decision else ""
+                    err.print(f"waiting for approval {action.approval_id}: {action.call.tool}"
+                              f"({render.args_summary(action.call.args)}) — {reasons}. "
+                              f"Approve with `airlock approve {action.approval_id} --as USER`.", highlight=False)
+        except Exception:  # noqa: BLE001 - progress is best effort; the result is what counts
+            pass
+    return task.result()

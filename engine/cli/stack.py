@@ -1,0 +1,103 @@
+"""The local stack and long-running processes: up, down, status, worker, ui, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import typer
+
+from engine import localstack
+from engine.cli._app import _engine, _fail, _process, _settings, app, db_app, out, run_client_command
+from engine.errors import AirlockError
+
+
+@app.command()
+def up() -> None:
+    """Start Temporal, OPA, anvil, the scripted model and a worker (idempotent)."""
+    settings = _settings()
+    try:
+        localstack.up(settings, lambda line: out.print(line, highlight=False))
+    except AirlockError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def down() -> None:
+    """Stop what `airlock up` started."""
+    localstack.down(_settings(), lambda line: out.print(line, highlight=False))
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each part of the local stack and its address."""
+    rows = localstack.status(_settings())
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows]))
+        return
+    for r in rows:
+        style = {"running": "green", "external": "cyan"}.get(r.state, "red")
+        pid = f" pid {r.pid}" if r.pid else ""
+        out.print(f"{r.name:9} [{style}]{r.state:8}[/] {r.address}{pid} {r.detail}", highlight=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker in the foreground (for deployments)."""
+    from engine.temporal import connect
+    from engine.worker import build_worker
+
+    settings = _settings()
+
+    async def go() -> None:
+        client = await connect(settings.temporal)
+        async with build_worker(client, settings):
+            print(f"worker ready on task queue {settings.temporal.task_queue}", flush=True)
+            await asyncio.Event().wait()
+
+    run_client_command(go())
+
+
+@app.command()
+def ui() -> None:
+    """Serve the web UI and JSON API in the foreground."""
+    import uvicorn
+
+    from engine.temporal import connect
+    from engine.ui.app import create_app
+
+    settings = _settings()
+    web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal))
+    print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
+    uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning")
+    if _process["hard_exit"]:  # same teardown hazard as any Temporal client (see run_client_command)
+        sys.stdout.flush()
+        os._exit(0)
+
+
+@app.command()
+def demo() -> None:
+    """Run the support-refund demo on the local stack (scripted model)."""
+    from engine.demo import run_demo
+
+    settings = _settings()
+
+    async def go() -> None:
+        try:
+            await run_demo(settings, out)
+        except AirlockError as exc:
+            _fail(str(exc))
+
+    run_client_command(go())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations to the configured database."""
+    from engine.store.db import migrate
+
+    settings = _settings()
+    migrate(settings.db_url)
+    out.print(f"database at {settings.db_url.split('@')[-1]} is up to date", highlight=False)
