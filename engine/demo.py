@@ -70,7 +70,9 @@ async def run_demo(settings: Settings, console: Console) -> None:
         refunds = session.exec(select(support.Refund).order_by(support.Refund.refund_id)).all()  # type: ignore[arg-type]
         console.print("ledger (support_refunds): " + (", ".join(f"{r.order_id} {r.amount} {r.currency}"
                                                                for r in refunds) or "empty"), highlight=False)
-    console.print("\nThe stack keeps running: `airlock status`, `airlock approvals list --all`, `airlock down`.")
+    console.print(f"\nThe stack keeps running. Approval inbox: http://{settings.ui.host}:{settings.ui.port} "
+                  f"(sign in as {APPROVER} / {DEMO_PASSWORD}); `airlock status`, `airlock approvals list --all`, "
+                  "`airlock down`.", highlight=False)
 
 
 async def _first_pending(engine: Engine, handle: WorkflowHandle) -> ApprovalView:

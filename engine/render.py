@@ -34,6 +34,7 @@ def call_json(call: ToolCallRecord) -> dict[str, Any]:
         "outcome": call.outcome, "error": call.error, "result": call.result,
         "approval_id": call.approval_id,
         "approved_by": [v.by for v in call.votes if v.decision == "approve"],
+        "edited_by": call.edited_by,
     }
 
 
