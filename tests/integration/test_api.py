@@ -225,3 +225,45 @@ async def test_cli_speaks_to_the_api_with_a_token(web: Web, tmp_path: Path) -> N
     assert result.tool_calls[0].outcome == "executed" and result.tool_calls[0].args["amount"] == "30.00"
     code, _, err = await airlock("alk_revoked", "approvals", "list")
     assert code == 1 and "the API refused the token" in err
+
+
+async def test_inbox_filters_and_pages(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    web.settings.ui.page_size = 2
+    client = await _client(web.settings)
+    ids = []
+    for i, (name, tool_amount) in enumerate([("w-one", "60.00"), ("w-two", "70.00"), ("w-two", "80.00")]):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        spec = write_spec(folder, [{"tool_calls": [refund("A-1002", tool_amount)]}, {"content": "ok"}], name=name)
+        handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                                 run_input={"customer_id": "cus_ana"}, requested_by="alice")
+        ids.append((await wait_for_inbox(web.settings.db_url, handle.id))[0].approval_id)
+    async with httpx.AsyncClient(base_url=web.url, headers=bearer(tokens["bob"])) as http:
+        first = (await http.get("/api/approvals")).json()
+        second = (await http.get("/api/approvals", params={"page": 2})).json()
+        assert first["total"] == 3 and [i["approval_id"] for i in first["items"]] == [ids[2], ids[1]]
+        assert [i["approval_id"] for i in second["items"]] == [ids[0]]  # newest first, across pages
+        two = (await http.get("/api/approvals", params={"workflow": "w-two"})).json()
+        assert two["total"] == 2 and {i["workflow"] for i in two["items"]} == {"w-two"}
+        assert (await http.get("/api/approvals", params={"role": "support-leads"})).json()["total"] == 3
+        assert (await http.get("/api/approvals", params={"role": "treasury-ops"})).json()["total"] == 0
+        assert (await http.get("/api/approvals", params={"tool": "lookup_order"})).json()["total"] == 0
+
+
+async def test_expired_action_cannot_be_decided(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    support.reset_demo_ledger(web.settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "90.00")]}, {"content": "ok"}],
+                      approval={"timeout": "2s"})
+    client = await _client(web.settings)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+    result = await handle.result()  # nobody decides within two seconds
+    assert result.tool_calls[0].outcome == "expired"
+    async with httpx.AsyncClient(base_url=web.url, headers=bearer(tokens["bob"])) as http:
+        late = await http.post(f"/api/approvals/{item.approval_id}/decision",
+                               json={"decision": "approve", "digest": item.digest})
+    assert late.status_code == 409 and "already expired" in late.json()["error"]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlmodel import Session
@@ -175,3 +176,18 @@ async def test_edit_before_approving(browser: Browser, web: Web, tmp_path: Path)
     assert (call.outcome, call.args["amount"], call.edited_by) == ("executed", "40.00", "bob")
     with Session(support.ledger(web.settings.db_url)) as session:
         assert support.refunded_total(session, "A-1002") == 40
+
+
+async def test_inbox_drops_an_action_decided_elsewhere(browser: Browser, web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    approval_id, handle = await start(web, tmp_path)
+    page = await signed_in(browser, web, "carol")
+    row = page.get_by_role("link", name="issue_refund")
+    await expect(row).to_be_visible()
+    async with httpx.AsyncClient(base_url=web.url, headers={"Authorization": f"Bearer {tokens['bob']}"}) as http:
+        digest = (await http.get(f"/api/approvals/{approval_id}")).json()["approval"]["digest"]
+        decided = await http.post(f"/api/approvals/{approval_id}/decision",
+                                  json={"decision": "approve", "digest": digest})
+        assert decided.status_code == 200
+    await expect(row).to_have_count(0, timeout=10_000)  # gone without a reload
+    await expect(page.get_by_text("Nothing waits for a decision.")).to_be_visible()
