@@ -29,6 +29,7 @@ from engine.cli._app import (
 )
 from engine.config import Settings
 from engine.errors import AirlockError, InputError
+from engine.store.repo import ApprovalView
 
 
 def _api(settings: Settings):  # noqa: ANN202 - ApiClient | None
@@ -67,22 +68,26 @@ def approvals_list(
         out.print(render.approvals_table(items))
 
 
+def _load(settings: Settings, approval_id: str) -> ApprovalView:
+    """One approval, through the API with a token, else from the database."""
+    from engine.store import repo
+
+    if (api := _api(settings)) is not None:
+        try:
+            return api.approval(approval_id)
+        except AirlockError as exc:
+            _fail(str(exc))
+    with Session(_engine(settings)) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+    if item is None:
+        _fail(f"no approval {approval_id}")
+    return item
+
+
 @approvals_app.command("show")
 def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Everything about one gated action."""
-    from engine.store import repo
-
-    settings = _settings()
-    if (api := _api(settings)) is not None:
-        try:
-            item = api.approval(approval_id)
-        except AirlockError as exc:
-            _fail(str(exc))
-    else:
-        with Session(_engine(settings)) as session:
-            item = repo.get_approval(session, approval_id=approval_id)
-    if item is None:
-        _fail(f"no approval {approval_id}")
+    item = _load(_settings(), approval_id)
     if as_json:
         print(item.model_dump_json())
     else:
@@ -206,20 +211,7 @@ def edit(approval_id: str, as_user: Optional[str] = _AS,
          set_: list[str] = typer.Option(..., "--set", help="NAME=VALUE for an argument to change (repeat)."),
          comment: Optional[str] = typer.Option(None, "--comment")) -> None:
     """Correct a pending action's arguments; it is checked and decided again."""
-    from engine.store import repo
-
-    settings = _settings()
-    if (api := _api(settings)) is not None:
-        try:
-            current = api.approval(approval_id)
-        except AirlockError as exc:
-            _fail(str(exc))
-    else:
-        with Session(_engine(settings)) as session:
-            current = repo.get_approval(session, approval_id=approval_id)
-    if current is None:
-        _fail(f"no approval {approval_id}")
-    args = dict(current.args)
+    args = dict(_load(_settings(), approval_id).args)
     for item in set_:
         name, sep, value = item.partition("=")
         if not sep or name not in args:
