@@ -8,6 +8,7 @@ so ``airlock down`` stops only what ``airlock up`` started. Tests use the same
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -84,26 +85,37 @@ def wait_until(check, what: str, proc: subprocess.Popen | None, timeout: float =
     raise StackError(f"{what} not ready after {timeout:.0f}s")
 
 
-def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies (Linux), so a killed test run leaves nothing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+           tethered: bool = False) -> subprocess.Popen:
+    """Start a background process; ``tethered`` ones die with this process (tests)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd)
+                            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
+                            preexec_fn=die_with_parent if tethered else None)
 
 
-def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path) -> subprocess.Popen:
+def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered: bool = False) -> subprocess.Popen:
     """``temporal server start-dev`` with a SQLite file so runs survive restarts."""
     db_file.parent.mkdir(parents=True, exist_ok=True)
     proc = _spawn([find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-                   "--ui-port", str(ui_port), "--db-filename", str(db_file), "--log-level", "warn"], log)
+                   "--ui-port", str(ui_port), "--db-filename", str(db_file), "--log-level", "warn"], log,
+                  tethered=tethered)
     wait_until(lambda: port_open("127.0.0.1", port), "temporal dev server", proc, 60, log)
     return proc
 
 
-def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None) -> subprocess.Popen:
+def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None,
+               tethered: bool = False) -> subprocess.Popen:
     """``opa run --server --watch`` on loopback, serving the policies folder."""
     proc = _spawn([find_binary("opa", project_dir), "run", "--server", "--watch", "--addr", f"127.0.0.1:{port}",
-                   "--log-level", "error", str(policies_dir)], log)
+                   "--log-level", "error", str(policies_dir)], log, tethered=tethered)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "opa", proc, 30, log)
     return proc
 
@@ -116,15 +128,15 @@ def launch_anvil(port: int, log: Path, project_dir: Path | None = None) -> subpr
 
 
 def launch_python(module_args: list[str], log: Path, env: dict[str, str] | None = None,
-                  cwd: Path | None = None) -> subprocess.Popen:
+                  cwd: Path | None = None, tethered: bool = False) -> subprocess.Popen:
     """A Python child (scripted model, worker) with this interpreter."""
-    return _spawn([sys.executable, *module_args], log, env, cwd)
+    return _spawn([sys.executable, *module_args], log, env, cwd, tethered)
 
 
-def launch_scripted(port: int, log: Path) -> subprocess.Popen:
+def launch_scripted(port: int, log: Path, tethered: bool = False) -> subprocess.Popen:
     """The scripted OpenAI-compatible endpoint."""
     proc = launch_python(["-m", "uvicorn", "engine.scripted:create_app", "--factory", "--host", "127.0.0.1",
-                          "--port", str(port), "--log-level", "warning"], log, cwd=SOURCE_ROOT)
+                          "--port", str(port), "--log-level", "warning"], log, cwd=SOURCE_ROOT, tethered=tethered)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "scripted model", proc, 30, log)
     return proc
 

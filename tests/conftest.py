@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -42,9 +43,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     t_port, ui_port, opa_port, llm_port = (stack.free_port() for _ in range(4))
     procs = []
     try:
-        procs.append(stack.launch_temporal(t_port, ui_port, base / "temporal.db", base / "temporal.log"))
-        procs.append(stack.launch_opa(opa_port, ROOT / "policies", base / "opa.log"))
-        procs.append(stack.launch_scripted(llm_port, base / "scripted.log"))
+        procs.append(stack.launch_temporal(t_port, ui_port, base / "temporal.db", base / "temporal.log",
+                                           tethered=True))
+        procs.append(stack.launch_opa(opa_port, ROOT / "policies", base / "opa.log", tethered=True))
+        procs.append(stack.launch_scripted(llm_port, base / "scripted.log", tethered=True))
         yield Services(f"127.0.0.1:{t_port}", f"http://127.0.0.1:{opa_port}",
                        f"http://127.0.0.1:{llm_port}/v1", base)
     finally:
@@ -64,24 +66,32 @@ def _postgres_bin(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free port."""
+    """A throwaway PostgreSQL cluster on a free port; the server dies with this test run."""
+    for stale in Path(tempfile.gettempdir()).glob("airlock-pg-*"):  # left by a run that was killed
+        pid_file = stale / "postmaster.pid"
+        if not pid_file.exists() or not stack.pid_alive(int(pid_file.read_text().split()[0])):
+            shutil.rmtree(stale, ignore_errors=True)
     # Not under pytest's tmp dir: that is private to root and postgres must reach it.
     data = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
     port = stack.free_port()
-    as_postgres: list[str] = []
+    user: dict[str, int] = {}
     if os.geteuid() == 0:  # postgres refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(data, user.pw_uid, user.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, _postgres_bin("initdb"), "-D", str(data), "-U", "airlock", "--auth=trust",
-                    "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run([*as_postgres, _postgres_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
-                    "-o", f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
+        account = pwd.getpwnam("postgres")
+        os.chown(data, account.pw_uid, account.pw_gid)
+        user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    subprocess.run([_postgres_bin("initdb"), "-D", str(data), "-U", "airlock", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, **user)
+    log = open(data / "server.log", "ab")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([_postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+                               "-h", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=stack.die_with_parent, **user)
     try:
+        stack.wait_until(lambda: stack.port_open("127.0.0.1", port), "postgres", server, 30, data / "server.log")
         yield f"postgresql+psycopg://airlock@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_postgres, _postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
+        server.send_signal(signal.SIGINT)  # fast shutdown: open pool connections do not hold it up
+        server.wait(30)
+        log.close()
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -176,6 +186,6 @@ def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for name, text in ODD_POLICIES.items():
         (folder / name).write_text(text)
     port = stack.free_port()
-    proc = stack.launch_opa(port, folder, folder / "opa.log")
+    proc = stack.launch_opa(port, folder, folder / "opa.log", tethered=True)
     yield f"http://127.0.0.1:{port}"
     stack.stop_process(proc)

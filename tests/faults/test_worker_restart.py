@@ -29,7 +29,7 @@ def start_worker(settings: Settings, log: Path):  # noqa: ANN201
         "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "PYTHONUNBUFFERED": "1",
     }
     size = log.stat().st_size if log.exists() else 0
-    proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env=env, cwd=ROOT)
+    proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env=env, cwd=ROOT, tethered=True)
     stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace")[size:], "worker", proc, 60, log)
     return proc
 

@@ -99,7 +99,7 @@ async def test_revision_changes_when_policy_changes(tmp_path: Path) -> None:
     policy = folder / "rev.rego"
     policy.write_text('package airlock.rev\nimport rego.v1\ndecision := {"allow": true, "reasons": ["v1"]}\n')
     port = stack.free_port()
-    proc = stack.launch_opa(port, folder, tmp_path / "opa.log")
+    proc = stack.launch_opa(port, folder, tmp_path / "opa.log", tethered=True)
     try:
         engine = PolicyEngine(OpaSettings(url=f"http://127.0.0.1:{port}"))
         first, _, _ = await engine.decide("airlock.rev", {})
