@@ -74,6 +74,16 @@ class PolicyEngine:
             digest.update(policy["result"]["raw"].encode())
         return "sha256:" + digest.hexdigest()[:16]
 
+    async def labels(self) -> dict[str, str]:
+        """Display names the policy data knows (``data.airlock.labels``: value → label); {} if none."""
+        try:
+            async with self._client() as client:
+                body = await client.get_data("airlock/labels")
+        except _OPA_ERRORS:
+            return {}
+        result = body.get("result")
+        return {str(k).lower(): str(v) for k, v in result.items()} if isinstance(result, dict) else {}
+
     async def healthy(self) -> bool:
         """Whether OPA answers its health check."""
         try:

@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import AirlockError
+from engine.policy import PolicyEngine
 from engine.ui import api, pages
 from engine.ui.auth import NotSignedIn, secret_key
 from engine.ui.format import register_filters
@@ -41,6 +42,7 @@ def create_app(settings: Settings, *, engine: Engine,
     app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.settings, app.state.engine = settings, engine
+    app.state.policy = PolicyEngine(settings.opa)  # for the labels the policy data knows
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
     app.state.templates = templates

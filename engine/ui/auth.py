@@ -55,7 +55,7 @@ def check_csrf(request: Request, sent: str | None) -> None:
 def sign_in(request: Request, user: Approver) -> None:
     """Start a fresh session for ``user`` (new CSRF token, no fixation)."""
     request.session.clear()
-    request.session.update({SESSION_USER: user.name, SESSION_AT: int(time.time()),
+    request.session.update({SESSION_USER: user.name, SESSION_AT: time.time(),
                             SESSION_CSRF: secrets.token_urlsafe(32)})
 
 

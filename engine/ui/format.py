@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from engine.chain import checksum
 from engine.render import args_summary, waited
 
 
@@ -26,26 +27,31 @@ def label(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
-def argument_rows(args: dict[str, Any], facts: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per argument: label, shown value, and a kind for styling."""
+def argument_rows(args: dict[str, Any], facts: dict[str, Any],
+                  names: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """One row per argument: label, shown value, a kind for styling, and what the policy data calls it."""
     currency = _find(args, "currency") or _find(facts, "currency") or ""
     rows = []
     for key, value in args.items():
-        kind = "amount" if "amount" in key else ("id" if key.endswith("_id") else "text")
-        shown = f"{value} {currency}".strip() if kind == "amount" else str(value)
-        rows.append({"label": label(key), "value": shown, "kind": kind})
+        address = checksum(value) if isinstance(value, str) else None
+        kind = "amount" if "amount" in key else ("id" if address or key.endswith("_id") else "text")
+        shown = address or (f"{value} {currency}".strip() if kind == "amount" else str(value))
+        rows.append({"label": label(key), "value": shown, "kind": kind,
+                     "known_as": (names or {}).get(str(value).lower(), "")})
     return rows
 
 
-def fact_rows(facts: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
-    """Nested facts flattened to ``Order · customer id`` rows."""
+def fact_rows(facts: dict[str, Any], names: dict[str, str] | None = None, prefix: str = "") -> list[dict[str, str]]:
+    """Nested facts flattened to ``Order · customer id`` rows, with what the policy data calls each value."""
     rows = []
     for key, value in facts.items():
         name = f"{prefix} · {label(key).lower()}" if prefix else label(key)
         if isinstance(value, dict):
-            rows += fact_rows(value, name)
+            rows += fact_rows(value, names, name)
         else:
-            rows.append({"label": name, "value": str(value)})
+            shown = checksum(value) if isinstance(value, str) else None
+            rows.append({"label": name, "value": shown or str(value),
+                         "known_as": (names or {}).get(str(value).lower(), "")})
     return rows
 
 

@@ -92,7 +92,7 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
 
 
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
-def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
+async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
     with Session(request.app.state.engine) as session:
         item = repo.get_approval(session, approval_id=approval_id)
         if item is None:
@@ -102,8 +102,9 @@ def detail_page(request: Request, approval_id: str, user: Approver = Depends(pag
     settings = request.app.state.settings
     temporal_url = (f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/{settings.temporal.namespace}"
                     f"/workflows/{item.run_id}")
+    names = await request.app.state.policy.labels()
     return _render(request, "detail.html", user=user, item=item, timeline=timeline, events=events,
-                   blocked=why_not(user, item), temporal_url=temporal_url)
+                   blocked=why_not(user, item), temporal_url=temporal_url, names=names)
 
 
 @router.post("/approvals/{approval_id}/decide")

@@ -71,6 +71,7 @@ async def test_approve_from_the_inbox_and_run_completes(browser: Browser, web: W
     await row.click()
     await expect(page.get_by_text("180.00 EUR")).to_be_visible()
     await expect(page.get_by_text("The chair came late.")).to_be_visible()
+    await expect(page.get_by_text("office chair, order of Ana Lima")).to_be_visible()  # policies/data.json
     await expect(page.get_by_text("refunds above 50 need one approval by support-leads", exact=True)).to_be_visible()
     await page.screenshot(path=str(ARTIFACTS / "detail-1280.png"), full_page=True)
     await page.get_by_label("Comment").fill("carrier confirmed the delay")
