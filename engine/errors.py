@@ -11,6 +11,7 @@
     ├── NotFoundError               an id names nothing              (http 404)
     ├── ToolExecutionError          a tool raised while executing    (http 502)
     ├── ModelError                  the model endpoint refused us    (http 502)
+    ├── ChainUnavailableError       the RPC node cannot be read      (retryable, http 503)
     └── StackError                  a local service failed to start  (http 503)
 
 Activities raise Temporal ``ApplicationError`` with ``type`` set to the class
@@ -110,3 +111,10 @@ class ModelError(AirlockError):
     """The model endpoint refused our request (4xx other than 429): not retried."""
 
     http_status = 502
+
+
+class ChainUnavailableError(AirlockError):
+    """The chain's JSON-RPC node could not be reached or answered an error."""
+
+    retryable = True
+    http_status = 503

@@ -120,9 +120,10 @@ def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | Non
     return proc
 
 
-def launch_anvil(port: int, log: Path, project_dir: Path | None = None) -> subprocess.Popen:
+def launch_anvil(port: int, log: Path, project_dir: Path | None = None, tethered: bool = False) -> subprocess.Popen:
     """An anvil node (chain id 31337)."""
-    proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent"], log)
+    proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent"], log,
+                  tethered=tethered)
     wait_until(lambda: port_open("127.0.0.1", port), "anvil", proc, 30, log)
     return proc
 

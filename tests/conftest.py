@@ -189,3 +189,18 @@ def odd_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = stack.launch_opa(port, folder, folder / "opa.log", tethered=True)
     yield f"http://127.0.0.1:{port}"
     stack.stop_process(proc)
+
+
+# anvil's first development account: a published test key, worthless outside a local node.
+ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ANVIL_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real anvil node on a free port (chain id 31337)."""
+    port = stack.free_port()
+    folder = tmp_path_factory.mktemp("anvil")
+    proc = stack.launch_anvil(port, folder / "anvil.log", tethered=True)
+    yield f"http://127.0.0.1:{port}"
+    stack.stop_process(proc)
