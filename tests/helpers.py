@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from sqlmodel import Session
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from engine.config import Settings
 from engine.models import RunResult
@@ -19,6 +19,7 @@ from engine.store.db import make_engine
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.worker import build_worker
+from tools import support
 
 ROOT = Path(__file__).resolve().parent.parent
 REFUND_TOOLS = ["tools.support:lookup_order", "tools.support:issue_refund"]
@@ -70,3 +71,17 @@ async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run
 def lead(name: str) -> Approver:
     """An approver holding the refund policy's approver role."""
     return Approver(name=name, roles=["support-leads"])
+
+
+async def waiting_refund(client: Client, settings: Settings, tmp_path: Path, amount: str = "180.00",
+                         said: str | None = None, **overrides: Any) -> tuple[WorkflowHandle, ApprovalView]:
+    """Reset the demo ledger, start a one-refund run as alice (for cus_ana), wait until it asks for approval."""
+    support.reset_demo_ledger(settings.db_url)
+    first: dict[str, Any] = {"tool_calls": [refund("A-1002", amount)]}
+    if said:
+        first["content"] = said
+    spec = write_spec(tmp_path, [first, {"content": "done"}], **overrides)
+    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+    [item] = await wait_for_inbox(settings.db_url, handle.id)
+    return handle, item

@@ -15,7 +15,7 @@ from engine.spec import load_spec
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver, EventView
-from engine.ui.auth import api_user, check_csrf, uses_session
+from engine.ui.auth import client_address, api_user, check_csrf, uses_session
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -105,7 +105,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
         raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
     return await decide_approval(request.app.state.client, request.app.state.engine, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
-                                 source=request.client.host if request.client else None)
+                                 source=client_address(request))
 
 
 @router.post("/approvals/{approval_id}/edit")
@@ -115,7 +115,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
     _write_guard(request, x_csrf_token)
     return await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
-                             source=request.client.host if request.client else None)
+                             source=client_address(request))
 
 
 @router.post("/runs", status_code=201)

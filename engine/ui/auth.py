@@ -99,3 +99,8 @@ def uses_session(request: Request) -> bool:
     return not request.headers.get("authorization") and not (
         request.app.state.settings.ui.trusted_header
         and request.headers.get(request.app.state.settings.ui.trusted_header))
+
+
+def client_address(request: Request) -> str | None:
+    """Where a request came from, for the audit trail."""
+    return request.client.host if request.client else None

@@ -12,7 +12,7 @@ from engine.errors import AirlockError, NotFoundError
 from engine.runs import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.users import Approver
-from engine.ui.auth import check_csrf, csrf_token, identify, page_user, sign_in
+from engine.ui.auth import client_address, check_csrf, csrf_token, identify, page_user, sign_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -120,7 +120,7 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
             result = await decide_approval(request.app.state.client, request.app.state.engine,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
-                                           source=request.client.host if request.client else None)
+                                           source=client_address(request))
             text = (f"Recorded: {result.approvals} of {result.needed} approvals." if result.status == "pending"
                     else f"The action is {result.status}.")
             request.session["flash"] = {"kind": "ok", "text": text}
@@ -139,7 +139,7 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
         await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
-                          source=request.client.host if request.client else None)
+                          source=client_address(request))
     except AirlockError as exc:
         request.session["flash"] = {"kind": "error", "text": str(exc)}
         return RedirectResponse(f"/approvals/{approval_id}", status_code=303)

@@ -18,7 +18,7 @@ from engine.runs import start_run
 from engine.store import users
 from engine.store.db import make_engine
 from tests.conftest import Web
-from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, refund, wait_for_inbox, waiting_refund, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ async def test_run_over_http_with_every_approval_rule(web: Web) -> None:
 
 async def test_two_concurrent_approvals_one_wins(web: Web, tmp_path: Path) -> None:
     tokens = make_people(web.settings.db_url)
-    handle, item = await waiting_refund(web, tmp_path, "100.00")
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "100.00")
     async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
         responses = await asyncio.gather(*(
             http.post(f"/api/approvals/{item.approval_id}/decision", headers=bearer(tokens[who]),
@@ -114,17 +114,6 @@ async def test_two_concurrent_approvals_one_wins(web: Web, tmp_path: Path) -> No
     await handle.result()
     with Session(support.ledger(web.settings.db_url)) as session:
         assert support.refunded_total(session, "A-1002") == 100
-
-
-async def waiting_refund(web: Web, tmp_path: Path, amount: str, **overrides: object):  # noqa: ANN201
-    """Start a one-refund run as alice and wait until it asks for approval."""
-    support.reset_demo_ledger(web.settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", amount)]}, {"content": "done"}], **overrides)
-    client = await _client(web.settings)
-    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
-                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
-    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
-    return handle, item
 
 
 async def _client(settings: Settings):  # noqa: ANN202
@@ -179,7 +168,7 @@ async def test_session_expires(web: Web) -> None:
 
 async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> None:
     tokens = make_people(web.settings.db_url)
-    handle, item = await waiting_refund(web, tmp_path, "180.00")
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "180.00")
     url = f"/api/approvals/{item.approval_id}/edit"
     async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
         bad = await http.post(url, headers=bearer(tokens["bob"]), json={
@@ -197,7 +186,7 @@ async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> No
 
 async def test_cli_speaks_to_the_api_with_a_token(web: Web, tmp_path: Path) -> None:
     tokens = make_people(web.settings.db_url)
-    handle, item = await waiting_refund(web, tmp_path, "180.00")
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "180.00")
 
     async def airlock(token: str, *args: str) -> tuple[int, str, str]:
         # A database the CLI cannot use: everything must come through the API.
@@ -250,7 +239,7 @@ async def test_inbox_filters_and_pages(web: Web, tmp_path: Path) -> None:
 
 async def test_expired_action_cannot_be_decided(web: Web, tmp_path: Path) -> None:
     tokens = make_people(web.settings.db_url)
-    handle, item = await waiting_refund(web, tmp_path, "90.00", approval={"timeout": "2s"})
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "90.00", approval={"timeout": "2s"})
     result = await handle.result()  # nobody decides within two seconds
     assert result.tool_calls[0].outcome == "expired"
     async with httpx.AsyncClient(base_url=web.url, headers=bearer(tokens["bob"])) as http:

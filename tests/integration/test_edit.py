@@ -11,24 +11,15 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import ToolArgumentsError
-from engine.runs import decide_approval, edit_action, start_run
+from engine.runs import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.db import make_engine
 from engine.worker import build_worker
-from tests.helpers import lead, refund, wait_for_inbox, write_spec
+from tests.helpers import lead, wait_for_inbox, waiting_refund
 from tests.integration.test_runs import model_requests
 from tools import support
 
 pytestmark = pytest.mark.integration
-
-
-async def _waiting(client: Client, settings: Settings, tmp_path: Path):  # noqa: ANN202
-    support.reset_demo_ledger(settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "180.00")]}, {"content": "done"}])
-    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
-    [item] = await wait_for_inbox(settings.db_url, handle.id)
-    return handle, item
 
 
 def _refunded(db_url: str) -> int:
@@ -40,7 +31,7 @@ async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
         client: Client, settings: Settings, tmp_path: Path) -> None:
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle, item = await _waiting(client, settings, tmp_path)
+        handle, item = await waiting_refund(client, settings, tmp_path)
         edited = await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
                                    args={"order_id": "A-1002", "amount": "40.00", "reason": "partial delay"},
                                    digest=item.digest, comment="40 is what we agreed on the phone")
@@ -64,7 +55,7 @@ async def test_edit_that_still_needs_approval_gets_a_new_digest(client: Client, 
                                                                 tmp_path: Path) -> None:
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle, item = await _waiting(client, settings, tmp_path)
+        handle, item = await waiting_refund(client, settings, tmp_path)
         await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
                           args={"order_id": "A-1002", "amount": "120.00", "reason": "delay"}, digest=item.digest)
         [second] = await wait_for_inbox(settings.db_url, handle.id)  # only the new action is pending
@@ -80,7 +71,7 @@ async def test_edit_that_still_needs_approval_gets_a_new_digest(client: Client, 
 async def test_edit_cannot_skip_a_rule(client: Client, settings: Settings, tmp_path: Path) -> None:
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle, item = await _waiting(client, settings, tmp_path)
+        handle, item = await waiting_refund(client, settings, tmp_path)
         with pytest.raises(ToolArgumentsError, match="amount"):
             await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
                               args={"order_id": "A-1002", "amount": "-3", "reason": "x"}, digest=item.digest)

@@ -20,7 +20,7 @@ from engine.store.db import make_engine
 from engine.store.users import Approver
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
 from engine.worker import build_worker
-from tests.helpers import lead, run_to_end, ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, lead, refund, run_to_end, wait_for_inbox, waiting_refund, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -118,19 +118,15 @@ async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client,
 
 
 async def test_requester_cannot_approve_own_run(client: Client, settings: Settings, tmp_path: Path) -> None:
-    support.reset_demo_ledger(settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "100.00")]}, {"content": "done"}])
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        handle, item = await waiting_refund(client, settings, tmp_path, "100.00")
         with pytest.raises(ApprovalError, match="alice started this run"):
             await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
                                   approver=lead("alice"))
         assert refunds(settings.db_url) == []
         await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
-                                  approver=lead("bob"))
+                              approver=lead("bob"))
         result = await handle.result()
         with pytest.raises(ApprovalError, match="already approved"):
             await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
@@ -140,15 +136,11 @@ async def test_requester_cannot_approve_own_run(client: Client, settings: Settin
 
 
 async def test_rejection_reason_reaches_model(client: Client, settings: Settings, tmp_path: Path) -> None:
-    support.reset_demo_ledger(settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "300.00")]}, {"content": "understood"}])
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        [item] = await wait_for_inbox(settings.db_url, handle.id)
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject", approver=lead("bob"),
-                              comment="customer already got a voucher")
+        handle, item = await waiting_refund(client, settings, tmp_path, "300.00")
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject",
+                              approver=lead("bob"), comment="customer already got a voucher")
         result = await handle.result()
         requests = await model_requests(client, handle.id)
     [call] = result.tool_calls
@@ -238,13 +230,9 @@ async def test_openai_provider_reads_key_from_env_and_never_records_it(
 
 async def test_role_digest_and_audit_rules_hold_in_the_run(client: Client, settings: Settings,
                                                            tmp_path: Path) -> None:
-    support.reset_demo_ledger(settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "100.00")]}, {"content": "done"}])
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=CUSTOMER, requested_by="alice")
-        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        handle, item = await waiting_refund(client, settings, tmp_path, "100.00")
         with pytest.raises(ApprovalError, match=r"dave does not hold a role .* \(needs one of: support-leads\)"):
             await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
                                   approver=Approver(name="dave", roles=["support"]))

@@ -9,14 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from temporalio.client import WorkflowHandle
 from sqlmodel import Session
 
 from engine.config import OpaSettings, Settings
-from engine.models import RunResult
-from engine.runs import start_run
 from engine.temporal import connect
 from tests.conftest import Web
-from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, waiting_refund
 from tests.integration.test_api import make_people
 from tools import support
 
@@ -48,16 +47,12 @@ async def signed_in(browser: Browser, web: Web, name: str, width: int = 1280) ->
     return page
 
 
-async def start(web: Web, tmp_path: Path, amount: str = "180.00", policy: str | None = None) -> tuple[str, RunResult]:
-    support.reset_demo_ledger(web.settings.db_url)
+async def start(web: Web, tmp_path: Path, amount: str = "180.00", policy: str | None = None
+                ) -> tuple[str, WorkflowHandle]:
     extra = {"policy": policy} if policy else {}
-    spec = write_spec(tmp_path, [{"content": "The chair came late.", "tool_calls": [refund("A-1002", amount)]},
-                                 {"content": "done"}], **extra)
-    client = await connect(web.settings.temporal)
-    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
-                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
-    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
-    return item.approval_id, handle  # type: ignore[return-value]
+    handle, item = await waiting_refund(await connect(web.settings.temporal), web.settings, tmp_path, amount,
+                                        said="The chair came late.", **extra)
+    return item.approval_id, handle
 
 
 async def test_approve_from_the_inbox_and_run_completes(browser: Browser, web: Web, tmp_path: Path) -> None:
