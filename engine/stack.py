@@ -104,11 +104,20 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pa
 def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered: bool = False) -> subprocess.Popen:
     """``temporal server start-dev`` with a SQLite file so runs survive restarts."""
     db_file.parent.mkdir(parents=True, exist_ok=True)
-    proc = _spawn([find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-                   "--ui-port", str(ui_port), "--db-filename", str(db_file), "--log-level", "warn"], log,
-                  tethered=tethered)
-    wait_until(lambda: port_open("127.0.0.1", port), "temporal dev server", proc, 60, log)
-    return proc
+    for attempt in range(3):
+        size = log.stat().st_size if log.exists() else 0
+        proc = _spawn([find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+                       "--ui-port", str(ui_port), "--db-filename", str(db_file), "--log-level", "warn"], log,
+                      tethered=tethered)
+        wait_until(lambda: port_open("127.0.0.1", port), "temporal dev server", proc, 60, log)
+        # The dev server picks ports for its internal services itself and, rarely, picks one that is
+        # taken; it then dies a moment after the frontend opened. Give it that moment, and retry.
+        time.sleep(1.5)
+        if proc.poll() is None:
+            return proc
+        if "address already in use" not in log.read_text(errors="replace")[size:] or attempt == 2:
+            break
+    raise StackError(f"temporal dev server exited with code {proc.returncode} while starting; see {log}")
 
 
 def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None,
