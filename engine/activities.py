@@ -17,7 +17,8 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.errors import ModelError
+from engine.chain_tx import ChainAccess
+from engine.errors import AirlockError, ModelError
 from engine.llm import ModelClient
 from engine.models import (
     CallModelInput,
@@ -52,11 +53,13 @@ def _plain(value: Any) -> Any:
 class AirlockActivities:
     """Activities built with their dependencies (database, OPA, model client)."""
 
-    def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient) -> None:
+    def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient,
+                 chain: ChainAccess | None = None) -> None:
         self._engine = engine
         self._database_url = database_url
         self._policy = policy
         self._model = model
+        self._chain = chain
         self._tools: dict[str, ToolDef] = {}
 
     def _tool(self, import_path: str) -> ToolDef:
@@ -104,8 +107,16 @@ class AirlockActivities:
         if tool.facts is None:
             return GatherFactsResult()
         ctx = ToolContext(**request.context, idempotency_key="", database_url=self._database_url)
-        facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(request.args), ctx)
-        return GatherFactsResult(facts=_plain(facts))
+        return GatherFactsResult(facts=await self._facts(tool, request.args, ctx))
+
+    async def _facts(self, tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        """Run a tool's read-only facts function; engine errors keep their type and retryability."""
+        try:
+            facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(args),  # type: ignore[misc]
+                                            ctx.with_chain(self._chain))
+        except AirlockError as exc:
+            raise _application_error(exc) from exc
+        return dict(_plain(facts))
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
@@ -135,16 +146,29 @@ class AirlockActivities:
         done = await self._db(lambda s, **k: _finished(repo.get_execution(s, **k)), key=key)
         if done is not None:
             return done
-        await self._db(repo.start_execution, key=key, run_id=request.run_id, call_id=call.call_id,
-                       tool=call.tool, args=call.args)
         tool = self._tool(request.tool_import_path)
         ctx = ToolContext(run_id=request.run_id, step=call.step, idempotency_key=key,
                           database_url=self._database_url, requested_by=request.requested_by,
-                          tenant=request.tenant, run_input=request.run_input)
+                          tenant=request.tenant, run_input=request.run_input).with_chain(self._chain)
+        started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
+        if tool.facts is not None and call.facts and not started_before:
+            # Re-verify right before acting. Skipped on a retry of an execution that already began: its
+            # effect may be under way (a transaction sent), and the tool resumes it instead of redoing it.
+            changed = _changed(call.facts, await self._facts(tool, call.args, ctx))
+            if changed:
+                activity.logger.info("facts of %s changed before execution: %s", call.call_id, changed)
+                return ExecuteToolResult(ok=False, stale=True, changed=changed,
+                                         error=f"facts changed since the decision: {', '.join(changed)}")
+        await self._db(repo.start_execution, key=key, run_id=request.run_id, call_id=call.call_id,
+                       tool=call.tool, args=call.args)
         started = time.perf_counter()
         try:
             result = _plain(await asyncio.to_thread(tool.func, tool.args_model.model_validate(call.args), ctx))
             ok, error = True, None
+        except AirlockError as exc:
+            if exc.retryable:  # the node or a store is down: Temporal retries with backoff; the tool resumes
+                raise _application_error(exc) from exc
+            result, ok, error = None, False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - a tool's own failure is reported to the model, not hidden
             result, ok, error = None, False, f"{type(exc).__name__}: {exc}"
         await self._db(repo.finish_execution, key=key, ok=ok, result=result, error=error,
@@ -155,6 +179,24 @@ class AirlockActivities:
         """Every activity, for the worker."""
         return [self.record_run, self.call_model, self.validate_tool_call, self.gather_facts,
                 self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+
+
+def _application_error(exc: AirlockError) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable)
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any], path: str = "") -> list[str]:
+    """Dotted paths where two fact snapshots differ, ignoring ``volatile`` (nonce, gas, fees, block)."""
+    out: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        if not path and key == "volatile":
+            continue
+        a, b, where = before.get(key), after.get(key), f"{path}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, where + ".")
+        elif a != b:
+            out.append(where)
+    return out
 
 
 def _finished(row: Any) -> ExecuteToolResult | None:

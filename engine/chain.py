@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from eth_abi import decode as abi_decode
+from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 
-from engine.errors import ChainUnavailableError, InputError
+from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "tools" / "contracts"
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
+MAX_UINT256 = 2**256 - 1
 
 
 def checksum(value: str) -> str | None:
@@ -51,6 +54,63 @@ def to_units(amount: str | Decimal, decimals: int) -> int:
 def from_units(units: int, decimals: int) -> str:
     """``12500000`` with 6 decimals → ``"12.5"``."""
     return format(Decimal(units).scaleb(-decimals).normalize(), "f")
+
+
+_ERROR_STRING = function_signature_to_4byte_selector("Error(string)")
+_PANIC = function_signature_to_4byte_selector("Panic(uint256)")
+
+
+def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
+    errors = {}
+    for entry in artifact("TreasuryToken")["abi"]:
+        if entry["type"] == "error":
+            types = [i["type"] for i in entry["inputs"]]
+            errors[function_signature_to_4byte_selector(f"{entry['name']}({','.join(types)})")] = (entry["name"], types)
+    return errors
+
+
+def decode_revert(data: str | bytes | None) -> str:
+    """A readable revert reason from revert data: ``Error(string)``, ``Panic(code)`` or an ERC-20 custom error."""
+    if isinstance(data, str):
+        try:
+            data = bytes.fromhex(data.removeprefix("0x"))
+        except ValueError:
+            return data or "reverted without a reason"
+    if not data:
+        return "reverted without a reason"
+    selector, body = bytes(data[:4]), bytes(data[4:])
+    try:
+        if selector == _ERROR_STRING:
+            return str(abi_decode(["string"], body)[0])
+        if selector == _PANIC:
+            return f"panic 0x{abi_decode(['uint256'], body)[0]:02x}"
+        known = _custom_errors().get(selector)
+        if known:
+            name, types = known
+            values = abi_decode(types, body)
+            shown = ", ".join(Web3.to_checksum_address(v) if t == "address" else str(v) for t, v in zip(types, values))
+            return f"{name}({shown})"
+    except Exception:  # noqa: BLE001 - undecodable data is still reported, as hex
+        pass
+    return "reverted with data 0x" + bytes(data).hex()
+
+
+def _revert_reason(exc: ContractLogicError) -> str:
+    data = exc.data if isinstance(exc.data, (str, bytes)) else None
+    if data and str(data) not in ("0x", ""):
+        return decode_revert(data)
+    return str(exc.message or exc).removeprefix("execution reverted: ").removeprefix("execution reverted")  or \
+        "reverted without a reason"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the chain says about a mined transaction."""
+
+    tx_hash: str
+    status: int
+    block_number: int
+    gas_used: int
 
 
 @dataclass(frozen=True)
@@ -121,17 +181,159 @@ class Chain:
     def deploy_token(self, private_key: str, *, name: str, symbol: str, decimals: int, supply_units: int) -> str:
         """Deploy the demo ERC-20 from the key's account; return its address."""
         compiled = artifact("TreasuryToken")
-        account = self._w3.eth.account.from_key(private_key)
         factory = self._w3.eth.contract(abi=compiled["abi"], bytecode=compiled["bytecode"])
+        data = factory.constructor(name, symbol, decimals, supply_units).data_in_transaction
+        receipt = self.send_direct(private_key, {"data": data}, f"deploying {symbol}")
+        return str(receipt["contractAddress"])
 
-        def send() -> str:
-            tx = factory.constructor(name, symbol, decimals, supply_units).build_transaction({
-                "from": account.address, "nonce": self._w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self._w3.eth.chain_id})
-            signed = account.sign_transaction(tx)
-            receipt = self._w3.eth.wait_for_transaction_receipt(self._w3.eth.send_raw_transaction(signed.raw_transaction))
+    def transfer_token(self, private_key: str, token: str, to: str, units: int) -> str:
+        """Move tokens from the key's account (set-up and tests; agents go through the boundary)."""
+        receipt = self.send_direct(private_key, {"to": Web3.to_checksum_address(token),
+                                                 "data": self.erc20_data("transfer", Web3.to_checksum_address(to),
+                                                                         units)}, "token transfer")
+        return "0x" + bytes(receipt["transactionHash"]).hex()
+
+    def send_direct(self, private_key: str, tx: dict[str, Any], what: str) -> Any:
+        """Sign, send and await one transaction outside the boundary (set-up only: no record, no retry)."""
+        account = self._w3.eth.account.from_key(private_key)
+
+        def send() -> Any:
+            full = {**tx, "from": account.address, "chainId": self._w3.eth.chain_id,
+                    "nonce": self._w3.eth.get_transaction_count(account.address, "pending")}
+            full["gas"] = self._w3.eth.estimate_gas(full)
+            full.update(self.fees())
+            signed = account.sign_transaction(full)
+            receipt = self._w3.eth.wait_for_transaction_receipt(self._w3.eth.send_raw_transaction(signed.raw_transaction),
+                                                                timeout=30)
             if receipt.status != 1:
-                raise ChainUnavailableError(f"deploying {symbol} reverted (tx {receipt.transactionHash.hex()})")
-            return str(receipt.contractAddress)
+                raise ChainUnavailableError(f"{what} reverted (tx {receipt.transactionHash.hex()})")
+            return receipt
 
-        return str(self._read(f"deploying {symbol}", send))
+        return self._read(what, send)
+
+    # --- transactions --------------------------------------------------------------
+
+    def nonce(self, address: str) -> int:
+        """The next nonce of ``address``, counting transactions still in the node's pool."""
+        return int(self._read("eth_getTransactionCount",
+                              lambda: self._w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending")))
+
+    def block_number(self) -> int:
+        """The latest block."""
+        return int(self._read("eth_blockNumber", lambda: self._w3.eth.block_number))
+
+    def fees(self) -> dict[str, int]:
+        """EIP-1559 fees for a transaction now: twice the base fee plus the suggested tip."""
+        def read() -> dict[str, int]:
+            base = int(self._w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+            tip = int(self._w3.eth.max_priority_fee)
+            return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        return dict(self._read("fee data", read))
+
+    def erc20_data(self, function: str, *args: Any) -> str:
+        """Calldata of an ERC-20 function call (``transfer``, ``approve``)."""
+        return str(self._token(Web3.to_checksum_address(ERC20_PLACEHOLDER)).encode_abi(function, args=list(args)))
+
+    def estimate_gas(self, tx: dict[str, Any]) -> int:
+        """Gas the transaction needs.
+
+        Raises:
+            TransactionRevertedError: it would revert (reason decoded).
+        """
+        try:
+            return int(self._read("eth_estimateGas", lambda: self._w3.eth.estimate_gas(_call(tx))))
+        except ChainUnavailableError as exc:
+            if isinstance(exc.__cause__, ContractLogicError):
+                reason = _revert_reason(exc.__cause__)
+                raise TransactionRevertedError(f"the transaction would revert: {reason}", reason=reason) from exc
+            raise
+
+    def simulate(self, tx: dict[str, Any], watch: list[tuple[str, str | None]]) -> dict[str, Any]:
+        """Run ``tx`` on the latest state without sending it (``eth_simulateV1``) and report balance changes.
+
+        ``watch`` is a list of (account, token) pairs; token None means the native
+        coin. ERC-20 balances are read by ``balanceOf`` calls before and after the
+        transaction inside the simulated block; native balances move by the
+        transaction's value (gas is reported apart, as ``gas_used``).
+        """
+        reads = [(account, token) for account, token in watch if token]
+        calls = [_call({"from": tx["from"], "to": t, "data": self.erc20_data("balanceOf", Web3.to_checksum_address(a))})
+                 for a, t in reads]
+        payload = [{"blockStateCalls": [{"calls": [*calls, _call(tx), *calls]}], "validation": False}, "latest"]
+        response = self._read("eth_simulateV1", lambda: self._w3.provider.make_request("eth_simulateV1", payload))
+        if "error" in response:
+            raise ChainUnavailableError(f"eth_simulateV1 at {self.rpc_url} failed: {response['error']}")
+        results = response["result"][0]["calls"]
+        main = results[len(reads)]
+        ok = int(main["status"], 16) == 1
+        out: dict[str, Any] = {"method": "eth_simulateV1", "ok": ok, "gas_used": int(main["gasUsed"], 16),
+                               "revert_reason": None if ok else decode_revert((main.get("error") or {}).get("data")
+                                                                              or main.get("returnData")),
+                               "balance_changes": []}
+        for i, (account, token) in enumerate(reads):
+            before = int(results[i]["returnData"], 16)
+            after = int(results[len(reads) + 1 + i]["returnData"], 16) if ok else before
+            out["balance_changes"].append({"account": Web3.to_checksum_address(account), "asset": token,
+                                           "before": before, "after": after, "delta": after - before})
+        value = int(tx.get("value") or 0)
+        for account, token in watch:
+            if token is None:
+                before = self.native_balance(account)
+                sign = -1 if Web3.to_checksum_address(account) == Web3.to_checksum_address(tx["from"]) else 1
+                delta = sign * value if ok else 0
+                out["balance_changes"].append({"account": Web3.to_checksum_address(account), "asset": None,
+                                               "before": before, "after": before + delta, "delta": delta})
+        return out
+
+    def send_raw(self, raw: str) -> None:
+        """Broadcast a signed transaction; one the node already has is not an error."""
+        try:
+            self._read("eth_sendRawTransaction", lambda: self._w3.eth.send_raw_transaction(raw))
+        except ChainUnavailableError as exc:
+            if "already known" in str(exc).lower() or "already imported" in str(exc).lower():
+                return
+            raise
+
+    def known(self, tx_hash: str) -> bool:
+        """Whether the node knows the transaction (pending or mined)."""
+        def read() -> bool:
+            try:
+                self._w3.eth.get_transaction(tx_hash)
+                return True
+            except TransactionNotFound:
+                return False
+        return bool(self._read("eth_getTransactionByHash", read))
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt of a mined transaction, or None while it is not mined."""
+        def read() -> Receipt | None:
+            try:
+                r = self._w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                return None
+            return Receipt(tx_hash=tx_hash, status=int(r["status"]), block_number=int(r["blockNumber"]),
+                           gas_used=int(r["gasUsed"]))
+        return self._read("eth_getTransactionReceipt", read)
+
+    def replay_revert(self, tx: dict[str, Any], block_number: int) -> str:
+        """Why a mined transaction reverted: replay it with ``eth_call`` on the state it met."""
+        try:
+            self._w3.eth.call(_call(tx), block_identifier=max(block_number - 1, 0))
+        except ContractLogicError as exc:
+            return _revert_reason(exc)
+        except _RPC_ERRORS as exc:
+            return f"reverted (reason unavailable: {type(exc).__name__})"
+        return "reverted (the replay succeeded: the state it met was changed within its block)"
+
+
+ERC20_PLACEHOLDER = "0x0000000000000000000000000000000000000001"
+
+
+def _call(tx: dict[str, Any]) -> dict[str, Any]:
+    """A call object for ``eth_call`` / ``eth_estimateGas`` / ``eth_simulateV1`` (hex quantities)."""
+    out: dict[str, Any] = {"from": Web3.to_checksum_address(tx["from"]), "to": Web3.to_checksum_address(tx["to"])}
+    if tx.get("data"):
+        out["data"] = tx["data"]
+    if tx.get("value"):
+        out["value"] = hex(int(tx["value"]))
+    return out

@@ -35,7 +35,8 @@ def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "c
                                 {"await_approval": "await_approval", "execute_tools": "execute_tools"})
     graph.add_conditional_edges("await_approval", nodes.route_after_approval,
                                 {"check_tool_calls": "check_tool_calls", "execute_tools": "execute_tools"})
-    graph.add_edge("execute_tools", then)
+    graph.add_conditional_edges("execute_tools", nodes.route_after_execute,
+                                {"check_tool_calls": "check_tool_calls", "then": then})
     return graph
 
 

@@ -39,10 +39,23 @@ class OpaSettings(BaseModel):
 
 
 class ChainSettings(BaseModel):
-    """The EVM JSON-RPC endpoint (anvil locally)."""
+    """The EVM JSON-RPC endpoint (anvil locally) and the account that signs.
+
+    The signing key comes from ``signer_key`` or from an encrypted keystore
+    file (``keystore_path`` with ``keystore_password`` or
+    ``keystore_password_file``); it is never given to the model, never logged.
+    Without either, chain tools can read but every send fails closed.
+    """
 
     rpc_url: str = "http://127.0.0.1:8545"
     chain_id: int = 31337
+    rpc_timeout_s: float = 10.0
+    signer_key: SecretStr | None = None
+    keystore_path: Path | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
+    confirmations: int = Field(default=1, ge=1)
+    receipt_timeout_s: float = 120.0
 
 
 class LlmSettings(BaseModel):

@@ -10,6 +10,7 @@
     ├── ApprovalError               an approval cannot be decided    (http 409)
     ├── NotFoundError               an id names nothing              (http 404)
     ├── ToolExecutionError          a tool raised while executing    (http 502)
+    │   └── TransactionRevertedError  the chain reverted a transaction
     ├── ModelError                  the model endpoint refused us    (http 502)
     ├── ChainUnavailableError       the RPC node cannot be read      (retryable, http 503)
     └── StackError                  a local service failed to start  (http 503)
@@ -118,3 +119,18 @@ class ChainUnavailableError(AirlockError):
 
     retryable = True
     http_status = 503
+
+
+class TransactionRevertedError(ToolExecutionError):
+    """The chain refused a transaction: its simulation or its mined execution reverted.
+
+    Attributes:
+        reason: the decoded revert reason (``Error(string)``, a panic code or a
+            custom error of the contract's ABI).
+        tx_hash: the mined transaction, when it got that far.
+    """
+
+    def __init__(self, message: str, *, reason: str, tx_hash: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.tx_hash = tx_hash

@@ -83,6 +83,8 @@ class ToolCallRecord(BaseModel):
     revision: int = 0
     edited_by: str | None = None
     previous_args: dict[str, Any] | None = None
+    rechecks: int = 0
+    recheck_reason: str | None = None
 
 
 class RunResult(BaseModel):
@@ -205,10 +207,15 @@ class ExecuteToolInput(BaseModel):
 
 
 class ExecuteToolResult(BaseModel):
+    """``stale``: the facts read again right before executing differ from the ones
+    policy (and approval) saw, in the listed ``changed`` fields; nothing ran."""
+
     ok: bool
     result: Any = None
     error: str | None = None
     replayed: bool = False
+    stale: bool = False
+    changed: list[str] = Field(default_factory=list)
 
 
 # --- approvals (update / query) ----------------------------------------------

@@ -17,6 +17,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.boundary import action_digest, policy_document, tool_message
 from engine.models import (
@@ -28,6 +29,7 @@ from engine.models import (
     ExecuteToolResult,
     GatherFactsInput,
     GatherFactsResult,
+    PolicyDecision,
     RunRequest,
     ToolCallRecord,
     ValidateCallInput,
@@ -38,6 +40,10 @@ R = TypeVar("R", bound=BaseModel)
 
 _QUICK = {"start_to_close_timeout": timedelta(seconds=30),
           "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)}
+# Facts are reads: a node that is down is retried briefly, then the action is denied (fail closed).
+_FACTS = {"start_to_close_timeout": timedelta(seconds=60),
+          "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=4)}
+MAX_RECHECKS = 3
 _TOOL = {"start_to_close_timeout": timedelta(minutes=5),
          "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10,
                                      non_retryable_error_types=["ToolExecutionError"])}
@@ -60,6 +66,14 @@ async def _act(name: str, arg: BaseModel, result_type: type[R], opts: dict[str, 
     return await workflow.execute_activity(name, arg, result_type=result_type, **opts)
 
 
+def failure_reason(exc: ActivityError) -> str:
+    """``Type: message`` of the error that made an activity give up."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return f"{exc.activity_type} failed: {cause.type}: {cause.message}"
+    return f"{exc.activity_type} failed: {cause or exc}"
+
+
 def _request(state: AgentState) -> RunRequest:
     return RunRequest.model_validate(state["request"])
 
@@ -76,7 +90,8 @@ def _with(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
 
 def approval_id(run_id: str, call: ToolCallRecord) -> str:
     """A stable, short id for the approval of one call."""
-    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "")
+    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "") + \
+        (f"/r{call.rechecks}" if call.rechecks else "")
     return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -134,8 +149,12 @@ async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[T
     call = _with(call, args=valid.args)
     context = {"run_id": request.run_id, "requested_by": request.requested_by, "tenant": request.tenant,
                "run_input": request.input, "step": call.step}
-    facts = await _act("gather_facts", GatherFactsInput(tool_import_path=tool.import_path, args=call.args,
-                                                        context=context), GatherFactsResult)
+    try:
+        facts = await _act("gather_facts", GatherFactsInput(tool_import_path=tool.import_path, args=call.args,
+                                                            context=context), GatherFactsResult, _FACTS)
+    except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
+        return _with(call, outcome="denied", decision=PolicyDecision(
+            outcome="deny", reasons=["facts unavailable", failure_reason(exc)]))
     call = _with(call, facts=facts.facts)
     document = policy_document(request, call, consequential=tool.consequential, previous=previous)
     decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call_id=call.call_id,
@@ -174,19 +193,36 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
     request = _request(state)
     messages = list(state["messages"])
     done: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
     for call in _records(state.get("proposed")):
         if call.outcome in ("allowed", "approved"):
-            tool = request.spec.tool(call.tool)
-            assert tool is not None  # checked before policy
-            key = f"{request.run_id}:{call.step}:{call.index}"
-            ran = await _act("execute_tool", ExecuteToolInput(
-                run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
-                requested_by=request.requested_by, tenant=request.tenant, run_input=request.input),
-                ExecuteToolResult, _TOOL)
-            call = _with(call, outcome="executed" if ran.ok else "failed", result=ran.result, error=ran.error)
+            call = await _execute_one(request, call)
+        if call.outcome == "proposed":  # the world changed since the decision: back through the boundary
+            again.append(call.model_dump(mode="json"))
+            continue
         messages.append({"role": "tool", "tool_call_id": call.call_id, "content": tool_message(call)})
         done.append(call.model_dump(mode="json"))
-    return {"messages": messages, "proposed": [], "calls": [*(state.get("calls") or []), *done]}
+    return {"messages": messages, "proposed": again, "calls": [*(state.get("calls") or []), *done]}
+
+
+async def _execute_one(request: RunRequest, call: ToolCallRecord) -> ToolCallRecord:
+    tool = request.spec.tool(call.tool)
+    assert tool is not None  # checked before policy
+    key = f"{request.run_id}:{call.step}:{call.index}"
+    try:
+        ran = await _act("execute_tool", ExecuteToolInput(
+            run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
+            requested_by=request.requested_by, tenant=request.tenant, run_input=request.input),
+            ExecuteToolResult, _TOOL)
+    except ActivityError as exc:  # retries exhausted (node down): report it, never guess
+        return _with(call, outcome="failed", error=failure_reason(exc))
+    if not ran.stale:
+        return _with(call, outcome="executed" if ran.ok else "failed", result=ran.result, error=ran.error)
+    if call.rechecks + 1 >= MAX_RECHECKS:
+        return _with(call, outcome="denied", error=ran.error, decision=PolicyDecision(
+            outcome="deny", reasons=[f"state kept changing before execution ({MAX_RECHECKS} checks)", ran.error or ""]))
+    return _with(call, outcome="proposed", facts={}, decision=None, digest=None, approval_id=None, votes=[],
+                 rechecks=call.rechecks + 1, recheck_reason=ran.error)
 
 
 async def route_after_model(state: AgentState) -> str:
@@ -198,6 +234,11 @@ async def route_after_approval(state: AgentState) -> str:
     """Edited actions go back through the whole boundary; the rest execute (or not)."""
     edited = any(c.get("outcome") == "proposed" for c in state.get("proposed") or [])
     return "check_tool_calls" if edited else "execute_tools"
+
+
+async def route_after_execute(state: AgentState) -> str:
+    """Actions whose facts changed before execution are checked again; otherwise go on."""
+    return "check_tool_calls" if state.get("proposed") else "then"
 
 
 async def route_after_check(state: AgentState) -> str:

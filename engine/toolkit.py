@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -44,6 +44,24 @@ class ToolContext(BaseModel):
     requested_by: str
     tenant: str
     run_input: dict[str, Any] = {}
+    _chain: Any = PrivateAttr(default=None)
+
+    def with_chain(self, access: Any) -> "ToolContext":
+        """This context with the worker's chain access (reads, sender address, send once)."""
+        self._chain = access
+        return self
+
+    def chain(self) -> Any:
+        """The worker's :class:`engine.chain_tx.ChainAccess`; the signing key stays inside it.
+
+        Raises:
+            ToolExecutionError: this worker has no chain configured.
+        """
+        if self._chain is None:
+            from engine.errors import ToolExecutionError
+
+            raise ToolExecutionError("this worker has no chain access configured")
+        return self._chain
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Worker
 
 from engine.activities import AirlockActivities
+from engine.chain_tx import ChainAccess
 from engine.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
 from engine.config import Settings
 from engine.errors import SpecError
@@ -52,8 +53,9 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     add_import_roots(*settings.import_roots)
     url = settings.db_url
     migrate(url)
-    activities = AirlockActivities(engine=make_engine(url), database_url=url,
-                                   policy=PolicyEngine(settings.opa), model=ModelClient(settings.llm))
+    db = make_engine(url)
+    activities = AirlockActivities(engine=db, database_url=url, policy=PolicyEngine(settings.opa),
+                                   model=ModelClient(settings.llm), chain=ChainAccess.from_settings(settings.chain, db))
     plugin = LangGraphPlugin(graphs=graphs_for(settings),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
     return Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.langgraph import graph as registered_graph
 
     from engine.compiler import graph_name, initial_state
+    from engine.nodes import failure_reason
     from engine.models import (
         ApprovalDecisionInput,
         ApprovalDecisionResult,
@@ -42,14 +43,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
-
-
-def failure_reason(exc: ActivityError) -> str:
-    """``Type: message`` of the error that made an activity give up."""
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        return f"{exc.activity_type} failed: {cause.type}: {cause.message}"
-    return f"{exc.activity_type} failed: {cause or exc}"
 
 
 def user_message(run_input: dict) -> str:

@@ -142,3 +142,37 @@ class ApprovalEventRow(SQLModel, table=True):
     source: str | None = None
     comment: str | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+class ChainSenderRow(SQLModel, table=True):
+    """A signing account on one chain; its row is locked while a nonce is handed out."""
+
+    __tablename__ = "chain_senders"
+
+    chain_id: int = Field(primary_key=True)
+    address: str = Field(primary_key=True)
+    locked_at: datetime | None = None
+
+
+class ChainTransactionRow(SQLModel, table=True):
+    """One signed transaction, recorded before it is sent, keyed by the action's idempotency key."""
+
+    __tablename__ = "chain_transactions"
+
+    idempotency_key: str = Field(primary_key=True)
+    chain_id: int = Field(index=True)
+    sender: str = Field(index=True)
+    nonce: int
+    tx_hash: str = Field(unique=True)
+    raw_tx: str
+    tx: dict[str, Any] = Field(sa_column=Column(JSON))
+    action: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    asset: str | None = Field(default=None, index=True)
+    amount_units: str | None = None
+    status: str  # signed | sent | mined | reverted | dropped
+    block_number: int | None = None
+    gas_used: int | None = None
+    revert_reason: str | None = None
+    broadcasts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    mined_at: datetime | None = None
