@@ -149,7 +149,8 @@ class AirlockActivities:
         tool = self._tool(request.tool_import_path)
         ctx = ToolContext(run_id=request.run_id, step=call.step, idempotency_key=key,
                           database_url=self._database_url, requested_by=request.requested_by,
-                          tenant=request.tenant, run_input=request.run_input).with_chain(self._chain)
+                          tenant=request.tenant, run_input=request.run_input,
+                          chain_id=request.chain_id).with_chain(self._chain)
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
         if tool.facts is not None and call.facts and not started_before:
             # Re-verify right before acting. Skipped on a retry of an execution that already began: its

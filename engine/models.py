@@ -204,6 +204,7 @@ class ExecuteToolInput(BaseModel):
     requested_by: str
     tenant: str
     run_input: dict[str, Any] = Field(default_factory=dict)
+    chain_id: int | None = None
 
 
 class ExecuteToolResult(BaseModel):

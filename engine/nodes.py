@@ -148,7 +148,7 @@ async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[T
         return _with(call, outcome="invalid", error=valid.error)
     call = _with(call, args=valid.args)
     context = {"run_id": request.run_id, "requested_by": request.requested_by, "tenant": request.tenant,
-               "run_input": request.input, "step": call.step}
+               "run_input": request.input, "step": call.step, "chain_id": request.spec.chain_id}
     try:
         facts = await _act("gather_facts", GatherFactsInput(tool_import_path=tool.import_path, args=call.args,
                                                             context=context), GatherFactsResult, _FACTS)
@@ -212,8 +212,8 @@ async def _execute_one(request: RunRequest, call: ToolCallRecord) -> ToolCallRec
     try:
         ran = await _act("execute_tool", ExecuteToolInput(
             run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
-            requested_by=request.requested_by, tenant=request.tenant, run_input=request.input),
-            ExecuteToolResult, _TOOL)
+            requested_by=request.requested_by, tenant=request.tenant, run_input=request.input,
+            chain_id=request.spec.chain_id), ExecuteToolResult, _TOOL)
     except ActivityError as exc:  # retries exhausted (node down): report it, never guess
         return _with(call, outcome="failed", error=failure_reason(exc))
     if not ran.stale:

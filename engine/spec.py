@@ -100,6 +100,7 @@ class WorkflowSpec(_Frozen):
     limits: LimitsSpec = LimitsSpec()
     approval: ApprovalSpec = ApprovalSpec()
     graph: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    chain_id: int | None = Field(default=None, ge=1)
 
     # Filled by the loader.
     source: str | None = None

@@ -35,6 +35,7 @@ class ToolContext(BaseModel):
         requested_by: the user who started the run.
         tenant: the tenant the run belongs to.
         run_input: the run's input document.
+        chain_id: the chain the workflow spec is written for (``chain_id``), if any.
     """
 
     run_id: str
@@ -44,6 +45,7 @@ class ToolContext(BaseModel):
     requested_by: str
     tenant: str
     run_input: dict[str, Any] = {}
+    chain_id: int | None = None
     _chain: Any = PrivateAttr(default=None)
 
     def with_chain(self, access: Any) -> "ToolContext":

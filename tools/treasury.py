@@ -166,12 +166,15 @@ def _access(ctx: ToolContext) -> ChainAccess:
 class _Facts:
     """Collects the facts of one consequential action; stops early when the rest would be meaningless."""
 
-    def __init__(self, access: ChainAccess, requested_chain_id: int) -> None:
+    def __init__(self, ctx: ToolContext, requested_chain_id: int) -> None:
+        access = _access(ctx)
         self.access, self.chain = access, access.chain
         node_id = self.chain.chain_id()
+        spec_id = ctx.chain_id or access.chain_id
         self.data: dict[str, Any] = {
-            "chain": {"node_id": node_id, "configured_id": access.chain_id, "requested_id": requested_chain_id,
-                      "matches": node_id == access.chain_id == requested_chain_id},
+            "chain": {"node_id": node_id, "configured_id": access.chain_id, "spec_id": spec_id,
+                      "requested_id": requested_chain_id,
+                      "matches": node_id == access.chain_id == spec_id == requested_chain_id},
             "sender": {"address": access.address}, "volatile": {}}
         self.ok = bool(self.data["chain"]["matches"] and access.address)
 
@@ -237,7 +240,7 @@ NATIVE = ("ETH", 18)
 
 def native_transfer_facts(args: NativeTransferArgs, ctx: ToolContext) -> dict[str, Any]:
     """Chain, sender balance, recipient kind and the simulated transfer."""
-    f = _Facts(_access(ctx), args.chain_id)
+    f = _Facts(ctx, args.chain_id)
     if f.ok:
         sender = f.data["sender"]["address"]
         f.data["sender"]["native_balance"] = from_units(f.chain.native_balance(sender), 18)
@@ -251,7 +254,7 @@ def native_transfer_facts(args: NativeTransferArgs, ctx: ToolContext) -> dict[st
 
 def token_transfer_facts(args: TokenTransferArgs, ctx: ToolContext) -> dict[str, Any]:
     """Chain, token code and metadata, balances, recipient kind, today's total and the simulated transfer."""
-    f = _Facts(_access(ctx), args.chain_id)
+    f = _Facts(ctx, args.chain_id)
     token = f.token(args.token) if f.ok else None
     if f.ok and token is not None:
         sender = f.data["sender"]["address"]
@@ -285,22 +288,23 @@ def _allowance_facts(f: _Facts, token_address: str, spender: str, amount: str, u
 
 def approve_facts(args: ApproveArgs, ctx: ToolContext) -> dict[str, Any]:
     """Chain, token, spender kind, the current allowance and the simulated approval."""
-    return _allowance_facts(_Facts(_access(ctx), args.chain_id), args.token, args.spender, args.amount,
+    return _allowance_facts(_Facts(ctx, args.chain_id), args.token, args.spender, args.amount,
                             args.amount == "unlimited")
 
 
 def revoke_facts(args: RevokeArgs, ctx: ToolContext) -> dict[str, Any]:
     """Chain, token, spender kind, the current allowance and the simulated revocation."""
-    return _allowance_facts(_Facts(_access(ctx), args.chain_id), args.token, args.spender, "0", False)
+    return _allowance_facts(_Facts(ctx, args.chain_id), args.token, args.spender, "0", False)
 
 
 def _send(ctx: ToolContext, chain_id: int, tx: dict[str, Any], *, asset: str | None, units: int | None,
           action: dict[str, Any]) -> dict[str, Any]:
     access = _access(ctx)
     node_id = access.chain.chain_id()
-    if not chain_id == access.chain_id == node_id:
-        raise ToolExecutionError(f"chain id mismatch: the action is for {chain_id}, the worker is configured for "
-                                 f"{access.chain_id}, the node is {node_id}; nothing was sent")
+    expected = ctx.chain_id or access.chain_id
+    if not chain_id == expected == access.chain_id == node_id:
+        raise ToolExecutionError(f"chain id mismatch: the action is for {chain_id}, the workflow for {expected}, "
+                                 f"the worker for {access.chain_id}, the node is {node_id}; nothing was sent")
     sent = access.sender().send_once(ctx.idempotency_key, tx, action=action, asset=asset, amount_units=units)
     return {"tx_hash": sent.tx_hash, "status": sent.status, "block": sent.block_number, "nonce": sent.nonce,
             "gas_used": sent.gas_used, "from": access.address, **action}

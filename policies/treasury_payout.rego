@@ -1,0 +1,228 @@
+# Treasury payout policy for the treasury-payout workflow.
+#
+# Reads are allowed. A payment in an allowlisted token to a listed payee is
+# allowed up to the token's automatic limit, needs one approval by
+# treasury-approvers up to its approval limit, and is denied above it or when
+# the day's total for the token would pass its daily limit. Everything the
+# chain facts contradict is denied: wrong chain, a token that is not the
+# allowlisted contract, a recipient that is a contract not on the list, an
+# insufficient balance, a simulation that reverts. Allowances: never
+# unlimited, only to listed contracts, always with approval; revoking is
+# allowed. Anything not covered, or any fact that is missing, is denied.
+package airlock.treasury_payout
+
+import rego.v1
+
+_cfg := data.airlock.treasury
+
+_reads := {"get_balance", "get_allowance", "token_metadata", "transaction_status"}
+
+_payments := {"transfer_token", "transfer_native"}
+
+_allowances := {"approve_token", "revoke_approval"}
+
+# METADATA
+# description: The decision for one proposed tool call (contract in ARCHITECTURE.md).
+# entrypoint: true
+decision := {
+	"allow": count(deny) == 0,
+	"require_approval": _needs_approval,
+	"approvers": ["treasury-approvers"],
+	"min_approvals": 1,
+	"reasons": _reasons,
+}
+
+default _needs_approval := false
+
+_needs_approval if {
+	count(deny) == 0
+	count(approval) > 0
+}
+
+_reasons := deny if count(deny) > 0
+
+_reasons := approval if {
+	count(deny) == 0
+	count(approval) > 0
+}
+
+_reasons := allowed if {
+	count(deny) == 0
+	count(approval) == 0
+}
+
+_tool := input.tool.name
+
+_args := input.tool.args
+
+_facts := input.facts
+
+_consequential if _tool in (_payments | _allowances)
+
+_token_rules := _cfg.tokens[_args.token]
+
+_native_rules := _cfg.native
+
+_rules := _token_rules if _args.token
+
+_rules := _native_rules if _tool == "transfer_native"
+
+_amount := to_number(_facts.amount.value)
+
+deny contains sprintf("tool %s is not allowed in this workflow", [_tool]) if {
+	not _tool in (_reads | _payments | _allowances)
+}
+
+# --- facts every consequential action needs -------------------------------------------
+
+deny contains sprintf("chain mismatch: the action is for chain %v, the policy's chain is %v", [
+	_args.chain_id,
+	_cfg.chain_id,
+]) if {
+	_consequential
+	_args.chain_id != _cfg.chain_id
+}
+
+deny contains sprintf("chain mismatch: the node is chain %v, the worker is configured for %v", [
+	_facts.chain.node_id,
+	_facts.chain.configured_id,
+]) if {
+	_consequential
+	_facts.chain.node_id != _facts.chain.configured_id
+}
+
+deny contains "the chain facts are missing or do not match" if {
+	_consequential
+	not _facts.chain.matches
+}
+
+deny contains "no signing account is configured" if {
+	_consequential
+	not _facts.sender.address
+}
+
+deny contains sprintf("token %v is not on the allowlist", [_args.token]) if {
+	_consequential
+	_args.token
+	not _token_rules
+}
+
+deny contains sprintf("no contract is deployed at token address %v", [_args.token]) if {
+	_consequential
+	_token_rules
+	_facts.token.has_code == false
+}
+
+deny contains sprintf("the contract at %v says it is %v, the allowlist expects %v", [
+	_args.token,
+	_facts.token.symbol,
+	_token_rules.symbol,
+]) if {
+	_consequential
+	_token_rules
+	_facts.token.symbol
+	_facts.token.symbol != _token_rules.symbol
+}
+
+deny contains sprintf("the amount cannot be used: %v", [_facts.amount.error]) if {
+	_consequential
+	_facts.amount.error
+}
+
+deny contains "the transaction was not simulated" if {
+	_consequential
+	_facts.chain.matches
+	not _facts.simulation
+}
+
+deny contains sprintf("the simulation reverts: %v", [_facts.simulation.revert_reason]) if {
+	_consequential
+	_facts.simulation.ok == false
+}
+
+# --- payments --------------------------------------------------------------------------
+
+deny contains sprintf("recipient %v is not on the payee list", [_args.to]) if {
+	_tool in _payments
+	not _cfg.payees[_args.to]
+}
+
+deny contains sprintf("recipient %v is a contract that is not allowlisted", [_args.to]) if {
+	_tool in _payments
+	_facts.recipient.is_contract
+	not _cfg.contracts[_args.to]
+}
+
+deny contains sprintf("insufficient balance: %v %v held, %v asked", [
+	_facts.sender.token_balance,
+	_facts.token.symbol,
+	_args.amount,
+]) if {
+	_tool == "transfer_token"
+	to_number(_facts.sender.token_balance) < _amount
+}
+
+deny contains "a payment must move a positive amount" if {
+	_tool in _payments
+	_amount <= 0
+}
+
+deny contains sprintf("payments above %v %v are not allowed (asked %v)", [
+	_rules.approval_limit,
+	_rules.symbol,
+	_args.amount,
+]) if {
+	_tool in _payments
+	_amount > _rules.approval_limit
+}
+
+deny contains sprintf("today's total of %v would pass the daily limit of %v (already sent %v)", [
+	_rules.symbol,
+	_rules.daily_limit,
+	_facts.sent_today,
+]) if {
+	_tool == "transfer_token"
+	to_number(_facts.sent_today) + _amount > _rules.daily_limit
+}
+
+approval contains sprintf("payments above %v %v need one approval by treasury-approvers", [
+	_rules.auto_limit,
+	_rules.symbol,
+]) if {
+	_tool in _payments
+	_amount > _rules.auto_limit
+}
+
+allowed contains sprintf("payment of %v %v to %v, within the automatic limit of %v", [
+	_args.amount,
+	_rules.symbol,
+	_cfg.payees[_args.to],
+	_rules.auto_limit,
+]) if {
+	_tool in _payments
+	_amount <= _rules.auto_limit
+}
+
+# --- allowances ------------------------------------------------------------------------
+
+deny contains "unlimited approvals are not allowed" if {
+	_tool == "approve_token"
+	_facts.amount.unlimited
+}
+
+deny contains sprintf("spender %v is not an allowlisted contract", [_args.spender]) if {
+	_tool == "approve_token"
+	not _cfg.contracts[_args.spender]
+}
+
+deny contains sprintf("approvals above %v %v are not allowed", [_rules.max_allowance, _rules.symbol]) if {
+	_tool == "approve_token"
+	not _facts.amount.unlimited
+	_amount > _rules.max_allowance
+}
+
+approval contains "every allowance needs one approval by treasury-approvers" if _tool == "approve_token"
+
+allowed contains "revoking an allowance only lowers risk" if _tool == "revoke_approval"
+
+allowed contains "read-only chain query" if _tool in _reads
