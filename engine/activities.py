@@ -43,6 +43,9 @@ from engine.store import repo
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
 
+HEARTBEAT_EVERY_S = 2.0
+
+
 def _plain(value: Any) -> Any:
     """A tool result as JSON-safe data."""
     if isinstance(value, BaseModel):
@@ -164,7 +167,7 @@ class AirlockActivities:
                        tool=call.tool, args=call.args)
         started = time.perf_counter()
         try:
-            result = _plain(await asyncio.to_thread(tool.func, tool.args_model.model_validate(call.args), ctx))
+            result = _plain(await _heartbeating(tool.func, tool.args_model.model_validate(call.args), ctx))
             ok, error = True, None
         except AirlockError as exc:
             if exc.retryable:  # the node or a store is down: Temporal retries with backoff; the tool resumes
@@ -180,6 +183,16 @@ class AirlockActivities:
         """Every activity, for the worker."""
         return [self.record_run, self.call_model, self.validate_tool_call, self.gather_facts,
                 self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+
+
+async def _heartbeating(fn: Any, *args: Any) -> Any:
+    """Run a blocking tool in a thread, heartbeating so a dead worker's attempt is retried within seconds."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        activity.heartbeat()
 
 
 def _application_error(exc: AirlockError) -> ApplicationError:

@@ -315,15 +315,28 @@ class Chain:
                            gas_used=int(r["gasUsed"]))
         return self._read("eth_getTransactionReceipt", read)
 
-    def replay_revert(self, tx: dict[str, Any], block_number: int) -> str:
-        """Why a mined transaction reverted: replay it with ``eth_call`` on the state it met."""
+    def revert_reason(self, tx_hash: str, tx: dict[str, Any], block_number: int) -> str:
+        """Why a mined transaction reverted.
+
+        The node's call trace of the transaction itself comes first (``debug_traceTransaction``
+        with the call tracer: exact, even when an earlier transaction of the same block changed
+        the state it met); nodes without it get a replay by ``eth_call`` on the block before.
+        """
+        try:
+            reply = self._w3.provider.make_request("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])
+            trace = reply.get("result") or {}
+            if trace.get("output") or trace.get("error"):
+                output = trace.get("output")
+                return decode_revert(output) if output and output != "0x" else str(trace.get("error"))
+        except _RPC_ERRORS:
+            pass
         try:
             self._w3.eth.call(_call(tx), block_identifier=max(block_number - 1, 0))
         except ContractLogicError as exc:
             return _revert_reason(exc)
         except _RPC_ERRORS as exc:
             return f"reverted (reason unavailable: {type(exc).__name__})"
-        return "reverted (the replay succeeded: the state it met was changed within its block)"
+        return "reverted (no reason available: the state it met was changed within its block)"
 
 
 ERC20_PLACEHOLDER = "0x0000000000000000000000000000000000000001"

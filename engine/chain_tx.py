@@ -229,7 +229,7 @@ class TxSender:
         reason = None
         if receipt.status != 1:
             tx = {k: row.tx[k] for k in ("from", "to", "data", "value")}
-            reason = self.chain.replay_revert(tx, receipt.block_number)
+            reason = self.chain.revert_reason(row.tx_hash, tx, receipt.block_number)
         fresh = self._update(row.idempotency_key, status="mined" if receipt.status == 1 else "reverted",
                              block_number=receipt.block_number, gas_used=receipt.gas_used, revert_reason=reason,
                              mined_at=utcnow())

@@ -44,7 +44,7 @@ _QUICK = {"start_to_close_timeout": timedelta(seconds=30),
 _FACTS = {"start_to_close_timeout": timedelta(seconds=60),
           "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=4)}
 MAX_RECHECKS = 3
-_TOOL = {"start_to_close_timeout": timedelta(minutes=5),
+_TOOL = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": timedelta(seconds=10),
          "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10,
                                      non_retryable_error_types=["ToolExecutionError"])}
 

@@ -21,6 +21,7 @@ import pytest
 from temporalio.client import Client
 
 from engine import stack
+from engine.chain import Chain
 from engine.config import Settings
 from engine.store.db import migrate
 from engine.temporal import connect
@@ -204,3 +205,51 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = stack.launch_anvil(port, folder / "anvil.log", tethered=True)
     yield f"http://127.0.0.1:{port}"
     stack.stop_process(proc)
+
+
+@dataclass
+class DevChainNode:
+    url: str
+    chain: Chain
+    token: str
+    treasury: str
+    keystore: Path
+    password_file: Path
+
+    def chain_settings(self, **overrides: object) -> dict[str, object]:
+        """Settings for a worker that signs as the treasury (through the keystore `prepare` wrote)."""
+        return {"rpc_url": self.url, "keystore_path": self.keystore, "keystore_password_file": self.password_file,
+                "receipt_timeout_s": 20, **overrides}
+
+    def rpc(self, method: str, *params: object) -> object:
+        """A raw JSON-RPC call (anvil's evm_mine, evm_setAutomine, ...)."""
+        import requests
+
+        reply = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+                              timeout=10).json()
+        assert "error" not in reply, reply
+        return reply["result"]
+
+
+@pytest.fixture
+def devchain(tmp_path: Path) -> Iterator[DevChainNode]:
+    """A fresh anvil with the demo token deployed and the treasury funded (100000 tUSD)."""
+    from engine import devchain as dev
+
+    port = stack.free_port()
+    proc = stack.launch_anvil(port, tmp_path / "anvil.log", tethered=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready = dev.prepare(url, tmp_path / "chain-state")
+        yield DevChainNode(url, Chain(url), ready.token, ready.treasury, ready.keystore, ready.password_file)
+    finally:
+        stack.stop_process(proc)
+
+
+@pytest.fixture
+def chain_settings(settings: Settings, devchain: DevChainNode) -> Settings:
+    """This test's settings with the worker signing as the treasury on the fresh anvil."""
+    from engine.config import ChainSettings
+
+    settings.chain = ChainSettings(**devchain.chain_settings())  # type: ignore[arg-type]
+    return settings

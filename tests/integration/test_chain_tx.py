@@ -1,0 +1,154 @@
+"""Sending exactly once on a real anvil: retries, lost transactions, reverts, nonces, confirmations, keys."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from sqlmodel import Session, select
+
+from engine.chain_tx import ChainAccess, Signer, TxSender
+from engine.config import ChainSettings
+from engine.devchain import dev_address, dev_key
+from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
+from engine.store.db import make_engine
+from engine.store.tables import ChainTransactionRow
+from tests.conftest import DevChainNode
+
+pytestmark = pytest.mark.integration
+
+ACME = dev_address(2)
+
+
+def sender(devchain: DevChainNode, db_url: str, **options: float) -> TxSender:
+    return TxSender(devchain.chain, make_engine(db_url), Signer(dev_key(1)), chain_id=31337, **options)  # type: ignore[arg-type]
+
+
+def pay(devchain: DevChainNode, units: int, to: str = ACME) -> dict[str, object]:
+    return {"to": devchain.token, "data": devchain.chain.erc20_data("transfer", to, units)}
+
+
+def rows(db_url: str) -> list[ChainTransactionRow]:
+    with Session(make_engine(db_url)) as session:
+        return list(session.exec(select(ChainTransactionRow).order_by(ChainTransactionRow.nonce)).all())
+
+
+def test_a_retry_after_the_send_waits_for_the_same_transaction(devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    first = sender(devchain, db_url, receipt_timeout_s=0.5)
+    with pytest.raises(ChainUnavailableError, match="not mined after 0.5s; it stays recorded"):
+        first.send_once("run:1:0", pay(devchain, 250_000_000), asset=devchain.token, amount_units=250_000_000)
+    [row] = rows(db_url)
+    assert row.status == "sent"
+    devchain.rpc("evm_mine")
+    again = sender(devchain, db_url).send_once("run:1:0", pay(devchain, 250_000_000))
+    assert (again.tx_hash, again.status, again.nonce) == (row.tx_hash, "mined", 0)
+    assert sender(devchain, db_url).send_once("run:1:0", pay(devchain, 250_000_000)).replayed
+    assert devchain.chain.nonce(devchain.treasury) == 1  # one transaction on chain, not three
+    assert devchain.chain.token_balance(devchain.token, ACME) == 250_000_000
+
+
+def test_a_transaction_the_node_lost_is_broadcast_again_not_signed_again(devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    with pytest.raises(ChainUnavailableError):
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:1:0", pay(devchain, 5_000_000))
+    [row] = rows(db_url)
+    devchain.rpc("anvil_dropTransaction", row.tx_hash)
+    assert not devchain.chain.known(row.tx_hash)
+    devchain.rpc("evm_setAutomine", True)
+    sent = sender(devchain, db_url).send_once("run:1:0", pay(devchain, 5_000_000))
+    assert sent.tx_hash == row.tx_hash
+    assert rows(db_url)[0].broadcasts == 2
+    assert devchain.chain.nonce(devchain.treasury) == 1
+    assert devchain.chain.token_balance(devchain.token, ACME) == 5_000_000
+
+
+def test_concurrent_actions_get_distinct_nonces(devchain: DevChainNode, db_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            sender(devchain, db_url).send_once(f"run-{i}:1:0", pay(devchain, 1_000_000 * (i + 1)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(r.nonce for r in rows(db_url)) == list(range(6))
+    assert {r.status for r in rows(db_url)} == {"mined"}
+    assert devchain.chain.nonce(devchain.treasury) == 6
+    assert devchain.chain.token_balance(devchain.token, ACME) == 21_000_000
+
+
+def test_a_mined_revert_is_reported_with_its_reason_and_never_resent(devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    both = 60_000 * 10**6  # each fits the 100000 balance alone; together they do not
+    for key in ("run:1:0", "run:2:0"):
+        with pytest.raises(ChainUnavailableError):
+            sender(devchain, db_url, receipt_timeout_s=0.2).send_once(key, pay(devchain, both))
+    devchain.rpc("evm_mine")
+    assert sender(devchain, db_url).send_once("run:1:0", pay(devchain, both)).status == "mined"
+    with pytest.raises(TransactionRevertedError, match=r"reverted in block \d+: ERC20InsufficientBalance\(") as exc:
+        sender(devchain, db_url).send_once("run:2:0", pay(devchain, both))
+    assert exc.value.tx_hash == rows(db_url)[1].tx_hash
+    with pytest.raises(TransactionRevertedError):  # asked again: the record answers, nothing is sent
+        sender(devchain, db_url).send_once("run:2:0", pay(devchain, both))
+    assert [r.status for r in rows(db_url)] == ["mined", "reverted"]
+    assert devchain.chain.nonce(devchain.treasury) == 2
+
+
+def test_a_transaction_that_would_revert_is_never_signed(devchain: DevChainNode, db_url: str) -> None:
+    with pytest.raises(TransactionRevertedError, match="would revert: ERC20InsufficientBalance"):
+        sender(devchain, db_url).send_once("run:1:0", pay(devchain, 200_000 * 10**6))
+    assert rows(db_url) == []
+    assert devchain.chain.nonce(devchain.treasury) == 0
+
+
+def test_waits_for_the_configured_confirmations(devchain: DevChainNode, db_url: str) -> None:
+    def mine_later() -> None:
+        time.sleep(0.6)
+        devchain.rpc("evm_mine")
+        devchain.rpc("evm_mine")
+
+    miner = threading.Thread(target=mine_later)
+    started = time.monotonic()
+    miner.start()
+    sent = sender(devchain, db_url, confirmations=3).send_once("run:1:0", pay(devchain, 1))
+    miner.join()
+    assert time.monotonic() - started >= 0.6
+    assert devchain.chain.block_number() - sent.block_number + 1 >= 3
+
+
+def test_unreachable_node_during_send_is_retryable_and_signs_nothing(db_url: str, devchain: DevChainNode) -> None:
+    from engine.chain import Chain
+    from engine import stack
+
+    dead = TxSender(Chain(f"http://127.0.0.1:{stack.free_port()}", timeout_s=1), make_engine(db_url),
+                    Signer(dev_key(1)), chain_id=31337)
+    with pytest.raises(ChainUnavailableError) as exc:
+        dead.send_once("run:1:0", pay(devchain, 1))
+    assert exc.value.retryable
+    assert rows(db_url) == []
+
+
+def test_keys_come_from_a_keystore_and_never_show(devchain: DevChainNode, tmp_path: Path, db_url: str) -> None:
+    secret = dev_key(1)
+    settings = ChainSettings(**devchain.chain_settings())  # type: ignore[arg-type]
+    access = ChainAccess.from_settings(settings, make_engine(db_url))
+    assert access.address == devchain.treasury
+    assert secret.removeprefix("0x") not in repr(access) + repr(access.sender().signer) + repr(settings)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    with pytest.raises(InputError, match="cannot decrypt it"):
+        Signer.from_settings(settings.model_copy(update={"keystore_password_file": wrong}))
+    with pytest.raises(InputError, match="no password"):
+        Signer.from_settings(settings.model_copy(update={"keystore_password_file": None}))
+    assert Signer.from_settings(ChainSettings(signer_key=secret)).address == Account.from_key(secret).address  # type: ignore[arg-type]
+    assert Signer.from_settings(ChainSettings()) is None
