@@ -1,0 +1,192 @@
+"""The treasury workflow on a real anvil: payments allowed, approved and denied, checked on chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from engine.chain import to_units
+from engine.config import Settings
+from engine.devchain import DEPLOYER, dev_address, dev_key
+from engine.runs import decide_approval, start_run
+from engine.spec import WorkflowSpec, load_spec
+from engine.store.db import make_engine
+from engine.store.tables import ChainTransactionRow, PolicyDecisionRow
+from engine.store.users import Approver
+from engine.worker import build_worker
+from tests.conftest import DevChainNode
+from tests.helpers import ROOT, wait_for_inbox
+
+pytestmark = pytest.mark.integration
+
+ACME, GLOBEX, STRANGER = dev_address(2), dev_address(3), "0x00000000000000000000000000000000DeaDBeef"
+TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+OPS = Approver(name="bob", roles=["treasury-approvers"])
+
+
+def tusd(amount: str) -> int:
+    return to_units(amount, 6)
+
+
+def pay(to: str, amount: str, **overrides: Any) -> dict[str, Any]:
+    return {"name": "transfer_token", "args": {"chain_id": 31337, "token": TOKEN, "to": to, "amount": amount,
+                                               "memo": "INV-1", **overrides}}
+
+
+def treasury_spec(tmp_path: Path, *calls: dict[str, Any]) -> WorkflowSpec:
+    """The treasury workflow with its scripted model answering one call per turn."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    script = tmp_path / "turns.yaml"
+    script.write_text(yaml.safe_dump({"turns": [{"tool_calls": [c]} for c in calls] + [{"content": "done"}]}))
+    body = yaml.safe_load((ROOT / "workflows/treasury_payout.yaml").read_text())
+    body.update(model={"provider": "scripted", "script": str(script)}, system_prompt_file=None,
+                system_prompt="You pay invoices.")
+    path = tmp_path / "treasury.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return load_spec(path, project_dir=ROOT)
+
+
+def sent_from_treasury(devchain: DevChainNode) -> int:
+    return devchain.chain.nonce(devchain.treasury)
+
+
+def balance(devchain: DevChainNode, who: str) -> int:
+    return devchain.chain.token_balance(TOKEN, who)
+
+
+async def test_the_demo_workflow_pays_waits_and_refuses(client: Client, chain_settings: Settings,
+                                                        devchain: DevChainNode) -> None:
+    settings = chain_settings
+    spec = load_spec(ROOT / "workflows/treasury_payout.yaml", project_dir=ROOT)
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input={"message": "Pay this week's invoices."}, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        # The approver sees the simulation of the exact transaction and the facts it ran on.
+        assert (item.tool, item.args["amount"], item.args["to"]) == ("transfer_token", "4800.00", GLOBEX)
+        simulation = item.facts["simulation"]
+        assert simulation["ok"] and simulation["method"] == "eth_simulateV1"
+        assert [(c["account"], c["before"], c["after"], c["delta"]) for c in simulation["balance_changes"]] == [
+            (devchain.treasury, "99750", "94950", "-4800"), (GLOBEX, "0", "4800", "+4800")]
+        assert item.facts["chain"]["matches"] and item.facts["sent_today"] == "250"
+        assert item.policy_reasons == ["payments above 1000 tUSD need one approval by treasury-approvers"]
+        assert balance(devchain, GLOBEX) == 0  # nothing moves before the approval
+        await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+                              decision="approve", approver=OPS, comment="Q4 freight confirmed")
+        result = await handle.result()
+
+    assert result.status == "completed"
+    assert [(c.tool, c.outcome) for c in result.tool_calls] == [
+        ("get_balance", "executed"), ("transfer_token", "executed"), ("transfer_token", "executed"),
+        ("transfer_token", "denied")]
+    assert result.tool_calls[0].result["balance"] == "100000"
+    assert result.tool_calls[3].decision.reasons == [f"recipient {STRANGER} is not on the payee list"]
+    # On chain: two transfers from the treasury, the injected address got nothing.
+    assert sent_from_treasury(devchain) == 2
+    assert (balance(devchain, ACME), balance(devchain, GLOBEX), balance(devchain, STRANGER)) == (
+        tusd("250"), tusd("4800"), 0)
+    assert balance(devchain, devchain.treasury) == tusd("94950")
+    paid = [c.result for c in result.tool_calls[1:3]]
+    assert [devchain.chain.receipt(p["tx_hash"]).status for p in paid] == [1, 1]
+    with Session(make_engine(settings.db_url)) as session:
+        recorded = session.exec(select(ChainTransactionRow)).all()
+        assert sorted((r.nonce, r.status, r.tx_hash) for r in recorded) == [
+            (0, "mined", paid[0]["tx_hash"]), (1, "mined", paid[1]["tx_hash"])]
+        denied = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.outcome == "deny")).one()
+        assert denied.input["facts"]["recipient"] == {"address": STRANGER, "is_contract": False}
+
+
+async def test_denied_before_approval_on_chain_facts(client: Client, chain_settings: Settings,
+                                                     devchain: DevChainNode, tmp_path: Path) -> None:
+    impostor = devchain.chain.deploy_token(dev_key(5), name="Treasury USD", symbol="tUSD", decimals=6,
+                                           supply_units=tusd("1000000"))
+    spec = treasury_spec(tmp_path, pay(ACME, "10", chain_id=1), pay(ACME, "10", token=impostor),
+                         pay(ACME, "10", token=dev_address(6)), pay(ACME, "2000000"), pay(ACME, "0.0000001"))
+    # Leave the treasury 500 tUSD, then ask for 900 (within limits, beyond the balance).
+    devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("99500"))
+    spec_more = treasury_spec(tmp_path / "more", pay(GLOBEX, "900"))
+    async with build_worker(client, chain_settings):
+        results = []
+        for s in (spec, spec_more):
+            handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=s,
+                                     run_input={}, requested_by="alice")
+            results.append(await handle.result())
+    calls = results[0].tool_calls + results[1].tool_calls
+    assert [c.outcome for c in calls] == ["denied"] * 6
+    reasons = [" | ".join(c.decision.reasons) for c in calls]
+    assert "chain mismatch: the action is for chain 1" in reasons[0]
+    assert f"token {impostor} is not on the allowlist" in reasons[1]
+    assert f"token {dev_address(6)} is not on the allowlist" in reasons[2]
+    assert "payments above 25000 tUSD are not allowed" in reasons[3]
+    assert "does not fit a token with 6 decimals" in reasons[4]
+    assert "insufficient balance: 500 tUSD held, 900 asked" in reasons[5]
+    assert "simulation reverts: ERC20InsufficientBalance" in reasons[5]
+    assert sent_from_treasury(devchain) == 1  # only the test's own transfer above
+    assert balance(devchain, ACME) == balance(devchain, GLOBEX) == 0
+
+
+async def test_unreachable_node_denies_the_action(client: Client, settings: Settings, devchain: DevChainNode,
+                                                  tmp_path: Path) -> None:
+    from engine import stack
+    from engine.config import ChainSettings
+
+    settings.chain = ChainSettings(**devchain.chain_settings(rpc_url=f"http://127.0.0.1:{stack.free_port()}",
+                                                             rpc_timeout_s=1))  # type: ignore[arg-type]
+    spec = treasury_spec(tmp_path, pay(ACME, "10"))
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, run_input={},
+                                 requested_by="alice")
+        result = await handle.result()
+    [call] = result.tool_calls
+    assert result.status == "completed" and call.outcome == "denied"
+    assert call.decision.reasons[0] == "facts unavailable"
+    assert "ChainUnavailableError" in call.decision.reasons[1] and "failed" in call.decision.reasons[1]
+    assert balance(devchain, ACME) == 0 and sent_from_treasury(devchain) == 0
+
+
+async def test_funds_moved_after_approval_send_the_action_back_through_policy(
+        client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
+    spec = treasury_spec(tmp_path, pay(GLOBEX, "4800"))
+    engine = make_engine(chain_settings.db_url)
+    async with build_worker(client, chain_settings):
+        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec, run_input={},
+                                 requested_by="alice")
+        [item] = await wait_for_inbox(chain_settings.db_url, handle.id)
+        # Someone drains the treasury between the approval request and the approval.
+        devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("96000"))
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
+        result = await handle.result()
+    [call] = result.tool_calls
+    assert call.outcome == "denied" and call.rechecks == 1
+    assert "facts changed since the decision: sender.token_balance" in (call.recheck_reason or "")
+    assert any("insufficient balance: 4000 tUSD held" in r for r in call.decision.reasons)
+    assert balance(devchain, GLOBEX) == 0
+    assert sent_from_treasury(devchain) == 1  # the drain only: no payment on the stale approval
+
+
+async def test_changed_facts_ask_for_a_fresh_approval(client: Client, chain_settings: Settings,
+                                                      devchain: DevChainNode, tmp_path: Path) -> None:
+    spec = treasury_spec(tmp_path, pay(GLOBEX, "4800"))
+    engine = make_engine(chain_settings.db_url)
+    async with build_worker(client, chain_settings):
+        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec, run_input={},
+                                 requested_by="alice")
+        [first] = await wait_for_inbox(chain_settings.db_url, handle.id)
+        devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("1000"))
+        await decide_approval(client, engine, approval_id=first.approval_id, decision="approve", approver=OPS)
+        [second] = [i for i in await wait_for_inbox(chain_settings.db_url, handle.id)
+                    if i.approval_id != first.approval_id] or [None]
+        assert second is not None and second.digest != first.digest
+        assert second.facts["sender"]["token_balance"] == "99000"
+        assert balance(devchain, GLOBEX) == 0  # still nothing: the first approval was for another state
+        await decide_approval(client, engine, approval_id=second.approval_id, decision="approve", approver=OPS)
+        result = await handle.result()
+    [call] = result.tool_calls
+    assert (call.outcome, call.rechecks) == ("executed", 1)
+    assert balance(devchain, GLOBEX) == tusd("4800")
+    assert sent_from_treasury(devchain) == 2
