@@ -21,8 +21,8 @@ from tools import support
 pytestmark = pytest.mark.faults
 
 
-def start_worker(settings: Settings, log: Path):  # noqa: ANN201
-    env = {
+def start_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None = None):  # noqa: ANN201
+    env = {**(extra_env or {}),
         "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
         "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,
         "AIRLOCK_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue, "AIRLOCK_OPA__URL": settings.opa.url,
