@@ -81,12 +81,24 @@ def waited(since: datetime) -> str:
     return f"{max(seconds, 0)}s"
 
 
+def simulation_lines(facts: dict[str, Any]) -> list[str]:
+    """The simulated transaction of a chain action, as lines for a terminal."""
+    sim = facts.get("simulation")
+    if not isinstance(sim, dict):
+        return []
+    head = (f"simulation ({sim.get('method')}): [green]succeeds[/], gas {sim.get('gas_used')}" if sim.get("ok")
+            else f"simulation ({sim.get('method')}): [red]reverts: {sim.get('revert_reason')}[/]")
+    return [head, *(f"  {c['account']} {c['asset']}: {c['before']} → {c['after']} ({c['delta']})"
+                    for c in sim.get("balance_changes") or [])]
+
+
 def approval_panel(item: ApprovalView) -> Panel:
     """One gated action with everything needed to decide it."""
     lines = [f"[bold]{item.tool}[/] in {item.workflow} v{item.version}, run {item.run_id}",
              *(f"  {k}: [bold]{v}[/]" for k, v in item.args.items()),
              f"requested by: {item.requested_by} (tenant {item.tenant})",
              f"model's reason: {item.model_reason or '-'}",
+             *simulation_lines(item.facts),
              f"policy: {'; '.join(item.policy_reasons)}",
              f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})",
              f"policy revision: {item.policy_revision}",

@@ -30,7 +30,7 @@ def label(key: str) -> str:
 def argument_rows(args: dict[str, Any], facts: dict[str, Any],
                   names: dict[str, str] | None = None) -> list[dict[str, str]]:
     """One row per argument: label, shown value, a kind for styling, and what the policy data calls it."""
-    currency = _find(args, "currency") or _find(facts, "currency") or ""
+    currency = _find(args, "currency") or _find(facts, "currency") or _find(facts.get("token"), "symbol") or ""
     rows = []
     for key, value in args.items():
         address = checksum(value) if isinstance(value, str) else None
@@ -45,6 +45,8 @@ def fact_rows(facts: dict[str, Any], names: dict[str, str] | None = None, prefix
     """Nested facts flattened to ``Order · customer id`` rows, with what the policy data calls each value."""
     rows = []
     for key, value in facts.items():
+        if not prefix and key == "simulation":  # shown as its own table (simulation())
+            continue
         name = f"{prefix} · {label(key).lower()}" if prefix else label(key)
         if isinstance(value, dict):
             rows += fact_rows(value, names, name)
@@ -53,6 +55,19 @@ def fact_rows(facts: dict[str, Any], names: dict[str, str] | None = None, prefix
             rows.append({"label": name, "value": shown or str(value),
                          "known_as": (names or {}).get(str(value).lower(), "")})
     return rows
+
+
+def simulation(facts: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The simulated transaction for the detail page: outcome and one row per balance change."""
+    sim = facts.get("simulation")
+    if not isinstance(sim, dict):
+        return None
+    changes = [{"account": checksum(c.get("account", "")) or c.get("account"), "asset": c.get("asset") or "",
+                "before": c.get("before"), "after": c.get("after"), "delta": c.get("delta"),
+                "known_as": (names or {}).get(str(c.get("account", "")).lower(), "")}
+               for c in sim.get("balance_changes") or []]
+    return {"ok": bool(sim.get("ok")), "method": sim.get("method", ""), "revert_reason": sim.get("revert_reason"),
+            "gas_used": sim.get("gas_used"), "changes": changes}
 
 
 def until(moment: datetime) -> str:
@@ -70,4 +85,4 @@ def until(moment: datetime) -> str:
 def register_filters(env: Environment) -> None:
     """Make the helpers available in templates."""
     env.filters.update(ago=waited, until=until, summary=args_summary, label=label)
-    env.globals.update(argument_rows=argument_rows, fact_rows=fact_rows)
+    env.globals.update(argument_rows=argument_rows, fact_rows=fact_rows, simulation=simulation)

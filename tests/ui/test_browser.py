@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from engine.config import OpaSettings, Settings
 from engine.temporal import connect
-from tests.conftest import Web
+from tests.conftest import DevChainNode, Web
 from tests.helpers import ROOT, waiting_refund
 from tests.integration.test_api import make_people
 from tools import support
@@ -187,3 +187,35 @@ async def test_inbox_drops_an_action_decided_elsewhere(browser: Browser, web: We
         assert decided.status_code == 200
     await expect(row).to_have_count(0, timeout=10_000)  # gone without a reload
     await expect(page.get_by_text("Nothing waits for a decision.")).to_be_visible()
+
+
+async def test_a_payment_approval_shows_the_simulated_balance_changes(
+        browser: Browser, chain_settings: Settings, devchain: DevChainNode, web: Web, tmp_path: Path) -> None:
+    from engine.devchain import dev_address
+    from engine.runs import start_run
+    from engine.store import users
+    from engine.store.db import make_engine
+    from tests.integration.test_treasury import pay, treasury_spec
+
+    with Session(make_engine(web.settings.db_url)) as session:
+        users.add_user(session, name="erin", password="erin-password", roles=["treasury-approvers"])
+    page = await signed_in(browser, web, "erin")
+    client = await connect(web.settings.temporal)
+    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, requested_by="alice",
+                             spec=treasury_spec(tmp_path, pay(dev_address(3), "4800")), run_input={})
+    row = page.get_by_role("link", name="transfer_token")
+    await expect(row).to_be_visible(timeout=15_000)
+    await row.click()
+    await expect(page.locator("[data-simulation]")).to_have_attribute("data-simulation", "ok")
+    changes = page.locator("[data-balance-changes] tbody tr")
+    await expect(changes).to_have_count(2)
+    await expect(changes.nth(0)).to_contain_text("Treasury (demo account)")  # name from policies/data.json
+    await expect(changes.nth(0)).to_contain_text("-4800")
+    await expect(changes.nth(1)).to_contain_text("Globex Logistics")
+    await expect(changes.nth(1)).to_contain_text("+4800")
+    await page.screenshot(path=str(ARTIFACTS / "payment-detail-1280.png"), full_page=True)
+    await page.get_by_role("button", name="Approve").click()
+    await expect(page.locator("[data-status]")).to_have_text("approved")
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.tool_calls[0].outcome == "executed"
+    assert devchain.chain.token_balance(devchain.token, dev_address(3)) == 4800 * 10**6
