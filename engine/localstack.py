@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from engine import stack
+from engine import devchain, stack
 from engine.config import Settings
-from engine.errors import StackError
+from engine.errors import ChainUnavailableError, StackError
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -96,7 +96,8 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         proc = launch(port, files.log(name))
         files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
         say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)})")
-    _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}")
+    chain_env = _prepare_chain(settings, state, say)
+    _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}", chain_env)
     ui_address = f"{settings.ui.host}:{settings.ui.port}"
     if not _is_ours(files, "ui") and stack.port_open(settings.ui.host, settings.ui.port):
         say(f"ui: using the one at {ui_address} (not started here)")
@@ -104,8 +105,26 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         _start_child(settings, files, say, "ui", f"http://{ui_address}")
 
 
+def _prepare_chain(settings: Settings, state: Path, say: Callable[[str], None]) -> dict[str, str]:
+    """On the local dev chain: deploy the demo token, fund the treasury, point the worker at its keystore."""
+    host, _ = addresses(settings)["anvil"]
+    if settings.chain.chain_id != devchain.DEV_CHAIN_ID or host not in _LOOPBACK:
+        return {}
+    try:
+        ready = devchain.prepare(settings.chain.rpc_url, state)
+    except (StackError, ChainUnavailableError) as exc:
+        say(f"chain: the treasury demo is not available: {exc}")
+        return {}
+    say(f"chain: demo token tUSD at {ready.token}; treasury {ready.treasury} "
+        f"(key in the keystore {ready.keystore})")
+    if settings.chain.signer_key is not None or settings.chain.keystore_path is not None:
+        return {}  # a configured signer wins
+    return {"AIRLOCK_CHAIN__KEYSTORE_PATH": str(ready.keystore),
+            "AIRLOCK_CHAIN__KEYSTORE_PASSWORD_FILE": str(ready.password_file)}
+
+
 def _start_child(settings: Settings, files: stack.StateFiles, say: Callable[[str], None], name: str,
-                 address: str) -> None:
+                 address: str, extra_env: dict[str, str] | None = None) -> None:
     """Start ``airlock worker`` or ``airlock ui`` in the background; wait for its ready line."""
     if (service := _is_ours(files, name)) is not None:
         say(f"{name}: already running at {service.address} (pid {service.pid})")
@@ -114,7 +133,8 @@ def _start_child(settings: Settings, files: stack.StateFiles, say: Callable[[str
     size = log.stat().st_size if log.exists() else 0
     env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir),
            "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_TOOLS_DIR": str(settings.tools_dir),
-           "AIRLOCK_POLICIES_DIR": str(settings.policies_dir), "AIRLOCK_DATABASE_URL": settings.db_url}
+           "AIRLOCK_POLICIES_DIR": str(settings.policies_dir), "AIRLOCK_DATABASE_URL": settings.db_url,
+           **(extra_env or {})}
     proc = stack.launch_python(["-m", "engine.cli", name], log, env={**env, "PYTHONUNBUFFERED": "1"},
                                cwd=settings.project_dir)
     stack.wait_until(lambda: f"{name} ready" in log.read_text(errors="replace")[size:], name, proc, 60, log)

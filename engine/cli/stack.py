@@ -78,15 +78,16 @@ def ui() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Run the support-refund demo on the local stack (scripted model)."""
+def demo(workflow: str = typer.Option("treasury-payout", "--workflow", "-w",
+                                      help="treasury-payout (on the local chain) or support-refund")) -> None:
+    """Run a demo workflow end to end on the local stack (scripted model)."""
     from engine.demo import run_demo
 
     settings = _settings()
 
     async def go() -> None:
         try:
-            await run_demo(settings, out)
+            await run_demo(settings, out, workflow)
         except AirlockError as exc:
             _fail(str(exc))
 

@@ -58,6 +58,21 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         result = json.loads(run.stdout)
         assert result["status"] == "completed" and result["tool_calls"][0]["outcome"] == "executed"
+
+        # `up` deployed the demo token and gave the worker the treasury's keystore: the README's main job runs.
+        assert "chain: demo token tUSD at 0x5FbDB2315678afecb367f032d93F642f64180aa3" in up.stdout
+        demo = airlock("demo", timeout=180)
+        assert demo.returncode == 0, demo.stderr + demo.stdout
+        assert "treasury-payout v1): completed" in demo.stdout
+        from engine.chain import Chain
+
+        chain = Chain(f"http://127.0.0.1:{ports['anvil']}")
+        token = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+        assert [chain.token_balance(token, a) // 10**6 for a in (
+            "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+            "0x00000000000000000000000000000000DeaDBeef")] == [250, 4800, 0]
+        assert "injected address │ 0x00000000000000000000000000000000DeaDBeef │ 0 " in demo.stdout
+        assert chain.nonce("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") == 2
         pids = [s["pid"] for s in status.values() if s["pid"]]
     finally:
         down = airlock("down")
