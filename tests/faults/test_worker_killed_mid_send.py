@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from engine import stack
 from engine.config import Settings
-from engine.devchain import dev_address
+from engine.devchain import dev_address, dev_key
 from engine.runs import decide_approval, start_run
 from engine.store.db import make_engine
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow
@@ -63,6 +63,10 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
         [execution] = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == handle.id)).all()
     assert (recorded.status, recorded.broadcasts) == ("mined", 1)
     assert (execution.status, execution.attempts) == ("succeeded", 2)
+    # The signing key and the keystore password never reach the history or the worker's log.
+    history = (await handle.fetch_history()).to_json()
+    for secret in (dev_key(1).removeprefix("0x"), devchain.password_file.read_text()):
+        assert secret not in history and secret not in log.read_text()
 
 
 async def _sent(engine) -> ChainTransactionRow:  # noqa: ANN001
