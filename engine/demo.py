@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from engine import localstack, render
 from engine.config import Settings
 from engine.errors import InputError, StackError
+from engine.models import RunResult
 from engine.runs import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
@@ -28,7 +29,7 @@ from engine.store.db import make_engine, migrate
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.temporal import connect
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 REQUESTER, APPROVER = "alice", "bob"
 DEMO_PASSWORD = "airlock-demo"  # demo accounts only; real ones come from `airlock users add`
@@ -98,19 +99,10 @@ async def _treasury_demo(settings: Settings, console: Console, approver: Approve
                       highlight=False)
 
     balances(f"on-chain balances before (chain {chain.chain_id()}, token {token})")
-    console.rule("2. the run")
-    client = await connect(settings.temporal)
-    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, requested_by=REQUESTER,
-                             run_input={"message": "Pay this week's supplier invoices.", "invoices": INVOICES})
-    _started(console, settings, spec, handle.id)
-    engine = make_engine(settings.db_url)
-    pending = await _first_pending(engine, handle)
-    console.rule("3. a large payment waits durably for a person, with its simulation")
-    console.print(render.approval_panel(pending), highlight=False)
-    await _approve(console, client, engine, pending, approver, "Q4 freight invoice checked against the contract")
-    result = await handle.result()
-    console.rule("4. what happened")
-    render.print_result(console, result)
+    result = await _run_with_one_approval(
+        settings, console, spec, {"message": "Pay this week's supplier invoices.", "invoices": INVOICES}, approver,
+        "3. a large payment waits durably for a person, with its simulation",
+        "Q4 freight invoice checked against the contract")
     for call in result.tool_calls:
         if call.outcome == "executed" and isinstance(call.result, dict) and call.result.get("tx_hash"):
             console.print(f"  {call.args.get('memo')}: tx {call.result['tx_hash']} in block "
@@ -126,41 +118,39 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
     support.reset_demo_ledger(settings.db_url)
     console.print("  demo ledger reset: orders A-1001 (40 EUR), A-1002 (320 EUR), A-1003 (1200 EUR) of cus_ana")
 
-    console.rule("2. the run")
-    client = await connect(settings.temporal)
-    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, requested_by=REQUESTER,
-                             run_input={"customer_id": "cus_ana",
-                                        "message": "My lamp broke, my chair came late and I want the desk refunded."})
-    _started(console, settings, spec, handle.id)
-
-    engine = make_engine(settings.db_url)
-    pending = await _first_pending(engine, handle)
-    console.rule("3. a gated action waits durably for a person")
-    console.print(render.approval_panel(pending), highlight=False)
-    await _approve(console, client, engine, pending, approver, "late delivery confirmed with the carrier")
-
-    result = await handle.result()
-    console.rule("4. what happened")
-    render.print_result(console, result)
+    await _run_with_one_approval(
+        settings, console, spec, {"customer_id": "cus_ana",
+                                  "message": "My lamp broke, my chair came late and I want the desk refunded."},
+        approver, "3. a gated action waits durably for a person", "late delivery confirmed with the carrier")
     with Session(support.ledger(settings.db_url)) as session:
         refunds = session.exec(select(support.Refund).order_by(support.Refund.refund_id)).all()  # type: ignore[arg-type]
         console.print("ledger (support_refunds): " + (", ".join(f"{r.order_id} {r.amount} {r.currency}"
                                                                for r in refunds) or "empty"), highlight=False)
 
 
-def _started(console: Console, settings: Settings, spec: WorkflowSpec, run_id: str) -> None:
-    console.print(f"  {REQUESTER} started run {run_id} of {spec.name} v{spec.version} "
+async def _run_with_one_approval(settings: Settings, console: Console, spec: WorkflowSpec, run_input: dict,
+                                 approver: Approver, heading: str, comment: str) -> RunResult:
+    """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
+    console.rule("2. the run")
+    client = await connect(settings.temporal)
+    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, requested_by=REQUESTER,
+                             run_input=run_input)
+    console.print(f"  {REQUESTER} started run {handle.id} of {spec.name} v{spec.version} "
                   f"with the [bold]scripted model[/] ({spec.model.script})", highlight=False)
     console.print(f"  Temporal UI: http://127.0.0.1:{settings.temporal.ui_port}/namespaces/"
-                  f"{settings.temporal.namespace}/workflows/{run_id}", highlight=False)
-
-
-async def _approve(console: Console, client: Client, engine: Engine, pending: ApprovalView, approver: Approver,
-                   comment: str) -> None:
+                  f"{settings.temporal.namespace}/workflows/{handle.id}", highlight=False)
+    engine = make_engine(settings.db_url)
+    pending = await _first_pending(engine, handle)
+    console.rule(heading)
+    console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
     outcome = await decide_approval(client, engine, approval_id=pending.approval_id, decision="approve",
                                     approver=approver, comment=comment, digest=pending.digest, source="airlock demo")
     console.print(f"  $ airlock approve {pending.approval_id} --as {APPROVER}  →  {outcome.status}", highlight=False)
+    result = await handle.result()
+    console.rule("4. what happened")
+    render.print_result(console, result)
+    return result
 
 
 async def _first_pending(engine: Engine, handle: WorkflowHandle) -> ApprovalView:

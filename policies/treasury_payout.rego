@@ -70,7 +70,7 @@ _rules := _native_rules if _tool == "transfer_native"
 _amount := to_number(_facts.amount.value)
 
 deny contains sprintf("tool %s is not allowed in this workflow", [_tool]) if {
-	not _tool in (_reads | _payments | _allowances)
+	not _tool in ((_reads | _payments) | _allowances)
 }
 
 # --- facts every consequential action needs -------------------------------------------

@@ -14,14 +14,13 @@ from temporalio.client import Client
 from engine import stack
 from engine.config import Settings
 from engine.devchain import dev_address, dev_key
-from engine.runs import decide_approval, start_run
+from engine.runs import decide_approval
 from engine.store.db import make_engine
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow
 from engine.store.users import Approver
 from tests.conftest import DevChainNode
 from tests.faults.test_worker_restart import start_worker
-from tests.integration.test_treasury import TOKEN, pay, treasury_spec, tusd
-from tests.helpers import wait_for_inbox
+from tests.integration.test_treasury import TOKEN, tusd, waiting_payment
 
 pytestmark = pytest.mark.faults
 
@@ -30,7 +29,6 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
                                                                  devchain: DevChainNode, tmp_path: Path) -> None:
     settings = chain_settings
     globex = dev_address(3)
-    spec = treasury_spec(tmp_path, pay(globex, "4800"))
     env = {"AIRLOCK_CHAIN__RPC_URL": devchain.url, "AIRLOCK_CHAIN__KEYSTORE_PATH": str(devchain.keystore),
            "AIRLOCK_CHAIN__KEYSTORE_PASSWORD_FILE": str(devchain.password_file)}
     log = tmp_path / "worker.log"
@@ -38,9 +36,7 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
     first = start_worker(settings, log, env)
     second = None
     try:
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, run_input={},
-                                 requested_by="alice")
-        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        handle, item = await waiting_payment(client, settings, tmp_path)
         devchain.rpc("evm_setAutomine", False)  # the transaction will sit in the pool: no receipt yet
         await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
                               approver=Approver(name="bob", roles=["treasury-approvers"]))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from sqlmodel import Session, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from engine.chain import to_units
 from engine.config import Settings
@@ -16,6 +16,7 @@ from engine.devchain import DEPLOYER, dev_address, dev_key
 from engine.runs import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
 from engine.store.db import make_engine
+from engine.store.repo import ApprovalView
 from engine.store.tables import ChainTransactionRow, PolicyDecisionRow
 from engine.store.users import Approver
 from engine.worker import build_worker
@@ -49,6 +50,15 @@ def treasury_spec(tmp_path: Path, *calls: dict[str, Any]) -> WorkflowSpec:
     path = tmp_path / "treasury.yaml"
     path.write_text(yaml.safe_dump(body))
     return load_spec(path, project_dir=ROOT)
+
+
+async def waiting_payment(client: Client, settings: Settings, tmp_path: Path, amount: str = "4800"
+                          ) -> tuple[WorkflowHandle, ApprovalView]:
+    """Start (on the running worker) a run paying Globex ``amount`` as alice; wait until it asks for approval."""
+    handle = await start_run(client, task_queue=settings.temporal.task_queue, requested_by="alice", run_input={},
+                             spec=treasury_spec(tmp_path, pay(GLOBEX, amount)))
+    [item] = await wait_for_inbox(settings.db_url, handle.id)
+    return handle, item
 
 
 def sent_from_treasury(devchain: DevChainNode) -> int:
@@ -151,12 +161,9 @@ async def test_unreachable_node_denies_the_action(client: Client, settings: Sett
 
 async def test_funds_moved_after_approval_send_the_action_back_through_policy(
         client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
-    spec = treasury_spec(tmp_path, pay(GLOBEX, "4800"))
     engine = make_engine(chain_settings.db_url)
     async with build_worker(client, chain_settings):
-        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec, run_input={},
-                                 requested_by="alice")
-        [item] = await wait_for_inbox(chain_settings.db_url, handle.id)
+        handle, item = await waiting_payment(client, chain_settings, tmp_path)
         # Someone drains the treasury between the approval request and the approval.
         devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("96000"))
         await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
@@ -171,12 +178,9 @@ async def test_funds_moved_after_approval_send_the_action_back_through_policy(
 
 async def test_changed_facts_ask_for_a_fresh_approval(client: Client, chain_settings: Settings,
                                                       devchain: DevChainNode, tmp_path: Path) -> None:
-    spec = treasury_spec(tmp_path, pay(GLOBEX, "4800"))
     engine = make_engine(chain_settings.db_url)
     async with build_worker(client, chain_settings):
-        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec, run_input={},
-                                 requested_by="alice")
-        [first] = await wait_for_inbox(chain_settings.db_url, handle.id)
+        handle, first = await waiting_payment(client, chain_settings, tmp_path)
         devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("1000"))
         await decide_approval(client, engine, approval_id=first.approval_id, decision="approve", approver=OPS)
         [second] = [i for i in await wait_for_inbox(chain_settings.db_url, handle.id)

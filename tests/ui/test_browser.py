@@ -192,17 +192,14 @@ async def test_inbox_drops_an_action_decided_elsewhere(browser: Browser, web: We
 async def test_a_payment_approval_shows_the_simulated_balance_changes(
         browser: Browser, chain_settings: Settings, devchain: DevChainNode, web: Web, tmp_path: Path) -> None:
     from engine.devchain import dev_address
-    from engine.runs import start_run
     from engine.store import users
     from engine.store.db import make_engine
-    from tests.integration.test_treasury import pay, treasury_spec
+    from tests.integration.test_treasury import waiting_payment
 
     with Session(make_engine(web.settings.db_url)) as session:
         users.add_user(session, name="erin", password="erin-password", roles=["treasury-approvers"])
     page = await signed_in(browser, web, "erin")
-    client = await connect(web.settings.temporal)
-    handle = await start_run(client, task_queue=web.settings.temporal.task_queue, requested_by="alice",
-                             spec=treasury_spec(tmp_path, pay(dev_address(3), "4800")), run_input={})
+    handle, _ = await waiting_payment(await connect(web.settings.temporal), web.settings, tmp_path)
     row = page.get_by_role("link", name="transfer_token")
     await expect(row).to_be_visible(timeout=15_000)
     await row.click()
