@@ -84,10 +84,21 @@ class AirlockActivities:
 
     @activity.defn(name="call_model")
     async def call_model(self, request: CallModelInput) -> CallModelResult:
+        if request.daily_cost_cap is not None:
+            spent = await self._db(repo.cost_today, tenant=request.tenant, workflow=request.workflow)
+            if spent >= request.daily_cost_cap:
+                return CallModelResult(model="", provider_label="", refused=(
+                    f"daily cost cap of {request.workflow} for tenant {request.tenant} reached "
+                    f"({spent:g} of {request.daily_cost_cap:g})"))
         try:
-            return await self._model.complete(request)
+            result = await self._model.complete(request)
         except ModelError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+        await self._db(repo.record_model_call, request=request, result=result)
+        if result.fallback_used:
+            activity.logger.info("model call %s:%s answered by fallback %s after %s", request.run_id, request.step,
+                                 result.provider_label, [a.error for a in result.attempts if a.error])
+        return result
 
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:

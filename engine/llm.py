@@ -2,10 +2,20 @@
 
 Any OpenAI-compatible endpoint works. The ``scripted`` provider is the same
 code path pointed at the local replay endpoint (``engine.scripted``).
+
+A call tries the workflow's primary endpoint, then its ``fallbacks`` in order,
+when an endpoint times out, cannot be reached, answers 429 or 5xx, or answers
+something that is not a chat completion. A 4xx caused by our own request is
+not the endpoint's fault: it ends the call at once, with no fallback. Each
+endpoint has a circuit breaker: after ``BREAKER_FAILURES`` failures in a row it
+is skipped for ``BREAKER_COOLDOWN_S``. When every endpoint fails the activity
+fails retryably and Temporal tries again with backoff.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,60 +23,135 @@ import openai
 
 from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
-from engine.models import CallModelInput, CallModelResult, ProposedCall
+from engine.models import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
+from engine.spec import EndpointSpec
 
-RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)
+FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
+               openai.APIResponseValidationError)
+BREAKER_FAILURES = 3
+BREAKER_COOLDOWN_S = 30.0
 
 
 class RetryableModelError(ModelError):
-    """Timeout, connection error, 429 or 5xx: worth another attempt."""
+    """Every endpoint timed out, was unreachable, overloaded or answered nonsense: worth another round."""
 
     retryable = True
 
 
+class _EndpointDown(Exception):
+    """This endpoint failed in a way another endpoint may not."""
+
+
+@dataclass
+class Breaker:
+    """Consecutive failures of one endpoint, and until when it is skipped."""
+
+    failures: int = 0
+    open_until: float = 0.0
+    clock: Any = field(default=time.monotonic, repr=False)
+
+    def is_open(self) -> bool:
+        return self.clock() < self.open_until
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= BREAKER_FAILURES:
+            self.open_until = self.clock() + BREAKER_COOLDOWN_S
+
+    def succeeded(self) -> None:
+        self.failures, self.open_until = 0, 0.0
+
+
+def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
+    """How an endpoint is named in results, events and errors (never with a key)."""
+    if endpoint.provider == "scripted":
+        return f"scripted model ({Path(script or '').name})"
+    return f"{endpoint.name} @ {endpoint.base_url or 'api.openai.com'}"
+
+
+def cost_of(endpoint: EndpointSpec, input_tokens: int, output_tokens: int) -> float:
+    """Price of one call from the endpoint's per-1k token prices."""
+    return round(input_tokens / 1000 * endpoint.price_in_per_1k + output_tokens / 1000 * endpoint.price_out_per_1k,
+                 8)
+
+
 class ModelClient:
-    """Calls the model named by a workflow spec."""
+    """Calls the model named by a workflow spec, falling back along its list."""
 
     def __init__(self, settings: LlmSettings) -> None:
         self._settings = settings
+        self._breakers: dict[str, Breaker] = {}
 
-    def _client(self, request: CallModelInput) -> tuple[openai.AsyncOpenAI, str, str]:
-        spec = request.model
-        if spec.provider == "scripted":
-            label = f"scripted model ({Path(spec.script or '').name})"
-            client = openai.AsyncOpenAI(base_url=self._settings.scripted_url, api_key="scripted",
-                                        timeout=spec.timeout_s, max_retries=0)
-            return client, spec.script or "", label
-        key = secret_from_env(spec.api_key_env) if spec.api_key_env else None
-        if spec.api_key_env and not key:
-            raise ModelError(f"environment variable {spec.api_key_env} (model.api_key_env) is not set")
-        client = openai.AsyncOpenAI(base_url=spec.base_url, api_key=key or "none", timeout=spec.timeout_s,
-                                    max_retries=0)
-        return client, spec.name, spec.name
+    def breaker(self, label: str) -> Breaker:
+        """The circuit breaker of one endpoint (by label)."""
+        return self._breakers.setdefault(label, Breaker())
+
+    def _client(self, endpoint: EndpointSpec, script: str | None) -> tuple[openai.AsyncOpenAI, str]:
+        if endpoint.provider == "scripted":
+            return openai.AsyncOpenAI(base_url=self._settings.scripted_url, api_key="scripted",
+                                      timeout=endpoint.timeout_s, max_retries=0), script or ""
+        key = secret_from_env(endpoint.api_key_env) if endpoint.api_key_env else None
+        if endpoint.api_key_env and not key:
+            raise ModelError(f"environment variable {endpoint.api_key_env} (api_key_env of "
+                             f"{endpoint_label(endpoint, script)}) is not set")
+        return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key or "none", timeout=endpoint.timeout_s,
+                                  max_retries=0), endpoint.name
 
     async def complete(self, request: CallModelInput) -> CallModelResult:
-        """One chat completion with the workflow's tools.
+        """One chat completion with the workflow's tools, from the first endpoint that answers.
 
         Raises:
-            RetryableModelError: the endpoint was unreachable, slow or overloaded.
-            ModelError: the endpoint refused the request or answered nonsense.
+            RetryableModelError: no endpoint answered (each attempt is in the message).
+            ModelError: an endpoint refused our request (4xx), or a key is missing.
         """
-        client, model, label = self._client(request)
+        spec = request.model
+        endpoints: list[EndpointSpec] = [spec, *spec.fallbacks]
+        attempts: list[EndpointAttempt] = []
+        for index, endpoint in enumerate(endpoints):
+            label = endpoint_label(endpoint, spec.script)
+            breaker = self.breaker(label)
+            if breaker.is_open():
+                attempts.append(EndpointAttempt(endpoint=label, error="circuit open: skipped"))
+                continue
+            started = time.perf_counter()
+            try:
+                result = await self._call(request, endpoint, label)
+            except _EndpointDown as exc:
+                breaker.failed()
+                attempts.append(EndpointAttempt(endpoint=label, error=str(exc),
+                                                latency_ms=round((time.perf_counter() - started) * 1000, 2)))
+                continue
+            breaker.succeeded()
+            latency = round((time.perf_counter() - started) * 1000, 2)
+            attempts.append(EndpointAttempt(endpoint=label, latency_ms=latency))
+            return result.model_copy(update={"attempts": attempts, "fallback_used": index > 0, "latency_ms": latency,
+                                             "cost": cost_of(endpoint, result.input_tokens, result.output_tokens)})
+        raise RetryableModelError("no model endpoint answered: " +
+                                  "; ".join(f"{a.endpoint}: {a.error}" for a in attempts))
+
+    async def _call(self, request: CallModelInput, endpoint: EndpointSpec, label: str) -> CallModelResult:
+        client, model = self._client(endpoint, request.model.script)
         kwargs: dict[str, Any] = {"model": model, "messages": request.messages,
                                   "temperature": request.model.temperature}
         if request.tools:
             kwargs["tools"] = request.tools
         if request.model.max_tokens:
             kwargs["max_tokens"] = request.model.max_tokens
+        if request.model.seed is not None:
+            kwargs["seed"] = request.model.seed
         try:
             async with client:
                 response = await client.chat.completions.create(**kwargs)
-        except RETRYABLE as exc:
-            raise RetryableModelError(f"{label}: {type(exc).__name__}: {exc}") from exc
-        except openai.OpenAIError as exc:
+        except FALLBACK_ON as exc:
+            raise _EndpointDown(f"{type(exc).__name__}: {exc}") from exc
+        except openai.APIStatusError as exc:  # a 4xx: our request is wrong; another endpoint would refuse it too
             raise ModelError(f"{label}: {type(exc).__name__}: {exc}") from exc
-        if not response.choices:
-            raise RetryableModelError(f"{label}: response has no choices")
+        except openai.OpenAIError as exc:
+            raise _EndpointDown(f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a body that is not JSON
+            raise _EndpointDown(f"malformed answer: {type(exc).__name__}: {exc}") from exc
+        if not getattr(response, "choices", None):
+            raise _EndpointDown("the answer has no choices (not a chat completion)")
         message = response.choices[0].message
         calls = [ProposedCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
                  for c in message.tool_calls or [] if c.type == "function"]

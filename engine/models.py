@@ -98,6 +98,7 @@ class RunResult(BaseModel):
     output: str | None = None
     steps: int = 0
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)  # model_calls, tokens, cost
 
 
 # --- activities --------------------------------------------------------------
@@ -120,12 +121,25 @@ class CallModelInput(BaseModel):
     model: ModelSpec
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+    workflow: str = ""
+    version: int = 0
+    tenant: str = "default"
+    prompt_hash: str | None = None
+    daily_cost_cap: float | None = None
 
 
 class ProposedCall(BaseModel):
     id: str
     name: str
     arguments: str
+
+
+class EndpointAttempt(BaseModel):
+    """One endpoint tried for a model call, and why it did not answer (None when it did)."""
+
+    endpoint: str
+    error: str | None = None
+    latency_ms: float = 0.0
 
 
 class CallModelResult(BaseModel):
@@ -135,6 +149,11 @@ class CallModelResult(BaseModel):
     provider_label: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    fallback_used: bool = False
+    attempts: list[EndpointAttempt] = Field(default_factory=list)
+    refused: str | None = None  # a budget said no before any endpoint was called
 
 
 class ValidateCallInput(BaseModel):

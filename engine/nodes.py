@@ -57,6 +57,7 @@ class AgentState(TypedDict, total=False):
     proposed: list[dict[str, Any]]
     calls: list[dict[str, Any]]
     step: int
+    usage: dict[str, Any]
     status: str | None
     reason: str | None
     output: str | None
@@ -101,17 +102,27 @@ async def call_model(state: AgentState) -> dict[str, Any]:
     spec, step = request.spec, state.get("step", 0)
     if step >= spec.limits.max_steps:
         return {"status": "limit_reached", "reason": f"max_steps ({spec.limits.max_steps}) reached"}
+    usage = dict(state.get("usage") or {"model_calls": 0, "tokens": 0, "cost": 0.0})
+    if (over := over_budget(spec.limits, usage)) is not None:
+        return {"status": "limit_reached", "reason": over}
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                 "parameters": t.parameters}} for t in spec.tool_specs]
-    result = await _act("call_model", CallModelInput(run_id=request.run_id, step=step + 1, model=spec.model,
-                                                     messages=state["messages"], tools=tools), CallModelResult,
-                        {"start_to_close_timeout": timedelta(seconds=spec.model.timeout_s + 5),
-                         "retry_policy": RetryPolicy(maximum_attempts=3)})
+    budget = sum(e.timeout_s for e in [spec.model, *spec.model.fallbacks]) + 5
+    result = await _act("call_model", CallModelInput(
+        run_id=request.run_id, step=step + 1, model=spec.model, messages=state["messages"], tools=tools,
+        workflow=spec.name, version=spec.version, tenant=request.tenant, prompt_hash=spec.prompt_hash,
+        daily_cost_cap=spec.limits.daily_cost), CallModelResult,
+        {"start_to_close_timeout": timedelta(seconds=budget),
+         "retry_policy": RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ModelError"])})
+    if result.refused:
+        return {"status": "limit_reached", "reason": result.refused}
+    usage = {"model_calls": usage["model_calls"] + 1, "tokens": usage["tokens"] + result.input_tokens +
+             result.output_tokens, "cost": round(usage["cost"] + result.cost, 8)}
     message: dict[str, Any] = {"role": "assistant", "content": result.content}
     if result.tool_calls:
         message["tool_calls"] = [{"id": c.id, "type": "function",
                                   "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
-    update: dict[str, Any] = {"messages": [*state["messages"], message], "step": step + 1}
+    update: dict[str, Any] = {"messages": [*state["messages"], message], "step": step + 1, "usage": usage}
     if not result.tool_calls:
         return {**update, "status": "completed", "output": result.content}
     used = len(state.get("calls") or [])
@@ -123,6 +134,17 @@ async def call_model(state: AgentState) -> dict[str, Any]:
                                reason=result.content).model_dump(mode="json")
                 for i, c in enumerate(result.tool_calls)]
     return {**update, "proposed": proposed}
+
+
+def over_budget(limits: Any, usage: dict[str, Any]) -> str | None:
+    """Why the run may not call the model again, or None. Checked only between steps: no action is cut."""
+    if limits.max_model_calls is not None and usage["model_calls"] >= limits.max_model_calls:
+        return f"budget: max_model_calls ({limits.max_model_calls}) reached"
+    if limits.max_tokens is not None and usage["tokens"] >= limits.max_tokens:
+        return f"budget: max_tokens ({limits.max_tokens}) reached with {usage['tokens']} tokens used"
+    if limits.max_cost is not None and usage["cost"] >= limits.max_cost:
+        return f"budget: max_cost ({limits.max_cost:g}) reached with {usage['cost']:g} spent"
+    return None
 
 
 async def check_tool_calls(state: AgentState) -> dict[str, Any]:

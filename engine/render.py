@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from engine.models import RunResult, ToolCallRecord
-from engine.store.repo import ApprovalView
+from engine.store.repo import ApprovalView, RunView, TimelineEntry
 
 _OUTCOME_STYLE = {"executed": "green", "denied": "red", "invalid": "yellow", "rejected": "red",
                   "expired": "red", "failed": "red", "pending_approval": "cyan", "allowed": "green",
@@ -119,3 +119,38 @@ def approvals_table(items: list[ApprovalView]) -> Table:
                       "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
                       a.status)
     return table
+
+
+_KIND_STYLE = {"model": "blue", "policy": "magenta", "approval": "cyan", "execution": "green"}
+
+
+def usage_of(timeline: list[TimelineEntry]) -> dict[str, Any]:
+    """Model calls, tokens, cost and fallbacks of a run, from its timeline."""
+    models = [e.data for e in timeline if e.kind == "model"]
+    return {"model_calls": len(models),
+            "input_tokens": sum(m.get("input_tokens", 0) for m in models),
+            "output_tokens": sum(m.get("output_tokens", 0) for m in models),
+            "cost": round(sum(m.get("cost", 0.0) for m in models), 8),
+            "fallbacks": sum(1 for m in models if m.get("fallback_used"))}
+
+
+def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry], temporal_ui: str) -> None:
+    """``airlock runs show``: the run, then every recorded step in order."""
+    style = "green" if run.status == "completed" else "yellow"
+    console.print(f"run [bold]{run.run_id}[/] ({run.workflow} v{run.version}) by {run.requested_by}, tenant "
+                  f"{run.tenant}: [{style}]{run.status}[/]" + (f" — {run.reason}" if run.reason else ""),
+                  highlight=False)
+    console.print(f"Temporal UI: {temporal_ui}", highlight=False)
+    table = Table(title="Timeline", title_justify="left")
+    for col in ("time", "step", "kind", "ms", "what happened"):
+        table.add_column(col, overflow="fold")
+    for e in timeline:
+        kind = _KIND_STYLE.get(e.kind, "")
+        table.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
+                      f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", e.summary)
+    console.print(table)
+    usage = usage_of(timeline)
+    console.print(f"model calls {usage['model_calls']}, tokens {usage['input_tokens']} in / {usage['output_tokens']} "
+                  f"out, cost {usage['cost']:g}, fallbacks {usage['fallbacks']}", highlight=False)
+    if run.output:
+        console.print(f"[bold]final answer:[/] {run.output}")

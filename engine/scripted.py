@@ -1,7 +1,10 @@
 """The scripted model: an OpenAI-compatible endpoint that replays recorded turns.
 
 It is a real HTTP server, so tests and the demo use the same ``openai`` code
-path as production. The request's ``model`` names the script file (an
+path as production. Under ``/fault/<kind>/v1`` it misbehaves on purpose, for
+fault tests of the model layer: ``429``, ``500``, ``400`` answer that status,
+``timeout`` answers after 30 s, ``malformed`` answers 200 with a body that is
+not JSON. The request's ``model`` names the script file (an
 absolute path ending in ``.yaml``); the turn answered is the number of
 assistant messages already in the conversation, so concurrent runs never
 share a cursor. A script::
@@ -21,6 +24,7 @@ from typing import Any
 
 import yaml
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 LABEL = "scripted model"
@@ -62,6 +66,18 @@ def create_app() -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok", "model": LABEL}
+
+    @app.post("/fault/{kind}/v1/chat/completions")
+    async def fault(kind: str) -> Response:
+        if kind == "timeout":
+            import asyncio
+
+            await asyncio.sleep(30)
+        if kind == "malformed":
+            return Response("{\"choices\": [unterminated", media_type="application/json")
+        status = int(kind) if kind.isdigit() else 500
+        return JSONResponse({"error": {"message": f"{LABEL}: fault {kind} on purpose", "type": "fault"}},
+                            status_code=status)
 
     @app.post("/v1/chat/completions")
     def complete(body: dict[str, Any]) -> dict[str, Any]:

@@ -41,17 +41,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelSpec(_Frozen):
-    """Which model reasons for this workflow."""
+class EndpointSpec(_Frozen):
+    """One model endpoint: where it is, what it is called there, and what it costs."""
 
     provider: Literal["openai", "scripted"] = "openai"
     name: str = "scripted"
     base_url: str | None = None
     api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    price_in_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 input tokens")
+    price_out_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 output tokens")
+
+
+class ModelSpec(EndpointSpec):
+    """Which model reasons for this workflow, and the endpoints that stand in when it fails.
+
+    ``fallbacks`` are tried in order on timeouts, connection errors, 429 and
+    5xx (and answers that are not a chat completion); never on a 4xx caused by
+    our own request.
+    """
+
     script: str | None = None
     temperature: float = 0.0
+    seed: int | None = None
     max_tokens: int | None = None
-    timeout_s: float = 60.0
+    fallbacks: list[EndpointSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _scripted_needs_script(self) -> "ModelSpec":
@@ -65,6 +79,11 @@ class LimitsSpec(_Frozen):
 
     max_steps: int = Field(default=20, ge=1)
     max_tool_calls: int = Field(default=20, ge=0)
+    max_model_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens over the run")
+    max_cost: float | None = Field(default=None, gt=0, description="model cost over the run, in price units")
+    daily_cost: float | None = Field(default=None, gt=0,
+                                     description="model cost per tenant and workflow per UTC day, checked before each call")
 
 
 class ApprovalSpec(_Frozen):

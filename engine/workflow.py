@@ -82,7 +82,8 @@ class AgentRunWorkflow:
         calls += [ToolCallRecord.model_validate(c) for c in state.get("proposed") or []]
         result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
                            status=state.get("status") or "failed", reason=state.get("reason"),
-                           output=state.get("output"), steps=state.get("step", 0), tool_calls=calls)
+                           output=state.get("output"), steps=state.get("step", 0), tool_calls=calls,
+                           usage=state.get("usage") or {})
         self._status = result.status
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))

@@ -33,6 +33,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
 users_app = typer.Typer(help="Approver accounts and API tokens.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: what happened, step by step.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 app.add_typer(users_app, name="users")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(db_app, name="db")

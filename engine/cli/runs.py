@@ -1,4 +1,4 @@
-"""``airlock validate`` and ``airlock run``."""
+"""``airlock validate``, ``airlock run`` and ``airlock runs show``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ from typing import Any
 import typer
 
 from engine import render
-from engine.cli._app import _client, _fail, _settings, _spec, app, err, out, parse_input, run_client_command
+from engine.cli._app import (
+    _client,
+    _engine,
+    _fail,
+    _settings,
+    _spec,
+    app,
+    err,
+    out,
+    parse_input,
+    run_client_command,
+    runs_app,
+)
 from engine.config import Settings
 from engine.errors import InputError, SpecError
 from engine.spec import WorkflowSpec, load_spec
@@ -93,3 +105,26 @@ async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001,
         except Exception:  # noqa: BLE001 - progress is best effort; the result is what counts
             pass
     return task.result()
+
+
+@runs_app.command("show")
+def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow id)."),
+         as_json: bool = typer.Option(False, "--json", help="Print the run and its timeline as JSON.")) -> None:
+    """A run's timeline: model calls, policy decisions, approvals and executions, with latency and cost."""
+    from sqlmodel import Session
+
+    from engine.store import repo
+
+    settings = _settings()
+    with Session(_engine(settings)) as session:
+        found = repo.get_run(session, run_id=run_id)
+        timeline = repo.run_timeline(session, run_id=run_id)
+    if found is None:
+        _fail(f"no run {run_id} in {settings.db_url.split('@')[-1]}", 1)
+    if as_json:
+        print(json.dumps({"run": found.model_dump(mode="json", exclude={"result"}),
+                          "usage": render.usage_of(timeline),
+                          "timeline": [e.model_dump(mode="json") for e in timeline]}))
+        return
+    render.print_timeline(out, found, timeline, temporal_ui=f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/"
+                                                         f"{settings.temporal.namespace}/workflows/{run_id}")

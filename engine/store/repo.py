@@ -6,10 +6,26 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from engine.models import CloseApprovalInput, OpenApprovalsInput, PolicyDecision, RecordRunInput
-from engine.store.tables import ApprovalEventRow, ApprovalRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+from engine.models import (
+    CallModelInput,
+    CallModelResult,
+    CloseApprovalInput,
+    OpenApprovalsInput,
+    PolicyDecision,
+    RecordRunInput,
+)
+from engine.store.tables import (
+    ApprovalEventRow,
+    ApprovalRow,
+    ModelCallRow,
+    PolicyDecisionRow,
+    RunRow,
+    ToolExecutionRow,
+    utcnow,
+)
 from engine.store.users import record_event
 
 
@@ -167,27 +183,57 @@ def inbox_facets(session: Session) -> dict[str, list[str]]:
 
 
 class TimelineEntry(BaseModel):
-    """One step of a run, for the detail page."""
+    """One step of a run: a model call, a policy decision, an approval event or a tool execution."""
 
     at: datetime
-    kind: str
+    kind: str  # model | policy | approval | execution
     summary: str
+    step: int | None = None
+    latency_ms: float | None = None
+    data: dict[str, Any] = {}
 
 
 def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
-    """Policy decisions, executions and approval events of a run, in order."""
+    """Everything recorded about a run, in order."""
     entries: list[TimelineEntry] = []
+    for m in session.exec(select(ModelCallRow).where(ModelCallRow.run_id == run_id)).all():
+        failed = [a for a in m.attempts if a.get("error")]
+        summary = (f"{m.model} via {m.endpoint}: {m.input_tokens} in / {m.output_tokens} out tokens, "
+                   f"cost {m.cost:g}, {m.tool_calls} tool call(s) proposed")
+        if m.fallback_used or failed:
+            summary += " — fallback after " + "; ".join(f"{a['endpoint']}: {a['error']}" for a in failed)
+        entries.append(TimelineEntry(at=m.at, kind="model", step=m.step, latency_ms=m.latency_ms, summary=summary,
+                                     data=m.model_dump(mode="json", exclude={"call_key", "run_id"})))
     for d in session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)).all():
         reasons = "; ".join(d.result.get("reasons", []))
-        entries.append(TimelineEntry(at=d.created_at, kind="policy",
-                                     summary=f"{d.tool}: {d.outcome} — {reasons}"))
+        entries.append(TimelineEntry(
+            at=d.created_at, kind="policy", step=d.input.get("run", {}).get("step"), latency_ms=d.latency_ms,
+            summary=f"{d.tool}: {d.outcome} — {reasons} (revision {d.revision})",
+            data={"tool": d.tool, "args": d.input.get("tool", {}).get("args"), "outcome": d.outcome,
+                  "reasons": d.result.get("reasons", []), "revision": d.revision, "input": d.input}))
     for e in session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id)).all():
-        entries.append(TimelineEntry(at=e.started_at, kind="execution", summary=f"{e.tool}: {e.status}"
-                                     + (f" — {e.error}" if e.error else "")))
+        tx = e.result.get("tx_hash") if isinstance(e.result, dict) else None
+        entries.append(TimelineEntry(
+            at=e.started_at, kind="execution", step=_step_of(e.idempotency_key), latency_ms=e.latency_ms,
+            summary=f"{e.tool}: {e.status}" + (f" — {e.error}" if e.error else "") + (f" (tx {tx})" if tx else ""),
+            data={"tool": e.tool, "status": e.status, "result": e.result, "error": e.error, "attempts": e.attempts,
+                  "tx_hash": tx}))
+    for r in session.exec(select(ApprovalRow).where(ApprovalRow.run_id == run_id)).all():
+        entries.append(TimelineEntry(at=r.created_at, kind="approval",
+                                     summary=f"{r.approval_id} requested for {r.tool}: needs {r.min_approvals} of "
+                                             f"{', '.join(r.approvers or []) or 'anyone'}",
+                                     data={"approval_id": r.approval_id, "action": "request", "digest": r.digest}))
     for a in session.exec(select(ApprovalEventRow).where(ApprovalEventRow.run_id == run_id)).all():
         entries.append(TimelineEntry(at=a.at, kind="approval", summary=f"{a.actor} {a.action}d {a.approval_id}"
-                                     + (f": {a.comment}" if a.comment else "")))
+                                     + (f": {a.comment}" if a.comment else ""),
+                                     data={"approval_id": a.approval_id, "actor": a.actor, "action": a.action,
+                                           "digest": a.digest, "source": a.source}))
     return sorted(entries, key=lambda e: e.at.replace(tzinfo=None))
+
+
+def _step_of(idempotency_key: str) -> int | None:
+    parts = idempotency_key.split(":")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
 def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
@@ -235,3 +281,25 @@ def finish_execution(session: Session, *, key: str, ok: bool, result: Any, error
     row.result, row.error, row.latency_ms, row.finished_at = result, error, latency_ms, utcnow()
     session.add(row)
     session.commit()
+
+
+def record_model_call(session: Session, *, request: CallModelInput, result: CallModelResult) -> None:
+    """Store one model call (a retried activity overwrites its own row)."""
+    key = f"{request.run_id}:{request.step}"
+    row = session.get(ModelCallRow, key) or ModelCallRow(call_key=key, run_id=request.run_id, step=request.step,
+                                                         workflow=request.workflow, version=request.version,
+                                                         tenant=request.tenant, model="", endpoint="")
+    row.prompt_hash, row.model, row.endpoint = request.prompt_hash, result.model, result.provider_label
+    row.fallback_used, row.attempts = result.fallback_used, [a.model_dump() for a in result.attempts]
+    row.input_tokens, row.output_tokens, row.cost = result.input_tokens, result.output_tokens, result.cost
+    row.latency_ms, row.tool_calls, row.at = result.latency_ms, len(result.tool_calls), utcnow()
+    session.add(row)
+    session.commit()
+
+
+def cost_today(session: Session, *, tenant: str, workflow: str) -> float:
+    """Model cost of a tenant's runs of a workflow since midnight UTC."""
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    total = session.exec(select(func.coalesce(func.sum(ModelCallRow.cost), 0.0)).where(
+        ModelCallRow.tenant == tenant, ModelCallRow.workflow == workflow, ModelCallRow.at >= midnight)).one()
+    return float(total)

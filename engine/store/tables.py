@@ -176,3 +176,27 @@ class ChainTransactionRow(SQLModel, table=True):
     broadcasts: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     mined_at: datetime | None = None
+
+
+class ModelCallRow(SQLModel, table=True):
+    """One model call of a run: which model answered, from which prompt, at what cost and latency."""
+
+    __tablename__ = "model_calls"
+
+    call_key: str = Field(primary_key=True)  # run_id:step
+    run_id: str = Field(index=True)
+    step: int
+    workflow: str = Field(index=True)
+    version: int
+    tenant: str = Field(index=True)
+    prompt_hash: str | None = None
+    model: str
+    endpoint: str
+    fallback_used: bool = False
+    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    tool_calls: int = 0
+    at: datetime = Field(default_factory=utcnow, index=True)

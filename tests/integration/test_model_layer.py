@@ -1,0 +1,128 @@
+"""The model layer against a misbehaving OpenAI-compatible endpoint: fallback, circuit breaker, budgets, timeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.store import repo
+from engine.store.db import make_engine
+from engine.store.tables import ModelCallRow
+from tests.helpers import run_to_end, write_spec
+from tests.integration.test_cli import airlock
+from tools import support
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+LOOKUP = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]}
+
+
+def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[str, Any]], **model: Any) -> Any:
+    """Primary: the scripted endpoint made to fail with ``kind``; fallback: the scripted endpoint itself."""
+    script = tmp_path / "turns.yaml"
+    base = settings.llm.scripted_url.removesuffix("/v1") + f"/fault/{kind}/v1"
+    spec = write_spec(tmp_path, turns, model={
+        "provider": "openai", "name": str(script), "script": str(script), "base_url": base, "timeout_s": 1.5,
+        "price_in_per_1k": 0.5, "price_out_per_1k": 1.5,
+        "fallbacks": [{"provider": "scripted", "price_in_per_1k": 0.1, "price_out_per_1k": 0.2}], **model})
+    return spec
+
+
+def model_rows(settings: Settings, run_id: str) -> list[ModelCallRow]:
+    with Session(make_engine(settings.db_url)) as session:
+        return list(session.exec(select(ModelCallRow).where(ModelCallRow.run_id == run_id)
+                                 .order_by(ModelCallRow.step)).all())
+
+
+@pytest.mark.parametrize(("kind", "error"), [("429", "RateLimitError"), ("500", "InternalServerError"),
+                                             ("timeout", "APITimeoutError"), ("malformed", "malformed answer")])
+async def test_the_fallback_answers_when_the_primary_fails(client: Client, settings: Settings, tmp_path: Path,
+                                                           kind: str, error: str) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = faulty_spec(settings, tmp_path, kind, [LOOKUP, {"content": "The lamp order is A-1001."}])
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "completed" and result.tool_calls[0].outcome == "executed"
+    rows = model_rows(settings, result.run_id)
+    assert [r.fallback_used for r in rows] == [True, True]
+    assert all(r.endpoint.startswith("scripted model") and r.model.startswith("scripted model") for r in rows)
+    assert error in rows[0].attempts[0]["error"] and rows[0].attempts[1]["error"] is None
+    assert rows[0].prompt_hash == spec.prompt_hash and rows[0].cost > 0
+    # the fallback's own prices are charged
+    assert rows[0].cost == pytest.approx(rows[0].input_tokens / 1000 * 0.1 + rows[0].output_tokens / 1000 * 0.2)
+    assert result.usage["model_calls"] == 2
+    with Session(make_engine(settings.db_url)) as session:
+        timeline = repo.run_timeline(session, run_id=result.run_id)
+    models = [e for e in timeline if e.kind == "model"]
+    assert len(models) == 2 and "fallback after" in models[0].summary and error in models[0].summary
+    assert [e.kind for e in timeline] == ["model", "policy", "execution", "model"]
+
+
+async def test_a_failing_endpoint_is_skipped_once_its_breaker_opens(client: Client, settings: Settings,
+                                                                    tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = faulty_spec(settings, tmp_path, "500", [LOOKUP, LOOKUP, LOOKUP, {"content": "done"}])
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "completed"
+    firsts = [r.attempts[0]["error"] for r in model_rows(settings, result.run_id)]
+    assert all("InternalServerError" in e for e in firsts[:3])
+    assert firsts[3] == "circuit open: skipped"
+
+
+async def test_our_own_bad_request_does_not_fall_back(client: Client, settings: Settings, tmp_path: Path) -> None:
+    spec = faulty_spec(settings, tmp_path, "400", [{"content": "never"}])
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "failed"
+    assert "call_model failed: ModelError" in (result.reason or "") and "BadRequestError" in (result.reason or "")
+    assert model_rows(settings, result.run_id) == []
+
+
+@pytest.mark.parametrize(("limits", "calls", "reason"), [
+    ({"max_model_calls": 2}, 2, "budget: max_model_calls (2) reached"),
+    ({"max_tokens": 1}, 1, "budget: max_tokens (1) reached with"),
+    ({"max_cost": 0.000001}, 1, "budget: max_cost (1e-06) reached with"),
+])
+async def test_budgets_end_the_run_at_the_limit(client: Client, settings: Settings, tmp_path: Path,
+                                                limits: dict[str, Any], calls: int, reason: str) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = write_spec(tmp_path, [LOOKUP, LOOKUP, LOOKUP, {"content": "done"}], limits=limits,
+                      model={"provider": "scripted", "script": str(tmp_path / "turns.yaml"), "price_in_per_1k": 1.0})
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "limit_reached" and (result.reason or "").startswith(reason)
+    assert len(model_rows(settings, result.run_id)) == calls == result.usage["model_calls"]
+    # nothing was cut mid-action: every call the model proposed went through the boundary
+    assert [c.outcome for c in result.tool_calls] == ["executed"] * calls
+
+
+async def test_the_daily_cost_cap_is_shared_by_a_tenants_runs(client: Client, settings: Settings,
+                                                              tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = write_spec(tmp_path, [LOOKUP, {"content": "done"}], limits={"daily_cost": 0.000001},
+                      model={"provider": "scripted", "script": str(tmp_path / "turns.yaml"), "price_in_per_1k": 1.0})
+    first = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    second = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert first.status == second.status == "limit_reached"
+    assert "daily cost cap of refund-test for tenant default reached" in (second.reason or "")
+    assert (first.usage["model_calls"], second.usage.get("model_calls", 0)) == (1, 0)
+
+
+async def test_runs_show_prints_the_timeline(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = faulty_spec(settings, tmp_path, "429", [LOOKUP, {"content": "The lamp order is A-1001."}])
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    code, out, err = await airlock(settings, "runs", "show", result.run_id)
+    assert code == 0, err
+    assert "Timeline" in out and "fallback after" in out and "RateLimitError" in out
+    assert "lookup_order: allow" in out and "lookup_order: succeeded" in out
+    assert "model calls 2" in out and "fallbacks 2" in out
+    code, out, _ = await airlock(settings, "runs", "show", result.run_id, "--json")
+    data = json.loads(out)
+    assert data["run"]["status"] == "completed" and data["usage"]["fallbacks"] == 2
+    assert [e["kind"] for e in data["timeline"]] == ["model", "policy", "execution", "model"]
+    assert data["timeline"][0]["data"]["prompt_hash"] == spec.prompt_hash
+    code, _, err = await airlock(settings, "runs", "show", "no-such-run")
+    assert code == 1 and "no run no-such-run" in err
