@@ -86,14 +86,13 @@ class ModelClient:
         """The circuit breaker of one endpoint (by label)."""
         return self._breakers.setdefault(label, Breaker())
 
-    def _client(self, endpoint: EndpointSpec, script: str | None) -> tuple[openai.AsyncOpenAI, str]:
+    def _client(self, endpoint: EndpointSpec, script: str | None, field: str) -> tuple[openai.AsyncOpenAI, str]:
         if endpoint.provider == "scripted":
             return openai.AsyncOpenAI(base_url=self._settings.scripted_url, api_key="scripted",
                                       timeout=endpoint.timeout_s, max_retries=0), script or ""
         key = secret_from_env(endpoint.api_key_env) if endpoint.api_key_env else None
         if endpoint.api_key_env and not key:
-            raise ModelError(f"environment variable {endpoint.api_key_env} (api_key_env of "
-                             f"{endpoint_label(endpoint, script)}) is not set")
+            raise ModelError(f"environment variable {endpoint.api_key_env} ({field}.api_key_env) is not set")
         return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key or "none", timeout=endpoint.timeout_s,
                                   max_retries=0), endpoint.name
 
@@ -115,7 +114,8 @@ class ModelClient:
                 continue
             started = time.perf_counter()
             try:
-                result = await self._call(request, endpoint, label)
+                field = "model" if index == 0 else f"model.fallbacks[{index - 1}]"
+                result = await self._call(request, endpoint, label, field)
             except _EndpointDown as exc:
                 breaker.failed()
                 attempts.append(EndpointAttempt(endpoint=label, error=str(exc),
@@ -129,8 +129,9 @@ class ModelClient:
         raise RetryableModelError("no model endpoint answered: " +
                                   "; ".join(f"{a.endpoint}: {a.error}" for a in attempts))
 
-    async def _call(self, request: CallModelInput, endpoint: EndpointSpec, label: str) -> CallModelResult:
-        client, model = self._client(endpoint, request.model.script)
+    async def _call(self, request: CallModelInput, endpoint: EndpointSpec, label: str,
+                    field: str) -> CallModelResult:
+        client, model = self._client(endpoint, request.model.script, field)
         kwargs: dict[str, Any] = {"model": model, "messages": request.messages,
                                   "temperature": request.model.temperature}
         if request.tools:
