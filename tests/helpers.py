@@ -32,6 +32,7 @@ def refund(order_id: str, amount: str, reason: str = "item arrived damaged") -> 
 
 def write_spec(tmp_path: Path, turns: list[dict[str, Any]], **overrides: Any) -> WorkflowSpec:
     """A support-refund spec whose scripted model answers ``turns``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "turns.yaml"
     script.write_text(yaml.safe_dump({"turns": turns}))
     body: dict[str, Any] = {

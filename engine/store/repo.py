@@ -22,6 +22,7 @@ from engine.store.tables import (
     ApprovalRow,
     ModelCallRow,
     PolicyDecisionRow,
+    PromptVersionRow,
     RunRow,
     ToolExecutionRow,
     utcnow,
@@ -79,6 +80,11 @@ def record_run(session: Session, *, record: RecordRunInput) -> None:
         row = RunRow(run_id=req.run_id, workflow=req.spec.name, version=req.spec.version,
                      requested_by=req.requested_by, tenant=req.tenant, status=record.status,
                      prompt_hash=req.spec.prompt_hash, input=req.input)
+        if req.spec.prompt_hash and session.get(PromptVersionRow, (req.spec.name, req.spec.version,
+                                                                   req.spec.prompt_hash)) is None:
+            session.add(PromptVersionRow(workflow=req.spec.name, version=req.spec.version,
+                                         prompt_hash=req.spec.prompt_hash, prompt_text=req.spec.prompt_text or "",
+                                         tools=[t.model_dump(exclude={"import_path"}) for t in req.spec.tool_specs]))
     if row is None:
         return
     row.status = record.status
@@ -303,3 +309,15 @@ def cost_today(session: Session, *, tenant: str, workflow: str) -> float:
     total = session.exec(select(func.coalesce(func.sum(ModelCallRow.cost), 0.0)).where(
         ModelCallRow.tenant == tenant, ModelCallRow.workflow == workflow, ModelCallRow.at >= midnight)).one()
     return float(total)
+
+
+def prompt_versions(session: Session, *, workflow: str) -> list[PromptVersionRow]:
+    """Every recorded prompt of a workflow, oldest first."""
+    return list(session.exec(select(PromptVersionRow).where(PromptVersionRow.workflow == workflow)
+                             .order_by(PromptVersionRow.version, PromptVersionRow.first_seen)).all())
+
+
+def prompt_version(session: Session, *, workflow: str, version: int) -> PromptVersionRow | None:
+    """The newest prompt recorded for one workflow version, or None."""
+    rows = [v for v in prompt_versions(session, workflow=workflow) if v.version == version]
+    return rows[-1] if rows else None

@@ -200,3 +200,16 @@ class ModelCallRow(SQLModel, table=True):
     latency_ms: float = 0.0
     tool_calls: int = 0
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class PromptVersionRow(SQLModel, table=True):
+    """The system prompt and tool schemas a workflow version ran with (recorded when a run starts)."""
+
+    __tablename__ = "prompt_versions"
+
+    workflow: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    prompt_hash: str = Field(primary_key=True)
+    prompt_text: str
+    tools: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    first_seen: datetime = Field(default_factory=utcnow)

@@ -126,3 +126,21 @@ async def test_runs_show_prints_the_timeline(client: Client, settings: Settings,
     assert data["timeline"][0]["data"]["prompt_hash"] == spec.prompt_hash
     code, _, err = await airlock(settings, "runs", "show", "no-such-run")
     assert code == 1 and "no run no-such-run" in err
+
+
+async def test_prompts_diff_shows_what_changed_between_versions(client: Client, settings: Settings,
+                                                                tmp_path: Path) -> None:
+    one = write_spec(tmp_path / "v1", [{"content": "hi"}], system_prompt="You issue refunds within policy.")
+    two = write_spec(tmp_path / "v2", [{"content": "hi"}], version=2,
+                     system_prompt="You issue refunds within policy.\nNever refund a gift card.",
+                     tools=["tools.support:issue_refund"])
+    for spec in (one, two):
+        await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    code, out, err = await airlock(settings, "prompts", "diff", "refund-test", "1", "2")
+    assert code == 0, err
+    assert f"v1 ({one.prompt_hash[:16]}) → v2 ({two.prompt_hash[:16]})" in out
+    assert "+Never refund a gift card." in out and "-# tool lookup_order" in out
+    code, out, _ = await airlock(settings, "prompts", "list", "refund-test")
+    assert out.count("refund-test") == 0 and "v1  " in out and "v2  " in out
+    code, _, err = await airlock(settings, "prompts", "diff", "refund-test", "1", "3")
+    assert code == 2 and "no recorded prompt for version(s) 3" in err

@@ -1,4 +1,4 @@
-"""model calls
+"""model calls and prompt versions
 
 Revision ID: 0004
 Revises: 0003
@@ -43,9 +43,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_model_calls_tenant'), ['tenant'], unique=False)
         batch_op.create_index(batch_op.f('ix_model_calls_workflow'), ['workflow'], unique=False)
 
+    op.create_table('prompt_versions',
+    sa.Column('workflow', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('prompt_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('prompt_text', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('tools', sa.JSON(), nullable=True),
+    sa.Column('first_seen', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('workflow', 'version', 'prompt_hash')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('prompt_versions')
     with op.batch_alter_table('model_calls', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_model_calls_workflow'))
         batch_op.drop_index(batch_op.f('ix_model_calls_tenant'))

@@ -1,0 +1,65 @@
+"""``airlock prompts list / diff``: what the model was told, by workflow version."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+import typer
+from rich.text import Text
+
+from engine.cli._app import _engine, _fail, _settings, app, out
+
+prompts_app = typer.Typer(help="Prompt versions: the system prompt and tool schemas each workflow version ran with.",
+                          no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("list")
+def list_versions(workflow: str = typer.Argument(..., help="Workflow name.")) -> None:
+    """Every recorded prompt version of a workflow."""
+    from sqlmodel import Session
+
+    from engine.store import repo
+
+    with Session(_engine(_settings())) as session:
+        versions = repo.prompt_versions(session, workflow=workflow)
+    if not versions:
+        _fail(f"no recorded prompt versions of workflow {workflow!r} (they are recorded when a run starts)")
+    for v in versions:
+        out.print(f"v{v.version}  {v.prompt_hash[:16]}  first run {v.first_seen.isoformat(timespec='seconds')}  "
+                  f"{len(v.tools)} tool(s)", highlight=False)
+
+
+@prompts_app.command("diff")
+def diff(workflow: str = typer.Argument(..., help="Workflow name."),
+         old: int = typer.Argument(..., help="Older workflow version."),
+         new: int = typer.Argument(..., help="Newer workflow version.")) -> None:
+    """What changed in the system prompt and the tool schemas between two workflow versions."""
+    from sqlmodel import Session
+
+    from engine.store import repo
+
+    with Session(_engine(_settings())) as session:
+        found = {v: repo.prompt_version(session, workflow=workflow, version=v) for v in (old, new)}
+    missing = [str(v) for v, row in found.items() if row is None]
+    if missing:
+        _fail(f"workflow {workflow!r} has no recorded prompt for version(s) {', '.join(missing)} "
+              "(versions are recorded when a run starts)", 2)
+    a, b = found[old], found[new]
+    assert a is not None and b is not None
+    out.print(f"{workflow} v{old} ({a.prompt_hash[:16]}) → v{new} ({b.prompt_hash[:16]})", highlight=False)
+    if a.prompt_hash == b.prompt_hash:
+        out.print("no change: same system prompt and tool schemas")
+        return
+    lines = list(difflib.unified_diff(_text(a), _text(b), f"v{old}", f"v{new}", lineterm=""))
+    for line in lines:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        out.print(Text(line, style=style), highlight=False)
+
+
+def _text(version) -> list[str]:  # noqa: ANN001 - a PromptVersionRow
+    lines = ["# system prompt", *version.prompt_text.splitlines()]
+    for tool in version.tools:
+        lines += [f"# tool {tool['name']}", *json.dumps(tool, indent=2, sort_keys=True).splitlines()]
+    return lines
