@@ -154,3 +154,31 @@ def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry]
                   f"out, cost {usage['cost']:g}, fallbacks {usage['fallbacks']}", highlight=False)
     if run.output:
         console.print(f"[bold]final answer:[/] {run.output}")
+
+
+def _shown(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.1f}%" if percent else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def print_stats(console: Console, figures: dict[str, Any]) -> None:
+    """``airlock stats`` as three small tables."""
+    runs, model, boundary = figures["runs"], figures["model"], figures["boundary"]
+    console.print(f"since {figures['since']}" + (f", workflow {figures['workflow']}" if figures["workflow"] else "")
+                  + f": {runs['total']} run(s), " + ", ".join(f"{n} {s}" for s, n in runs["by_status"].items())
+                  + f"; success rate {_shown(runs['success_rate'], True)}", highlight=False)
+    latency = Table(title="Latency per step (ms)", title_justify="left")
+    for column in ("step", "count", "p50", "p95"):
+        latency.add_column(column)
+    for kind, row in figures["latency_ms"].items():
+        latency.add_row(kind, str(row["count"]), _shown(row["p50"]), _shown(row["p95"]))
+    console.print(latency)
+    console.print(f"model: {model['calls']} call(s), {model['tokens']} tokens, cost {_shown(model['cost'])} "
+                  f"(per run {_shown(model['cost_per_run'])}, per successful run "
+                  f"{_shown(model['cost_per_successful_run'])}), tokens per run {_shown(model['tokens_per_run'])}, "
+                  f"fallback rate {_shown(model['fallback_rate'], True)}", highlight=False)
+    console.print(f"boundary: {boundary['decisions']} decision(s), denial rate "
+                  f"{_shown(boundary['denial_rate'], True)}, approval rate {_shown(boundary['approval_rate'], True)}, "
+                  f"{boundary['escalations']} escalation(s): "
+                  + (", ".join(f"{n} {s}" for s, n in boundary["approvals"].items()) or ""), highlight=False)

@@ -128,3 +128,26 @@ def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow i
         return
     render.print_timeline(out, found, timeline, temporal_ui=f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/"
                                                          f"{settings.temporal.namespace}/workflows/{run_id}")
+
+
+@app.command("stats")
+def stats_command(since: str = typer.Option("24h", "--since", help="Window: 90m, 24h, 7d."),
+                  workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")) -> None:
+    """Runs by status, success rate, latency per step kind, tokens and cost, denials, approvals, fallbacks."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from engine.spec import parse_duration
+    from engine.stats import stats
+
+    window = parse_duration(since)
+    if not isinstance(window, timedelta):
+        _fail(f"--since {since!r}: use a number and a unit, like 90m, 24h or 7d", 2)
+    with Session(_engine(_settings())) as session:
+        figures = stats(session, since=window, workflow=workflow)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    render.print_stats(out, figures)

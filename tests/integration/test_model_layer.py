@@ -144,3 +144,33 @@ async def test_prompts_diff_shows_what_changed_between_versions(client: Client, 
     assert out.count("refund-test") == 0 and "v1  " in out and "v2  " in out
     code, _, err = await airlock(settings, "prompts", "diff", "refund-test", "1", "3")
     assert code == 2 and "no recorded prompt for version(s) 3" in err
+
+
+async def test_stats_sum_up_runs_latency_cost_and_fallbacks(client: Client, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    done = await run_to_end(client, settings, faulty_spec(settings, tmp_path / "a", "500",
+                                                         [LOOKUP, {"content": "done"}]), {"customer_id": "cus_ana"})
+    capped = await run_to_end(client, settings, write_spec(
+        tmp_path / "b", [LOOKUP, LOOKUP, {"content": "done"}], limits={"max_model_calls": 1},
+        model={"provider": "scripted", "script": str(tmp_path / "b" / "turns.yaml"), "price_in_per_1k": 1.0}),
+        {"customer_id": "cus_ana"})
+    assert (done.status, capped.status) == ("completed", "limit_reached")
+    code, out, err = await airlock(settings, "stats", "--since", "1h", "--json")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["runs"] == {"total": 2, "by_status": {"completed": 1, "limit_reached": 1}, "success_rate": 0.5}
+    assert figures["model"]["calls"] == 3 and figures["model"]["fallback_rate"] == round(2 / 3, 4)
+    with Session(make_engine(settings.db_url)) as session:
+        rows = session.exec(select(ModelCallRow)).all()
+    assert figures["model"]["cost"] == pytest.approx(sum(r.cost for r in rows))
+    assert figures["model"]["cost_per_successful_run"] == pytest.approx(
+        sum(r.cost for r in rows if r.run_id == done.run_id))
+    assert figures["latency_ms"]["model"]["count"] == 3 and figures["latency_ms"]["policy"]["count"] == 2
+    assert figures["latency_ms"]["model"]["p95"] >= figures["latency_ms"]["model"]["p50"] > 0
+    assert figures["boundary"]["denial_rate"] == 0.0
+    code, out, _ = await airlock(settings, "stats", "--since", "1h")
+    assert "2 run(s), 1 completed, 1 limit_reached; success rate 50.0%" in out
+    assert "fallback rate 66.7%" in out
+    code, _, err = await airlock(settings, "stats", "--since", "yesterday")
+    assert code == 2 and "--since 'yesterday'" in err

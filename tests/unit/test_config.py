@@ -48,3 +48,12 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert "tk-very-secret" not in repr(settings) and "tk-very-secret" not in settings.model_dump_json()
     assert settings.temporal.api_key and settings.temporal.api_key.get_secret_value() == "tk-very-secret"
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    from engine.stats import percentile
+
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (50.0, 95.0, 100.0)

@@ -1,0 +1,65 @@
+"""``airlock stats``: how runs went over a window, from the audit trail in SQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from engine.store.tables import ApprovalRow, ModelCallRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100), or None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least 1
+    return round(ordered[int(rank) - 1], 2)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def stats(session: Session, *, since: timedelta, workflow: str | None = None) -> dict[str, Any]:
+    """Runs, latency per step kind, tokens and cost, boundary outcomes and fallbacks since ``now - since``."""
+    start: datetime = utcnow() - since
+    query = select(RunRow).where(RunRow.started_at >= start)
+    if workflow:
+        query = query.where(RunRow.workflow == workflow)
+    runs = session.exec(query).all()
+    ids = [r.run_id for r in runs]
+
+    def rows(table: Any) -> list[Any]:
+        return list(session.exec(select(table).where(col(table.run_id).in_(ids))).all()) if ids else []
+
+    models, decisions = rows(ModelCallRow), rows(PolicyDecisionRow)
+    executions, approvals = rows(ToolExecutionRow), rows(ApprovalRow)
+    by_status = Counter(r.status for r in runs)
+    finished = sum(n for s, n in by_status.items() if s not in ("running", "waiting_approval"))
+    completed = {r.run_id for r in runs if r.status == "completed"}
+    tokens = sum(m.input_tokens + m.output_tokens for m in models)
+    cost = sum(m.cost for m in models)
+    outcomes = Counter(d.outcome for d in decisions)
+    verdicts = Counter(a.status for a in approvals)
+    return {
+        "since": start.isoformat(timespec="seconds"), "workflow": workflow,
+        "runs": {"total": len(runs), "by_status": dict(sorted(by_status.items())),
+                 "success_rate": _rate(by_status.get("completed", 0), finished)},
+        "latency_ms": {kind: {"count": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
+                       for kind, values in (("model", [m.latency_ms for m in models]),
+                                            ("policy", [d.latency_ms for d in decisions]),
+                                            ("execution", [e.latency_ms for e in executions]))},
+        "model": {"calls": len(models), "tokens": tokens, "cost": round(cost, 8),
+                  "tokens_per_run": round(tokens / len(runs), 2) if runs else None,
+                  "cost_per_run": round(cost / len(runs), 8) if runs else None,
+                  "cost_per_successful_run": round(sum(m.cost for m in models if m.run_id in completed) / len(completed), 8)
+                  if completed else None,
+                  "fallback_rate": _rate(sum(1 for m in models if m.fallback_used), len(models))},
+        "boundary": {"decisions": len(decisions), "denial_rate": _rate(outcomes.get("deny", 0), len(decisions)),
+                     "approval_rate": _rate(outcomes.get("require_approval", 0), len(decisions)),
+                     "escalations": len(approvals), "approvals": dict(sorted(verdicts.items()))},
+    }
