@@ -7,6 +7,7 @@ Names are pinned so a rename never breaks history. Engine errors become
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from typing import Any
@@ -31,6 +32,8 @@ from engine.models import (
     ExecuteToolResult,
     GatherFactsInput,
     GatherFactsResult,
+    GuardInputInput,
+    GuardInputResult,
     OpenApprovalsInput,
     OpenApprovalsResult,
     RecordRunInput,
@@ -99,6 +102,20 @@ class AirlockActivities:
             activity.logger.info("model call %s:%s answered by fallback %s after %s", request.run_id, request.step,
                                  result.provider_label, [a.error for a in result.attempts if a.error])
         return result
+
+    @activity.defn(name="guard_input")
+    async def guard_input(self, request: GuardInputInput) -> GuardInputResult:
+        """The workflow's input guard: a size limit, then the redaction hook."""
+        if request.max_chars is not None and len(request.message) > request.max_chars:
+            raise ApplicationError(f"the input is {len(request.message)} characters; this workflow takes at most "
+                                   f"{request.max_chars} (input_guard.max_chars)", type="InputError",
+                                   non_retryable=True)
+        if not request.redact:
+            return GuardInputResult(message=request.message)
+        module_name, attr = request.redact.split(":")
+        redact = getattr(importlib.import_module(module_name), attr)
+        cleaned = str(await asyncio.to_thread(redact, request.message))
+        return GuardInputResult(message=cleaned, redacted=cleaned != request.message)
 
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
@@ -192,7 +209,7 @@ class AirlockActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for the worker."""
-        return [self.record_run, self.call_model, self.validate_tool_call, self.gather_facts,
+        return [self.record_run, self.guard_input, self.call_model, self.validate_tool_call, self.gather_facts,
                 self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
 
 

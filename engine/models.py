@@ -156,6 +156,17 @@ class CallModelResult(BaseModel):
     refused: str | None = None  # a budget said no before any endpoint was called
 
 
+class GuardInputInput(BaseModel):
+    message: str
+    max_chars: int | None = None
+    redact: str | None = None
+
+
+class GuardInputResult(BaseModel):
+    message: str
+    redacted: bool = False
+
+
 class ValidateCallInput(BaseModel):
     tool_import_path: str
     raw_arguments: str

@@ -102,6 +102,10 @@ async def call_model(state: AgentState) -> dict[str, Any]:
     spec, step = request.spec, state.get("step", 0)
     if step >= spec.limits.max_steps:
         return {"status": "limit_reached", "reason": f"max_steps ({spec.limits.max_steps}) reached"}
+    invalid = sum(1 for c in state.get("calls") or [] if c.get("outcome") == "invalid")
+    if invalid > spec.limits.max_repairs:
+        return {"status": "failed", "reason": f"the model proposed invalid tool arguments {invalid} times; "
+                                              f"{spec.limits.max_repairs} repair(s) allowed (limits.max_repairs)"}
     usage = dict(state.get("usage") or {"model_calls": 0, "tokens": 0, "cost": 0.0})
     if (over := over_budget(spec.limits, usage)) is not None:
         return {"status": "limit_reached", "reason": over}

@@ -79,6 +79,8 @@ class LimitsSpec(_Frozen):
 
     max_steps: int = Field(default=20, ge=1)
     max_tool_calls: int = Field(default=20, ge=0)
+    max_repairs: int = Field(default=3, ge=0, description="invalid tool calls sent back to the model before the "
+                                                          "run fails")
     max_model_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens over the run")
     max_cost: float | None = Field(default=None, gt=0, description="model cost over the run, in price units")
@@ -93,6 +95,14 @@ class ApprovalSpec(_Frozen):
     approver_role: str = "approvers"
 
     _parse = field_validator("timeout", mode="before")(parse_duration)
+
+
+class InputGuardSpec(_Frozen):
+    """Checks on the user's input before it reaches the model (run in an activity)."""
+
+    max_chars: int | None = Field(default=None, ge=1)
+    redact: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                               description="import path of a function str -> str (e.g. PII redaction)")
 
 
 class ToolSpec(_Frozen):
@@ -120,6 +130,7 @@ class WorkflowSpec(_Frozen):
     approval: ApprovalSpec = ApprovalSpec()
     graph: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     chain_id: int | None = Field(default=None, ge=1)
+    input_guard: InputGuardSpec | None = None
 
     # Filled by the loader.
     source: str | None = None
@@ -245,7 +256,7 @@ def _load_python(path: Path) -> WorkflowSpec:
 
 
 def _graph_problem(import_path: str) -> str | None:
-    """Why a custom graph builder cannot be used, or None."""
+    """Why a custom graph builder (or another function named by import path) cannot be used, or None."""
     module_name, _, attr = import_path.partition(":")
     try:
         builder = getattr(importlib.import_module(module_name), attr, None)
@@ -283,6 +294,8 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
                                    consequential=td.consequential, parameters=td.args_model.model_json_schema()))
     if spec.graph and (problem := _graph_problem(spec.graph)):
         issues.append(SpecIssue(shown, _line_for(lines, ("graph",)), "graph", problem))
+    if spec.input_guard and spec.input_guard.redact and (problem := _graph_problem(spec.input_guard.redact)):
+        issues.append(SpecIssue(shown, _line_for(lines, ("input_guard", "redact")), "input_guard.redact", problem))
     names = [t.name for t in tool_specs]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         issues.append(SpecIssue(shown, _line_for(lines, ("tools",)), "tools", f"two tools are named {dup!r}"))

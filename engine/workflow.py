@@ -29,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         ApprovalVote,
         CloseApprovalInput,
         CloseApprovalResult,
+        GuardInputInput,
+        GuardInputResult,
         OpenApprovalsInput,
         OpenApprovalsResult,
         PendingAction,
@@ -67,8 +69,14 @@ class AgentRunWorkflow:
         app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": request.run_id}}
         try:
-            state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec,
-                                                    user_message(request.input)), config)
+            message = user_message(request.input)
+            guard = request.spec.input_guard
+            if guard is not None:  # only runs of guarded workflows schedule this activity
+                guarded = await workflow.execute_activity(
+                    "guard_input", GuardInputInput(message=message, max_chars=guard.max_chars, redact=guard.redact),
+                    result_type=GuardInputResult, **_RECORD)
+                message = guarded.message
+            state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec, message), config)
             while "__interrupt__" in state:
                 actions = [ToolCallRecord.model_validate(a) for a in state["__interrupt__"][0].value["actions"]]
                 verdicts = await self._wait_for_people(request, actions)

@@ -174,3 +174,36 @@ async def test_stats_sum_up_runs_latency_cost_and_fallbacks(client: Client, sett
     assert "fallback rate 66.7%" in out
     code, _, err = await airlock(settings, "stats", "--since", "yesterday")
     assert code == 2 and "--since 'yesterday'" in err
+
+
+async def test_the_input_guard_redacts_and_limits_what_reaches_the_model(client: Client, settings: Settings,
+                                                                         tmp_path: Path) -> None:
+    from tests.integration.test_runs import model_requests
+
+    guard = {"max_chars": 200, "redact": "tools.guards:redact_pii"}
+    spec = write_spec(tmp_path, [{"content": "ok"}], input_guard=guard)
+    said = "Refund me: ana@example.com, card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00."
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana", "message": said})
+    assert result.status == "completed"
+    [request] = await model_requests(client, result.run_id)
+    assert request.messages[1]["content"] == "Refund me: [email], card [card number], IBAN [iban]."
+    history = (await client.get_workflow_handle(result.run_id).fetch_history()).to_json()
+    assert "4111 1111" not in json.dumps([e for e in json.loads(history)["events"]
+                                          if "activityTaskScheduledEventAttributes" in e
+                                          and "call_model" in json.dumps(e)])
+    too_long = await run_to_end(client, settings, spec, {"customer_id": "cus_ana", "message": "x" * 201})
+    assert too_long.status == "failed" and too_long.steps == 0
+    assert "guard_input failed: InputError: the input is 201 characters; this workflow takes at most 200" in (
+        too_long.reason or "")
+
+
+async def test_invalid_arguments_are_repaired_a_limited_number_of_times(client: Client, settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    bad = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "nope"}}]}
+    spec = write_spec(tmp_path, [bad, bad, bad, {"content": "done"}], limits={"max_repairs": 1})
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "failed" and [c.outcome for c in result.tool_calls] == ["invalid", "invalid"]
+    assert result.reason == "the model proposed invalid tool arguments 2 times; 1 repair(s) allowed (limits.max_repairs)"
+    repaired = await run_to_end(client, settings, write_spec(tmp_path / "ok", [bad, {"content": "done"}],
+                                                             limits={"max_repairs": 1}), {"customer_id": "cus_ana"})
+    assert repaired.status == "completed"

@@ -109,3 +109,21 @@ def test_python_spec_loads_same_model() -> None:
 def test_shipped_yaml_workflows_are_valid() -> None:
     for path in sorted((ROOT / "workflows").glob("*.yaml")):
         assert load_spec(path, project_dir=ROOT).name
+
+
+def test_model_fallbacks_budgets_and_guard_are_checked_where_they_are_written(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "input_guard:\n  max_chars: 0\n  redact: tools.guards:no_such_hook\n"
+                                   "limits:\n  max_cost: -1\n")
+    text = path.read_text().replace("  script: turns.yaml\n", "  script: turns.yaml\n  fallbacks:\n"
+                                    "    - {provider: openai, timeout_s: 0, colour: blue}\n")
+    path.write_text(text)
+    issues = _issues(path)
+    assert any(i.endswith(":7: model.fallbacks[0].timeout_s: Input should be greater than 0") for i in issues)
+    assert any(i.endswith(":7: model.fallbacks[0].colour: unknown key") for i in issues)
+    assert any(i.endswith(":16: input_guard.max_chars: Input should be greater than or equal to 1") for i in issues)
+    assert any(i.endswith(":19: limits.max_cost: Input should be greater than 0") for i in issues)
+
+
+def test_a_redaction_hook_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "input_guard:\n  redact: tools.guards:no_such_hook\n")
+    assert _issues(path) == [f"{path}:14: input_guard.redact: module 'tools.guards' has no function 'no_such_hook'"]
