@@ -107,6 +107,23 @@ async def detail_page(request: Request, approval_id: str, user: Approver = Depen
                    blocked=why_not(user, item), temporal_url=temporal_url, names=names)
 
 
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(request: Request, run_id: str, user: Approver = Depends(page_user)) -> Response:
+    """One run: its status, usage and every recorded step, with a link to the Temporal UI."""
+    from engine.render import usage_of
+
+    with Session(request.app.state.engine) as session:
+        found = repo.get_run(session, run_id=run_id)
+        if found is None:
+            raise NotFoundError(f"no run {run_id}")
+        timeline = repo.run_timeline(session, run_id=run_id)
+    settings = request.app.state.settings
+    temporal_url = (f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/{settings.temporal.namespace}"
+                    f"/workflows/{run_id}")
+    return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
+                   temporal_url=temporal_url)
+
+
 @router.post("/approvals/{approval_id}/decide")
 async def decide(request: Request, approval_id: str, decision: str = Form(...), comment: str = Form(""),
                  digest: str = Form(...), csrf: str = Form(""), user: Approver = Depends(page_user)) -> Response:

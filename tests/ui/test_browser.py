@@ -216,3 +216,12 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     result = await asyncio.wait_for(handle.result(), 30)
     assert result.tool_calls[0].outcome == "executed"
     assert devchain.chain.token_balance(devchain.token, dev_address(3)) == 4800 * 10**6
+    # The run page: every recorded step, the transaction hash among them.
+    await page.get_by_role("link", name="full timeline").click()
+    await expect(page.locator("[data-status]")).to_have_text("completed")
+    rows = page.locator("[data-timeline] tbody tr")
+    kinds = [await rows.nth(i).get_attribute("data-kind") for i in range(await rows.count())]
+    assert kinds[0] == "model" and {"policy", "approval", "execution"} <= set(kinds) and kinds.count("model") == 2
+    await expect(page.locator("[data-kind=execution]")).to_contain_text(result.tool_calls[0].result["tx_hash"])
+    await expect(page.locator("[data-model-calls]")).to_have_text("2")
+    await page.screenshot(path=str(ARTIFACTS / "run-1280.png"), full_page=True)
