@@ -84,6 +84,13 @@ class ApiClientSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class OtelSettings(BaseModel):
+    """OpenTelemetry traces; off unless ``endpoint`` is set."""
+
+    endpoint: str | None = None  # an OTLP/HTTP collector, e.g. http://127.0.0.1:4318
+    service_name: str = "airlock-worker"
+
+
 class Settings(BaseSettings):
     """All Airlock settings; see README "Settings" for each variable."""
 
@@ -104,6 +111,7 @@ class Settings(BaseSettings):
     llm: LlmSettings = LlmSettings()
     ui: UiSettings = UiSettings()
     api: ApiClientSettings = ApiClientSettings()
+    otel: OtelSettings = OtelSettings()
 
     def model_post_init(self, __context: object) -> None:
         self.project_dir = self.project_dir.resolve()

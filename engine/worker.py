@@ -20,6 +20,7 @@ from engine.llm import ModelClient
 from engine.policy import PolicyEngine
 from engine.spec import add_import_roots, load_spec
 from engine.store.db import make_engine, migrate
+from engine.tracing import Tracing
 from engine.workflow import AgentRunWorkflow
 
 logger = logging.getLogger(__name__)
@@ -58,5 +59,8 @@ def build_worker(client: Client, settings: Settings) -> Worker:
                                    model=ModelClient(settings.llm), chain=ChainAccess.from_settings(settings.chain, db))
     plugin = LangGraphPlugin(graphs=graphs_for(settings),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
-    return Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],
-                  activities=activities.all(), plugins=[plugin])
+    tracing = Tracing(settings.otel)
+    worker = Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],
+                    activities=activities.all(), plugins=[plugin], interceptors=tracing.interceptors)
+    worker.tracing = tracing  # type: ignore[attr-defined]  # flushed by whoever stops the worker
+    return worker

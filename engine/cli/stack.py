@@ -53,9 +53,13 @@ def worker() -> None:
 
     async def go() -> None:
         client = await connect(settings.temporal)
-        async with build_worker(client, settings):
-            print(f"worker ready on task queue {settings.temporal.task_queue}", flush=True)
-            await asyncio.Event().wait()
+        worker = build_worker(client, settings)
+        try:
+            async with worker:
+                print(f"worker ready on task queue {settings.temporal.task_queue}", flush=True)
+                await asyncio.Event().wait()
+        finally:
+            worker.tracing.flush()  # type: ignore[attr-defined]
 
     run_client_command(go())
 
