@@ -99,8 +99,8 @@ def _revert_reason(exc: ContractLogicError) -> str:
     data = exc.data if isinstance(exc.data, (str, bytes)) else None
     if data and str(data) not in ("0x", ""):
         return decode_revert(data)
-    return str(exc.message or exc).removeprefix("execution reverted: ").removeprefix("execution reverted")  or \
-        "reverted without a reason"
+    message = str(exc.message or exc).removeprefix("execution reverted: ").removeprefix("execution reverted")
+    return message or "reverted without a reason"
 
 
 @dataclass(frozen=True)

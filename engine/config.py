@@ -28,6 +28,10 @@ class TemporalSettings(BaseModel):
     tls_key_path: Path | None = None
     api_key: SecretStr | None = None
 
+    def ui_url(self, run_id: str) -> str:
+        """A run in the dev server's web UI."""
+        return f"http://127.0.0.1:{self.ui_port}/namespaces/{self.namespace}/workflows/{run_id}"
+
 
 class OpaSettings(BaseModel):
     """The policy engine. `url` may point at a sidecar or a remote OPA."""

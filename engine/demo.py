@@ -137,8 +137,7 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
                              run_input=run_input)
     console.print(f"  {REQUESTER} started run {handle.id} of {spec.name} v{spec.version} "
                   f"with the [bold]scripted model[/] ({spec.model.script})", highlight=False)
-    console.print(f"  Temporal UI: http://127.0.0.1:{settings.temporal.ui_port}/namespaces/"
-                  f"{settings.temporal.namespace}/workflows/{handle.id}", highlight=False)
+    console.print(f"  Temporal UI: {settings.temporal.ui_url(handle.id)}", highlight=False)
     engine = make_engine(settings.db_url)
     pending = await _first_pending(engine, handle)
     console.rule(heading)

@@ -17,6 +17,7 @@ share a cursor. A script::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -70,8 +71,6 @@ def create_app() -> FastAPI:
     @app.post("/fault/{kind}/v1/chat/completions")
     async def fault(kind: str) -> Response:
         if kind == "timeout":
-            import asyncio
-
             await asyncio.sleep(30)
         if kind == "malformed":
             return Response("{\"choices\": [unterminated", media_type="application/json")

@@ -16,7 +16,6 @@ an approval stale; every other fact is checked again right before sending.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -352,7 +351,3 @@ def revoke_approval(args: RevokeArgs, ctx: ToolContext) -> dict[str, Any]:
     """Set a spender's allowance on a token back to zero."""
     return _approve(ctx, args.chain_id, args.token, args.spender, "0")
 
-
-def total(values: list[str]) -> str:
-    """Sum of decimal strings (for reports)."""
-    return format(sum((Decimal(v) for v in values), Decimal(0)), "f")

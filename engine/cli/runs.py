@@ -126,8 +126,7 @@ def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow i
                           "usage": render.usage_of(timeline),
                           "timeline": [e.model_dump(mode="json") for e in timeline]}))
         return
-    render.print_timeline(out, found, timeline, temporal_ui=f"http://127.0.0.1:{settings.temporal.ui_port}/namespaces/"
-                                                         f"{settings.temporal.namespace}/workflows/{run_id}")
+    render.print_timeline(out, found, timeline, temporal_ui=settings.temporal.ui_url(run_id))
 
 
 @app.command("stats")

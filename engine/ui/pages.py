@@ -91,12 +91,6 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
     return None
 
 
-def _temporal_url(request: Request, run_id: str) -> str:
-    """The run in the Temporal UI."""
-    temporal = request.app.state.settings.temporal
-    return f"http://127.0.0.1:{temporal.ui_port}/namespaces/{temporal.namespace}/workflows/{run_id}"
-
-
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
     with Session(request.app.state.engine) as session:
@@ -105,7 +99,7 @@ async def detail_page(request: Request, approval_id: str, user: Approver = Depen
             raise NotFoundError(f"no approval {approval_id}")
         timeline = repo.run_timeline(session, run_id=item.run_id)
         events = users.events_for(session, approval_id=approval_id)
-    temporal_url = _temporal_url(request, item.run_id)
+    temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
     names = await request.app.state.policy.labels()
     return _render(request, "detail.html", user=user, item=item, timeline=timeline, events=events,
                    blocked=why_not(user, item), temporal_url=temporal_url, names=names)
@@ -121,7 +115,7 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
         if found is None:
             raise NotFoundError(f"no run {run_id}")
         timeline = repo.run_timeline(session, run_id=run_id)
-    temporal_url = _temporal_url(request, run_id)
+    temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
                    temporal_url=temporal_url)
 

@@ -10,6 +10,8 @@ import pytest
 from eth_account import Account
 from sqlmodel import Session, select
 
+from engine import stack
+from engine.chain import Chain
 from engine.chain_tx import ChainAccess, Signer, TxSender
 from engine.config import ChainSettings
 from engine.devchain import dev_address, dev_key
@@ -127,9 +129,6 @@ def test_waits_for_the_configured_confirmations(devchain: DevChainNode, db_url: 
 
 
 def test_unreachable_node_during_send_is_retryable_and_signs_nothing(db_url: str, devchain: DevChainNode) -> None:
-    from engine.chain import Chain
-    from engine import stack
-
     dead = TxSender(Chain(f"http://127.0.0.1:{stack.free_port()}", timeout_s=1), make_engine(db_url),
                     Signer(dev_key(1)), chain_id=31337)
     with pytest.raises(ChainUnavailableError) as exc:
