@@ -7,6 +7,7 @@ Names are pinned so a rename never breaks history. Engine errors become
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import json
 import time
@@ -40,8 +41,11 @@ from engine.models import (
     RecordRunResult,
     ValidateCallInput,
     ValidateCallResult,
+    ValidateOutputInput,
+    ValidateOutputResult,
 )
 from engine.policy import PolicyEngine
+from engine.spec import resolve_output_model
 from engine.store import repo
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
@@ -121,16 +125,37 @@ class AirlockActivities:
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
         tool = self._tool(request.tool_import_path)
         try:
-            raw = json.loads(request.raw_arguments or "{}")
+            args = tool.args_model.model_validate(json.loads(request.raw_arguments or "{}"))
+            result = ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
         except json.JSONDecodeError as exc:
-            return ValidateCallResult(ok=False, error=f"arguments are not JSON: {exc.msg} at char {exc.pos}")
-        try:
-            args = tool.args_model.model_validate(raw)
+            result = ValidateCallResult(ok=False, error=f"arguments are not JSON: {exc.msg} at char {exc.pos}")
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
-                                 for e in exc.errors())
-            return ValidateCallResult(ok=False, error=problems)
-        return ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
+            result = ValidateCallResult(ok=False, error=validation_problems(exc, "(arguments)"))
+        if request.run_id is not None and request.step is not None:
+            await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
+                           key=f"{request.call_id}:{_short_hash(request.raw_arguments)}", kind="tool_arguments",
+                           subject=request.tool or tool.name, ok=result.ok, error=result.error)
+        return result
+
+    @activity.defn(name="validate_output")
+    async def validate_output(self, request: ValidateOutputInput) -> ValidateOutputResult:
+        """Check a final answer against the workflow's output model (JSON, optionally in a code fence)."""
+        try:
+            model = resolve_output_model(request.output_schema)
+        except ValueError as exc:  # the worker cannot load what the spec named: no repair can fix that
+            raise ApplicationError(f"output_schema: {exc}", type="SpecError", non_retryable=True) from exc
+        text = (request.content or "").strip()
+        if text.startswith("```"):
+            text = text.strip("`").removeprefix("json").strip()
+        try:
+            value = model.model_validate_json(text or "null")
+            result = ValidateOutputResult(ok=True, value=value.model_dump(mode="json"))
+        except ValidationError as exc:
+            result = ValidateOutputResult(ok=False, error=validation_problems(exc, "(answer)"))
+        await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
+                       key=f"output:{_short_hash(request.content or '')}", kind="output", subject=request.output_schema,
+                       ok=result.ok, error=result.error)
+        return result
 
     @activity.defn(name="gather_facts")
     async def gather_facts(self, request: GatherFactsInput) -> GatherFactsResult:
@@ -209,8 +234,17 @@ class AirlockActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for the worker."""
-        return [self.record_run, self.guard_input, self.call_model, self.validate_tool_call, self.gather_facts,
-                self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+        return [self.record_run, self.guard_input, self.call_model, self.validate_tool_call, self.validate_output,
+                self.gather_facts, self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+
+
+def validation_problems(exc: ValidationError, root: str) -> str:
+    """``field: message; ...`` for each problem pydantic found (``root`` names the whole value)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors())
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 async def _heartbeating(fn: Any, *args: Any) -> Any:

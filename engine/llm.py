@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -24,7 +23,7 @@ import openai
 from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
 from engine.models import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
-from engine.spec import EndpointSpec
+from engine.spec import EndpointSpec, endpoint_label
 
 FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
                openai.APIResponseValidationError)
@@ -60,13 +59,6 @@ class Breaker:
 
     def succeeded(self) -> None:
         self.failures, self.open_until = 0, 0.0
-
-
-def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
-    """How an endpoint is named in results, events and errors (never with a key)."""
-    if endpoint.provider == "scripted":
-        return f"scripted model ({Path(script or '').name})"
-    return f"{endpoint.name} @ {endpoint.base_url or 'api.openai.com'}"
 
 
 def cost_of(endpoint: EndpointSpec, input_tokens: int, output_tokens: int) -> float:
@@ -140,6 +132,9 @@ class ModelClient:
             kwargs["max_tokens"] = request.model.max_tokens
         if request.model.seed is not None:
             kwargs["seed"] = request.model.seed
+        if request.output_schema is not None and request.model.response_format:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "final_answer", "schema": request.output_schema}}
         try:
             async with client:
                 response = await client.chat.completions.create(**kwargs)

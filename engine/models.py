@@ -99,6 +99,7 @@ class RunResult(BaseModel):
     steps: int = 0
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     usage: dict[str, Any] = Field(default_factory=dict)  # model_calls, tokens, cost
+    structured: dict[str, Any] | None = None  # the final answer, validated against spec.output_schema
 
 
 # --- activities --------------------------------------------------------------
@@ -126,6 +127,8 @@ class CallModelInput(BaseModel):
     tenant: str = "default"
     prompt_hash: str | None = None
     daily_cost_cap: float | None = None
+    step_class: str | None = None  # which route chose the model (see spec.STEP_CLASSES)
+    output_schema: dict[str, Any] | None = None  # asked of the final answer as a JSON-schema response format
 
 
 class ProposedCall(BaseModel):
@@ -168,13 +171,34 @@ class GuardInputResult(BaseModel):
 
 
 class ValidateCallInput(BaseModel):
+    """``run_id``/``step``/``call_id`` (when given) put the result on the run's timeline."""
+
     tool_import_path: str
     raw_arguments: str
+    run_id: str | None = None
+    step: int | None = None
+    call_id: str | None = None
+    tool: str | None = None
 
 
 class ValidateCallResult(BaseModel):
     ok: bool
     args: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ValidateOutputInput(BaseModel):
+    """A final answer checked against the workflow's output model (recorded on the timeline)."""
+
+    run_id: str
+    step: int
+    output_schema: str  # import path of the pydantic model
+    content: str | None
+
+
+class ValidateOutputResult(BaseModel):
+    ok: bool
+    value: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -290,6 +314,31 @@ class ApprovalDecisionResult(BaseModel):
     status: Literal["pending", "approved", "rejected", "edited"]
     approvals: int
     needed: int
+
+
+class WaitingApproval(BaseModel):
+    """One gated action as progress shows it: who may decide, and who has."""
+
+    approval_id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    needed: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    expires_at: datetime | None = None
+
+
+class RunProgress(BaseModel):
+    """What the ``get_progress`` query answers: where a run is now."""
+
+    status: RunStatus = "running"
+    step: int = 0
+    activity: str = "starting"  # e.g. "calling the model", "checking transfer_token", "executing transfer_token"
+    model: str | None = None
+    step_class: str | None = None
+    waiting: list[WaitingApproval] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
 
 
 class PendingAction(BaseModel):

@@ -34,7 +34,10 @@ from engine.models import (
     ToolCallRecord,
     ValidateCallInput,
     ValidateCallResult,
+    ValidateOutputInput,
+    ValidateOutputResult,
 )
+from engine.spec import endpoint_label
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -61,6 +64,9 @@ class AgentState(TypedDict, total=False):
     status: str | None
     reason: str | None
     output: str | None
+    structured: dict[str, Any] | None
+    output_repairs: int
+    repairing: bool
 
 
 async def _act(name: str, arg: BaseModel, result_type: type[R], opts: dict[str, Any] = _QUICK) -> R:
@@ -96,39 +102,79 @@ def approval_id(run_id: str, call: ToolCallRecord) -> str:
     return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def note_progress(**fields: Any) -> None:
+    """Tell the running workflow what the graph is doing now (answers its ``get_progress`` query)."""
+    try:
+        note = getattr(workflow.instance(), "note_progress", None)
+    except RuntimeError:  # not inside a workflow (a node called directly)
+        return
+    if note is not None:
+        note(**fields)
+
+
+def _repairs(state: AgentState) -> int:
+    """Invalid tool calls plus final answers that failed the output schema, so far."""
+    invalid = sum(1 for c in state.get("calls") or [] if c.get("outcome") == "invalid")
+    return invalid + state.get("output_repairs", 0)
+
+
+def step_class(state: AgentState) -> str:
+    """What kind of step the next model call is: ``plan``, ``tool_results`` or ``repair``."""
+    step = state.get("step", 0)
+    if step == 0:
+        return "plan"
+    last = [c for c in state.get("calls") or [] if c.get("step") == step]
+    if state.get("repairing") or any(c.get("outcome") == "invalid" for c in last):
+        return "repair"
+    return "tool_results"
+
+
 async def call_model(state: AgentState) -> dict[str, Any]:
-    """Ask the model for the next step (in the ``call_model`` activity)."""
+    """Ask the model for the next step (in the ``call_model`` activity), routed by the step's class."""
+    return await model_step(state, step_class(state))
+
+
+async def model_step(state: AgentState, klass: str) -> dict[str, Any]:
+    """One model step of class ``klass``: the spec's route for that class answers, else its model.
+
+    Custom graphs call this from their own nodes to route their own step classes.
+    """
     request = _request(state)
     spec, step = request.spec, state.get("step", 0)
     if step >= spec.limits.max_steps:
         return {"status": "limit_reached", "reason": f"max_steps ({spec.limits.max_steps}) reached"}
-    invalid = sum(1 for c in state.get("calls") or [] if c.get("outcome") == "invalid")
-    if invalid > spec.limits.max_repairs:
-        return {"status": "failed", "reason": f"the model proposed invalid tool arguments {invalid} times; "
+    if _repairs(state) > spec.limits.max_repairs:
+        return {"status": "failed", "reason": f"the model's answers failed validation {_repairs(state)} times; "
                                               f"{spec.limits.max_repairs} repair(s) allowed (limits.max_repairs)"}
     usage = dict(state.get("usage") or {"model_calls": 0, "tokens": 0, "cost": 0.0})
     if (over := over_budget(spec.limits, usage)) is not None:
         return {"status": "limit_reached", "reason": over}
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                 "parameters": t.parameters}} for t in spec.tool_specs]
-    budget = sum(e.timeout_s for e in [spec.model, *spec.model.fallbacks]) + 5
+    model = spec.model_for(klass)
+    note_progress(step=step + 1, activity="calling the model", model=endpoint_label(model, model.script),
+                  step_class=klass, usage=usage)
+    budget = sum(e.timeout_s for e in [model, *model.fallbacks]) + 5
     result = await _act("call_model", CallModelInput(
-        run_id=request.run_id, step=step + 1, model=spec.model, messages=state["messages"], tools=tools,
+        run_id=request.run_id, step=step + 1, model=model, messages=state["messages"], tools=tools,
         workflow=spec.name, version=spec.version, tenant=request.tenant, prompt_hash=spec.prompt_hash,
-        daily_cost_cap=spec.limits.daily_cost), CallModelResult,
+        daily_cost_cap=spec.limits.daily_cost, step_class=klass, output_schema=spec.output_json_schema),
+        CallModelResult,
         {"start_to_close_timeout": timedelta(seconds=budget),
          "retry_policy": RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ModelError"])})
     if result.refused:
         return {"status": "limit_reached", "reason": result.refused}
     usage = {"model_calls": usage["model_calls"] + 1, "tokens": usage["tokens"] + result.input_tokens +
              result.output_tokens, "cost": round(usage["cost"] + result.cost, 8)}
+    note_progress(usage=usage)
     message: dict[str, Any] = {"role": "assistant", "content": result.content}
     if result.tool_calls:
         message["tool_calls"] = [{"id": c.id, "type": "function",
                                   "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
-    update: dict[str, Any] = {"messages": [*state["messages"], message], "step": step + 1, "usage": usage}
+    update: dict[str, Any] = {"messages": [*state["messages"], message], "step": step + 1, "usage": usage,
+                              "repairing": False}
     if not result.tool_calls:
-        return {**update, "status": "completed", "output": result.content}
+        return {**update, **await _final_answer(request, state, step + 1, result.content, update["messages"])}
     used = len(state.get("calls") or [])
     if used + len(result.tool_calls) > spec.limits.max_tool_calls:
         return {**update, "status": "limit_reached",
@@ -138,6 +184,28 @@ async def call_model(state: AgentState) -> dict[str, Any]:
                                reason=result.content).model_dump(mode="json")
                 for i, c in enumerate(result.tool_calls)]
     return {**update, "proposed": proposed}
+
+
+async def _final_answer(request: RunRequest, state: AgentState, step: int, content: str | None,
+                        messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """End the run with the answer, or, when it fails the output schema, ask the model to repair it."""
+    spec = request.spec
+    if not spec.output_schema:
+        return {"status": "completed", "output": content}
+    note_progress(activity="validating the final answer")
+    checked = await _act("validate_output", ValidateOutputInput(run_id=request.run_id, step=step,
+                                                                output_schema=spec.output_schema, content=content),
+                         ValidateOutputResult)
+    if checked.ok:
+        return {"status": "completed", "output": content, "structured": checked.value}
+    repairs = state.get("output_repairs", 0) + 1
+    if _repairs(state) + 1 > spec.limits.max_repairs:
+        return {"status": "failed", "output_repairs": repairs,
+                "reason": f"the final answer does not match the output schema ({spec.output_schema}) after "
+                          f"{spec.limits.max_repairs} repair(s) (limits.max_repairs): {checked.error}"}
+    repair = {"role": "user", "content": f"Your final answer does not match the required output schema: "
+                                         f"{checked.error}. Answer again with only a JSON object that matches it."}
+    return {"messages": [*messages, repair], "output_repairs": repairs, "repairing": True}
 
 
 def over_budget(limits: Any, usage: dict[str, Any]) -> str | None:
@@ -168,8 +236,10 @@ async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[T
     if tool is None:
         available = ", ".join(t.name for t in request.spec.tool_specs)
         return _with(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
-    valid = await _act("validate_tool_call", ValidateCallInput(tool_import_path=tool.import_path,
-                                                               raw_arguments=call.raw_arguments), ValidateCallResult)
+    note_progress(activity=f"checking {call.tool}")
+    valid = await _act("validate_tool_call", ValidateCallInput(
+        tool_import_path=tool.import_path, raw_arguments=call.raw_arguments, run_id=request.run_id, step=call.step,
+        call_id=call.call_id, tool=call.tool), ValidateCallResult)
     if not valid.ok:
         return _with(call, outcome="invalid", error=valid.error)
     call = _with(call, args=valid.args)
@@ -235,6 +305,7 @@ async def _execute_one(request: RunRequest, call: ToolCallRecord) -> ToolCallRec
     tool = request.spec.tool(call.tool)
     assert tool is not None  # checked before policy
     key = f"{request.run_id}:{call.step}:{call.index}"
+    note_progress(activity=f"executing {call.tool}")
     try:
         ran = await _act("execute_tool", ExecuteToolInput(
             run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,

@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from engine.models import RunResult, ToolCallRecord
+from engine.models import RunProgress, RunResult, ToolCallRecord
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 
 _OUTCOME_STYLE = {"executed": "green", "denied": "red", "invalid": "yellow", "rejected": "red",
@@ -22,6 +23,29 @@ def args_summary(args: dict[str, Any], width: int = 60) -> str:
     """``k=v, k=v`` on one line, shortened to ``width``."""
     text = ", ".join(f"{k}={v}" for k, v in args.items())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def progress_lines(progress: RunProgress) -> dict[str, str]:
+    """What ``run --wait`` prints about a run's progress: one line per topic (the run, each gated action).
+
+    A topic's line is printed again only when its text changes.
+    """
+    usage = progress.usage or {}
+    doing = progress.activity
+    if doing == "calling the model" and progress.model:
+        doing = f"calling {progress.model}" + (f" ({progress.step_class} step)" if progress.step_class else "")
+    line = f"step {progress.step}: {doing}" if progress.step else doing
+    if usage.get("model_calls"):
+        line += f" · {usage['model_calls']} model call(s), {usage.get('tokens', 0)} tokens, cost {usage.get('cost', 0):g}"
+    lines = {"run": line}
+    for w in progress.waiting:
+        who = ", ".join(w.approvers) or "any approver"
+        line = (f"waiting for approval {w.approval_id}: {w.tool}({args_summary(w.args)}) — {'; '.join(w.reasons)}. "
+                f"Needs {w.needed} approval(s) from {who}; {len(w.approved_by)}/{w.needed} so far"
+                + (f" ({', '.join(w.approved_by)})" if w.approved_by else "")
+                + f". Approve with `airlock approve {w.approval_id} --as USER`.")
+        lines[w.approval_id] = line
+    return lines
 
 
 def call_json(call: ToolCallRecord) -> dict[str, Any]:
@@ -56,8 +80,8 @@ def calls_table(calls: list[ToolCallRecord], title: str = "Tool calls") -> Table
         if c.votes:
             why += " | " + ", ".join(f"{v.decision}d by {v.by}" for v in c.votes)
         style = _OUTCOME_STYLE.get(c.outcome, "")
-        table.add_row(str(c.step), c.tool, args_summary(c.args or {"raw": c.raw_arguments}),
-                      c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", why)
+        table.add_row(str(c.step), escape(c.tool), escape(args_summary(c.args or {"raw": c.raw_arguments})),
+                      c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", escape(why))
     return table
 
 
@@ -65,11 +89,11 @@ def print_result(console: Console, result: RunResult) -> None:
     """A run's outcome, readable."""
     style = "green" if result.status == "completed" else "yellow"
     console.print(f"run [bold]{result.run_id}[/] ({result.workflow} v{result.version}): "
-                  f"[{style}]{result.status}[/]" + (f" — {result.reason}" if result.reason else ""))
+                  f"[{style}]{result.status}[/]" + (f" — {escape(result.reason)}" if result.reason else ""))
     if result.tool_calls:
         console.print(calls_table(result.tool_calls))
     if result.output:
-        console.print(f"[bold]final answer:[/] {result.output}")
+        console.print(f"[bold]final answer:[/] {escape(result.output)}")
 
 
 def waited(since: datetime) -> str:
@@ -121,7 +145,7 @@ def approvals_table(items: list[ApprovalView]) -> Table:
     return table
 
 
-_KIND_STYLE = {"model": "blue", "policy": "magenta", "approval": "cyan", "execution": "green"}
+_KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "approval": "cyan", "execution": "green"}
 
 
 def usage_of(timeline: list[TimelineEntry]) -> dict[str, Any]:
@@ -138,7 +162,7 @@ def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry]
     """``airlock runs show``: the run, then every recorded step in order."""
     style = "green" if run.status == "completed" else "yellow"
     console.print(f"run [bold]{run.run_id}[/] ({run.workflow} v{run.version}) by {run.requested_by}, tenant "
-                  f"{run.tenant}: [{style}]{run.status}[/]" + (f" — {run.reason}" if run.reason else ""),
+                  f"{run.tenant}: [{style}]{run.status}[/]" + (f" — {escape(run.reason)}" if run.reason else ""),
                   highlight=False)
     console.print(f"Temporal UI: {temporal_ui}", highlight=False)
     table = Table(title="Timeline", title_justify="left")
@@ -147,13 +171,13 @@ def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry]
     for e in timeline:
         kind = _KIND_STYLE.get(e.kind, "")
         table.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
-                      f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", e.summary)
+                      f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", escape(e.summary))
     console.print(table)
     usage = usage_of(timeline)
     console.print(f"model calls {usage['model_calls']}, tokens {usage['input_tokens']} in / {usage['output_tokens']} "
                   f"out, cost {usage['cost']:g}, fallbacks {usage['fallbacks']}", highlight=False)
     if run.output:
-        console.print(f"[bold]final answer:[/] {run.output}")
+        console.print(f"[bold]final answer:[/] {escape(run.output)}")
 
 
 def _shown(value: Any, percent: bool = False) -> str:

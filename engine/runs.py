@@ -21,6 +21,7 @@ from engine.models import (
     ApprovalDecisionResult,
     ApprovalEditInput,
     PendingAction,
+    RunProgress,
     RunRequest,
     RunResult,
 )
@@ -51,6 +52,12 @@ async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec, run_
 async def run_result(client: Client, run_id: str) -> RunResult:
     """Wait for a run to end and return its result."""
     return await client.get_workflow_handle(run_id, result_type=RunResult).result()
+
+
+async def run_progress(client: Client, run_id: str) -> RunProgress:
+    """Ask a run where it is: step, what it is doing, who it waits for (Temporal query)."""
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    return await handle.query(AgentRunWorkflow.get_progress)
 
 
 async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:

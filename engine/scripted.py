@@ -41,6 +41,7 @@ class ScriptedTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     content: str | None = None
     tool_calls: list[ScriptedCall] = Field(default_factory=list)
+    expect_response_format: bool = False  # answer 400 unless the request asks for a JSON-schema answer
 
 
 class Script(BaseModel):
@@ -90,6 +91,11 @@ def create_app() -> FastAPI:
             turn = script.turns[turn_no]
         else:
             turn = ScriptedTurn(content=f"({LABEL}: the script has no turn {turn_no + 1})")
+        wanted = body.get("response_format") or {}
+        if turn.expect_response_format and not (wanted.get("type") == "json_schema" and
+                                                isinstance(wanted.get("json_schema", {}).get("schema"), dict)):
+            raise HTTPException(status_code=400, detail=f"{LABEL}: turn {turn_no + 1} expects a json_schema "
+                                                        f"response_format, got {wanted or 'none'}")
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
         if turn.tool_calls:
             message["tool_calls"] = [

@@ -53,6 +53,13 @@ class EndpointSpec(_Frozen):
     price_out_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 output tokens")
 
 
+def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
+    """How an endpoint is named in results, events, progress and errors (never with a key)."""
+    if endpoint.provider == "scripted":
+        return f"scripted model ({Path(script or '').name})"
+    return f"{endpoint.name} @ {endpoint.base_url or 'api.openai.com'}"
+
+
 class ModelSpec(EndpointSpec):
     """Which model reasons for this workflow, and the endpoints that stand in when it fails.
 
@@ -65,6 +72,9 @@ class ModelSpec(EndpointSpec):
     temperature: float = 0.0
     seed: int | None = None
     max_tokens: int | None = None
+    response_format: bool = Field(default=True, description="send the workflow's output_schema as a JSON-schema "
+                                                            "response format (off for endpoints without it; the "
+                                                            "answer is validated either way)")
     fallbacks: list[EndpointSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -79,13 +89,20 @@ class LimitsSpec(_Frozen):
 
     max_steps: int = Field(default=20, ge=1)
     max_tool_calls: int = Field(default=20, ge=0)
-    max_repairs: int = Field(default=3, ge=0, description="invalid tool calls sent back to the model before the "
-                                                          "run fails")
+    max_repairs: int = Field(default=3, ge=0, description="invalid tool calls and final answers sent back to the "
+                                                          "model before the run fails")
     max_model_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens over the run")
     max_cost: float | None = Field(default=None, gt=0, description="model cost over the run, in price units")
     daily_cost: float | None = Field(default=None, gt=0,
                                      description="model cost per tenant and workflow per UTC day, checked before each call")
+
+
+STEP_CLASSES = {
+    "plan": "the first call, on the user's input",
+    "tool_results": "a call that reads tool results (summarising them, or choosing the next action)",
+    "repair": "a call answering a validation error (tool arguments or final answer)",
+}
 
 
 class ApprovalSpec(_Frozen):
@@ -131,18 +148,28 @@ class WorkflowSpec(_Frozen):
     graph: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     chain_id: int | None = Field(default=None, ge=1)
     input_guard: InputGuardSpec | None = None
+    routes: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="step class -> the model for those steps (e.g. a cheaper one for "
+                                          "tool_results); other steps use 'model'")
+    output_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                                      description="import path of a pydantic model the final answer must match")
 
     # Filled by the loader.
     source: str | None = None
     prompt_text: str | None = None
     prompt_hash: str | None = None
     tool_specs: list[ToolSpec] = Field(default_factory=list)
+    output_json_schema: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "WorkflowSpec":
         if bool(self.system_prompt) == bool(self.system_prompt_file):
             raise ValueError("give exactly one of 'system_prompt' or 'system_prompt_file'")
         return self
+
+    def model_for(self, step_class: str) -> ModelSpec:
+        """The model that answers steps of this class: its route, else the workflow's model."""
+        return self.routes.get(step_class, self.model)
 
     def tool(self, name: str) -> ToolSpec | None:
         """The tool the model called ``name``, if the workflow has it."""
@@ -276,13 +303,17 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
                                     f"prompt file {prompt_path} does not exist"))
         else:
             prompt = prompt_path.read_text()
-    script = spec.model.script
-    if script:
-        script_path = (path.parent / script).resolve()
-        if not script_path.is_file():
-            issues.append(SpecIssue(shown, _line_for(lines, ("model", "script")), "model.script",
-                                    f"script file {script_path} does not exist"))
-        script = str(script_path)
+    model = _resolve_script(spec.model, ("model",), path, lines, issues)
+    routes = {name: _resolve_script(route, ("routes", name), path, lines, issues)
+              for name, route in spec.routes.items()}
+    if not spec.graph:  # a custom graph may name its own step classes
+        for name in spec.routes:
+            if name not in STEP_CLASSES:
+                issues.append(SpecIssue(shown, _line_for(lines, ("routes", name)), f"routes.{name}",
+                                        f"unknown step class; the agent graph has: {', '.join(STEP_CLASSES)}"))
+    output_schema = _output_schema(spec.output_schema) if spec.output_schema else None
+    if isinstance(output_schema, str):
+        issues.append(SpecIssue(shown, _line_for(lines, ("output_schema",)), "output_schema", output_schema))
     tool_specs: list[ToolSpec] = []
     for i, import_path in enumerate(spec.tools):
         try:
@@ -301,13 +332,52 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
         issues.append(SpecIssue(shown, _line_for(lines, ("tools",)), "tools", f"two tools are named {dup!r}"))
     if issues:
         raise SpecError(issues)
-    prompt_hash = hashlib.sha256(
-        json.dumps({"prompt": prompt, "tools": [t.model_dump() for t in tool_specs]}, sort_keys=True).encode()
-    ).hexdigest()
+    hashed: dict[str, Any] = {"prompt": prompt, "tools": [t.model_dump() for t in tool_specs]}
+    if output_schema is not None:
+        hashed["output_schema"] = output_schema
+    prompt_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
     return spec.model_copy(update={
         "source": shown,
         "prompt_text": prompt,
         "prompt_hash": prompt_hash,
         "tool_specs": tool_specs,
-        "model": spec.model.model_copy(update={"script": script}),
+        "model": model,
+        "routes": routes,
+        "output_json_schema": output_schema,
     })
+
+
+def _resolve_script(model: ModelSpec, loc: tuple[str, ...], path: Path, lines: dict[tuple[Any, ...], int],
+                    issues: list[SpecIssue]) -> ModelSpec:
+    """The model with its scripted-turns file made absolute (relative paths are from the spec's folder)."""
+    if not model.script:
+        return model
+    script_path = (path.parent / model.script).resolve()
+    if not script_path.is_file():
+        issues.append(SpecIssue(str(path), _line_for(lines, (*loc, "script")), ".".join(loc) + ".script",
+                                f"script file {script_path} does not exist"))
+    return model.model_copy(update={"script": str(script_path)})
+
+
+def resolve_output_model(import_path: str) -> type[BaseModel]:
+    """The pydantic model named ``module:Class``.
+
+    Raises:
+        ValueError: it cannot be imported or is not a pydantic model.
+    """
+    module_name, _, attr = import_path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attr, None)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, BaseModel)):
+        raise ValueError(f"{import_path} is not a pydantic model class")
+    return found
+
+
+def _output_schema(import_path: str) -> dict[str, Any] | str:
+    """The JSON schema of the output model, or why it cannot be used."""
+    try:
+        return resolve_output_model(import_path).model_json_schema()
+    except ValueError as exc:
+        return str(exc)

@@ -37,11 +37,13 @@ with workflow.unsafe.imports_passed_through():
         RecordRunInput,
         RecordRunResult,
         RunRequest,
+        RunProgress,
         RunResult,
         RunStatus,
         ToolCallRecord,
         ValidateCallInput,
         ValidateCallResult,
+        WaitingApproval,
     )
 
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
@@ -61,6 +63,7 @@ class AgentRunWorkflow:
         self._request: RunRequest | None = None
         self._status: RunStatus = "running"
         self._pending: dict[str, PendingAction] = {}
+        self._progress = RunProgress()
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -72,6 +75,7 @@ class AgentRunWorkflow:
             message = user_message(request.input)
             guard = request.spec.input_guard
             if guard is not None:  # only runs of guarded workflows schedule this activity
+                self.note_progress(activity="checking the input")
                 guarded = await workflow.execute_activity(
                     "guard_input", GuardInputInput(message=message, max_chars=guard.max_chars, redact=guard.redact),
                     result_type=GuardInputResult, **_RECORD)
@@ -91,8 +95,9 @@ class AgentRunWorkflow:
         result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
                            status=state.get("status") or "failed", reason=state.get("reason"),
                            output=state.get("output"), steps=state.get("step", 0), tool_calls=calls,
-                           usage=state.get("usage") or {})
+                           usage=state.get("usage") or {}, structured=state.get("structured"))
         self._status = result.status
+        self.note_progress(activity="finished", usage=result.usage)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
         return result
@@ -103,6 +108,7 @@ class AgentRunWorkflow:
                                                            call=a, requested_by=request.requested_by,
                                                            expires_at=expires_at) for a in actions}
         self._status = "waiting_approval"
+        self.note_progress(activity="waiting for approval")
         await workflow.execute_activity(
             "open_approvals", OpenApprovalsInput(run_id=request.run_id, workflow=request.spec.name,
                                                  version=request.spec.version, requested_by=request.requested_by,
@@ -207,6 +213,22 @@ class AgentRunWorkflow:
     def get_pending_actions(self) -> list[PendingAction]:
         """Gated actions of this run that still wait for people."""
         return [p for p in self._pending.values() if p.status == "pending"]
+
+    def note_progress(self, **fields: object) -> None:
+        """Called by the graph's nodes as they go (see ``engine.nodes.note_progress``)."""
+        self._progress = self._progress.model_copy(update=fields)
+
+    @workflow.query(name="get_progress")
+    def get_progress(self) -> RunProgress:
+        """Where the run is now: step, what it is doing, and for gated actions who may approve and who did."""
+        waiting = [WaitingApproval(
+            approval_id=p.approval_id, tool=p.call.tool, args=p.call.args, expires_at=p.expires_at,
+            reasons=p.call.decision.reasons if p.call.decision else [],
+            approvers=p.call.decision.approvers if p.call.decision else [],
+            needed=p.call.decision.min_approvals if p.call.decision else 1,
+            approved_by=[v.by for v in p.call.votes if v.decision == "approve"])
+            for p in self._pending.values() if p.status == "pending"]
+        return self._progress.model_copy(update={"status": self._status, "waiting": waiting})
 
     @workflow.query(name="get_status")
     def get_status(self) -> str:

@@ -145,3 +145,11 @@ def issue_refund(args: RefundArgs, ctx: ToolContext) -> dict[str, Any]:
             existing = session.exec(select(Refund).where(Refund.idempotency_key == ctx.idempotency_key)).one()
         return {"refund_id": existing.refund_id, "order_id": existing.order_id, "amount": str(existing.amount),
                 "currency": existing.currency}
+
+
+class RefundOutcome(BaseModel):
+    """A support run's final answer as data (a workflow's ``output_schema``)."""
+
+    customer_id: str = Field(pattern=r"^cus_[a-z0-9]+$")
+    refunded_orders: list[str] = Field(default_factory=list, description="Order ids refunded in this run")
+    message: str = Field(min_length=1, description="What to tell the customer")

@@ -86,24 +86,23 @@ async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any]
 
 
 async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001, ANN202
-    from engine.runs import pending_actions
+    """Wait for the result; meanwhile print the run's progress as it changes (the ``get_progress`` query)."""
+    from engine.runs import run_progress
 
     task = asyncio.ensure_future(handle.result())
-    shown: set[str] = set()
+    shown: dict[str, str] = {}
     while not task.done():
-        await asyncio.wait([task], timeout=1.0)
+        await asyncio.wait([task], timeout=0.5)
         if task.done() or quiet:
             continue
         try:
-            for action in await pending_actions(client, handle.id):
-                if action.approval_id not in shown:
-                    shown.add(action.approval_id)
-                    reasons = "; ".join(action.call.decision.reasons) if action.call.decision else ""
-                    err.print(f"waiting for approval {action.approval_id}: {action.call.tool}"
-                              f"({render.args_summary(action.call.args)}) — {reasons}. "
-                              f"Approve with `airlock approve {action.approval_id} --as USER`.", highlight=False)
+            lines = render.progress_lines(await run_progress(client, handle.id))
         except Exception:  # noqa: BLE001 - progress is best effort; the result is what counts
-            pass
+            continue
+        for topic, line in lines.items():
+            if shown.get(topic) != line:
+                shown[topic] = line
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
     return task.result()
 
 

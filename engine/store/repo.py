@@ -25,6 +25,7 @@ from engine.store.tables import (
     PromptVersionRow,
     RunRow,
     ToolExecutionRow,
+    ValidationRow,
     utcnow,
 )
 from engine.store.users import record_event
@@ -189,10 +190,10 @@ def inbox_facets(session: Session) -> dict[str, list[str]]:
 
 
 class TimelineEntry(BaseModel):
-    """One step of a run: a model call, a policy decision, an approval event or a tool execution."""
+    """One step of a run: a model call, a validation, a policy decision, an approval event or a tool execution."""
 
     at: datetime
-    kind: str  # model | policy | approval | execution
+    kind: str  # model | validation | policy | approval | execution
     summary: str
     step: int | None = None
     latency_ms: float | None = None
@@ -204,12 +205,18 @@ def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
     for m in session.exec(select(ModelCallRow).where(ModelCallRow.run_id == run_id)).all():
         failed = [a for a in m.attempts if a.get("error")]
-        summary = (f"{m.model} via {m.endpoint}: {m.input_tokens} in / {m.output_tokens} out tokens, "
+        summary = (f"{m.model} via {m.endpoint}" + (f" [{m.step_class}]" if m.step_class else "") +
+                   f": {m.input_tokens} in / {m.output_tokens} out tokens, "
                    f"cost {m.cost:g}, {m.tool_calls} tool call(s) proposed")
         if m.fallback_used or failed:
             summary += " — fallback after " + "; ".join(f"{a['endpoint']}: {a['error']}" for a in failed)
         entries.append(TimelineEntry(at=m.at, kind="model", step=m.step, latency_ms=m.latency_ms, summary=summary,
                                      data=m.model_dump(mode="json", exclude={"call_key", "run_id"})))
+    for v in session.exec(select(ValidationRow).where(ValidationRow.run_id == run_id)).all():
+        what = "arguments of " + v.subject if v.kind == "tool_arguments" else "final answer"
+        entries.append(TimelineEntry(at=v.at, kind="validation", step=v.step,
+                                     summary=f"{what}: " + ("valid" if v.ok else f"invalid — {v.error}"),
+                                     data=v.model_dump(mode="json", exclude={"validation_key", "run_id"})))
     for d in session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)).all():
         reasons = "; ".join(d.result.get("reasons", []))
         entries.append(TimelineEntry(
@@ -299,6 +306,17 @@ def record_model_call(session: Session, *, request: CallModelInput, result: Call
     row.fallback_used, row.attempts = result.fallback_used, [a.model_dump() for a in result.attempts]
     row.input_tokens, row.output_tokens, row.cost = result.input_tokens, result.output_tokens, result.cost
     row.latency_ms, row.tool_calls, row.at = result.latency_ms, len(result.tool_calls), utcnow()
+    row.step_class = request.step_class
+    session.add(row)
+    session.commit()
+
+
+def record_validation(session: Session, *, run_id: str, step: int, key: str, kind: str, subject: str, ok: bool,
+                      error: str | None) -> None:
+    """Store one schema check (a retried activity overwrites its own row)."""
+    row = session.get(ValidationRow, f"{run_id}:{step}:{key}") or ValidationRow(
+        validation_key=f"{run_id}:{step}:{key}", run_id=run_id, step=step, kind=kind, subject=subject, ok=ok)
+    row.ok, row.error, row.at = ok, error, utcnow()
     session.add(row)
     session.commit()
 

@@ -199,7 +199,23 @@ class ModelCallRow(SQLModel, table=True):
     cost: float = 0.0
     latency_ms: float = 0.0
     tool_calls: int = 0
+    step_class: str | None = None
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ValidationRow(SQLModel, table=True):
+    """One schema check of what the model produced: a tool call's arguments, or the final answer."""
+
+    __tablename__ = "validations"
+
+    validation_key: str = Field(primary_key=True)  # run_id:step:call_id|output:hash of what was checked
+    run_id: str = Field(index=True)
+    step: int
+    kind: str  # tool_arguments | output
+    subject: str  # the tool, or the output model's import path
+    ok: bool
+    error: str | None = None
+    at: datetime = Field(default_factory=utcnow)
 
 
 class PromptVersionRow(SQLModel, table=True):

@@ -78,6 +78,35 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_run_wait_shows_live_progress(client: Client, settings: Settings, tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    add_users(settings.db_url)
+    write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "refunded [in full]"}])
+    async with build_worker(client, settings):
+        run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
+                                            '{"customer_id": "cus_ana"}', "--as", "alice", "--wait"))
+        for _ in range(300):
+            code, out, _ = await airlock(settings, "approvals", "list", "--json")
+            if json.loads(out or "[]"):
+                break
+            await asyncio.sleep(0.2)
+        [item] = json.loads(out)
+        await asyncio.sleep(1.5)  # the waiting run polls twice a second: let it see the wait
+        code, out, _ = await airlock(settings, "approve", item["approval_id"], "--as", "bob")
+        assert code == 0, out
+        code, out, err = await run
+    assert code == 0, err
+    lines = err.splitlines()
+    assert any(line.startswith("step 1: waiting for approval · 1 model call(s), ") for line in lines), lines
+    waiting = [line for line in lines if line.startswith(f"waiting for approval {item['approval_id']}: issue_refund(")]
+    assert len(waiting) == 1  # printed once, not on every poll
+    assert waiting[0].endswith("— refunds above 50 need one approval by support-leads. Needs 1 approval(s) from "
+                               f"support-leads; 0/1 so far. Approve with `airlock approve {item['approval_id']} "
+                               "--as USER`.")
+    assert "final answer: refunded [in full]" in out  # model text is printed as text, never as markup
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, settings: Settings,
                                                              tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)

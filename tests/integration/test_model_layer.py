@@ -59,7 +59,7 @@ async def test_the_fallback_answers_when_the_primary_fails(client: Client, setti
         timeline = repo.run_timeline(session, run_id=result.run_id)
     models = [e for e in timeline if e.kind == "model"]
     assert len(models) == 2 and "fallback after" in models[0].summary and error in models[0].summary
-    assert [e.kind for e in timeline] == ["model", "policy", "execution", "model"]
+    assert [e.kind for e in timeline] == ["model", "validation", "policy", "execution", "model"]
 
 
 async def test_a_failing_endpoint_is_skipped_once_its_breaker_opens(client: Client, settings: Settings,
@@ -122,7 +122,7 @@ async def test_runs_show_prints_the_timeline(client: Client, settings: Settings,
     code, out, _ = await airlock(settings, "runs", "show", result.run_id, "--json")
     data = json.loads(out)
     assert data["run"]["status"] == "completed" and data["usage"]["fallbacks"] == 2
-    assert [e["kind"] for e in data["timeline"]] == ["model", "policy", "execution", "model"]
+    assert [e["kind"] for e in data["timeline"]] == ["model", "validation", "policy", "execution", "model"]
     assert data["timeline"][0]["data"]["prompt_hash"] == spec.prompt_hash
     code, _, err = await airlock(settings, "runs", "show", "no-such-run")
     assert code == 1 and "no run no-such-run" in err
@@ -203,7 +203,62 @@ async def test_invalid_arguments_are_repaired_a_limited_number_of_times(client: 
     spec = write_spec(tmp_path, [bad, bad, bad, {"content": "done"}], limits={"max_repairs": 1})
     result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
     assert result.status == "failed" and [c.outcome for c in result.tool_calls] == ["invalid", "invalid"]
-    assert result.reason == "the model proposed invalid tool arguments 2 times; 1 repair(s) allowed (limits.max_repairs)"
+    assert result.reason == "the model's answers failed validation 2 times; 1 repair(s) allowed (limits.max_repairs)"
     repaired = await run_to_end(client, settings, write_spec(tmp_path / "ok", [bad, {"content": "done"}],
                                                              limits={"max_repairs": 1}), {"customer_id": "cus_ana"})
     assert repaired.status == "completed"
+
+
+ANSWER = {"customer_id": "cus_ana", "refunded_orders": [], "message": "Your lamp order A-1001 is on its way."}
+
+
+async def test_a_final_answer_that_misses_the_output_schema_is_repaired(client: Client, settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    spec = write_spec(tmp_path, [
+        {"content": json.dumps({"customer_id": "ana"}), "expect_response_format": True},
+        {"content": "```json\n" + json.dumps(ANSWER) + "\n```", "expect_response_format": True},
+    ], output_schema="tools.support:RefundOutcome", limits={"max_repairs": 1})
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "completed", result.reason
+    assert result.structured == ANSWER
+    assert [r.step_class for r in model_rows(settings, result.run_id)] == ["plan", "repair"]
+    with Session(make_engine(settings.db_url)) as session:
+        timeline = repo.run_timeline(session, run_id=result.run_id)
+    checks = [e for e in timeline if e.kind == "validation"]
+    assert [e.data["ok"] for e in checks] == [False, True]
+    assert "customer_id: String should match pattern" in checks[0].summary
+    assert "message: Field required" in checks[0].summary
+
+
+async def test_a_final_answer_that_stays_invalid_fails_the_run(client: Client, settings: Settings,
+                                                             tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [{"content": "Sure! Everything is fine."}] * 3,
+                      output_schema="tools.support:RefundOutcome", limits={"max_repairs": 1})
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "failed" and result.structured is None
+    assert (result.reason or "").startswith("the final answer does not match the output schema "
+                                            "(tools.support:RefundOutcome) after 1 repair(s) (limits.max_repairs): ")
+    assert "Invalid JSON" in (result.reason or "")
+    assert result.usage["model_calls"] == 2
+
+
+async def test_a_step_class_can_be_routed_to_a_cheaper_model(client: Client, settings: Settings,
+                                                           tmp_path: Path) -> None:
+    support.seed_demo_orders(settings.db_url)
+    cheap = tmp_path / "cheap.yaml"  # the scripted endpoint answers turn N of a script with N-1 assistant turns before
+    cheap.write_text(json.dumps({"turns": [{"content": "(not used)"},
+                                           {"content": "Summary by the cheap model: A-1001 is a lamp."}]}))
+    spec = write_spec(tmp_path, [LOOKUP, {"content": "the primary never summarises"}],
+                      model={"provider": "scripted", "script": str(tmp_path / "turns.yaml"), "price_in_per_1k": 2.0},
+                      routes={"tool_results": {"provider": "scripted", "script": "cheap.yaml",
+                                               "price_in_per_1k": 0.1}})
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
+    assert result.status == "completed" and result.output == "Summary by the cheap model: A-1001 is a lamp."
+    rows = model_rows(settings, result.run_id)
+    assert [(r.step_class, r.endpoint) for r in rows] == [("plan", "scripted model (turns.yaml)"),
+                                                         ("tool_results", "scripted model (cheap.yaml)")]
+    assert rows[0].cost == pytest.approx(rows[0].input_tokens / 1000 * 2.0)
+    assert rows[1].cost == pytest.approx(rows[1].input_tokens / 1000 * 0.1)
+    code, out, _ = await airlock(settings, "runs", "show", result.run_id)
+    assert code == 0 and "[tool_results]" in out

@@ -9,12 +9,12 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine import stack
+from engine import render, stack
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
 from engine.models import RunResult
 from engine.policy import PolicyEngine
-from engine.runs import decide_approval, start_run
+from engine.runs import decide_approval, run_progress, start_run
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.users import Approver
@@ -81,6 +81,12 @@ async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Set
         first = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
                                       approver=OPS_BOB)
         assert (first.status, first.approvals, first.needed) == ("pending", 1, 2)
+        progress = await run_progress(client, handle.id)  # what `airlock run --wait` shows
+        [waiting] = progress.waiting
+        assert (progress.status, progress.step, progress.activity) == ("waiting_approval", 1, "waiting for approval")
+        assert (waiting.approvers, waiting.needed, waiting.approved_by) == (["treasury-ops"], 2, ["bob"])
+        assert "Needs 2 approval(s) from treasury-ops; 1/2 so far (bob)." in \
+            render.progress_lines(progress)[item.approval_id]
         with pytest.raises(ApprovalError, match="bob already decided"):
             await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
                                   approver=OPS_BOB)
@@ -89,8 +95,11 @@ async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Set
                                        approver=OPS_CAROL)
         assert second.status == "approved"
         result = await handle.result()
+        progress = await run_progress(client, handle.id)
     assert result.tool_calls[0].outcome == "executed"
     assert sorted(v.by for v in result.tool_calls[0].votes) == ["bob", "carol"]
+    assert (progress.status, progress.activity, progress.waiting) == ("completed", "finished", [])
+    assert progress.usage["model_calls"] == 2
 
 
 async def test_revision_changes_when_policy_changes(tmp_path: Path) -> None:

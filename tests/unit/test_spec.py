@@ -127,3 +127,25 @@ def test_model_fallbacks_budgets_and_guard_are_checked_where_they_are_written(tm
 def test_a_redaction_hook_that_does_not_exist_is_named(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD + "input_guard:\n  redact: tools.guards:no_such_hook\n")
     assert _issues(path) == [f"{path}:14: input_guard.redact: module 'tools.guards' has no function 'no_such_hook'"]
+
+
+def test_routes_and_output_schema_resolve(tmp_path: Path) -> None:
+    (tmp_path / "cheap.yaml").write_text("turns: []\n")
+    path = _write(tmp_path, GOOD + "routes:\n  tool_results:\n    provider: scripted\n    script: cheap.yaml\n"
+                                   "output_schema: tools.support:RefundOutcome\n")
+    spec = load_spec(path, project_dir=ROOT)
+    assert spec.model_for("tool_results").script == str(tmp_path / "cheap.yaml")
+    assert spec.model_for("plan") == spec.model
+    assert spec.output_json_schema and spec.output_json_schema["title"] == "RefundOutcome"
+    plain = load_spec(_write(tmp_path, GOOD), project_dir=ROOT)
+    assert plain.prompt_hash != spec.prompt_hash  # the output schema is part of what the model is asked
+
+
+def test_unknown_step_classes_and_output_models_are_located(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD + "routes:\n  summarize:\n    provider: scripted\n    script: gone.yaml\n"
+                                   "output_schema: tools.support:RefundArgs_\n")
+    issues = _issues(path)
+    assert f"{path}:14: routes.summarize: unknown step class; the agent graph has: plan, tool_results, repair" \
+        in issues
+    assert any(i.startswith(f"{path}:16: routes.summarize.script: script file ") for i in issues)
+    assert f"{path}:17: output_schema: tools.support:RefundArgs_ is not a pydantic model class" in issues
