@@ -4,6 +4,11 @@ Run after changing the workflow on purpose (a new history guards the new
 shape; keep the old ones while runs of that shape may still exist):
 
     .venv/bin/python scripts/record_history.py tests/histories/support_refund_v1.json
+
+With ``--fallback`` the primary model endpoint answers 500 on every call and
+the scripted model, listed as its fallback, answers instead:
+
+    .venv/bin/python scripts/record_history.py --fallback tests/histories/support_refund_fallback.json
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from engine import stack
 from engine.config import Settings
 from engine.runs import decide_approval, start_run
-from engine.spec import load_spec
+from engine.spec import EndpointSpec, load_spec
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.users import Approver
@@ -27,7 +32,7 @@ from sqlmodel import Session
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def record(target: Path) -> None:
+async def record(target: Path, fallback: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="airlock-record-"))
     ports = [stack.free_port() for _ in range(4)]
     procs = [stack.launch_temporal(ports[0], ports[1], tmp / "t.db", tmp / "t.log"),
@@ -43,10 +48,16 @@ async def record(target: Path) -> None:
         support.reset_demo_ledger(settings.db_url)
         client = await connect(settings.temporal)
         spec = load_spec(ROOT / "workflows/support_refund.yaml", project_dir=ROOT)
+        if fallback:
+            failing = spec.model.model_copy(update={
+                "provider": "openai", "name": spec.model.script, "timeout_s": 5.0,
+                "base_url": f"http://127.0.0.1:{ports[3]}/fault/500/v1",
+                "fallbacks": [EndpointSpec(provider="scripted", price_in_per_1k=0.1, price_out_per_1k=0.2)]})
+            spec = spec.model_copy(update={"model": failing})
         async with build_worker(client, settings):
             handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
                                      run_input={"customer_id": "cus_ana", "message": "refunds please"},
-                                     requested_by="alice", run_id="support-refund-recorded")
+                                     requested_by="alice", run_id="support-refund-recorded" + ("-fallback" if fallback else ""))
             engine = make_engine(settings.db_url)
             while True:
                 with Session(engine) as session:
@@ -66,4 +77,5 @@ async def record(target: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record(Path(sys.argv[1])))
+    args = sys.argv[1:]
+    asyncio.run(record(Path(args[-1]), fallback="--fallback" in args))

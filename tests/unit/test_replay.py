@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import openai
 import pytest
 from langgraph.graph import START, StateGraph
 from temporalio.client import WorkflowHistory
@@ -13,6 +14,8 @@ from temporalio.worker import Replayer
 
 from engine import nodes
 from engine.compiler import AGENT_GRAPH, agent_graph
+from engine.llm import ModelClient
+from engine.models import CallModelResult
 from engine.workflow import AgentRunWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
@@ -47,3 +50,25 @@ async def test_replay_detects_a_graph_that_skips_approval() -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await _replayer(graph).replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
+
+
+async def test_a_run_answered_by_the_fallback_model_replays_without_calling_a_model(monkeypatch) -> None:  # noqa: ANN001
+    """The fallback's answers are activity results in history: replay takes them from there."""
+    path = Path(__file__).resolve().parent.parent / "histories" / "support_refund_fallback.json"
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    answers = [pydantic_data_converter.payload_converter.from_payload(
+        e.activity_task_completed_event_attributes.result.payloads[0], CallModelResult)
+        for e in history.events if e.HasField("activity_task_completed_event_attributes")
+        and b'"fallback_used"' in e.activity_task_completed_event_attributes.result.payloads[0].data]
+    # the history really is of the fallback path: the primary failed (500, then its breaker open) every time
+    assert len(answers) == 5 and all(a.fallback_used for a in answers)
+    assert "InternalServerError" in (answers[0].attempts[0].error or "")
+    assert answers[-1].attempts[0].error == "circuit open: skipped"
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("replay called the model")
+
+    monkeypatch.setattr(ModelClient, "complete", no_model)
+    monkeypatch.setattr(openai.resources.chat.AsyncCompletions, "create", no_model)
+    result = await _replayer(agent_graph()).replay_workflow(history)
+    assert result.replay_failure is None
