@@ -132,7 +132,7 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
                                  approver: Approver, heading: str, comment: str) -> RunResult:
     """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
     console.rule("2. the run")
-    client = await connect(settings.temporal)
+    client = await connect(settings.temporal, settings.otel)
     handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, requested_by=REQUESTER,
                              run_input=run_input)
     console.print(f"  {REQUESTER} started run {handle.id} of {spec.name} v{spec.version} "

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import openai
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
 from engine.models import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
 from engine.spec import EndpointSpec, endpoint_label
+from engine.tracing import safe_url
 
 FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
                openai.APIResponseValidationError)
+_TRACER = trace.get_tracer("airlock.llm")  # a span per endpoint request (openai's httpx2 has no instrumentation)
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN_S = 30.0
 
@@ -136,8 +141,17 @@ class ModelClient:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "final_answer", "schema": request.output_schema}}
         try:
-            async with client:
-                response = await client.chat.completions.create(**kwargs)
+            with _TRACER.start_as_current_span(f"chat {Path(model).name}", kind=SpanKind.CLIENT, attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": endpoint.provider,
+                    "gen_ai.request.model": Path(model).name, "http.request.method": "POST",
+                    "url.full": safe_url(str(client.base_url).rstrip("/") + "/chat/completions"),
+                    "airlock.endpoint": label}) as span:
+                async with client:
+                    response = await client.chat.completions.create(**kwargs)
+                usage = getattr(response, "usage", None)
+                if usage is not None:
+                    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens or 0)
+                    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens or 0)
         except FALLBACK_ON as exc:
             raise _EndpointDown(f"{type(exc).__name__}: {exc}") from exc
         except openai.APIStatusError as exc:  # a 4xx: our request is wrong; another endpoint would refuse it too

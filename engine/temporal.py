@@ -5,11 +5,15 @@ from __future__ import annotations
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from engine.config import TemporalSettings
+from engine.config import OtelSettings, TemporalSettings
+from engine.tracing import Tracing
 
 
-async def connect(settings: TemporalSettings) -> Client:
-    """A client for the configured cluster (dev server, cluster or Temporal Cloud)."""
+async def connect(settings: TemporalSettings, otel: OtelSettings | None = None) -> Client:
+    """A client for the configured cluster (dev server, cluster or Temporal Cloud).
+
+    With ``otel`` configured, the client traces what it starts (and a worker built on it traces runs).
+    """
     tls: TLSConfig | bool = settings.tls
     if settings.tls and (settings.tls_ca_path or settings.tls_cert_path):
         tls = TLSConfig(
@@ -23,4 +27,5 @@ async def connect(settings: TemporalSettings) -> Client:
         tls=tls,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         data_converter=pydantic_data_converter,
+        interceptors=Tracing(otel).interceptors if otel is not None else [],
     )

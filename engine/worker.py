@@ -20,7 +20,7 @@ from engine.llm import ModelClient
 from engine.policy import PolicyEngine
 from engine.spec import add_import_roots, load_spec
 from engine.store.db import make_engine, migrate
-from engine.tracing import Tracing
+from engine.tracing import RunTracingInterceptor, Tracing
 from engine.workflow import AgentRunWorkflow
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     plugin = LangGraphPlugin(graphs=graphs_for(settings),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
     tracing = Tracing(settings.otel)
+    traced = any(isinstance(i, RunTracingInterceptor) for i in client.config()["interceptors"])
     worker = Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],
-                    activities=activities.all(), plugins=[plugin], interceptors=tracing.interceptors)
+                    activities=activities.all(), plugins=[plugin],
+                    interceptors=[] if traced else tracing.interceptors)  # a traced client's apply already
     worker.tracing = tracing  # type: ignore[attr-defined]  # flushed by whoever stops the worker
     return worker

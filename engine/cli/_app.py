@@ -67,6 +67,9 @@ def run_client_command(coro: Any) -> None:
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
+    from engine.tracing import flush_all
+
+    flush_all()  # spans of what this command started (tracing on)
     if not _process["hard_exit"]:
         if code:
             raise typer.Exit(code)
@@ -147,7 +150,7 @@ async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
     from engine.temporal import connect
 
     try:
-        return await connect(settings.temporal)
+        return await connect(settings.temporal, settings.otel)
     except RuntimeError as exc:
         _fail(f"cannot reach Temporal at {settings.temporal.address}: {exc}. Start the stack with `airlock up`.")
 

@@ -52,7 +52,7 @@ def worker() -> None:
     settings = _settings()
 
     async def go() -> None:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, settings.otel)
         worker = build_worker(client, settings)
         try:
             async with worker:
@@ -73,7 +73,7 @@ def ui() -> None:
     from engine.ui.app import create_app
 
     settings = _settings()
-    web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal))
+    web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal, settings.otel))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
     uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning")
     if _process["hard_exit"]:  # same teardown hazard as any Temporal client (see run_client_command)
