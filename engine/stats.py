@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +25,42 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def _buckets(start: datetime, end: datetime) -> tuple[str, list[datetime]]:
+    """Hourly buckets for windows up to two days, daily ones beyond."""
+    if end - start <= timedelta(hours=48):
+        first, step, unit = start.replace(minute=0, second=0, microsecond=0), timedelta(hours=1), "hour"
+    else:
+        first, step, unit = start.replace(hour=0, minute=0, second=0, microsecond=0), timedelta(days=1), "day"
+    edges = [first]
+    while edges[-1] + step <= end:
+        edges.append(edges[-1] + step)
+    return unit, edges
+
+
+def _series(runs: list[Any], models: list[Any], start: datetime, end: datetime) -> dict[str, Any]:
+    """Runs by status and model cost per hour (or day): what the stats page plots over time."""
+    unit, edges = _buckets(start, end)
+
+    naive = [e.replace(tzinfo=None) for e in edges]
+
+    def index(at: datetime) -> int:
+        return max(0, bisect_right(naive, at.replace(tzinfo=None)) - 1)
+
+    statuses = sorted({r.status for r in runs})
+    by_status = {s: [0] * len(edges) for s in statuses}
+    for r in runs:
+        by_status[r.status][index(r.started_at)] += 1
+    cost = [0.0] * len(edges)
+    for m in models:
+        cost[index(m.at)] += m.cost
+    return {"unit": unit, "buckets": [e.strftime("%Y-%m-%dT%H:%M") for e in edges],  # UTC
+            "runs_by_status": by_status, "cost": [round(c, 8) for c in cost]}
+
+
 def stats(session: Session, *, since: timedelta, workflow: str | None = None) -> dict[str, Any]:
     """Runs, latency per step kind, tokens and cost, boundary outcomes and fallbacks since ``now - since``."""
-    start: datetime = utcnow() - since
+    end = utcnow()
+    start: datetime = end - since
     query = select(RunRow).where(RunRow.started_at >= start)
     if workflow:
         query = query.where(RunRow.workflow == workflow)
@@ -61,5 +95,7 @@ def stats(session: Session, *, since: timedelta, workflow: str | None = None) ->
                   "fallback_rate": _rate(sum(1 for m in models if m.fallback_used), len(models))},
         "boundary": {"decisions": len(decisions), "denial_rate": _rate(outcomes.get("deny", 0), len(decisions)),
                      "approval_rate": _rate(outcomes.get("require_approval", 0), len(decisions)),
-                     "escalations": len(approvals), "approvals": dict(sorted(verdicts.items()))},
+                     "escalations": len(approvals), "approvals": dict(sorted(verdicts.items())),
+                     "outcomes": dict(sorted(outcomes.items()))},
+        "series": _series(list(runs), models, start, end),
     }

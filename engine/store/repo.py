@@ -255,6 +255,11 @@ def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
     return ApprovalView.model_validate(row, from_attributes=True) if row else None
 
 
+def workflow_names(session: Session) -> list[str]:
+    """Every workflow that has runs, by name."""
+    return sorted(session.exec(select(RunRow.workflow).distinct()).all())
+
+
 def get_run(session: Session, *, run_id: str) -> RunView | None:
     """One run from the index, or None."""
     row = session.get(RunRow, run_id)

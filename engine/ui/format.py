@@ -82,7 +82,12 @@ def until(moment: datetime) -> str:
     return f"in {seconds}s"
 
 
+def percent(rate: float | None) -> str:
+    """``0.125`` → ``12.5%``; a rate with nothing to divide by → ``–``."""
+    return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
 def register_filters(env: Environment) -> None:
     """Make the helpers available in templates."""
-    env.filters.update(ago=waited, until=until, summary=args_summary, label=label)
+    env.filters.update(ago=waited, until=until, summary=args_summary, label=label, percent=percent)
     env.globals.update(argument_rows=argument_rows, fact_rows=fact_rows, simulation=simulation)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from engine.errors import AirlockError, NotFoundError
+from engine.errors import AirlockError, InputError, NotFoundError
 from engine.runs import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.users import Approver
@@ -118,6 +118,37 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
                    temporal_url=temporal_url)
+
+
+STATS_WINDOWS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days"}
+
+
+@router.get("/stats", response_class=HTMLResponse)
+def stats_page(request: Request, since: str = "24h", workflow: str | None = None,
+               user: Approver = Depends(page_user)) -> Response:
+    """How runs went over a window: the figures of ``airlock stats``, with plots."""
+    from engine.spec import parse_duration
+    from engine.stats import stats
+    from engine.ui import charts
+
+    if since not in STATS_WINDOWS:
+        raise InputError(f"since: choose one of {', '.join(STATS_WINDOWS)}, not {since!r}")
+    with Session(request.app.state.engine) as session:
+        figures = stats(session, since=parse_duration(since), workflow=workflow or None)
+        workflows = repo.workflow_names(session)
+    series, latency, boundary = figures["series"], figures["latency_ms"], figures["boundary"]
+    per = series["unit"]
+    plots = [
+        charts.columns(f"Runs per {per}, by status", series["buckets"], series["runs_by_status"]),
+        charts.columns(f"Model cost per {per}", series["buckets"], {"cost": series["cost"]}),
+        charts.bars("Latency per step kind, p50 and p95 (ms)",
+                    [(f"{kind} {q}", figures[q] or 0.0) for kind, figures in latency.items() for q in ("p50", "p95")],
+                    unit=" ms"),
+        charts.bars("Policy decisions", [(k, float(v)) for k, v in boundary["outcomes"].items()]),
+        charts.bars("Approvals (escalations) by outcome", [(k, float(v)) for k, v in boundary["approvals"].items()]),
+    ]
+    return _render(request, "stats.html", user=user, figures=figures, plots=plots, windows=STATS_WINDOWS,
+                   since=since, workflow=workflow or "", workflows=workflows)
 
 
 @router.post("/approvals/{approval_id}/decide")

@@ -225,3 +225,33 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     await expect(page.locator("[data-kind=execution]")).to_contain_text(result.tool_calls[0].result["tx_hash"])
     await expect(page.locator("[data-model-calls]")).to_have_text("2")
     await page.screenshot(path=str(ARTIFACTS / "run-1280.png"), full_page=True)
+    # The stats page: the same figures as `airlock stats`, plotted.
+    from datetime import timedelta
+
+    from engine.stats import stats
+
+    await page.get_by_role("link", name="Stats").click()
+    await expect(page.get_by_role("heading", name="How runs went")).to_be_visible()
+    with Session(make_engine(web.settings.db_url)) as session:
+        figures = stats(session, since=timedelta(hours=24))
+    await expect(page.locator("[data-figure=runs]")).to_have_text(str(figures["runs"]["total"]))
+    await expect(page.locator("[data-figure=model_calls]")).to_have_text(str(figures["model"]["calls"]))
+    await expect(page.locator("[data-figure=escalations]")).to_have_text(str(figures["boundary"]["escalations"]))
+    runs_chart = page.locator("figure[data-chart^='Runs per hour'] rect")
+    completed = figures["runs"]["by_status"]["completed"]
+    titles = [await runs_chart.nth(i).get_attribute("data-value") for i in range(await runs_chart.count())]
+    assert sum(int(t.split(": ")[1].split()[0]) for t in titles if t.endswith(" completed")) == completed
+    latency = page.locator("figure[data-chart^='Latency'] rect")
+    await expect(latency).to_have_count(6)  # model, policy, execution × p50, p95
+    assert await page.locator("svg[role=img]").count() == 5
+    await page.screenshot(path=str(ARTIFACTS / "stats-1280.png"), full_page=True)
+    await page.get_by_label("Workflow").select_option("treasury-payout")
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.get_by_role("heading", name="How runs went")).to_contain_text("treasury-payout")
+    with Session(make_engine(web.settings.db_url)) as session:
+        only = stats(session, since=timedelta(hours=24), workflow="treasury-payout")
+    await expect(page.locator("[data-figure=runs]")).to_have_text(str(only["runs"]["total"]))
+    assert only["runs"]["total"] >= 1
+    response = await page.goto(f"{web.url}/stats?since=yesterday")
+    assert response is not None and response.status == 422
+    assert page.outside_requests == []  # type: ignore[attr-defined]
