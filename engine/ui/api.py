@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from engine.errors import InputError, NotFoundError, SpecError
-from engine.models import ApprovalDecisionResult
-from engine.runs import decide_approval, edit_action, start_run
+from engine.models import ApprovalDecisionResult, RunProgress
+from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.spec import load_spec
 from engine.store import repo, users
-from engine.store.repo import ApprovalView, RunView
+from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
 from engine.ui.auth import client_address, api_user, check_csrf, uses_session
 
@@ -62,6 +62,14 @@ class StartRunResponse(BaseModel):
 class RunStatusResponse(BaseModel):
     run: RunView
     pending: list[ApprovalView]
+
+
+class TimelineResponse(BaseModel):
+    """What ``airlock runs show --json`` prints."""
+
+    run: RunView
+    usage: dict[str, Any]
+    timeline: list[TimelineEntry]
 
 
 def _write_guard(request: Request, x_csrf_token: str | None) -> None:
@@ -142,9 +150,49 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
 def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
     """A run's status, its pending actions and, once it ended, its result."""
     with Session(request.app.state.engine) as session:
-        run = repo.get_run(session, run_id=run_id)
-        if run is None:
-            raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
+        run = _run_or_404(session, run_id)
         pending = repo.list_approvals(session, run_id=run_id)
     return RunStatusResponse(run=run, pending=pending)
 
+
+
+def _run_or_404(session: Session, run_id: str) -> RunView:
+    run = repo.get_run(session, run_id=run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
+    return run
+
+
+@router.get("/runs/{run_id}/timeline")
+def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_user)) -> TimelineResponse:
+    """Every recorded step of a run: model calls, validations, policy decisions, approvals, executions."""
+    from engine.render import usage_of
+
+    with Session(request.app.state.engine) as session:
+        run = _run_or_404(session, run_id)
+        timeline = repo.run_timeline(session, run_id=run_id)
+    return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
+
+
+@router.get("/runs/{run_id}/progress")
+async def get_progress(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunProgress:
+    """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
+    with Session(request.app.state.engine) as session:
+        _run_or_404(session, run_id)
+    return await run_progress(request.app.state.client, run_id)
+
+
+@router.get("/stats")
+def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
+              user: Approver = Depends(api_user)) -> dict[str, Any]:
+    """The figures of ``airlock stats`` (``since``: 90m, 24h, 7d, ...)."""
+    from datetime import timedelta
+
+    from engine.spec import parse_duration
+    from engine.stats import stats
+
+    window = parse_duration(since)
+    if not isinstance(window, timedelta):
+        raise InputError(f"since: use a number and a unit, like 90m, 24h or 7d, not {since!r}")
+    with Session(request.app.state.engine) as session:
+        return stats(session, since=window, workflow=workflow or None)

@@ -96,6 +96,19 @@ async def test_run_over_http_with_every_approval_rule(web: Web) -> None:
                 break
             await asyncio.sleep(0.1)
         assert run["result"]["tool_calls"][2]["votes"][0]["by"] == "bob"
+        timeline = (await http.get(f"/api/runs/{run_id}/timeline", headers=bearer(tokens["dave"]))).json()
+        kinds = [e["kind"] for e in timeline["timeline"]]
+        assert kinds.count("model") == timeline["usage"]["model_calls"] == run["result"]["usage"]["model_calls"]
+        assert {"validation", "policy", "approval", "execution"} <= set(kinds)
+        progress = (await http.get(f"/api/runs/{run_id}/progress", headers=bearer(tokens["dave"]))).json()
+        assert (progress["status"], progress["activity"], progress["waiting"]) == ("completed", "finished", [])
+        figures = (await http.get("/api/stats", params={"since": "1h", "workflow": "support-refund"},
+                                  headers=bearer(tokens["dave"]))).json()
+        assert figures["runs"]["by_status"].get("completed", 0) >= 1 and figures["boundary"]["escalations"] >= 1
+        bad = await http.get("/api/stats", params={"since": "soon"}, headers=bearer(tokens["dave"]))
+        assert bad.status_code == 422 and "since: use a number and a unit" in bad.json()["error"]
+        missing = await http.get("/api/runs/no-such-run/progress", headers=bearer(tokens["dave"]))
+        assert missing.status_code == 404
         detail = (await http.get(f"/api/approvals/{pending['approval_id']}", headers=bearer(tokens["dave"]))).json()
         assert [(e["actor"], e["action"], e["digest"]) for e in detail["events"]] == [("bob", "approve", digest)]
         assert detail["events"][0]["source"] == "127.0.0.1"

@@ -169,6 +169,10 @@ async def test_stats_sum_up_runs_latency_cost_and_fallbacks(client: Client, sett
     assert figures["latency_ms"]["model"]["count"] == 3 and figures["latency_ms"]["policy"]["count"] == 2
     assert figures["latency_ms"]["model"]["p95"] >= figures["latency_ms"]["model"]["p50"] > 0
     assert figures["boundary"]["denial_rate"] == 0.0
+    series = figures["series"]  # what the stats page plots
+    assert series["unit"] == "hour" and len(series["buckets"]) in (1, 2)
+    assert {s: sum(v) for s, v in series["runs_by_status"].items()} == figures["runs"]["by_status"]
+    assert sum(series["cost"]) == pytest.approx(figures["model"]["cost"])
     code, out, _ = await airlock(settings, "stats", "--since", "1h")
     assert "2 run(s), 1 completed, 1 limit_reached; success rate 50.0%" in out
     assert "fallback rate 66.7%" in out
