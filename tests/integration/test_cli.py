@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session
@@ -38,6 +39,16 @@ async def airlock(settings: Settings, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+async def inbox_from_cli(settings: Settings) -> list[dict[str, Any]]:
+    """``airlock approvals list --json``, polled until it shows something."""
+    for _ in range(300):
+        _, out, _ = await airlock(settings, "approvals", "list", "--json")
+        if json.loads(out or "[]"):
+            return json.loads(out)
+        await asyncio.sleep(0.2)
+    raise AssertionError("the inbox stayed empty")
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def add_users(db_url: str) -> None:
     with Session(make_engine(db_url)) as session:
@@ -53,12 +64,7 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
     async with build_worker(client, settings):
         run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
                                             '{"customer_id": "cus_ana"}', "--as", "alice", "--wait", "--json"))
-        for _ in range(300):
-            code, out, _ = await airlock(settings, "approvals", "list", "--json")
-            if json.loads(out or "[]"):
-                break
-            await asyncio.sleep(0.2)
-        [item] = json.loads(out)
+        [item] = await inbox_from_cli(settings)
         assert item["tool"] == "issue_refund" and item["args"]["amount"] == "75.00"
         code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "alice")
         assert code == 1 and "alice started this run and cannot decide its actions" in err
@@ -85,12 +91,7 @@ async def test_run_wait_shows_live_progress(client: Client, settings: Settings, 
     async with build_worker(client, settings):
         run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
                                             '{"customer_id": "cus_ana"}', "--as", "alice", "--wait"))
-        for _ in range(300):
-            code, out, _ = await airlock(settings, "approvals", "list", "--json")
-            if json.loads(out or "[]"):
-                break
-            await asyncio.sleep(0.2)
-        [item] = json.loads(out)
+        [item] = await inbox_from_cli(settings)
         await asyncio.sleep(1.5)  # the waiting run polls twice a second: let it see the wait
         code, out, _ = await airlock(settings, "approve", item["approval_id"], "--as", "bob")
         assert code == 0, out
