@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -9,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from engine.errors import AirlockError, InputError, NotFoundError
-from engine.runs import decide_approval, edit_action
+from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
 from engine.ui.auth import client_address, check_csrf, csrf_token, identify, page_user, sign_in
@@ -116,8 +117,14 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
             raise NotFoundError(f"no run {run_id}")
         timeline = repo.run_timeline(session, run_id=run_id)
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
+    progress = None
+    if found.status in ("running", "waiting_approval"):  # ask the run where it is now (best effort)
+        try:
+            progress = await asyncio.wait_for(run_progress(request.app.state.client, run_id), 5)
+        except Exception:  # noqa: BLE001 - the recorded timeline is shown either way
+            progress = None
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
-                   temporal_url=temporal_url)
+                   temporal_url=temporal_url, progress=progress)
 
 
 STATS_WINDOWS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days"}

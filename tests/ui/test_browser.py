@@ -211,6 +211,12 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     await expect(changes.nth(1)).to_contain_text("Globex Logistics")
     await expect(changes.nth(1)).to_contain_text("+4800")
     await page.screenshot(path=str(ARTIFACTS / "payment-detail-1280.png"), full_page=True)
+    # While it waits, the run page says so, and for whom (asked of the run itself).
+    await page.get_by_role("link", name="full timeline").click()
+    await expect(page.locator("[data-progress]")).to_contain_text("waiting for approval")
+    await expect(page.locator("[data-waiting]")).to_contain_text(
+        "transfer_token waits for 1 approval(s) from treasury-approvers: 0/1 so far")
+    await page.locator("[data-waiting] a").click()
     await page.get_by_role("button", name="Approve").click()
     await expect(page.locator("[data-status]")).to_have_text("approved")
     result = await asyncio.wait_for(handle.result(), 30)
@@ -219,6 +225,7 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     # The run page: every recorded step, the transaction hash among them.
     await page.get_by_role("link", name="full timeline").click()
     await expect(page.locator("[data-status]")).to_have_text("completed")
+    await expect(page.locator("[data-progress]")).to_have_count(0)  # a finished run has no "now"
     rows = page.locator("[data-timeline] tbody tr")
     kinds = [await rows.nth(i).get_attribute("data-kind") for i in range(await rows.count())]
     assert kinds[0] == "model" and {"policy", "approval", "execution"} <= set(kinds) and kinds.count("model") == 2
