@@ -92,7 +92,7 @@ class OtelSettings(BaseModel):
     """OpenTelemetry traces; off unless ``endpoint`` is set."""
 
     endpoint: str | None = None  # an OTLP/HTTP collector, e.g. http://127.0.0.1:4318
-    service_name: str = "airlock-worker"
+    service_name: str = "airlock"
 
 
 class Settings(BaseSettings):

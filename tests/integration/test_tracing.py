@@ -104,7 +104,7 @@ async def test_a_run_started_by_a_traced_client_is_one_trace_with_http_spans(
                                               "RunActivity:validate_tool_call"}
     services = {a.value.string_value for r in received for rs in r.resource_spans for a in rs.resource.attributes
                 if a.key == "service.name"}
-    assert services == {"airlock-worker"}
+    assert services == {"airlock"}
 
 
 async def test_a_run_started_without_tracing_is_still_one_trace(
