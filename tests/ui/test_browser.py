@@ -155,6 +155,10 @@ async def test_inbox_at_phone_width(browser: Browser, web: Web, tmp_path: Path) 
     overflow = await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not overflow
     await page.screenshot(path=str(ARTIFACTS / "inbox-390.png"), full_page=True)
+    await page.get_by_role("link", name="Stats").click()  # charts scroll inside their cards, not the page
+    await expect(page.get_by_role("heading", name="How runs went")).to_be_visible()
+    assert not await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    await page.screenshot(path=str(ARTIFACTS / "stats-390.png"), full_page=True)
 
 
 async def test_edit_before_approving(browser: Browser, web: Web, tmp_path: Path) -> None:
