@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import json
 import time
 from typing import Any
@@ -47,7 +46,7 @@ from engine.models import (
 from engine.policy import PolicyEngine
 from engine.spec import resolve_output_model
 from engine.store import repo
-from engine.toolkit import ToolContext, ToolDef, resolve_tool
+from engine.toolkit import ToolContext, ToolDef, import_object, resolve_tool
 
 
 HEARTBEAT_EVERY_S = 2.0
@@ -116,8 +115,7 @@ class AirlockActivities:
                                    non_retryable=True)
         if not request.redact:
             return GuardInputResult(message=request.message)
-        module_name, attr = request.redact.split(":")
-        redact = getattr(importlib.import_module(module_name), attr)
+        redact = import_object(request.redact)
         cleaned = str(await asyncio.to_thread(redact, request.message))
         return GuardInputResult(message=cleaned, redacted=cleaned != request.message)
 

@@ -7,7 +7,6 @@ custom graph with :func:`add_boundary`, which wires the same boundary nodes.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -15,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from engine import nodes
 from engine.nodes import AgentState
 from engine.spec import WorkflowSpec
+from engine.toolkit import import_object
 
 AGENT_GRAPH = "airlock.agent"
 _IN_WORKFLOW = {"execute_in": "workflow"}
@@ -55,9 +55,7 @@ def graph_name(spec: WorkflowSpec) -> str:
 
 def build_graph(import_path: str) -> StateGraph:
     """Import a custom graph builder ``module:function`` and call it."""
-    module_name, attr = import_path.split(":")
-    builder: Any = getattr(importlib.import_module(module_name), attr)
-    graph = builder()
+    graph = import_object(import_path)()
     if not isinstance(graph, StateGraph):
         raise TypeError(f"{import_path} must return a langgraph StateGraph, got {type(graph).__name__}")
     return graph

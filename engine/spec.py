@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError, SpecIssue
-from engine.toolkit import resolve_tool
+from engine.toolkit import import_object, resolve_tool
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -286,9 +286,9 @@ def _graph_problem(import_path: str) -> str | None:
     """Why a custom graph builder (or another function named by import path) cannot be used, or None."""
     module_name, _, attr = import_path.partition(":")
     try:
-        builder = getattr(importlib.import_module(module_name), attr, None)
-    except ImportError as exc:
-        return f"cannot import module {module_name!r}: {exc}"
+        builder = import_object(import_path)
+    except ValueError as exc:
+        return str(exc)
     return None if callable(builder) else f"module {module_name!r} has no function {attr!r}"
 
 
@@ -365,11 +365,7 @@ def resolve_output_model(import_path: str) -> type[BaseModel]:
     Raises:
         ValueError: it cannot be imported or is not a pydantic model.
     """
-    module_name, _, attr = import_path.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr, None)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    found = import_object(import_path)
     if not (isinstance(found, type) and issubclass(found, BaseModel)):
         raise ValueError(f"{import_path} is not a pydantic model class")
     return found

@@ -109,6 +109,20 @@ def tool(
     return mark
 
 
+def import_object(import_path: str) -> Any:
+    """What ``package.module:name`` names, or None when the module has no such name.
+
+    Raises:
+        ValueError: the module does not import.
+    """
+    module_name, _, attr = import_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    return getattr(module, attr, None)
+
+
 def resolve_tool(import_path: str) -> ToolDef:
     """Import ``package.module:function`` and read its schema.
 
@@ -119,11 +133,7 @@ def resolve_tool(import_path: str) -> ToolDef:
     if not _IMPORT_PATH.match(import_path):
         raise ValueError(f"{import_path!r} is not an import path of the form package.module:function")
     module_name, attr = import_path.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
-    func = getattr(module, attr, None)
+    func = import_object(import_path)
     if func is None or not callable(func):
         raise ValueError(f"module {module_name!r} has no function {attr!r}")
     params = list(inspect.signature(func).parameters.values())
