@@ -141,9 +141,10 @@ class ModelClient:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "final_answer", "schema": request.output_schema}}
         try:
-            with _TRACER.start_as_current_span(f"chat {Path(model).name}", kind=SpanKind.CLIENT, attributes={
+            shown = Path(model).name if endpoint.provider == "scripted" else model  # a script's file, not its path
+            with _TRACER.start_as_current_span(f"chat {shown}", kind=SpanKind.CLIENT, attributes={
                     "gen_ai.operation.name": "chat", "gen_ai.provider.name": endpoint.provider,
-                    "gen_ai.request.model": Path(model).name, "http.request.method": "POST",
+                    "gen_ai.request.model": shown, "http.request.method": "POST",
                     "url.full": safe_url(str(client.base_url).rstrip("/") + "/chat/completions"),
                     "airlock.endpoint": label}) as span:
                 async with client:
