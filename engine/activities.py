@@ -18,8 +18,11 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
 from engine.chain_tx import ChainAccess
-from engine.errors import AirlockError, ModelError
+from engine.definitions import DefinitionRegistry
+from engine.errors import AirlockError, AuthenticationError, ModelError, ToolArgumentsError
+from engine.identity import Verifier, args_hash
 from engine.llm import ModelClient
 from engine.models import (
     CallModelInput,
@@ -38,14 +41,19 @@ from engine.models import (
     OpenApprovalsResult,
     RecordRunInput,
     RecordRunResult,
+    ResolvedRun,
+    ResolveRunInput,
+    ResolveRunResult,
     ValidateCallInput,
     ValidateCallResult,
     ValidateOutputInput,
     ValidateOutputResult,
+    VerifiedPerson,
+    VerifyPersonInput,
 )
 from engine.policy import PolicyEngine
 from engine.spec import resolve_output_model
-from engine.store import repo
+from engine.store import authority, repo, users
 from engine.toolkit import ToolContext, ToolDef, import_object, resolve_tool
 
 
@@ -60,21 +68,52 @@ def _plain(value: Any) -> Any:
 
 
 class AirlockActivities:
-    """Activities built with their dependencies (database, OPA, model client)."""
+    """Activities built with their dependencies (database, OPA, model client, definitions, verifier).
+
+    Nothing an activity is sent is taken as authority: the run's definition,
+    requester and tenant come from what ``resolve_run`` verified and recorded;
+    tools are found by name in that definition; people are proven by signed
+    assertions; execution asks the store whether exactly this action was
+    allowed or approved.
+    """
 
     def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient,
-                 chain: ChainAccess | None = None) -> None:
+                 registry: DefinitionRegistry, verifier: Verifier, chain: ChainAccess | None = None) -> None:
         self._engine = engine
         self._database_url = database_url
         self._policy = policy
         self._model = model
         self._chain = chain
+        self._registry = registry
+        self._verifier = verifier
         self._tools: dict[str, ToolDef] = {}
+        self._runs: dict[str, ResolvedRun] = {}  # a run's resolved record never changes
 
     def _tool(self, import_path: str) -> ToolDef:
         if import_path not in self._tools:
             self._tools[import_path] = resolve_tool(import_path)
         return self._tools[import_path]
+
+    async def _run(self, run_id: str) -> ResolvedRun:
+        """The run as ``resolve_run`` recorded it; a run this worker never resolved has no authority."""
+        if run_id not in self._runs:
+            found = await self._db(repo.resolved_run, run_id=run_id)
+            if found is None:
+                raise ApplicationError(f"no run {run_id} was resolved by a worker: nothing is done for it",
+                                       type="DefinitionError", non_retryable=True)
+            self._runs[run_id] = found
+        return self._runs[run_id]
+
+    def _tool_of(self, run: ResolvedRun, name: str) -> ToolDef:
+        """A tool of the run's own definition, by the name the model used."""
+        spec_tool = run.spec.tool(name)
+        if spec_tool is None:
+            raise ApplicationError(f"{run.spec.name} v{run.spec.version} has no tool {name!r}",
+                                   type="ToolArgumentsError", non_retryable=True)
+        try:
+            return self._tool(spec_tool.import_path)
+        except ValueError as exc:
+            raise ApplicationError(f"tool {name}: {exc}", type="DefinitionError", non_retryable=True) from exc
 
     async def _db(self, fn: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -83,6 +122,66 @@ class AirlockActivities:
 
         return await asyncio.to_thread(run)
 
+    @activity.defn(name="resolve_run")
+    async def resolve_run(self, request: ResolveRunInput) -> ResolveRunResult:
+        """Verify who starts the run, resolve its definition from this worker's own, and record both."""
+        req = request.request
+        try:
+            claims = self._verifier.verify(req.credential)
+            if claims.action != "start" or claims.run_id != req.run_id or claims.workflow != req.workflow:
+                raise AuthenticationError(f"the signed assertion is not for starting run {req.run_id} of "
+                                          f"{req.workflow}")
+            if (claims.subject, claims.tenant) != (req.requested_by, req.tenant):
+                raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
+                                          f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
+            person = await self._db(users.get_user, name=claims.subject)
+            if person is None or person.name != claims.subject:
+                raise AuthenticationError(f"no user {claims.subject!r}")
+            if claims.tenant not in person.tenants:
+                raise AuthenticationError(f"{person.name} does not belong to tenant {claims.tenant!r}")
+            spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
+                                           pin=req.definition_hash)
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
+                           idempotency_key="", digest="", action="start", subject=person.name,
+                           roles=person.roles, used_by=_activity_key())
+        except AirlockError as exc:
+            raise _application_error(exc) from exc
+        run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=claims.tenant or "",
+                          input=req.input)
+        await self._db(repo.register_run, run=run)
+        self._runs[run.run_id] = run
+        return ResolveRunResult(run=run)
+
+    @activity.defn(name="verify_person")
+    async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
+        """Check a person's signed assertion for one decision; roles and tenants come from the user store."""
+        run = await self._run(request.run_id)
+        try:
+            claims = self._verifier.verify(request.assertion)
+            bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
+            if bound != (request.action, request.run_id, request.approval_id, request.digest):
+                raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
+                                          f"{claims.digest}, not {request.action} of {request.approval_id} on "
+                                          f"{request.digest}")
+            if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
+                raise AuthenticationError("the signed assertion is for other arguments than this edit's")
+            decided = await self._db(repo.decision_for_approval, approval_id=request.approval_id)
+            if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
+                raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
+                                          "for by this run's policy")
+            person = await self._db(users.get_user, name=claims.subject)
+            if person is None or person.name != claims.subject:
+                raise AuthenticationError(f"no user {claims.subject!r}")
+            if run.tenant not in person.tenants:
+                raise AuthenticationError(f"{person.name} does not belong to tenant {run.tenant!r} of this run")
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
+                           approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
+                           digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
+                           used_by=_activity_key())
+        except AirlockError as exc:
+            raise _application_error(exc) from exc
+        return VerifiedPerson(name=person.name, roles=person.roles, tenants=person.tenants)
+
     @activity.defn(name="record_run")
     async def record_run(self, record: RecordRunInput) -> RecordRunResult:
         await self._db(repo.record_run, record=record)
@@ -90,6 +189,14 @@ class AirlockActivities:
 
     @activity.defn(name="call_model")
     async def call_model(self, request: CallModelInput) -> CallModelResult:
+        run = await self._run(request.run_id)
+        spec = run.spec
+        request = request.model_copy(update={
+            "model": spec.model_for(request.step_class or "plan"), "workflow": spec.name, "version": spec.version,
+            "tenant": run.tenant, "prompt_hash": spec.prompt_hash, "daily_cost_cap": spec.limits.daily_cost,
+            "output_schema": spec.output_json_schema,
+            "tools": [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                        "parameters": t.parameters}} for t in spec.tool_specs]})
         if request.daily_cost_cap is not None:
             spent = await self._db(repo.cost_today, tenant=request.tenant, workflow=request.workflow)
             if spent >= request.daily_cost_cap:
@@ -109,19 +216,22 @@ class AirlockActivities:
     @activity.defn(name="guard_input")
     async def guard_input(self, request: GuardInputInput) -> GuardInputResult:
         """The workflow's input guard: a size limit, then the redaction hook."""
-        if request.max_chars is not None and len(request.message) > request.max_chars:
-            raise ApplicationError(f"the input is {len(request.message)} characters; this workflow takes at most "
-                                   f"{request.max_chars} (input_guard.max_chars)", type="InputError",
-                                   non_retryable=True)
-        if not request.redact:
+        guard = (await self._run(request.run_id)).spec.input_guard
+        if guard is None:
             return GuardInputResult(message=request.message)
-        redact = import_object(request.redact)
+        if guard.max_chars is not None and len(request.message) > guard.max_chars:
+            raise ApplicationError(f"the input is {len(request.message)} characters; this workflow takes at most "
+                                   f"{guard.max_chars} (input_guard.max_chars)", type="InputError",
+                                   non_retryable=True)
+        if not guard.redact:
+            return GuardInputResult(message=request.message)
+        redact = import_object(guard.redact)
         cleaned = str(await asyncio.to_thread(redact, request.message))
         return GuardInputResult(message=cleaned, redacted=cleaned != request.message)
 
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
-        tool = self._tool(request.tool_import_path)
+        tool = self._tool_of(await self._run(request.run_id), request.tool)
         try:
             args = tool.args_model.model_validate(json.loads(request.raw_arguments or "{}"))
             result = ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
@@ -129,17 +239,20 @@ class AirlockActivities:
             result = ValidateCallResult(ok=False, error=f"arguments are not JSON: {exc.msg} at char {exc.pos}")
         except ValidationError as exc:
             result = ValidateCallResult(ok=False, error=validation_problems(exc, "(arguments)"))
-        if request.run_id is not None and request.step is not None:
+        if request.step is not None:
             await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
                            key=f"{request.call_id}:{_short_hash(request.raw_arguments)}", kind="tool_arguments",
-                           subject=request.tool or tool.name, ok=result.ok, error=result.error)
+                           subject=request.tool, ok=result.ok, error=result.error)
         return result
 
     @activity.defn(name="validate_output")
     async def validate_output(self, request: ValidateOutputInput) -> ValidateOutputResult:
         """Check a final answer against the workflow's output model (JSON, optionally in a code fence)."""
+        schema = (await self._run(request.run_id)).spec.output_schema
+        if not schema:
+            return ValidateOutputResult(ok=True)
         try:
-            model = resolve_output_model(request.output_schema)
+            model = resolve_output_model(schema)
         except ValueError as exc:  # the worker cannot load what the spec named: no repair can fix that
             raise ApplicationError(f"output_schema: {exc}", type="SpecError", non_retryable=True) from exc
         text = (request.content or "").strip()
@@ -151,38 +264,56 @@ class AirlockActivities:
         except ValidationError as exc:
             result = ValidateOutputResult(ok=False, error=validation_problems(exc, "(answer)"))
         await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
-                       key=f"output:{_short_hash(request.content or '')}", kind="output", subject=request.output_schema,
+                       key=f"output:{_short_hash(request.content or '')}", kind="output", subject=schema,
                        ok=result.ok, error=result.error)
         return result
 
+    def _context(self, run: ResolvedRun, step: int, key: str) -> ToolContext:
+        return ToolContext(run_id=run.run_id, step=step, idempotency_key=key, database_url=self._database_url,
+                           requested_by=run.requested_by, tenant=run.tenant, run_input=run.input,
+                           chain_id=run.spec.chain_id).with_chain(self._chain)
+
     @activity.defn(name="gather_facts")
     async def gather_facts(self, request: GatherFactsInput) -> GatherFactsResult:
-        tool = self._tool(request.tool_import_path)
+        run = await self._run(request.run_id)
+        tool = self._tool_of(run, request.tool)
         if tool.facts is None:
             return GatherFactsResult()
-        ctx = ToolContext(**request.context, idempotency_key="", database_url=self._database_url)
-        return GatherFactsResult(facts=await self._facts(tool, request.args, ctx))
+        return GatherFactsResult(facts=await self._facts(tool, request.args, self._context(run, request.step, "")))
 
     async def _facts(self, tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """Run a tool's read-only facts function; engine errors keep their type and retryability."""
         try:
             facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(args),  # type: ignore[misc]
-                                            ctx.with_chain(self._chain))
+                                            ctx)
         except AirlockError as exc:
             raise _application_error(exc) from exc
         return dict(_plain(facts))
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
-        decision, raw, latency = await self._policy.decide(request.package, request.document)
-        decision_id = f"{request.run_id}:{request.call_id}"
+        """Decide one checked call. The policy input is built here from the run's record and the store."""
+        run, call = await self._run(request.run_id), request.call
+        tool = self._tool_of(run, call.tool)
+        try:
+            args = tool.args_model.model_validate(call.args).model_dump(mode="json")
+        except ValidationError as exc:
+            raise _application_error(ToolArgumentsError(validation_problems(exc, "(arguments)"))) from exc
+        call = call.model_copy(update={"args": args})
+        executed = await self._db(repo.executed_calls, run_id=run.run_id)
+        document = policy_document(run, call, consequential=tool.consequential, executed=executed)
+        decision, raw, latency = await self._policy.decide(run.spec.policy, document)
+        decision = with_approvers(decision, run.spec.approval.approver_role)
+        decision_id = f"{run.run_id}:{call.call_id}:{call.revision}.{call.rechecks}"
         decision = decision.model_copy(update={"decision_id": decision_id})
-        await self._db(repo.save_decision, decision_id=decision_id, run_id=request.run_id,
-                       call_id=request.call_id, package=request.package, document=request.document,
-                       decision=decision, raw=raw, latency_ms=latency)
-        activity.logger.info("policy %s for %s: %s %s", request.package, request.call_id, decision.outcome,
+        digest = action_digest(call.tool, args, call.facts, decision.revision)
+        approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
+        await self._db(repo.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
+                       package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
+                       digest=digest, idempotency_key=idempotency_key(run.run_id, call), approval_id=approval)
+        activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
                              decision.reasons)
-        return EvaluatePolicyResult(decision=decision)
+        return EvaluatePolicyResult(decision=decision, digest=digest, approval_id=approval)
 
     @activity.defn(name="open_approvals")
     async def open_approvals(self, request: OpenApprovalsInput) -> OpenApprovalsResult:
@@ -196,15 +327,18 @@ class AirlockActivities:
     @activity.defn(name="execute_tool")
     async def execute_tool(self, request: ExecuteToolInput) -> ExecuteToolResult:
         """Run an allowed action once. A retry finds the finished record and returns it."""
-        key, call = request.idempotency_key, request.call
+        run, call = await self._run(request.run_id), request.call
+        tool = self._tool_of(run, call.tool)
+        key = idempotency_key(run.run_id, call)
         done = await self._db(lambda s, **k: _finished(repo.get_execution(s, **k)), key=key)
         if done is not None:
             return done
-        tool = self._tool(request.tool_import_path)
-        ctx = ToolContext(run_id=request.run_id, step=call.step, idempotency_key=key,
-                          database_url=self._database_url, requested_by=request.requested_by,
-                          tenant=request.tenant, run_input=request.run_input,
-                          chain_id=request.chain_id).with_chain(self._chain)
+        digest = action_digest(call.tool, call.args, call.facts, call.decision.revision if call.decision else None)
+        clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
+        if not clearance.allowed:
+            activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
+            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
+        ctx = self._context(run, call.step, key)
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
         if tool.facts is not None and call.facts and not started_before:
             # Re-verify right before acting. Skipped on a retry of an execution that already began: its
@@ -232,13 +366,20 @@ class AirlockActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for the worker."""
-        return [self.record_run, self.guard_input, self.call_model, self.validate_tool_call, self.validate_output,
-                self.gather_facts, self.evaluate_policy, self.open_approvals, self.close_approval, self.execute_tool]
+        return [self.resolve_run, self.verify_person, self.record_run, self.guard_input, self.call_model,
+                self.validate_tool_call, self.validate_output, self.gather_facts, self.evaluate_policy,
+                self.open_approvals, self.close_approval, self.execute_tool]
 
 
 def validation_problems(exc: ValidationError, root: str) -> str:
     """``field: message; ...`` for each problem pydantic found (``root`` names the whole value)."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors())
+
+
+def _activity_key() -> str:
+    """This activity, the same across its retries (a retry may find its own earlier writes)."""
+    info = activity.info()
+    return f"{info.workflow_run_id}:{info.activity_id}"
 
 
 def _short_hash(text: str) -> str:

@@ -88,6 +88,23 @@ class ApiClientSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class AuthSettings(BaseModel):
+    """The keys of signed assertions: how a person's identity reaches a run.
+
+    Whoever checks credentials (UI, JSON API, the CLI in local mode) signs a
+    short-lived assertion with the private key; workers verify it with the
+    public key. In production give the private key only to UI/API instances
+    and the public key to workers. Locally both are generated once into
+    ``<state>/keys/``.
+    """
+
+    signing_key: SecretStr | None = None  # PEM, Ed25519 private key
+    signing_key_file: Path | None = None
+    verify_key: str | None = None  # PEM, Ed25519 public key
+    verify_key_file: Path | None = None
+    assertion_ttl_s: int = Field(default=120, ge=5, le=3600)
+
+
 class OtelSettings(BaseModel):
     """OpenTelemetry traces; off unless ``endpoint`` is set."""
 
@@ -116,6 +133,7 @@ class Settings(BaseSettings):
     ui: UiSettings = UiSettings()
     api: ApiClientSettings = ApiClientSettings()
     otel: OtelSettings = OtelSettings()
+    auth: AuthSettings = AuthSettings()
 
     def model_post_init(self, __context: object) -> None:
         self.project_dir = self.project_dir.resolve()

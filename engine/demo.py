@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from engine import localstack, render
 from engine.config import Settings
 from engine.errors import InputError, StackError
+from engine.identity import Authority
 from engine.models import RunResult
 from engine.runs import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
@@ -133,8 +134,9 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
     """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
     console.rule("2. the run")
     client = await connect(settings.temporal, settings.otel)
-    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, requested_by=REQUESTER,
-                             run_input=run_input)
+    signer = Authority.from_settings(settings)  # the demo signs for its demo accounts, as the UI would
+    handle = await start_run(client, signer, task_queue=settings.temporal.task_queue, workflow=spec,
+                             requested_by=REQUESTER, run_input=run_input)
     console.print(f"  {REQUESTER} started run {handle.id} of {spec.name} v{spec.version} "
                   f"with the [bold]scripted model[/] ({spec.model.script})", highlight=False)
     console.print(f"  Temporal UI: {settings.temporal.ui_url(handle.id)}", highlight=False)
@@ -143,7 +145,7 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
     console.rule(heading)
     console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
-    outcome = await decide_approval(client, engine, approval_id=pending.approval_id, decision="approve",
+    outcome = await decide_approval(client, engine, signer, approval_id=pending.approval_id, decision="approve",
                                     approver=approver, comment=comment, digest=pending.digest, source="airlock demo")
     console.print(f"  $ airlock approve {pending.approval_id} --as {APPROVER}  →  {outcome.status}", highlight=False)
     result = await handle.result()

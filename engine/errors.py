@@ -8,6 +8,9 @@
     ├── ToolArgumentsError          proposed args fail the schema    (http 422)
     ├── PolicyUnavailableError      OPA unreachable / undefined      (retryable, http 503)
     ├── ApprovalError               an approval cannot be decided    (http 409)
+    ├── AuthenticationError         who is asking cannot be proven   (http 401)
+    ├── AccessDeniedError           proven, but not theirs to see or do (http 403)
+    ├── DefinitionError             a run names no definition the worker has (http 422)
     ├── NotFoundError               an id names nothing              (http 404)
     ├── ToolExecutionError          a tool raised while executing    (http 502)
     │   └── TransactionRevertedError  the chain reverted a transaction
@@ -87,6 +90,26 @@ class ApprovalError(AirlockError):
     """An approval decision was refused (requester, expired, decided, unknown)."""
 
     http_status = 409
+
+
+class AuthenticationError(AirlockError):
+    """A person's identity could not be proven: bad password or token, or an
+    assertion that is unsigned, forged, expired, reused or bound to something else."""
+
+    http_status = 401
+
+
+class AccessDeniedError(AirlockError):
+    """The person is known but may not see or do this (another tenant's run, a tenant they lack)."""
+
+    http_status = 403
+
+
+class DefinitionError(AirlockError):
+    """A run request names a workflow, version or definition hash the worker does not have,
+    or a definition names code or files outside the project."""
+
+    http_status = 422
 
 
 class NotFoundError(AirlockError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.spec import ModelSpec, WorkflowSpec
 
@@ -29,13 +29,33 @@ RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached",
 
 
 class RunRequest(BaseModel):
-    """What starts a run. ``run_id`` is the Temporal workflow id."""
+    """What starts a run: a workflow's name, never its definition. ``run_id`` is the Temporal workflow id.
 
-    spec: WorkflowSpec
+    The worker resolves the definition itself (``version`` and ``definition_hash`` pin one).
+    ``credential`` is the requester's signed assertion (``engine.identity``); ``requested_by``
+    and ``tenant`` must match it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(default=None, ge=1)
+    definition_hash: str | None = Field(default=None, max_length=100)
     input: dict[str, Any] = Field(default_factory=dict)
-    requested_by: str
-    tenant: str = "default"
+    requested_by: str = Field(max_length=64)
+    tenant: str = Field(default="default", max_length=64)
+    run_id: str = Field(min_length=1, max_length=200)
+    credential: str = Field(default="", max_length=4096)
+
+
+class ResolvedRun(BaseModel):
+    """A run as the worker resolved it: its definition and its verified requester."""
+
     run_id: str
+    spec: WorkflowSpec
+    requested_by: str
+    tenant: str
+    input: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyDecision(BaseModel):
@@ -82,6 +102,7 @@ class ToolCallRecord(BaseModel):
     votes: list[ApprovalVote] = Field(default_factory=list)
     revision: int = 0
     edited_by: str | None = None
+    editors: list[str] = Field(default_factory=list)  # everyone who edited this action so far
     previous_args: dict[str, Any] | None = None
     rechecks: int = 0
     recheck_reason: str | None = None
@@ -105,8 +126,15 @@ class RunResult(BaseModel):
 # --- activities --------------------------------------------------------------
 
 
+class ResolveRunInput(BaseModel):
+    request: RunRequest
+
+
+class ResolveRunResult(BaseModel):
+    run: ResolvedRun
+
+
 class RecordRunInput(BaseModel):
-    request: RunRequest | None = None
     run_id: str
     status: RunStatus
     result: RunResult | None = None
@@ -117,6 +145,10 @@ class RecordRunResult(BaseModel):
 
 
 class CallModelInput(BaseModel):
+    """One model call. The worker takes the model, tools, prices and budgets from the run's own
+    definition (the fields below ``step_class`` are overwritten from it): a request cannot point a
+    run at another endpoint or key."""
+
     run_id: str
     step: int
     model: ModelSpec
@@ -160,9 +192,10 @@ class CallModelResult(BaseModel):
 
 
 class GuardInputInput(BaseModel):
+    """The user's message; the guard (size limit, redaction hook) is the run's own definition's."""
+
+    run_id: str
     message: str
-    max_chars: int | None = None
-    redact: str | None = None
 
 
 class GuardInputResult(BaseModel):
@@ -171,14 +204,14 @@ class GuardInputResult(BaseModel):
 
 
 class ValidateCallInput(BaseModel):
-    """``run_id``/``step``/``call_id`` (when given) put the result on the run's timeline."""
+    """The tool is looked up by name in the run's own definition; ``step``/``call_id`` put the
+    result on the run's timeline."""
 
-    tool_import_path: str
+    run_id: str
+    tool: str
     raw_arguments: str
-    run_id: str | None = None
     step: int | None = None
     call_id: str | None = None
-    tool: str | None = None
 
 
 class ValidateCallResult(BaseModel):
@@ -192,7 +225,6 @@ class ValidateOutputInput(BaseModel):
 
     run_id: str
     step: int
-    output_schema: str  # import path of the pydantic model
     content: str | None
 
 
@@ -203,9 +235,10 @@ class ValidateOutputResult(BaseModel):
 
 
 class GatherFactsInput(BaseModel):
-    tool_import_path: str
+    run_id: str
+    tool: str
     args: dict[str, Any]
-    context: dict[str, Any]
+    step: int
 
 
 class GatherFactsResult(BaseModel):
@@ -213,22 +246,22 @@ class GatherFactsResult(BaseModel):
 
 
 class EvaluatePolicyInput(BaseModel):
+    """One checked call (arguments validated, facts gathered); the worker builds the policy input itself."""
+
     run_id: str
-    call_id: str
-    package: str
-    document: dict[str, Any]
+    call: ToolCallRecord
 
 
 class EvaluatePolicyResult(BaseModel):
     decision: PolicyDecision
+    digest: str
+    approval_id: str | None = None
 
 
 class OpenApprovalsInput(BaseModel):
+    """The inbox rows are built from the worker's own decision records; ``calls`` only name them."""
+
     run_id: str
-    workflow: str
-    version: int
-    requested_by: str
-    tenant: str
     expires_at: datetime
     calls: list[ToolCallRecord]
 
@@ -251,14 +284,10 @@ class CloseApprovalResult(BaseModel):
 
 
 class ExecuteToolInput(BaseModel):
+    """The action to run; the worker finds the tool in the run's definition and checks its authority."""
+
     run_id: str
     call: ToolCallRecord
-    tool_import_path: str
-    idempotency_key: str
-    requested_by: str
-    tenant: str
-    run_input: dict[str, Any] = Field(default_factory=dict)
-    chain_id: int | None = None
 
 
 class ExecuteToolResult(BaseModel):
@@ -271,6 +300,26 @@ class ExecuteToolResult(BaseModel):
     replayed: bool = False
     stale: bool = False
     changed: list[str] = Field(default_factory=list)
+    refused: bool = False  # the store holds no decision (or approvals) authorising exactly this action
+
+
+class VerifyPersonInput(BaseModel):
+    """A person's signed assertion, and what it must be bound to."""
+
+    run_id: str
+    approval_id: str
+    digest: str
+    action: Literal["approve", "reject", "edit"]
+    assertion: str
+    args: dict[str, Any] | None = None
+
+
+class VerifiedPerson(BaseModel):
+    """Who the assertion proves, with roles and tenants read from the user store."""
+
+    name: str
+    roles: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
 
 
 # --- approvals (update / query) ----------------------------------------------
@@ -279,18 +328,21 @@ class ExecuteToolResult(BaseModel):
 class ApprovalDecisionInput(BaseModel):
     """The payload of the ``decide_approval`` update.
 
-    ``roles`` are the roles the caller authenticated ``by`` with; ``digest``
+    ``assertion`` is the person's signed assertion (``engine.identity``) bound
+    to this approval, ``digest`` and ``decision``: who decides, and with which
+    roles, comes from it and the user store, never from the caller. ``digest``
     is the action digest the person was shown: a decision on anything else is
     refused. ``source`` says where the decision came from (address, CLI).
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     approval_id: str
     decision: Literal["approve", "reject"]
-    by: str
-    roles: list[str] = Field(default_factory=list)
-    digest: str = ""
-    comment: str | None = None
-    source: str | None = None
+    digest: str
+    assertion: str
+    comment: str | None = Field(default=None, max_length=2000)
+    source: str | None = Field(default=None, max_length=200)
 
 
 class ApprovalEditInput(BaseModel):
@@ -300,13 +352,14 @@ class ApprovalEditInput(BaseModel):
     policy again, with a new digest; it needs approval again if policy says so.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     approval_id: str
-    by: str
-    roles: list[str] = Field(default_factory=list)
     digest: str
     args: dict[str, Any]
-    comment: str | None = None
-    source: str | None = None
+    assertion: str
+    comment: str | None = Field(default=None, max_length=2000)
+    source: str | None = Field(default=None, max_length=200)
 
 
 class ApprovalDecisionResult(BaseModel):

@@ -8,7 +8,6 @@ Temporal's converter unchanged. Nothing here has side effects before
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import timedelta
 from typing import Any, TypedDict, TypeVar
@@ -19,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from engine.boundary import action_digest, policy_document, tool_message
+from engine.boundary import tool_message
 from engine.models import (
     CallModelInput,
     CallModelResult,
@@ -30,7 +29,7 @@ from engine.models import (
     GatherFactsInput,
     GatherFactsResult,
     PolicyDecision,
-    RunRequest,
+    ResolvedRun,
     ToolCallRecord,
     ValidateCallInput,
     ValidateCallResult,
@@ -81,8 +80,8 @@ def failure_reason(exc: ActivityError) -> str:
     return f"{exc.activity_type} failed: {cause or exc}"
 
 
-def _request(state: AgentState) -> RunRequest:
-    return RunRequest.model_validate(state["request"])
+def _request(state: AgentState) -> ResolvedRun:
+    return ResolvedRun.model_validate(state["request"])
 
 
 def _records(items: list[dict[str, Any]] | None) -> list[ToolCallRecord]:
@@ -93,13 +92,6 @@ def _with(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
     """A validated copy (model_copy would skip validation of nested values)."""
     dumped = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in update.items()}
     return ToolCallRecord.model_validate({**call.model_dump(mode="json"), **dumped})
-
-
-def approval_id(run_id: str, call: ToolCallRecord) -> str:
-    """A stable, short id for the approval of one call."""
-    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "") + \
-        (f"/r{call.rechecks}" if call.rechecks else "")
-    return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def note_progress(**fields: Any) -> None:
@@ -186,15 +178,14 @@ async def model_step(state: AgentState, klass: str) -> dict[str, Any]:
     return {**update, "proposed": proposed}
 
 
-async def _final_answer(request: RunRequest, state: AgentState, step: int, content: str | None,
+async def _final_answer(request: ResolvedRun, state: AgentState, step: int, content: str | None,
                         messages: list[dict[str, Any]]) -> dict[str, Any]:
     """End the run with the answer, or, when it fails the output schema, ask the model to repair it."""
     spec = request.spec
     if not spec.output_schema:
         return {"status": "completed", "output": content}
     note_progress(activity="validating the final answer")
-    checked = await _act("validate_output", ValidateOutputInput(run_id=request.run_id, step=step,
-                                                                output_schema=spec.output_schema, content=content),
+    checked = await _act("validate_output", ValidateOutputInput(run_id=request.run_id, step=step, content=content),
                          ValidateOutputResult)
     if checked.ok:
         return {"status": "completed", "output": content, "structured": checked.value}
@@ -222,47 +213,37 @@ def over_budget(limits: Any, usage: dict[str, Any]) -> str | None:
 async def check_tool_calls(state: AgentState) -> dict[str, Any]:
     """Validate, gather facts and ask policy for every proposed call."""
     request = _request(state)
-    previous = _records(state.get("calls"))
     checked: list[dict[str, Any]] = []
     for call in _records(state.get("proposed")):
         if call.outcome == "proposed":  # new, or edited by a person: decided afresh
-            call = await _check_one(request, call, previous)
+            call = await _check_one(request, call)
         checked.append(call.model_dump(mode="json"))
     return {"proposed": checked}
 
 
-async def _check_one(request: RunRequest, call: ToolCallRecord, previous: list[ToolCallRecord]) -> ToolCallRecord:
-    tool = request.spec.tool(call.tool)
-    if tool is None:
+async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRecord:
+    if request.spec.tool(call.tool) is None:
         available = ", ".join(t.name for t in request.spec.tool_specs)
         return _with(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
     note_progress(activity=f"checking {call.tool}")
     valid = await _act("validate_tool_call", ValidateCallInput(
-        tool_import_path=tool.import_path, raw_arguments=call.raw_arguments, run_id=request.run_id, step=call.step,
-        call_id=call.call_id, tool=call.tool), ValidateCallResult)
+        run_id=request.run_id, tool=call.tool, raw_arguments=call.raw_arguments, step=call.step,
+        call_id=call.call_id), ValidateCallResult)
     if not valid.ok:
         return _with(call, outcome="invalid", error=valid.error)
     call = _with(call, args=valid.args)
-    context = {"run_id": request.run_id, "requested_by": request.requested_by, "tenant": request.tenant,
-               "run_input": request.input, "step": call.step, "chain_id": request.spec.chain_id}
     try:
-        facts = await _act("gather_facts", GatherFactsInput(tool_import_path=tool.import_path, args=call.args,
-                                                            context=context), GatherFactsResult, _FACTS)
+        facts = await _act("gather_facts", GatherFactsInput(run_id=request.run_id, tool=call.tool, args=call.args,
+                                                            step=call.step), GatherFactsResult, _FACTS)
     except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
         return _with(call, outcome="denied", decision=PolicyDecision(
             outcome="deny", reasons=["facts unavailable", failure_reason(exc)]))
     call = _with(call, facts=facts.facts)
-    document = policy_document(request, call, consequential=tool.consequential, previous=previous)
-    decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call_id=call.call_id,
-                                                                package=request.spec.policy, document=document),
+    decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call=call),
                          EvaluatePolicyResult)
     decision = decided.decision
     outcome = {"allow": "allowed", "deny": "denied", "require_approval": "pending_approval"}[decision.outcome]
-    update: dict[str, Any] = {"decision": decision, "outcome": outcome,
-                              "digest": action_digest(call.tool, call.args, call.facts, decision.revision)}
-    if outcome == "pending_approval":
-        update["approval_id"] = approval_id(request.run_id, call)
-    return _with(call, **update)
+    return _with(call, decision=decision, outcome=outcome, digest=decided.digest, approval_id=decided.approval_id)
 
 
 async def await_approval(state: AgentState) -> dict[str, Any]:
@@ -276,7 +257,8 @@ async def await_approval(state: AgentState) -> dict[str, Any]:
         if verdict is not None and verdict["outcome"] == "edited":
             call = _with(call, outcome="proposed", raw_arguments=json.dumps(verdict["args"]), args={}, facts={},
                          decision=None, digest=None, approval_id=None, votes=[], revision=call.revision + 1,
-                         edited_by=verdict["by"], previous_args=call.args)
+                         edited_by=verdict["by"], editors=sorted({*call.editors, verdict["by"]}),
+                         previous_args=call.args)
         elif verdict is not None:
             call = _with(call, outcome=verdict["outcome"], error=verdict.get("reason"),
                          votes=verdict.get("votes", []))
@@ -301,18 +283,15 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
     return {"messages": messages, "proposed": again, "calls": [*(state.get("calls") or []), *done]}
 
 
-async def _execute_one(request: RunRequest, call: ToolCallRecord) -> ToolCallRecord:
-    tool = request.spec.tool(call.tool)
-    assert tool is not None  # checked before policy
-    key = f"{request.run_id}:{call.step}:{call.index}"
+async def _execute_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRecord:
     note_progress(activity=f"executing {call.tool}")
     try:
-        ran = await _act("execute_tool", ExecuteToolInput(
-            run_id=request.run_id, call=call, tool_import_path=tool.import_path, idempotency_key=key,
-            requested_by=request.requested_by, tenant=request.tenant, run_input=request.input,
-            chain_id=request.spec.chain_id), ExecuteToolResult, _TOOL)
+        ran = await _act("execute_tool", ExecuteToolInput(run_id=request.run_id, call=call), ExecuteToolResult, _TOOL)
     except ActivityError as exc:  # retries exhausted (node down): report it, never guess
         return _with(call, outcome="failed", error=failure_reason(exc))
+    if ran.refused:  # the store holds no authority for exactly this action: it never ran
+        return _with(call, outcome="denied", error=ran.error, decision=PolicyDecision(
+            outcome="deny", reasons=[ran.error or "not authorised"]))
     if not ran.stale:
         return _with(call, outcome="executed" if ran.ok else "failed", result=ran.result, error=ran.error)
     if call.rechecks + 1 >= MAX_RECHECKS:

@@ -15,7 +15,8 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from engine.errors import ApprovalError, NotFoundError, ToolArgumentsError
+from engine.errors import ApprovalError, AuthenticationError, NotFoundError, ToolArgumentsError
+from engine.identity import Authority
 from engine.models import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
@@ -32,21 +33,33 @@ from engine.store.users import Approver
 from engine.workflow import AgentRunWorkflow
 
 
-def new_run_id(spec: WorkflowSpec) -> str:
+def new_run_id(workflow: str) -> str:
     """A run id that says which workflow it belongs to."""
-    return f"{spec.name}-{uuid.uuid4().hex[:12]}"
+    return f"{workflow}-{uuid.uuid4().hex[:12]}"
 
 
-async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec, run_input: dict[str, Any],
-                    requested_by: str, tenant: str = "default", run_id: str | None = None
-                    ) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
-    """Start a durable run; the workflow id is the run id."""
-    request = RunRequest(spec=spec, input=run_input, requested_by=requested_by, tenant=tenant,
-                         run_id=run_id or new_run_id(spec))
-    return await client.start_workflow(AgentRunWorkflow.run, request, id=request.run_id, task_queue=task_queue,
-                                       result_type=RunResult,
-                                       memo={"workflow": spec.name,
-                                                                     "requested_by": requested_by})
+async def start_run(client: Client, authority: Authority, *, task_queue: str, workflow: str | WorkflowSpec,
+                    run_input: dict[str, Any], requested_by: str, tenant: str = "default",
+                    run_id: str | None = None, version: int | None = None,
+                    definition_hash: str | None = None) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    """Start a durable run as ``requested_by``, a person the caller has authenticated.
+
+    The request names the workflow; the worker resolves its definition. A
+    loaded :class:`WorkflowSpec` pins exactly that definition (name, version
+    and content hash). ``authority`` signs the requester's assertion, which the
+    worker verifies.
+    """
+    if isinstance(workflow, WorkflowSpec):
+        name, version, definition_hash = workflow.name, workflow.version, workflow.definition_hash
+    else:
+        name = workflow
+    run_id = run_id or new_run_id(name)
+    request = RunRequest(workflow=name, version=version, definition_hash=definition_hash, input=run_input,
+                         requested_by=requested_by, tenant=tenant, run_id=run_id,
+                         credential=authority.start(user=requested_by, run_id=run_id, workflow=name, tenant=tenant))
+    return await client.start_workflow(AgentRunWorkflow.run, request.model_dump(mode="json"), id=run_id,
+                                       task_queue=task_queue, result_type=RunResult,
+                                       memo={"workflow": name, "requested_by": requested_by})
 
 
 async def run_result(client: Client, run_id: str) -> RunResult:
@@ -66,39 +79,47 @@ async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:
     return await handle.query(AgentRunWorkflow.get_pending_actions)
 
 
-async def decide_approval(client: Client, engine: Engine, *, approval_id: str,
+async def decide_approval(client: Client, engine: Engine, authority: Authority, *, approval_id: str,
                           decision: Literal["approve", "reject"], approver: Approver, comment: str | None = None,
                           digest: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
-    """Approve or reject a gated action, across all runs.
+    """Approve or reject a gated action, across all runs, as ``approver`` (authenticated by the caller).
 
-    The run itself enforces the rules (requester, role, quorum, digest,
-    expiry, decided once); this only finds the run and translates refusals.
-    ``digest`` is what the person was shown; None means the inbox row's.
+    ``authority`` signs the person's assertion bound to this approval, digest
+    and decision; the run verifies it and enforces the rules (requester,
+    editors, role, quorum, digest, expiry, decided once). ``digest`` is what
+    the person was shown; None means the inbox row's.
 
     Raises:
         NotFoundError: no approval has this id.
         ApprovalError: the run refused the decision.
+        AuthenticationError: the run could not verify who decided.
     """
     approval, handle = _pending(client, engine, approval_id)
+    digest = digest or approval.digest
+    assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
+                                 digest=digest, action=decision)
     return await _update(handle, approval.run_id, AgentRunWorkflow.decide_approval, ApprovalDecisionInput(
-        approval_id=approval_id, decision=decision, by=approver.name, roles=approver.roles,
-        digest=digest or approval.digest, comment=comment, source=source))
+        approval_id=approval_id, decision=decision, digest=digest, assertion=assertion, comment=comment,
+        source=source))
 
 
-async def edit_action(client: Client, engine: Engine, *, approval_id: str, approver: Approver, args: dict[str, Any],
-                      digest: str | None = None, comment: str | None = None,
-                      source: str | None = None) -> ApprovalDecisionResult:
+async def edit_action(client: Client, engine: Engine, authority: Authority, *, approval_id: str,
+                      approver: Approver, args: dict[str, Any], digest: str | None = None,
+                      comment: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
     """Correct a gated action's arguments; it goes through validation, facts and policy again.
 
     Raises:
         NotFoundError: no approval has this id.
         ApprovalError: the run refused the edit (same rules as a decision).
+        AuthenticationError: the run could not verify who edited.
         ToolArgumentsError: the edited arguments do not fit the tool's schema.
     """
     approval, handle = _pending(client, engine, approval_id)
+    digest = digest or approval.digest
+    assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
+                                 digest=digest, action="edit", args=args)
     return await _update(handle, approval.run_id, AgentRunWorkflow.edit_action, ApprovalEditInput(
-        approval_id=approval_id, by=approver.name, roles=approver.roles, digest=digest or approval.digest,
-        args=args, comment=comment, source=source))
+        approval_id=approval_id, digest=digest, args=args, assertion=assertion, comment=comment, source=source))
 
 
 def _pending(client: Client, engine: Engine, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:
@@ -111,7 +132,8 @@ def _pending(client: Client, engine: Engine, approval_id: str) -> tuple[Approval
     return approval, client.get_workflow_handle_for(AgentRunWorkflow.run, approval.run_id)
 
 
-_ERRORS = {"NotFoundError": NotFoundError, "ToolArgumentsError": ToolArgumentsError}
+_ERRORS = {"NotFoundError": NotFoundError, "ToolArgumentsError": ToolArgumentsError,
+           "AuthenticationError": AuthenticationError}
 
 
 async def _update(handle: WorkflowHandle, run_id: str, update: Any, payload: Any) -> ApprovalDecisionResult:

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError, SpecIssue
-from engine.toolkit import import_object, resolve_tool
+from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -109,7 +109,8 @@ class ApprovalSpec(_Frozen):
     """How long a gated action waits, and who approves by default."""
 
     timeout: timedelta = timedelta(hours=24)
-    approver_role: str = "approvers"
+    approver_role: str | None = Field(default=None, description="who approves when the policy names no "
+                                                                 "approvers; with neither, the action is denied")
 
     _parse = field_validator("timeout", mode="before")(parse_duration)
 
@@ -160,6 +161,7 @@ class WorkflowSpec(_Frozen):
     prompt_hash: str | None = None
     tool_specs: list[ToolSpec] = Field(default_factory=list)
     output_json_schema: dict[str, Any] | None = None
+    definition_hash: str | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "WorkflowSpec":
@@ -219,10 +221,35 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 
 def add_import_roots(*roots: Path) -> None:
-    """Make tools and custom graphs importable from these folders."""
+    """Make tools and custom graphs importable from these folders (and only theirs: see toolkit)."""
+    allow_project_roots(*roots)
     for root in roots:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
+
+
+def _file_problem(target: Path, spec_path: Path, project_dir: Path | None) -> str | None:
+    """Why a file a spec names may not be read (outside the project, or in a hidden folder), or None."""
+    roots = [spec_path.parent.resolve(), *([project_dir.resolve()] if project_dir else [])]
+    for root in roots:
+        if target.is_relative_to(root):
+            if any(part.startswith(".") for part in target.relative_to(root).parts):
+                return f"{target} is in a hidden folder; a spec may not name it"
+            return None
+    return f"{target} is outside the project ({', '.join(map(str, roots))}); a spec may only name files in it"
+
+
+def definition_hash(spec: WorkflowSpec) -> str:
+    """A content hash of a resolved definition: equal files anywhere give equal hashes.
+
+    Scripted-turn files count by their content, not their path.
+    """
+    body = spec.model_dump(mode="json", exclude={"source", "definition_hash"})
+    for model in [body["model"], *body["routes"].values()]:
+        if model.get("script"):
+            script = Path(model["script"])
+            model["script"] = hashlib.sha256(script.read_bytes()).hexdigest() if script.is_file() else None
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowSpec:
@@ -238,7 +265,7 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
     if not path.is_file():
         raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
     if path.suffix == ".py":
-        return _resolve(_load_python(path), path, {})
+        return _resolve(_load_python(path), path, {}, project_dir)
     text = path.read_text()
     try:
         data = yaml.safe_load(text)
@@ -257,7 +284,7 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
             for e in exc.errors()
         ]
         raise SpecError(issues) from exc
-    return _resolve(spec, path, lines)
+    return _resolve(spec, path, lines, project_dir)
 
 
 def _message(error: Any) -> str:
@@ -292,19 +319,22 @@ def _graph_problem(import_path: str) -> str | None:
     return None if callable(builder) else f"module {module_name!r} has no function {attr!r}"
 
 
-def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) -> WorkflowSpec:
+def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int],
+             project_dir: Path | None = None) -> WorkflowSpec:
     issues: list[SpecIssue] = []
     shown = str(path)
     prompt = spec.system_prompt
     if spec.system_prompt_file:
         prompt_path = (path.parent / spec.system_prompt_file).resolve()
-        if not prompt_path.is_file():
+        if (problem := _file_problem(prompt_path, path, project_dir)) is not None:
+            issues.append(SpecIssue(shown, _line_for(lines, ("system_prompt_file",)), "system_prompt_file", problem))
+        elif not prompt_path.is_file():
             issues.append(SpecIssue(shown, _line_for(lines, ("system_prompt_file",)), "system_prompt_file",
                                     f"prompt file {prompt_path} does not exist"))
         else:
             prompt = prompt_path.read_text()
-    model = _resolve_script(spec.model, ("model",), path, lines, issues)
-    routes = {name: _resolve_script(route, ("routes", name), path, lines, issues)
+    model = _resolve_script(spec.model, ("model",), path, lines, issues, project_dir)
+    routes = {name: _resolve_script(route, ("routes", name), path, lines, issues, project_dir)
               for name, route in spec.routes.items()}
     if not spec.graph:  # a custom graph may name its own step classes
         for name in spec.routes:
@@ -336,7 +366,7 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
     if output_schema is not None:
         hashed["output_schema"] = output_schema
     prompt_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
-    return spec.model_copy(update={
+    resolved = spec.model_copy(update={
         "source": shown,
         "prompt_text": prompt,
         "prompt_hash": prompt_hash,
@@ -345,15 +375,18 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int]) 
         "routes": routes,
         "output_json_schema": output_schema,
     })
+    return resolved.model_copy(update={"definition_hash": definition_hash(resolved)})
 
 
 def _resolve_script(model: ModelSpec, loc: tuple[str, ...], path: Path, lines: dict[tuple[Any, ...], int],
-                    issues: list[SpecIssue]) -> ModelSpec:
+                    issues: list[SpecIssue], project_dir: Path | None) -> ModelSpec:
     """The model with its scripted-turns file made absolute (relative paths are from the spec's folder)."""
     if not model.script:
         return model
     script_path = (path.parent / model.script).resolve()
-    if not script_path.is_file():
+    if (problem := _file_problem(script_path, path, project_dir)) is not None:
+        issues.append(SpecIssue(str(path), _line_for(lines, (*loc, "script")), ".".join(loc) + ".script", problem))
+    elif not script_path.is_file():
         issues.append(SpecIssue(str(path), _line_for(lines, (*loc, "script")), ".".join(loc) + ".script",
                                 f"script file {script_path} does not exist"))
     return model.model_copy(update={"script": str(script_path)})

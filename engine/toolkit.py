@@ -13,9 +13,11 @@ an optional read-only function whose result goes into the policy input.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
 from pydantic import BaseModel, PrivateAttr
@@ -109,18 +111,66 @@ def tool(
     return mark
 
 
-def import_object(import_path: str) -> Any:
-    """What ``package.module:name`` names, or None when the module has no such name.
+# Spec import paths may name only these packages, found inside the project: a spec
+# must never reach `os:system`, `builtins:eval` or a library's functions.
+PROJECT_PACKAGES = ("tools", "workflows")
+_PROJECT_ROOTS: list[Path] = []
+
+
+def allow_project_roots(*roots: Path) -> None:
+    """Folders whose ``tools``/``workflows`` packages spec import paths may name."""
+    for root in roots:
+        resolved = Path(root).resolve()
+        if resolved not in _PROJECT_ROOTS:
+            _PROJECT_ROOTS.append(resolved)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def check_import_path(import_path: str) -> None:
+    """Refuse an import path outside the project's own packages, before anything is imported.
 
     Raises:
-        ValueError: the module does not import.
+        ValueError: malformed, another package, a private name, or a package found outside the project.
     """
+    if not _IMPORT_PATH.match(import_path):
+        raise ValueError(f"{import_path!r} is not an import path of the form package.module:name")
+    module_name, attr = import_path.split(":")
+    top = module_name.split(".")[0]
+    if top not in PROJECT_PACKAGES:
+        raise ValueError(f"{import_path}: only the project's own packages ({', '.join(PROJECT_PACKAGES)}) "
+                         "may be named here")
+    if attr.startswith("_") or any(part.startswith("_") for part in module_name.split(".")):
+        raise ValueError(f"{import_path}: private names cannot be named here")
+    found = importlib.util.find_spec(top)
+    if found is None:
+        raise ValueError(f"cannot import module {module_name!r}: no package {top!r} in the project")
+    places = [Path(p) for p in (found.submodule_search_locations or [found.origin or ""])]
+    if not _PROJECT_ROOTS or not all(any(_inside(p, r) for r in _PROJECT_ROOTS) for p in places):
+        raise ValueError(f"{import_path}: package {top!r} is at {', '.join(map(str, places))}, outside the "
+                         f"project ({', '.join(map(str, _PROJECT_ROOTS)) or 'none configured'})")
+
+
+def import_object(import_path: str) -> Any:
+    """What ``package.module:name`` names in the project, or None when the module has no such name.
+
+    Raises:
+        ValueError: the path is not allowed (see :func:`check_import_path`), the module does not
+            import, or the name is not defined in that module (imported from elsewhere).
+    """
+    check_import_path(import_path)
     module_name, _, attr = import_path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
-    return getattr(module, attr, None)
+    found = getattr(module, attr, None)
+    if found is not None and getattr(found, "__module__", None) != module_name:
+        raise ValueError(f"{import_path}: {attr!r} is not defined in {module_name} (it comes from "
+                         f"{getattr(found, '__module__', None) or 'elsewhere'}); name it where it is defined")
+    return found
 
 
 def resolve_tool(import_path: str) -> ToolDef:
@@ -130,9 +180,7 @@ def resolve_tool(import_path: str) -> ToolDef:
         ValueError: the path is malformed, does not import, or the function
             does not take a pydantic model as its first argument.
     """
-    if not _IMPORT_PATH.match(import_path):
-        raise ValueError(f"{import_path!r} is not an import path of the form package.module:function")
-    module_name, attr = import_path.split(":")
+    module_name, attr = import_path.split(":") if ":" in import_path else (import_path, "")
     func = import_object(import_path)
     if func is None or not callable(func):
         raise ValueError(f"module {module_name!r} has no function {attr!r}")

@@ -15,10 +15,11 @@ from engine.activities import AirlockActivities
 from engine.chain_tx import ChainAccess
 from engine.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
 from engine.config import Settings
-from engine.errors import SpecError
+from engine.definitions import DefinitionRegistry, check_graph
+from engine.identity import Verifier
 from engine.llm import ModelClient
 from engine.policy import PolicyEngine
-from engine.spec import add_import_roots, load_spec
+from engine.spec import add_import_roots
 from engine.store.db import make_engine, migrate
 from engine.tracing import RunTracingInterceptor, Tracing
 from engine.workflow import AgentRunWorkflow
@@ -26,26 +27,19 @@ from engine.workflow import AgentRunWorkflow
 logger = logging.getLogger(__name__)
 
 
-def spec_files(workflows_dir: Path) -> list[Path]:
-    """Workflow definitions in a folder (YAML and Python)."""
-    if not workflows_dir.is_dir():
-        return []
-    return sorted(p for p in workflows_dir.iterdir() if p.suffix in (".yaml", ".yml", ".py")
-                  and not p.name.startswith("_"))
+def graphs_for(registry: DefinitionRegistry) -> dict[str, StateGraph]:
+    """The default agent graph plus every custom graph a served spec names, each checked.
 
-
-def graphs_for(settings: Settings) -> dict[str, StateGraph]:
-    """The default agent graph plus every custom graph a known spec names."""
+    Raises:
+        DefinitionError: a custom graph could reach a tool without the boundary.
+    """
     graphs: dict[str, StateGraph] = {AGENT_GRAPH: agent_graph()}
-    add_import_roots(*settings.import_roots)
-    for path in spec_files(settings.workflows_dir or Path()):
-        try:
-            spec = load_spec(path, project_dir=settings.project_dir)
-        except SpecError as exc:  # a bad file must not stop the others; `airlock validate` details it
-            logger.warning("skipping workflow %s: %s", path, str(exc).splitlines()[0])
-            continue
-        if spec.graph:
-            graphs[graph_name(spec)] = build_graph(spec.graph)
+    for spec in registry.specs():
+        if spec.graph and graph_name(spec) not in graphs:
+            graph = build_graph(spec.graph)
+            check_graph(graph, f"{spec.source}: graph {spec.graph}")
+            graphs[graph_name(spec)] = graph
+    registry.graphs = set(graphs)
     return graphs
 
 
@@ -55,10 +49,13 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     url = settings.db_url
     migrate(url)
     db = make_engine(url)
-    activities = AirlockActivities(engine=db, database_url=url, policy=PolicyEngine(settings.opa),
-                                   model=ModelClient(settings.llm), chain=ChainAccess.from_settings(settings.chain, db))
-    plugin = LangGraphPlugin(graphs=graphs_for(settings),
+    registry = DefinitionRegistry(settings.workflows_dir or Path("workflows"), settings.project_dir)
+    plugin = LangGraphPlugin(graphs=graphs_for(registry),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
+    activities = AirlockActivities(engine=db, database_url=url, policy=PolicyEngine(settings.opa),
+                                   model=ModelClient(settings.llm), registry=registry,
+                                   verifier=Verifier.from_settings(settings),
+                                   chain=ChainAccess.from_settings(settings.chain, db))
     tracing = Tracing(settings.otel)
     traced = any(isinstance(i, RunTracingInterceptor) for i in client.config()["interceptors"])
     worker = Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],

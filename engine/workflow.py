@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -36,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
         PendingAction,
         RecordRunInput,
         RecordRunResult,
+        ResolvedRun,
+        ResolveRunInput,
+        ResolveRunResult,
         RunRequest,
         RunProgress,
         RunResult,
@@ -43,8 +48,11 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRecord,
         ValidateCallInput,
         ValidateCallResult,
+        VerifiedPerson,
+        VerifyPersonInput,
         WaitingApproval,
     )
+    from pydantic import ValidationError
 
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 
@@ -60,24 +68,34 @@ class AgentRunWorkflow:
     """Runs one agent workflow spec to completion."""
 
     def __init__(self) -> None:
-        self._request: RunRequest | None = None
+        self._request: ResolvedRun | None = None
         self._status: RunStatus = "running"
         self._pending: dict[str, PendingAction] = {}
         self._progress = RunProgress()
 
     @workflow.run
-    async def run(self, request: RunRequest) -> RunResult:
-        self._request = request
-        await self._record(RecordRunInput(request=request, run_id=request.run_id, status="running"))
+    async def run(self, payload: dict[str, Any]) -> RunResult:
+        # The payload is checked here, not by the converter: a malformed request ends the run with a
+        # reason instead of failing its workflow task forever.
+        try:
+            asked = RunRequest.model_validate(payload)
+        except ValidationError as exc:
+            return self._refused(str(payload.get("run_id") or workflow.info().workflow_id),
+                                 str(payload.get("workflow") or "?"), f"malformed run request: {exc}")
+        try:
+            resolved = await workflow.execute_activity("resolve_run", ResolveRunInput(request=asked),
+                                                       result_type=ResolveRunResult, **_RECORD)
+        except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
+            return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
+        request = self._request = resolved.run
         app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": request.run_id}}
         try:
             message = user_message(request.input)
-            guard = request.spec.input_guard
-            if guard is not None:  # only runs of guarded workflows schedule this activity
+            if request.spec.input_guard is not None:  # only runs of guarded workflows schedule this activity
                 self.note_progress(activity="checking the input")
                 guarded = await workflow.execute_activity(
-                    "guard_input", GuardInputInput(message=message, max_chars=guard.max_chars, redact=guard.redact),
+                    "guard_input", GuardInputInput(run_id=request.run_id, message=message),
                     result_type=GuardInputResult, **_RECORD)
                 message = guarded.message
             state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec, message), config)
@@ -102,7 +120,13 @@ class AgentRunWorkflow:
         await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
         return result
 
-    async def _wait_for_people(self, request: RunRequest, actions: list[ToolCallRecord]) -> dict[str, dict]:
+    def _refused(self, run_id: str, name: str, reason: str) -> RunResult:
+        self._status = "failed"
+        self.note_progress(activity="refused")
+        workflow.logger.warning("run %s refused: %s", run_id, reason)
+        return RunResult(run_id=run_id, workflow=name, version=0, status="failed", reason=reason)
+
+    async def _wait_for_people(self, request: ResolvedRun, actions: list[ToolCallRecord]) -> dict[str, dict]:
         expires_at = workflow.now() + request.spec.approval.timeout
         self._pending = {a.approval_id or "": PendingAction(approval_id=a.approval_id or "", run_id=request.run_id,
                                                            call=a, requested_by=request.requested_by,
@@ -110,9 +134,7 @@ class AgentRunWorkflow:
         self._status = "waiting_approval"
         self.note_progress(activity="waiting for approval")
         await workflow.execute_activity(
-            "open_approvals", OpenApprovalsInput(run_id=request.run_id, workflow=request.spec.name,
-                                                 version=request.spec.version, requested_by=request.requested_by,
-                                                 tenant=request.tenant, expires_at=expires_at, calls=actions),
+            "open_approvals", OpenApprovalsInput(run_id=request.run_id, expires_at=expires_at, calls=actions),
             result_type=OpenApprovalsResult, **_RECORD)
         try:
             await workflow.wait_condition(lambda: all(p.status != "pending" for p in self._pending.values()),
@@ -139,11 +161,28 @@ class AgentRunWorkflow:
                                                  votes=pending.call.votes, reason=pending.reason),
             result_type=CloseApprovalResult, **_RECORD)
 
+    async def _verify(self, approval_id: str, digest: str, action: str, assertion: str,
+                      args: dict | None = None) -> VerifiedPerson:
+        """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
+        try:
+            return await workflow.execute_activity(
+                "verify_person", VerifyPersonInput(run_id=self._request.run_id if self._request else "",
+                                                   approval_id=approval_id, digest=digest, action=action,
+                                                   assertion=assertion, args=args),
+                result_type=VerifiedPerson, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3))
+        except ActivityError as exc:
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            raise ApplicationError(message, type="AuthenticationError") from None
+
     @workflow.update(name="decide_approval")
     async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
         """Record one person's approve/reject; quorum turns it into a verdict."""
+        person = await self._verify(decision.approval_id, decision.digest, decision.decision, decision.assertion)
+        self._check_person(decision.approval_id, person, decision.digest)  # again: others decided meanwhile
         pending = self._pending[decision.approval_id]
-        pending.call.votes.append(ApprovalVote(by=decision.by, decision=decision.decision, comment=decision.comment,
+        pending.call.votes.append(ApprovalVote(by=person.name, decision=decision.decision, comment=decision.comment,
                                                at=workflow.now(), digest=decision.digest, source=decision.source))
         needed = pending.call.decision.min_approvals if pending.call.decision else 1
         approvals = len({v.by for v in pending.call.votes if v.decision == "approve"})
@@ -157,26 +196,26 @@ class AgentRunWorkflow:
 
     @decide_approval.validator
     def _check_decision(self, decision: ApprovalDecisionInput) -> None:
-        self._check_person(decision.approval_id, decision.by, decision.roles, decision.digest)
+        self._check_action(decision.approval_id, decision.digest)
         if decision.decision == "reject" and not (decision.comment or "").strip():
             raise ApplicationError("a rejection needs a reason", type="ApprovalError")
 
     @workflow.update(name="edit_action")
     async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
         """Replace a gated action's arguments; the new action goes through the whole boundary again."""
+        person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
+        self._check_person(edit.approval_id, person, edit.digest)
         pending = self._pending[edit.approval_id]
-        tool = self._request.spec.tool(pending.call.tool) if self._request else None
-        assert tool is not None  # a pending action's tool was resolved before policy
         valid = await workflow.execute_activity(
-            "validate_tool_call", ValidateCallInput(tool_import_path=tool.import_path,
+            "validate_tool_call", ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
                                                     raw_arguments=json.dumps(edit.args)),
             result_type=ValidateCallResult, **_RECORD)
         if not valid.ok:  # refused before anything changes: the action still waits as it was
             raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
         if pending.status != "pending":  # decided while the arguments were being checked
             raise ApplicationError(f"approval {edit.approval_id} is already {pending.status}", type="ApprovalError")
-        pending.call.votes.append(ApprovalVote(by=edit.by, decision="edit", comment=edit.comment, at=workflow.now(),
-                                               digest=edit.digest, source=edit.source))
+        pending.call.votes.append(ApprovalVote(by=person.name, decision="edit", comment=edit.comment,
+                                               at=workflow.now(), digest=edit.digest, source=edit.source))
         pending.status, pending.edited_args, pending.reason = "edited", valid.args, edit.comment
         await self._close(pending)
         return ApprovalDecisionResult(approval_id=pending.approval_id, status="edited", approvals=0,
@@ -184,10 +223,10 @@ class AgentRunWorkflow:
 
     @edit_action.validator
     def _check_edit(self, edit: ApprovalEditInput) -> None:
-        self._check_person(edit.approval_id, edit.by, edit.roles, edit.digest)
+        self._check_action(edit.approval_id, edit.digest)
 
-    def _check_person(self, approval_id: str, by: str, roles: list[str], digest: str) -> None:
-        """The rules every decision obeys; raising refuses the update before anything changes."""
+    def _check_action(self, approval_id: str, digest: str) -> PendingAction:
+        """Rules on the action alone, checked before anything is accepted into history."""
         pending = self._pending.get(approval_id)
         if pending is None:
             raise ApplicationError(f"no pending approval {approval_id} in this run", type="NotFoundError")
@@ -196,18 +235,27 @@ class AgentRunWorkflow:
         if workflow.now() >= pending.expires_at:
             raise ApplicationError(f"approval {approval_id} expired at {pending.expires_at.isoformat()}",
                                    type="ApprovalError")
-        if by == pending.requested_by:
-            raise ApplicationError(f"{by} started this run and cannot decide its actions", type="ApprovalError")
-        approvers = pending.call.decision.approvers if pending.call.decision else []
-        if approvers and not set(approvers) & set(roles):
-            raise ApplicationError(f"{by} does not hold a role that may decide this action "
-                                   f"(needs one of: {', '.join(approvers)})", type="ApprovalError")
         if digest != pending.call.digest:
             raise ApplicationError(f"approval {approval_id} is bound to action {pending.call.digest}; "
                                    f"the decision was made on {digest or 'nothing'}: reload and decide again",
                                    type="ApprovalError")
-        if any(v.by == by for v in pending.call.votes):
-            raise ApplicationError(f"{by} already decided approval {approval_id}", type="ApprovalError")
+        return pending
+
+    def _check_person(self, approval_id: str, person: VerifiedPerson, digest: str) -> None:
+        """The rules every decision obeys, for a person the worker verified; raising refuses it."""
+        pending = self._check_action(approval_id, digest)
+        if person.name == pending.requested_by:
+            raise ApplicationError(f"{person.name} started this run and cannot decide its actions",
+                                   type="ApprovalError")
+        if person.name in pending.call.editors:
+            raise ApplicationError(f"{person.name} edited this action and cannot decide it; someone else must",
+                                   type="ApprovalError")
+        approvers = pending.call.decision.approvers if pending.call.decision else []
+        if not set(approvers) & set(person.roles):
+            raise ApplicationError(f"{person.name} does not hold a role that may decide this action "
+                                   f"(needs one of: {', '.join(approvers) or 'none named'})", type="ApprovalError")
+        if any(v.by == person.name for v in pending.call.votes):
+            raise ApplicationError(f"{person.name} already decided approval {approval_id}", type="ApprovalError")
 
     @workflow.query(name="get_pending_actions")
     def get_pending_actions(self) -> list[PendingAction]:

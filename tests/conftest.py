@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -112,16 +113,68 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         admin.dispose()
         url = base.rsplit("/", 1)[0] + f"/{name}"
     migrate(url)
+    add_people(url)
     return url
+
+
+# Test accounts (tenant ``default``); roles a test needs beyond these it adds itself.
+PASSWORD = "test-password"
+PEOPLE = {"alice": ["support", "treasury"], "bob": ["support-leads", "treasury-approvers"],
+          "carol": ["support-leads", "treasury-approvers"], "dave": ["support"]}
+
+
+@lru_cache(maxsize=1)
+def _password_hash() -> str:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(PASSWORD)  # once per session: argon2 is slow on purpose
+
+
+def add_people(db_url: str) -> None:
+    """The test accounts, with the password ``PASSWORD`` (rows written directly: hashing once is enough)."""
+    from sqlmodel import Session
+
+    from engine.store.db import make_engine
+    from engine.store.tables import UserRow
+
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        for name, roles in PEOPLE.items():
+            if session.get(UserRow, name) is None:
+                session.add(UserRow(name=name, password_hash=_password_hash(), roles=roles, tenants=["default"]))
+        session.commit()
+    engine.dispose()
+
+
+@lru_cache(maxsize=1)
+def signing_key() -> str:
+    """The Ed25519 key every test process signs assertions with (UI, CLI, helpers); workers verify it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()).decode()
+
+
+def copy_workflows(target: Path) -> None:
+    """The project's shipped workflows (with their prompts, scripts and graphs) into a test's folder."""
+    shutil.copytree(ROOT / "workflows", target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
 
 
 @pytest.fixture
 def settings(services: Services, db_url: str, tmp_path: Path) -> Settings:
-    """Settings for one test: its own task queue and database."""
+    """Settings for one test: its own task queue and database.
+
+    The worker serves the workflows in the test's own folder: a copy of the
+    shipped ones, plus the specs the test writes there (``helpers.write_spec``).
+    """
+    copy_workflows(tmp_path)
     return Settings(
-        project_dir=ROOT, state_dir=tmp_path / "state", database_url=db_url,
+        project_dir=ROOT, workflows_dir=tmp_path, state_dir=tmp_path / "state", database_url=db_url,
         temporal={"address": services.temporal_address, "task_queue": f"tq-{uuid.uuid4().hex[:8]}"},
         opa={"url": services.opa_url}, llm={"scripted_url": services.scripted_url},
+        auth={"signing_key": signing_key()},
     )
 
 

@@ -12,12 +12,18 @@ from temporalio.client import Client, WorkflowHandle
 
 from engine.config import Settings
 from engine.models import RunResult
-from engine.runs import start_run
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy.engine import Engine
+
+from engine import runs
+from engine.identity import Authority
 from engine.spec import WorkflowSpec, load_spec
-from engine.store import repo
+from engine.store import repo, users
 from engine.store.db import make_engine
 from engine.store.repo import ApprovalView
+from engine.store.tables import UserRow
 from engine.store.users import Approver
+from tests.conftest import PASSWORD, signing_key
 from engine.worker import build_worker
 from tools import support
 
@@ -30,10 +36,14 @@ def refund(order_id: str, amount: str, reason: str = "item arrived damaged") -> 
     return {"name": "issue_refund", "args": {"order_id": order_id, "amount": amount, "reason": reason}}
 
 
-def write_spec(tmp_path: Path, turns: list[dict[str, Any]], **overrides: Any) -> WorkflowSpec:
-    """A support-refund spec whose scripted model answers ``turns``."""
+def write_spec(tmp_path: Path, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
+               **overrides: Any) -> WorkflowSpec:
+    """A support-refund spec whose scripted model answers ``turns``.
+
+    Written into ``tmp_path``, the folder the test's worker serves (see the ``settings`` fixture).
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
-    script = tmp_path / "turns.yaml"
+    script = tmp_path / spec_file.replace(".yaml", ".turns.yaml").replace("spec.turns", "turns")
     script.write_text(yaml.safe_dump({"turns": turns}))
     body: dict[str, Any] = {
         "name": "refund-test", "version": 1, "system_prompt": "You issue refunds within policy.",
@@ -41,7 +51,7 @@ def write_spec(tmp_path: Path, turns: list[dict[str, Any]], **overrides: Any) ->
         "policy": "airlock.support_refund", "approval": {"timeout": "1h"},
     }
     body.update(overrides)
-    path = tmp_path / "spec.yaml"
+    path = tmp_path / spec_file
     path.write_text(yaml.safe_dump(body))
     return load_spec(path, project_dir=ROOT)
 
@@ -60,12 +70,49 @@ async def wait_for_inbox(db_url: str, run_id: str, count: int = 1, timeout: floa
         await asyncio.sleep(0.1)
 
 
+def authority() -> Authority:
+    """What signs assertions for the people a test acts as (the UI or CLI would, after checking a password)."""
+    return Authority(serialization.load_pem_private_key(signing_key().encode(), password=None))  # type: ignore[arg-type]
+
+
+def grant(engine: Engine, person: Approver) -> Approver:
+    """Make sure the user store gives ``person`` (at least) these roles: the run reads roles from there."""
+    with Session(engine) as session:
+        row = session.get(UserRow, person.name)
+        if row is None:
+            users.add_user(session, name=person.name, password=PASSWORD, roles=person.roles)
+        elif not set(person.roles) <= set(row.roles):
+            row.roles = sorted(set(row.roles) | set(person.roles))
+            session.add(row)
+            session.commit()
+        found = users.get_user(session, name=person.name)
+    assert found is not None
+    return found
+
+
+async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec | str, run_input: dict[str, Any],
+                    requested_by: str = "alice", **kwargs: Any) -> WorkflowHandle:
+    """Start a run as ``requested_by`` (a test account), pinned to ``spec``, signed as the CLI would sign it."""
+    return await runs.start_run(client, authority(), task_queue=task_queue, workflow=spec, run_input=run_input,
+                                requested_by=requested_by, **kwargs)
+
+
+async def decide_approval(client: Client, engine: Engine, *, approver: Approver, **kwargs: Any) -> Any:
+    """``approver`` decides (granted its roles in the user store first), signed as the UI would sign it."""
+    return await runs.decide_approval(client, engine, authority(), approver=grant(engine, approver), **kwargs)
+
+
+async def edit_action(client: Client, engine: Engine, *, approver: Approver, **kwargs: Any) -> Any:
+    """``approver`` edits (granted its roles in the user store first), signed as the UI would sign it."""
+    return await runs.edit_action(client, engine, authority(), approver=grant(engine, approver), **kwargs)
+
+
 async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any],
                      requested_by: str = "alice") -> RunResult:
     """Start a run on a fresh in-process worker and wait for its result."""
     async with build_worker(client, settings):
-        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                                 run_input=run_input, requested_by=requested_by)
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, run_input=run_input,
+                                 requested_by=requested_by)
         return await handle.result()
 
 
@@ -83,6 +130,6 @@ async def waiting_refund(client: Client, settings: Settings, tmp_path: Path, amo
         first["content"] = said
     spec = write_spec(tmp_path, [first, {"content": "done"}], **overrides)
     handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                             run_input={"customer_id": "cus_ana"}, requested_by="alice")
+                             run_input={"customer_id": "cus_ana"})
     [item] = await wait_for_inbox(settings.db_url, handle.id)
     return handle, item

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from engine.models import PolicyDecision, RunRequest, ToolCallRecord
+from engine.models import PolicyDecision, ResolvedRun, ToolCallRecord
 
 POLICY_INPUT_VERSION = 1
 UNAVAILABLE = "policy unavailable"
@@ -19,14 +19,18 @@ def canonical_json(value: Any) -> str:
 
 
 def policy_document(
-    request: RunRequest,
+    request: ResolvedRun,
     call: ToolCallRecord,
     *,
     consequential: bool,
-    previous: list[ToolCallRecord],
+    executed: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The OPA input for one proposed call (shape in ARCHITECTURE.md)."""
-    executed = [c for c in previous if c.outcome == "executed"]
+    """The OPA input for one proposed call (shape in the README's policy contract).
+
+    ``request`` is the run as the worker resolved and recorded it and
+    ``executed`` the ``{tool, args}`` of its executions that succeeded, from
+    the store: nothing here comes from whoever started or drives the run.
+    """
     return {
         "version": POLICY_INPUT_VERSION,
         "workflow": {"name": request.spec.name, "version": request.spec.version, "run_id": request.run_id},
@@ -36,8 +40,8 @@ def policy_document(
         "run": {
             "step": call.step,
             "input": request.input,
-            "calls": dict(Counter(c.tool for c in executed)),
-            "previous": [{"tool": c.tool, "args": c.args} for c in executed],
+            "calls": dict(Counter(c["tool"] for c in executed)),
+            "previous": [{"tool": c["tool"], "args": c["args"]} for c in executed],
         },
     }
 
@@ -89,3 +93,26 @@ def action_digest(tool: str, args: dict[str, Any], facts: dict[str, Any], revisi
     """What an approval is bound to: tool, canonical args, facts, policy revision."""
     body = canonical_json({"tool": tool, "args": args, "facts": facts, "revision": revision})
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def with_approvers(decision: PolicyDecision, approver_role: str | None) -> PolicyDecision:
+    """Who approves when the policy asks for approval but names nobody: the workflow's
+    ``approval.approver_role``; with neither, nobody may, so it is a denial."""
+    if decision.outcome != "require_approval" or decision.approvers:
+        return decision
+    if approver_role:
+        return decision.model_copy(update={"approvers": [approver_role]})
+    return unavailable_decision("the policy asks for approval but names no approvers, and the workflow has no "
+                                "approval.approver_role", decision.revision)
+
+
+def idempotency_key(run_id: str, call: ToolCallRecord) -> str:
+    """One action of a run, the same across retries, edits and re-checks: ``run_id:step:index``."""
+    return f"{run_id}:{call.step}:{call.index}"
+
+
+def approval_id(run_id: str, call: ToolCallRecord) -> str:
+    """A stable, short id for the approval of one call (a new one per edit and re-check)."""
+    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "") + \
+        (f"/r{call.rechecks}" if call.rechecks else "")
+    return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]

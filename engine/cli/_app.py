@@ -142,8 +142,9 @@ def parse_input(raw: str) -> dict[str, Any]:
 def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine
     from engine.store.db import make_engine, migrate
 
+    engine = make_engine(settings.db_url)  # first: it creates the state folder of a SQLite file
     migrate(settings.db_url)
-    return make_engine(settings.db_url)
+    return engine
 
 
 async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
@@ -153,6 +154,48 @@ async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
         return await connect(settings.temporal, settings.otel)
     except RuntimeError as exc:
         _fail(f"cannot reach Temporal at {settings.temporal.address}: {exc}. Start the stack with `airlock up`.")
+
+
+PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read --as USER's password from stdin.")
+
+
+def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):  # noqa: ANN201 - Approver
+    """The person running this command, proven: the API token's user, or ``--as USER`` with a password.
+
+    The password comes from stdin (``--password-stdin``) or a prompt on a terminal; nobody acts
+    as someone else by naming them.
+    """
+    from sqlmodel import Session
+
+    from engine.store import users
+
+    with Session(_engine(settings)) as session:
+        if settings.api.token is not None:
+            person = users.user_for_token(session, token=settings.api.token.get_secret_value())
+            if person is None:
+                _fail("AIRLOCK_API__TOKEN is not a valid token")
+            if as_user and users.get_user(session, name=as_user) != person:
+                _fail(f"--as {as_user} does not match the API token's user {person.name}")
+            return person
+        if not as_user:
+            _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        elif sys.stdin.isatty():
+            password = typer.prompt(f"password for {as_user}", hide_input=True)
+        else:
+            _fail(f"--as {as_user}: give the password with --password-stdin (or use an API token)", 2)
+        person = users.authenticate(session, name=as_user, password=password)
+    if person is None:
+        _fail(f"--as {as_user}: wrong user name or password")
+    return person
+
+
+def authority(settings: Settings):  # noqa: ANN201 - engine.identity.Authority
+    """The signer of this process's assertions (local mode: the key under the state folder)."""
+    from engine.identity import Authority
+
+    return Authority.from_settings(settings)
 
 
 def _host() -> str:

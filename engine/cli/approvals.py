@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from engine import render
 from engine.cli._app import (
+    PASSWORD_STDIN,
     _client,
     _engine,
     _fail,
@@ -23,6 +24,8 @@ from engine.cli._app import (
     _settings,
     app,
     approvals_app,
+    authenticate,
+    authority,
     out,
     run_client_command,
     users_app,
@@ -95,10 +98,9 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
 
 
 def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[str],
-         args: dict[str, Any] | None = None) -> None:
-    """Approve, reject or edit: through the API with a token, else locally as ``--as``."""
+         args: dict[str, Any] | None = None, password_stdin: bool = False) -> None:
+    """Approve, reject or edit: through the API with a token, else locally as ``--as`` (with a password)."""
     from engine.runs import decide_approval, edit_action
-    from engine.store import users
 
     settings = _settings()
     if (api := _api(settings)) is not None:
@@ -112,22 +114,17 @@ def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[s
             _fail(str(exc))
         _print_outcome(approval_id, result)
         return
-    if not user:
-        _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
-    engine = _engine(settings)
-    with Session(engine) as session:
-        approver = users.get_user(session, name=user)
-    if approver is None:
-        _fail(f"no user {user}; add one with `airlock users add {user} --role ROLE`")
+    approver = authenticate(settings, user, password_stdin)
+    engine, signer = _engine(settings), authority(settings)
 
     async def go() -> None:
         client = await _client(settings)
         try:
             if action == "edit":
-                result = await edit_action(client, engine, approval_id=approval_id, approver=approver,
+                result = await edit_action(client, engine, signer, approval_id=approval_id, approver=approver,
                                            args=args or {}, comment=comment, source=f"cli:{_host()}")
             else:
-                result = await decide_approval(client, engine, approval_id=approval_id,
+                result = await decide_approval(client, engine, signer, approval_id=approval_id,
                                                decision=action,  # type: ignore[arg-type]
                                                approver=approver, comment=comment, source=f"cli:{_host()}")
         except AirlockError as exc:
@@ -146,19 +143,22 @@ def _print_outcome(approval_id: str, result: Any) -> None:
 def users_add(
     name: str,
     roles: list[str] = typer.Option([], "--role", help="A role the user holds (repeat for several)."),
+    tenants: list[str] = typer.Option([], "--tenant", help="A tenant the user belongs to (repeat; default: "
+                                                         "default)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
 ) -> None:
-    """Create an approver account (or reset its password and roles)."""
+    """Create an account (or reset its password, roles and tenants)."""
     from engine.store import users
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "password", hide_input=True, confirmation_prompt=True)
     try:
         with Session(_engine(_settings())) as session:
-            user = users.add_user(session, name=name, password=password, roles=roles)
+            user = users.add_user(session, name=name, password=password, roles=roles, tenants=tenants or None)
     except InputError as exc:
         _fail(str(exc), 2)
-    out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}", highlight=False)
+    out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}; tenants {', '.join(user.tenants)}",
+              highlight=False)
 
 
 @users_app.command("list")
@@ -192,24 +192,25 @@ _AS = typer.Option(None, "--as", help="Who decides (local mode); with an API tok
 
 @app.command()
 def approve(approval_id: str, as_user: Optional[str] = _AS,
-            comment: Optional[str] = typer.Option(None, "--comment")) -> None:
-    """Approve a pending action (not as the user who started its run)."""
-    _act(approval_id, as_user, "approve", comment)
+            comment: Optional[str] = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
+    """Approve a pending action (not as the user who started its run, nor one who edited it)."""
+    _act(approval_id, as_user, "approve", comment, password_stdin=password_stdin)
 
 
 @app.command()
 def reject(approval_id: str, as_user: Optional[str] = _AS,
-           reason: str = typer.Option(..., "--reason", help="Goes back to the model.")) -> None:
+           reason: str = typer.Option(..., "--reason", help="Goes back to the model."),
+           password_stdin: bool = PASSWORD_STDIN) -> None:
     """Reject a pending action; the reason goes back to the model."""
     if not reason.strip():
         _fail("--reason must not be empty", 2)
-    _act(approval_id, as_user, "reject", reason)
+    _act(approval_id, as_user, "reject", reason, password_stdin=password_stdin)
 
 
 @app.command()
 def edit(approval_id: str, as_user: Optional[str] = _AS,
          set_: list[str] = typer.Option(..., "--set", help="NAME=VALUE for an argument to change (repeat)."),
-         comment: Optional[str] = typer.Option(None, "--comment")) -> None:
+         comment: Optional[str] = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
     """Correct a pending action's arguments; it is checked and decided again."""
     args = dict(_load(_settings(), approval_id).args)
     for item in set_:
@@ -217,4 +218,4 @@ def edit(approval_id: str, as_user: Optional[str] = _AS,
         if not sep or name not in args:
             _fail(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(args)}", 2)
         args[name] = value
-    _act(approval_id, as_user, "edit", comment, args)
+    _act(approval_id, as_user, "edit", comment, args, password_stdin=password_stdin)

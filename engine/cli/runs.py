@@ -6,18 +6,21 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
 from engine import render
 from engine.cli._app import (
+    PASSWORD_STDIN,
     _client,
     _engine,
     _fail,
     _settings,
     _spec,
     app,
+    authenticate,
+    authority,
     err,
     out,
     parse_input,
@@ -49,19 +52,24 @@ def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML 
 def run(
     path: Path = typer.Argument(..., help="Workflow spec."),
     input_: str = typer.Option("{}", "--input", help="JSON object, or @file."),
-    as_user: str = typer.Option(..., "--as", help="Who requests the run."),
-    tenant: str = typer.Option("default", help="Tenant the run belongs to."),
+    as_user: Optional[str] = typer.Option(None, "--as", help="Who requests the run (proves it with a password, "
+                                                             "or use an API token)."),
+    password_stdin: bool = PASSWORD_STDIN,
+    tenant: str = typer.Option("default", help="Tenant the run belongs to (one the requester belongs to)."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the run to end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Start a durable run of a workflow."""
+    """Start a durable run of a workflow (the worker runs its own copy of the definition you name)."""
     settings = _settings()
     spec = _spec(path, settings)
     try:
         run_input = parse_input(input_)
     except InputError as exc:
         _fail(str(exc), 2)
-    run_client_command(_run(settings, spec, run_input, as_user, tenant, wait, as_json))
+    person = authenticate(settings, as_user, password_stdin)
+    if tenant not in person.tenants:
+        _fail(f"{person.name} does not belong to tenant {tenant!r} (belongs to: {', '.join(person.tenants)})", 2)
+    run_client_command(_run(settings, spec, run_input, person.name, tenant, wait, as_json))
 
 
 async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any], user: str, tenant: str,
@@ -69,8 +77,8 @@ async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any]
     from engine.runs import start_run
 
     client = await _client(settings)
-    handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec, run_input=run_input,
-                             requested_by=user, tenant=tenant)
+    handle = await start_run(client, authority(settings), task_queue=settings.temporal.task_queue, workflow=spec,
+                             run_input=run_input, requested_by=user, tenant=tenant)
     if spec.model.provider == "scripted" and not as_json:
         err.print("[dim]model: scripted model (recorded turns, offline)[/]")
     if not wait:

@@ -16,7 +16,9 @@ from engine.models import (
     OpenApprovalsInput,
     PolicyDecision,
     RecordRunInput,
+    ResolvedRun,
 )
+from engine.spec import WorkflowSpec
 from engine.store.tables import (
     ApprovalEventRow,
     ApprovalRow,
@@ -26,6 +28,7 @@ from engine.store.tables import (
     RunRow,
     ToolExecutionRow,
     ValidationRow,
+    WorkflowDefinitionRow,
     utcnow,
 )
 from engine.store.users import record_event
@@ -73,19 +76,38 @@ class RunView(BaseModel):
     finished_at: datetime | None
 
 
+def register_run(session: Session, *, run: ResolvedRun) -> None:
+    """Record a run the worker resolved and verified: its definition, requester and tenant (idempotent)."""
+    spec = run.spec
+    if spec.definition_hash and session.get(WorkflowDefinitionRow, spec.definition_hash) is None:
+        session.add(WorkflowDefinitionRow(definition_hash=spec.definition_hash, workflow=spec.name,
+                                          version=spec.version, spec=spec.model_dump(mode="json")))
+    if spec.prompt_hash and session.get(PromptVersionRow, (spec.name, spec.version, spec.prompt_hash)) is None:
+        session.add(PromptVersionRow(workflow=spec.name, version=spec.version, prompt_hash=spec.prompt_hash,
+                                     prompt_text=spec.prompt_text or "",
+                                     tools=[t.model_dump(exclude={"import_path"}) for t in spec.tool_specs]))
+    if session.get(RunRow, run.run_id) is None:
+        session.add(RunRow(run_id=run.run_id, workflow=spec.name, version=spec.version,
+                           requested_by=run.requested_by, tenant=run.tenant, status="running",
+                           prompt_hash=spec.prompt_hash, definition_hash=spec.definition_hash, input=run.input))
+    session.commit()
+
+
+def resolved_run(session: Session, *, run_id: str) -> ResolvedRun | None:
+    """A run as the worker recorded it when it started (definition, verified requester), or None."""
+    row = session.get(RunRow, run_id)
+    if row is None or row.definition_hash is None:
+        return None
+    definition = session.get(WorkflowDefinitionRow, row.definition_hash)
+    if definition is None:
+        return None
+    return ResolvedRun(run_id=run_id, spec=WorkflowSpec.model_validate(definition.spec),
+                       requested_by=row.requested_by, tenant=row.tenant, input=row.input or {})
+
+
 def record_run(session: Session, *, record: RecordRunInput) -> None:
-    """Insert a run on start; update its status (and result) afterwards."""
+    """Update a recorded run's status (and result once it ended)."""
     row = session.get(RunRow, record.run_id)
-    if row is None and record.request is not None:
-        req = record.request
-        row = RunRow(run_id=req.run_id, workflow=req.spec.name, version=req.spec.version,
-                     requested_by=req.requested_by, tenant=req.tenant, status=record.status,
-                     prompt_hash=req.spec.prompt_hash, input=req.input)
-        if req.spec.prompt_hash and session.get(PromptVersionRow, (req.spec.name, req.spec.version,
-                                                                   req.spec.prompt_hash)) is None:
-            session.add(PromptVersionRow(workflow=req.spec.name, version=req.spec.version,
-                                         prompt_hash=req.spec.prompt_hash, prompt_text=req.spec.prompt_text or "",
-                                         tools=[t.model_dump(exclude={"import_path"}) for t in req.spec.tool_specs]))
     if row is None:
         return
     row.status = record.status
@@ -97,16 +119,59 @@ def record_run(session: Session, *, record: RecordRunInput) -> None:
     session.commit()
 
 
+class DecisionRecord(BaseModel):
+    """A stored policy decision, as execution and the inbox read it."""
+
+    decision_id: str
+    run_id: str
+    call_id: str
+    tool: str
+    outcome: str
+    revision: str | None
+    digest: str | None
+    idempotency_key: str | None
+    approval_id: str | None
+    input: dict[str, Any]
+    result: dict[str, Any]
+    created_at: datetime
+
+
 def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
-                  document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float) -> None:
-    """Store a decision; a retried activity overwrites its own earlier row."""
+                  document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
+                  digest: str, idempotency_key: str, approval_id: str | None) -> None:
+    """Store a decision; a retried activity overwrites its own row, a re-decision gets its own."""
     row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
         decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
         package=package, outcome=decision.outcome, input=document, result={})
     row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
     row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
+    row.digest, row.idempotency_key, row.approval_id = digest, idempotency_key, approval_id
+    row.created_at = utcnow()
     session.add(row)
     session.commit()
+
+
+def decision_for(session: Session, *, run_id: str, idempotency_key: str, digest: str) -> DecisionRecord | None:
+    """The newest decision on exactly this action (run, idempotency key, digest), or None."""
+    row = session.exec(select(PolicyDecisionRow).where(
+        PolicyDecisionRow.run_id == run_id, PolicyDecisionRow.idempotency_key == idempotency_key,
+        PolicyDecisionRow.digest == digest).order_by(col(PolicyDecisionRow.created_at).desc())).first()
+    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
+
+
+def decision_for_approval(session: Session, *, approval_id: str) -> DecisionRecord | None:
+    """The decision that asked for this approval, or None."""
+    row = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.approval_id == approval_id)
+                       .order_by(col(PolicyDecisionRow.created_at).desc())).first()
+    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
+
+
+def executed_calls(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """``{tool, args}`` of a run's executions that succeeded, oldest first (for the policy input)."""
+    rows = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id,
+                                                       ToolExecutionRow.status == "succeeded")
+                        .order_by(col(ToolExecutionRow.started_at))).all()
+    return [{"tool": r.tool, "args": r.args} for r in rows]
 
 
 def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
@@ -117,18 +182,28 @@ def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
 
 
 def open_approvals(session: Session, *, request: OpenApprovalsInput) -> int:
-    """Add the inbox rows of one interrupt (idempotent by approval id)."""
+    """Add the inbox rows of one interrupt, from the worker's own decision records (idempotent by id).
+
+    What a person is shown (arguments, facts, digest, approvers) comes from the
+    decision the worker stored, not from the request; only the model's stated
+    reason does.
+    """
+    run = session.get(RunRow, request.run_id)
     opened = 0
     for call in request.calls:
-        if call.approval_id is None or session.get(ApprovalRow, call.approval_id) is not None:
+        if call.approval_id is None or run is None or session.get(ApprovalRow, call.approval_id) is not None:
             continue
-        decision = call.decision or PolicyDecision()
+        decided = decision_for_approval(session, approval_id=call.approval_id)
+        if decided is None or decided.run_id != request.run_id or decided.outcome != "require_approval":
+            continue
+        decision = PolicyDecision.model_validate(decided.result)
+        tool = decided.input.get("tool", {})
         session.add(ApprovalRow(
-            approval_id=call.approval_id, run_id=request.run_id, workflow=request.workflow,
-            version=request.version, tool=call.tool, args=call.args, facts=call.facts,
+            approval_id=call.approval_id, run_id=request.run_id, workflow=run.workflow,
+            version=run.version, tool=decided.tool, args=tool.get("args") or {}, facts=decided.input.get("facts") or {},
             model_reason=call.reason, policy_reasons=decision.reasons, approvers=decision.approvers,
-            min_approvals=decision.min_approvals, policy_revision=decision.revision, digest=call.digest or "",
-            requested_by=request.requested_by, tenant=request.tenant, status="pending",
+            min_approvals=decision.min_approvals, policy_revision=decision.revision, digest=decided.digest or "",
+            requested_by=run.requested_by, tenant=run.tenant, status="pending",
             expires_at=request.expires_at))
         opened += 1
     session.commit()

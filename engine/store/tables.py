@@ -31,6 +31,7 @@ class RunRow(SQLModel, table=True):
     status: str = Field(index=True)
     reason: str | None = None
     prompt_hash: str | None = None
+    definition_hash: str | None = None
     input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     output: str | None = None
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
@@ -39,7 +40,13 @@ class RunRow(SQLModel, table=True):
 
 
 class PolicyDecisionRow(SQLModel, table=True):
-    """One policy decision with its input, result and the revision that made it."""
+    """One policy decision with its input, result and the revision that made it.
+
+    Written only by the worker's ``evaluate_policy`` activity, which builds the
+    input itself; execution looks here for its authority (``digest`` and
+    ``idempotency_key``). Each re-decision of an action (edited, or its facts
+    changed) is its own row.
+    """
 
     __tablename__ = "policy_decisions"
 
@@ -49,6 +56,9 @@ class PolicyDecisionRow(SQLModel, table=True):
     tool: str
     package: str
     revision: str | None = None
+    digest: str | None = Field(default=None, index=True)
+    idempotency_key: str | None = Field(default=None, index=True)
+    approval_id: str | None = Field(default=None, index=True)
     outcome: str
     input: dict[str, Any] = Field(sa_column=Column(JSON))
     result: dict[str, Any] = Field(sa_column=Column(JSON))
@@ -112,6 +122,7 @@ class UserRow(SQLModel, table=True):
     name: str = Field(primary_key=True)
     password_hash: str
     roles: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    tenants: list[str] = Field(default_factory=lambda: ["default"], sa_column=Column(JSON))
     disabled: bool = False
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -229,3 +240,32 @@ class PromptVersionRow(SQLModel, table=True):
     prompt_text: str
     tools: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     first_seen: datetime = Field(default_factory=utcnow)
+
+
+class WorkflowDefinitionRow(SQLModel, table=True):
+    """A resolved workflow definition a worker ran, by its content hash (written by the worker only)."""
+
+    __tablename__ = "workflow_definitions"
+
+    definition_hash: str = Field(primary_key=True)
+    workflow: str = Field(index=True)
+    version: int
+    spec: dict[str, Any] = Field(sa_column=Column(JSON))
+    first_seen: datetime = Field(default_factory=utcnow)
+
+
+class PersonAssertionRow(SQLModel, table=True):
+    """A person's signed assertion, verified by the worker and used once (keyed by its id)."""
+
+    __tablename__ = "person_assertions"
+
+    jti: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    approval_id: str = Field(index=True)
+    idempotency_key: str = Field(index=True)
+    digest: str
+    action: str  # approve | reject | edit
+    subject: str
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    used_by: str  # the activity that used it: a retry of that activity may see it again
+    at: datetime = Field(default_factory=utcnow)

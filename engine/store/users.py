@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -19,11 +21,45 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("airlock-no-such-user")
 
 
+_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
 class Approver(BaseModel):
-    """An authenticated person and the roles they hold."""
+    """An authenticated person, the roles they hold and the tenants they belong to."""
 
     name: str
     roles: list[str]
+    tenants: list[str] = ["default"]
+
+
+def normalise_name(name: str) -> str:
+    """The canonical form of a user name: NFKC, trimmed, lower case, plain ASCII.
+
+    Raises:
+        InputError: anything else (look-alike letters, spaces, symbols), so two spellings never
+            name two people.
+    """
+    canonical = unicodedata.normalize("NFKC", name or "").strip().lower()
+    if not _NAME.fullmatch(canonical):
+        raise InputError(f"user name {name!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', starting with a "
+                         "letter")
+    return canonical
+
+
+def check_tenant(tenant: str) -> str:
+    """A tenant name as stored (lower case ASCII, at most 64 characters).
+
+    Raises:
+        InputError: it is not one.
+    """
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+        raise InputError(f"tenant {str(tenant)[:80]!r}: use 1-64 lower-case ASCII letters, digits, '.', '_' or '-'")
+    return tenant
+
+
+def _view(row: UserRow) -> Approver:
+    return Approver(name=row.name, roles=row.roles or [], tenants=row.tenants or ["default"])
 
 
 class EventView(BaseModel):
@@ -39,45 +75,53 @@ class EventView(BaseModel):
     at: datetime
 
 
-def add_user(session: Session, *, name: str, password: str, roles: list[str]) -> Approver:
-    """Create an account, or reset its password and roles.
+def add_user(session: Session, *, name: str, password: str, roles: list[str],
+             tenants: list[str] | None = None) -> Approver:
+    """Create an account, or reset its password, roles and tenants.
 
     Raises:
-        InputError: the name or password is unusable.
+        InputError: the name, a tenant or the password is unusable.
     """
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise InputError(f"user name {name!r}: use letters, digits, '-', '_' or '.'")
+    name = normalise_name(name)
     if len(password) < 8:
         raise InputError("password: at least 8 characters")
     row = session.get(UserRow, name) or UserRow(name=name, password_hash="")
     row.password_hash, row.roles, row.disabled = _hasher.hash(password), sorted(set(roles)), False
+    row.tenants = sorted({check_tenant(t) for t in tenants or ["default"]})
     session.add(row)
     session.commit()
-    return Approver(name=name, roles=row.roles)
+    return _view(row)
+
+
+def _row(session: Session, name: str) -> UserRow | None:
+    try:
+        return session.get(UserRow, normalise_name(name))
+    except InputError:
+        return None
 
 
 def get_user(session: Session, *, name: str) -> Approver | None:
-    """An enabled account, or None."""
-    row = session.get(UserRow, name)
-    return Approver(name=row.name, roles=row.roles) if row and not row.disabled else None
+    """An enabled account (by any spelling that normalises to its name), or None."""
+    row = _row(session, name)
+    return _view(row) if row and not row.disabled else None
 
 
 def list_users(session: Session) -> list[Approver]:
     """Every enabled account."""
     rows = session.exec(select(UserRow).where(UserRow.disabled == False).order_by(col(UserRow.name))).all()  # noqa: E712
-    return [Approver(name=r.name, roles=r.roles) for r in rows]
+    return [_view(r) for r in rows]
 
 
 def authenticate(session: Session, *, name: str, password: str) -> Approver | None:
     """The account if the password matches, else None."""
-    row = session.get(UserRow, name)
+    row = _row(session, name)
     try:
         _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled:
         return None
-    return Approver(name=row.name, roles=row.roles)
+    return _view(row)
 
 
 def _token_hash(token: str) -> str:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from engine.errors import InputError, NotFoundError, SpecError
+from engine.definitions import DefinitionRegistry
+from engine.errors import AccessDeniedError, InputError, NotFoundError
 from engine.models import ApprovalDecisionResult, RunProgress
 from engine.runs import decide_approval, edit_action, run_progress, start_run
-from engine.spec import load_spec
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
@@ -48,11 +49,12 @@ class EditRequest(BaseModel):
 
 
 class StartRunRequest(BaseModel):
-    """Start a run of a workflow in the server's workflows folder; the requester is the caller."""
+    """Start a run of a workflow the workers serve (by spec or file name); the requester is the caller."""
 
-    workflow: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    workflow: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
+    version: int | None = Field(default=None, ge=1)
     input: dict[str, Any] = Field(default_factory=dict)
-    tenant: str = "default"
+    tenant: str = Field(default="default", max_length=64)
 
 
 class StartRunResponse(BaseModel):
@@ -70,6 +72,15 @@ class TimelineResponse(BaseModel):
     run: RunView
     usage: dict[str, Any]
     timeline: list[TimelineEntry]
+
+
+def definitions(request: Request) -> DefinitionRegistry:
+    """The workflows this server can start (the same folder the workers serve), read once."""
+    state = request.app.state
+    if getattr(state, "definitions", None) is None:
+        settings = state.settings
+        state.definitions = DefinitionRegistry(settings.workflows_dir, settings.project_dir)
+    return state.definitions
 
 
 def _write_guard(request: Request, x_csrf_token: str | None) -> None:
@@ -111,7 +122,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     _write_guard(request, x_csrf_token)
     if body.decision == "reject" and not (body.comment or "").strip():
         raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
-    return await decide_approval(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+    return await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))
 
@@ -121,7 +132,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
                x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
-    return await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+    return await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
 
@@ -131,18 +142,13 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
                      x_csrf_token: str | None = Header(default=None)) -> StartRunResponse:
     """Start a run as the caller."""
     _write_guard(request, x_csrf_token)
+    if body.tenant not in user.tenants:
+        raise AccessDeniedError(f"{user.name} does not belong to tenant {body.tenant!r}")
     settings = request.app.state.settings
-    folder = settings.workflows_dir
-    path = next((folder / f"{body.workflow}{ext}" for ext in (".yaml", ".yml", ".py")
-                 if (folder / f"{body.workflow}{ext}").is_file()), None)
-    if path is None:
-        raise NotFoundError(f"no workflow {body.workflow} in {folder}")
-    try:
-        spec = load_spec(path, project_dir=settings.project_dir)
-    except SpecError as exc:
-        raise InputError(str(exc)) from exc
-    handle = await start_run(request.app.state.client, task_queue=settings.temporal.task_queue, spec=spec,
-                             run_input=body.input, requested_by=user.name, tenant=body.tenant)
+    spec = await asyncio.to_thread(definitions(request).resolve, body.workflow, version=body.version)
+    handle = await start_run(request.app.state.client, request.app.state.authority,
+                             task_queue=settings.temporal.task_queue, workflow=spec, run_input=body.input,
+                             requested_by=user.name, tenant=body.tenant)
     return StartRunResponse(run_id=handle.id)
 
 

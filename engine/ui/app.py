@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import AirlockError
+from engine.identity import Authority
 from engine.policy import PolicyEngine
 from engine.ui import api, pages
 from engine.ui.auth import NotSignedIn, secret_key
@@ -43,6 +44,7 @@ def create_app(settings: Settings, *, engine: Engine,
                   openapi_url="/api/openapi.json")
     app.state.settings, app.state.engine = settings, engine
     app.state.policy = PolicyEngine(settings.opa)  # for the labels the policy data knows
+    app.state.authority = Authority.from_settings(settings)  # signs what signed-in people decide
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
     app.state.templates = templates

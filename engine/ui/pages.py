@@ -168,7 +168,7 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         request.session["flash"] = {"kind": "error", "text": "A rejection needs a reason; it goes back to the model."}
     else:
         try:
-            result = await decide_approval(request.app.state.client, request.app.state.engine,
+            result = await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
                                            source=client_address(request))
@@ -187,7 +187,7 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     check_csrf(request, str(form.get("csrf", "")))
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
-        await edit_action(request.app.state.client, request.app.state.engine, approval_id=approval_id,
+        await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
                           source=client_address(request))

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from engine import stack
 from engine.config import Settings
 from engine.devchain import dev_address, dev_key
-from engine.runs import decide_approval
+from tests.helpers import decide_approval
 from engine.store.db import make_engine
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow
 from engine.store.users import Approver

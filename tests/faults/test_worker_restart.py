@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from engine import stack
 from engine.config import Settings
-from engine.runs import decide_approval, start_run
+from tests.helpers import decide_approval, start_run
 from engine.store.db import make_engine
 from engine.store.tables import ToolExecutionRow
 from tests.helpers import lead, ROOT, refund, wait_for_inbox, write_spec

@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session
 
 from engine.config import Settings
-from engine.runs import start_run
+from tests.helpers import start_run
 from engine.store import users
 from engine.store.db import make_engine
 from tests.conftest import Web

@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import ToolArgumentsError
-from engine.runs import decide_approval, edit_action
+from tests.helpers import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.db import make_engine
 from engine.worker import build_worker

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from engine import stack
 from engine.config import Settings
-from engine.runs import start_run
+from tests.helpers import start_run
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.worker import build_worker

@@ -13,7 +13,8 @@ from temporalio.client import Client
 from engine.config import Settings
 from engine.errors import ApprovalError
 from engine.models import CallModelInput
-from engine.runs import decide_approval, pending_actions, start_run
+from engine.runs import pending_actions
+from tests.helpers import decide_approval, start_run
 from engine.spec import load_spec
 from engine.store import repo, users
 from engine.store.db import make_engine
@@ -199,8 +200,9 @@ async def test_python_spec_with_custom_graph_appends_receipt(client: Client, set
 
 async def test_model_refusing_the_request_fails_run_cleanly(client: Client, settings: Settings,
                                                             tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, [{"content": "never read"}])
+    write_spec(tmp_path, [{"content": "never read"}])
     (tmp_path / "turns.yaml").write_text("turns:\n  - colour: red\n")  # the endpoint answers 400
+    spec = load_spec(tmp_path / "spec.yaml", project_dir=ROOT)  # the definition as the worker now reads it
     result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "failed"
     assert result.reason and result.reason.startswith("call_model failed: ModelError: scripted model (turns.yaml)")

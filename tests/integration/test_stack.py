@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import stack
+from engine import policybundle, stack
 from tests.conftest import Services
 from tests.helpers import ROOT
 
@@ -40,6 +40,7 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
             "temporal": "running", "opa": "external", "anvil": "running", "model": "running", "worker": "running",
             "ui": "running"}
         assert status["anvil"]["address"] == f"127.0.0.1:{ports['anvil']}"
+        assert status["opa"]["detail"].endswith(f"bundle {policybundle.policies_revision(ROOT / 'policies')}")
         again = airlock("up")
         assert again.stdout.count("already running") == 5
         assert stack.http_ok(f"http://127.0.0.1:{ports['web']}/login")

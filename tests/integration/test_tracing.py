@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from engine import stack
 from engine.config import Settings
-from engine.runs import start_run
+from tests.helpers import start_run
 from engine.temporal import connect
 from engine.tracing import Tracing, run_trace_carrier
 from engine.worker import build_worker

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowHandle
 from engine.chain import to_units
 from engine.config import Settings
 from engine.devchain import DEPLOYER, dev_address, dev_key
-from engine.runs import decide_approval, start_run
+from tests.helpers import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
 from engine.store.db import make_engine
 from engine.store.repo import ApprovalView

@@ -66,9 +66,34 @@ def test_run_with_bad_spec_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{bad}:" in result.output and "(yaml)" in result.output
 
 
-def test_run_when_temporal_is_down_exits_1() -> None:
-    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice"], env=ENV)
+def _with_alice(tmp_path: Path) -> dict[str, str]:
+    """ENV with a fresh state folder whose user store has alice (password ``alice-password``)."""
+    env = {**ENV, "AIRLOCK_STATE_DIR": str(tmp_path / "state")}
+    added = runner.invoke(app, ["users", "add", "alice", "--role", "support", "--password-stdin"], env=env,
+                          input="alice-password\n")
+    assert added.exit_code == 0, added.output
+    return env
+
+
+def test_run_when_temporal_is_down_exits_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(ROOT / "workflows/support_refund.yaml"), "--as", "alice",
+                                 "--password-stdin"], env=_with_alice(tmp_path), input="alice-password\n")
     assert result.exit_code == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.output
+
+
+def test_run_as_someone_needs_their_password(tmp_path: Path) -> None:
+    env = _with_alice(tmp_path)
+    no_password = runner.invoke(app, ["run", "support_refund", "--as", "alice"], env=env)
+    assert no_password.exit_code == 2 and "--as alice: give the password with --password-stdin" in no_password.output
+    wrong = runner.invoke(app, ["run", "support_refund", "--as", "alice", "--password-stdin"], env=env,
+                          input="not-her-password\n")
+    assert wrong.exit_code == 1 and "--as alice: wrong user name or password" in wrong.output
+    ghost = runner.invoke(app, ["run", "support_refund", "--as", "ghost-of-bob", "--password-stdin"], env=env,
+                          input="anything-at-all\n")
+    assert ghost.exit_code == 1 and "--as ghost-of-bob: wrong user name or password" in ghost.output
+    other_tenant = runner.invoke(app, ["run", "support_refund", "--as", "alice", "--password-stdin", "--tenant",
+                                       "acme"], env=env, input="alice-password\n")
+    assert other_tenant.exit_code == 2 and "alice does not belong to tenant 'acme'" in other_tenant.output
 
 
 def test_run_finds_a_bare_workflow_name_in_workflows_dir() -> None:

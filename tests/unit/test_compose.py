@@ -25,9 +25,12 @@ def compose_command() -> list[str] | None:
 def test_compose_file_has_the_stack() -> None:
     doc = yaml.safe_load(COMPOSE.read_text())
     services = doc["services"]
-    assert set(services) == {"temporal", "opa", "anvil", "postgres", "model", "worker"}
+    assert set(services) == {"temporal", "policy-bundle", "opa", "anvil", "postgres", "model", "worker"}
     assert services["opa"]["image"] == "openpolicyagent/opa:1.22.3"
-    assert "./policies:/policies:ro" in services["opa"]["volumes"]
+    # OPA serves the bundle staged from policies/ and refuses writes; it never reads policies/ itself.
+    assert "./policies:/policies:ro" in services["policy-bundle"]["volumes"]
+    assert "--authorization=basic" in services["opa"]["command"] and "--watch" not in services["opa"]["command"]
+    assert services["opa"]["command"][-2:] == ["--bundle", "/bundle"]
     ports = {p.split(":", 1)[1] for s in services.values() for p in s.get("ports", [])}
     assert {"7233:7233", "8181:8181", "8545:8545", "8600:8600", "5432:5432"} <= ports
     assert services["worker"]["environment"]["AIRLOCK_TEMPORAL__ADDRESS"] == "temporal:7233"

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from engine.boundary import action_digest, normalize_decision, policy_document, tool_message
-from engine.models import PolicyDecision, RunRequest, ToolCallRecord
+from engine.boundary import (action_digest, approval_id, idempotency_key, normalize_decision, policy_document,
+                             tool_message, with_approvers)
+from engine.models import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.spec import ModelSpec, WorkflowSpec
 
 
@@ -53,9 +54,9 @@ def _call(**kw: object) -> ToolCallRecord:
 
 def test_policy_document_has_the_contract_shape() -> None:
     spec = WorkflowSpec(name="w", version=2, model=ModelSpec(), system_prompt="p", policy="airlock.w")
-    request = RunRequest(spec=spec, input={"customer_id": "c1"}, requested_by="alice", tenant="acme", run_id="r")
-    previous = [_call(outcome="executed"), _call(outcome="denied")]
-    doc = policy_document(request, _call(facts={"x": 1}), consequential=True, previous=previous)
+    request = ResolvedRun(spec=spec, input={"customer_id": "c1"}, requested_by="alice", tenant="acme", run_id="r")
+    executed = [{"tool": "issue_refund", "args": {"amount": "5"}}]
+    doc = policy_document(request, _call(facts={"x": 1}), consequential=True, executed=executed)
     assert doc["workflow"] == {"name": "w", "version": 2, "run_id": "r"}
     assert doc["actor"] == {"requested_by": "alice", "tenant": "acme"}
     assert doc["tool"] == {"name": "issue_refund", "consequential": True, "args": {"amount": "5"}}
@@ -78,3 +79,23 @@ def test_tool_message_tells_the_model_why(outcome: str, error: str | None, expec
 
 def test_tool_message_for_executed_carries_result() -> None:
     assert json.loads(tool_message(_call(outcome="executed", result={"id": 1}))) == {"ok": True, "result": {"id": 1}}
+
+
+@pytest.mark.parametrize("approvers, role, outcome, expected", [
+    (["treasury-ops"], "support-leads", "require_approval", ["treasury-ops"]),  # the policy's own wins
+    ([], "support-leads", "require_approval", ["support-leads"]),  # the spec's approval.approver_role
+    ([], None, "deny", []),  # nobody may approve: a denial, never "anyone"
+])
+def test_with_approvers_falls_back_to_the_spec_then_denies(approvers: list[str], role: str | None, outcome: str,
+                                                           expected: list[str]) -> None:
+    asked = PolicyDecision(require_approval=True, approvers=approvers, outcome="require_approval", revision="r1")
+    decided = with_approvers(asked, role)
+    assert decided.outcome == outcome and decided.approvers == expected
+    if outcome == "deny":
+        assert decided.reasons[0] == "policy unavailable" and "names no approvers" in decided.reasons[1]
+
+
+def test_approval_ids_differ_per_edit_and_recheck_but_the_key_does_not() -> None:
+    first, edited, rechecked = _call(), _call(revision=1), _call(rechecks=1)
+    assert len({approval_id("r", c) for c in (first, edited, rechecked)}) == 3
+    assert {idempotency_key("r", c) for c in (first, edited, rechecked)} == {"r:3:0"}

@@ -1,0 +1,180 @@
+"""Signed assertions: how a person's identity and decision reach a run.
+
+A run never takes a caller's word for who started it or who approved. The
+component that checks credentials (UI, JSON API, the CLI in local mode)
+signs a short-lived assertion (a JWT, EdDSA over Ed25519) bound to exactly
+what the person did: start run R of workflow W in tenant T, or approve /
+reject / edit approval A of run R on action digest D. The worker verifies the
+signature, audience and expiry with the public key, records the assertion id
+so it is used once, and reads the person's roles and tenants from the user
+store. A Temporal client without the private key cannot mint one.
+
+The only importer of PyJWT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
+
+from engine.config import Settings
+from engine.errors import AuthenticationError, InputError
+
+ISSUER = "airlock"
+AUDIENCE = "airlock-run"
+Action = Literal["start", "approve", "reject", "edit"]
+_LEEWAY_S = 5
+
+
+class Assertion(BaseModel):
+    """The verified claims of one assertion."""
+
+    subject: str
+    action: Action
+    run_id: str
+    jti: str
+    expires_at: datetime
+    workflow: str | None = None
+    tenant: str | None = None
+    approval_id: str | None = None
+    digest: str | None = None
+    args_hash: str | None = None
+
+
+def args_hash(args: dict[str, Any]) -> str:
+    """What an edit assertion binds: the new arguments, canonically."""
+    from engine.boundary.decision import canonical_json
+
+    return "sha256:" + hashlib.sha256(canonical_json(args).encode()).hexdigest()
+
+
+def _local_key_paths(settings: Settings) -> tuple[Path, Path]:
+    keys = (settings.state_dir or Path(".airlock")) / "keys"
+    return keys / "assertions.key", keys / "assertions.pub"
+
+
+def _ensure_local_pair(settings: Settings) -> tuple[Path, Path]:
+    """The local stack's key pair, generated once (private key readable by its owner only)."""
+    private, public = _local_key_paths(settings)
+    if not private.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(private.parent, 0o700)
+        key = Ed25519PrivateKey.generate()
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def _private_key(settings: Settings) -> Ed25519PrivateKey:
+    auth = settings.auth
+    if auth.signing_key is not None:
+        pem = auth.signing_key.get_secret_value().encode()
+    elif auth.signing_key_file is not None:
+        pem = auth.signing_key_file.read_bytes()
+    else:
+        pem = _ensure_local_pair(settings)[0].read_bytes()
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"the assertion signing key is not a PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError("the assertion signing key must be an Ed25519 key")
+    return key
+
+
+def _public_key(settings: Settings) -> Ed25519PublicKey:
+    auth = settings.auth
+    if auth.verify_key is not None:
+        pem = auth.verify_key.encode()
+    elif auth.verify_key_file is not None:
+        pem = auth.verify_key_file.read_bytes()
+    elif auth.signing_key is not None or auth.signing_key_file is not None:
+        return _private_key(settings).public_key()
+    else:
+        pem = _ensure_local_pair(settings)[1].read_bytes()
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"the assertion verify key is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError("the assertion verify key must be an Ed25519 key")
+    return key
+
+
+class Authority:
+    """Signs assertions for people whose credentials were checked (UI, API, local CLI)."""
+
+    def __init__(self, key: Ed25519PrivateKey, ttl_s: int = 120) -> None:
+        self._key, self._ttl = key, timedelta(seconds=ttl_s)
+
+    def __repr__(self) -> str:
+        return "Authority(<key>)"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Authority":
+        return cls(_private_key(settings), settings.auth.assertion_ttl_s)
+
+    def _sign(self, subject: str, action: Action, run_id: str, **claims: Any) -> str:
+        now = datetime.now(timezone.utc)
+        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "act": action, "run": run_id,
+                "jti": uuid.uuid4().hex, "iat": now, "exp": now + self._ttl,
+                **{k: v for k, v in claims.items() if v is not None}}
+        return jwt.encode(body, self._key, algorithm="EdDSA")
+
+    def start(self, *, user: str, run_id: str, workflow: str, tenant: str) -> str:
+        """``user`` (authenticated) starts run ``run_id`` of ``workflow`` in ``tenant``."""
+        return self._sign(user, "start", run_id, wf=workflow, ten=tenant)
+
+    def decide(self, *, user: str, run_id: str, approval_id: str, digest: str, action: Action,
+               args: dict[str, Any] | None = None) -> str:
+        """``user`` (authenticated) approves, rejects or edits (with ``args``) one gated action."""
+        return self._sign(user, action, run_id, apr=approval_id, dig=digest,
+                          args=args_hash(args) if args is not None else None)
+
+
+class Verifier:
+    """Checks assertions in the worker: signature, issuer, audience, expiry."""
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Verifier":
+        return cls(_public_key(settings))
+
+    def verify(self, token: str) -> Assertion:
+        """The claims of a valid assertion.
+
+        Raises:
+            AuthenticationError: missing, malformed, forged, expired or not meant for a run.
+        """
+        if not token:
+            raise AuthenticationError("no signed assertion: the person must sign in (UI, API token, or the "
+                                      "CLI with a password)")
+        try:
+            claims = jwt.decode(token, self._key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
+                                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("the signed assertion has expired: decide again") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationError(f"the signed assertion is not valid: {exc}") from None
+        try:
+            return Assertion(subject=claims["sub"], action=claims["act"], run_id=claims["run"], jti=claims["jti"],
+                             expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
+                             workflow=claims.get("wf"), tenant=claims.get("ten"), approval_id=claims.get("apr"),
+                             digest=claims.get("dig"), args_hash=claims.get("args"))
+        except (KeyError, ValueError) as exc:
+            raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None
