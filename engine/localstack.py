@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from engine import devchain, stack
+from engine import devchain, policybundle, stack
 from engine.config import Settings
 from engine.errors import ChainUnavailableError, StackError
+from engine.policy import PolicyEngine
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -62,6 +65,8 @@ def status(settings: Settings) -> list[ComponentStatus]:
             out.append(ComponentStatus(name, "external", address, detail="not started by airlock up"))
         else:
             out.append(ComponentStatus(name, "stopped", address))
+        if name == "opa" and out[-1].state != "stopped":
+            out[-1].detail = "; ".join(filter(None, [out[-1].detail, _served_bundle(settings)]))
     worker = _is_ours(files, "worker")
     out.append(ComponentStatus("worker", "running" if worker else "stopped",
                                f"task queue {settings.temporal.task_queue}", worker.pid if worker else None))
@@ -70,6 +75,30 @@ def status(settings: Settings) -> list[ComponentStatus]:
     ui_state = "running" if ui else ("external" if stack.port_open(settings.ui.host, settings.ui.port) else "stopped")
     out.append(ComponentStatus("ui", ui_state, ui_address, ui.pid if ui else None))
     return out
+
+
+def _served_revision(settings: Settings) -> str | None:
+    """``PolicyEngine.revision()`` from sync code that may itself run inside an event loop (the demo)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, PolicyEngine(settings.opa).revision()).result()
+
+
+def _served_bundle(settings: Settings) -> str:
+    revision = _served_revision(settings)
+    return f"bundle {revision}" if revision else "no policy bundle with a revision (decisions are denied)"
+
+
+def _policy_hint(settings: Settings) -> str:
+    """For an OPA `airlock up` started earlier: whether it still serves what the policies folder holds."""
+    try:
+        wanted = policybundle.policies_revision(settings.policies_dir or Path("policies"))
+    except (StackError, OSError, ValueError) as exc:
+        return f"; the policies folder cannot be bundled: {exc}"
+    served = _served_revision(settings)
+    if served == wanted:
+        return f", bundle {served}"
+    return (f", bundle {served}; the policies folder has changed since (now {wanted}): "
+            "`airlock down && airlock up` serves it")
 
 
 def up(settings: Settings, say: Callable[[str], None]) -> None:
@@ -81,21 +110,22 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         "temporal": lambda port, log: stack.launch_temporal(port, settings.temporal.ui_port,
                                                             state / "temporal.db", log),
         "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,
-                                                  settings.project_dir),
+                                                  settings.project_dir, bundle=state / "policy-bundle.tar.gz"),
         "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir),
         "model": lambda port, log: stack.launch_scripted(port, log),
     }
     for name, launch in launchers.items():
         host, port = addr[name]
         if _is_ours(files, name):
-            say(f"{name}: already running at {host}:{port}")
+            say(f"{name}: already running at {host}:{port}" + (_policy_hint(settings) if name == "opa" else ""))
             continue
         if host not in _LOOPBACK or stack.port_open(host, port):
             say(f"{name}: using the one at {host}:{port} (not started here)")
             continue
         proc = launch(port, files.log(name))
         files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
-        say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)})")
+        served = f", bundle {_served_revision(settings)}" if name == "opa" else ""
+        say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)}{served})")
     chain_env = _prepare_chain(settings, state, say)
     _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}", chain_env)
     ui_address = f"{settings.ui.host}:{settings.ui.port}"

@@ -1,14 +1,15 @@
 """OPA adapter: the only importer of ``opa_client``; fails closed.
 
-A decision comes with the revision of the policy that made it: a hash of the
-source of every module OPA serves for the package, read before and after the
-query so a reload in between cannot be misattributed.
+A decision comes with the revision of the policy bundle that made it, read
+with the query itself (OPA's ``provenance``): the bundle holds every Rego module
+and data document, so its revision covers everything the decision depended on.
+An OPA that serves no bundle with a revision gives no attributable decision, so
+it denies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +37,7 @@ class PolicyEngine:
         self._token = settings.token.get_secret_value() if settings.token else None
         self._timeout = settings.timeout_s
         self._rule = settings.rule
+        self._declared: dict[tuple[str, str], bool] = {}  # (revision, package) → a module declares it
 
     def _client(self) -> AsyncOpaClient:
         return AsyncOpaClient(host=self._host, port=self._port, ssl=self._ssl, token=self._token,
@@ -46,33 +48,48 @@ class PolicyEngine:
         started = time.perf_counter()
         try:
             async with self._client() as client:
-                for _ in range(3):
-                    before = await self._revision(client, package)
-                    answer = await client.query_rule(document, package, self._rule)
-                    after = await self._revision(client, package)
-                    if before == after:
-                        break
-                else:
-                    raise ValueError("policy kept changing while it was queried")
+                answer = await client.query_rule(document, package, self._rule,
+                                                 query_params={"provenance": "true"})
+                provenance = answer.get("provenance")
+                revision = _revision(provenance.get("bundles") if isinstance(provenance, dict) else None,
+                                     "revision")
+                declared = revision is not None and await self._declares(client, package, revision)
         except _OPA_ERRORS as exc:
             detail = f"OPA at {self._host}:{self._port} failed: {type(exc).__name__}: {exc}"
             return unavailable_decision(detail), None, _ms(started)
         raw = answer.get("result")
-        if after is None:
-            return unavailable_decision(f"no policy module declares package {package}"), raw, _ms(started)
-        return normalize_decision(raw, after), raw, _ms(started)
+        if revision is None:
+            detail = f"OPA at {self._host}:{self._port} serves no policy bundle with a revision"
+            return unavailable_decision(detail), raw, _ms(started)
+        if not declared:
+            return unavailable_decision(f"no policy module declares package {package}", revision), raw, _ms(started)
+        return normalize_decision(raw, revision), raw, _ms(started)
 
-    async def _revision(self, client: AsyncOpaClient, package: str) -> str | None:
-        wanted = "/v1/data/" + package.replace(".", "/")
-        info = await client.get_policies_info()
-        ids = sorted(pid for pid, meta in info.items() if meta["path"].endswith(wanted))
-        if not ids:
+    async def _declares(self, client: AsyncOpaClient, package: str, revision: str) -> bool:
+        """Whether a module of that revision declares the package; a data document at the same path
+        does not count. Read once per revision: a bundle never changes under its revision."""
+        key = (revision, package)
+        if key not in self._declared:
+            wanted = "/v1/data/" + package.replace(".", "/")
+            info = await client.get_policies_info()
+            # The module list must belong to the revision the query reported.
+            if await self._bundle_revision(client) != revision:
+                raise ValueError("the policy bundle changed while it was read")
+            declared = any(meta["path"].endswith(wanted) for meta in info.values())
+            self._declared = {k: v for k, v in self._declared.items() if k[0] == revision} | {key: declared}
+        return self._declared[key]
+
+    async def _bundle_revision(self, client: AsyncOpaClient) -> str | None:
+        body = await client.get_data("system/bundles")
+        return _revision(body.get("result"), "manifest")
+
+    async def revision(self) -> str | None:
+        """The revision of the bundle OPA serves now; None when unreachable or serving none."""
+        try:
+            async with self._client() as client:
+                return await self._bundle_revision(client)
+        except _OPA_ERRORS:
             return None
-        digest = hashlib.sha256()
-        for pid in ids:
-            policy = await client.get_policy(pid.lstrip("/"))
-            digest.update(policy["result"]["raw"].encode())
-        return "sha256:" + digest.hexdigest()[:16]
 
     async def labels(self) -> dict[str, str]:
         """Display names the policy data knows (``data.airlock.labels``: value → label); {} if none."""
@@ -91,6 +108,23 @@ class PolicyEngine:
                 return bool(await client.check_health())
         except _OPA_ERRORS:
             return False
+
+
+def _revision(bundles: Any, field: str) -> str | None:
+    """One revision for the bundles OPA serves (``{name: {"revision": ...}}`` from provenance, or
+    ``{name: {"manifest": {"revision": ...}}}`` from ``data.system.bundles``); None if any lacks one."""
+    if not isinstance(bundles, dict) or not bundles:
+        return None
+    revisions = {}
+    for name, meta in bundles.items():
+        holder = meta.get("manifest") if field == "manifest" and isinstance(meta, dict) else meta
+        rev = holder.get("revision") if isinstance(holder, dict) else None
+        if not isinstance(rev, str) or not rev:
+            return None
+        revisions[name] = rev
+    if len(revisions) == 1:
+        return next(iter(revisions.values()))
+    return ",".join(f"{name}={rev}" for name, rev in sorted(revisions.items()))
 
 
 def _ms(started: float) -> float:

@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine import policybundle
 from engine.errors import StackError
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -121,10 +122,18 @@ def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered:
 
 
 def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None,
-               tethered: bool = False) -> subprocess.Popen:
-    """``opa run --server --watch`` on loopback, serving the policies folder."""
-    proc = _spawn([find_binary("opa", project_dir), "run", "--server", "--watch", "--addr", f"127.0.0.1:{port}",
-                   "--log-level", "error", str(policies_dir)], log, tethered=tethered)
+               tethered: bool = False, bundle: Path | None = None) -> subprocess.Popen:
+    """``opa run --server`` on loopback, serving a bundle freshly built from the policies folder.
+
+    The bundle (``bundle``, default ``policy-bundle.tar.gz`` beside the log) is what OPA decides with
+    until it stops: ``--authorization=basic`` with the bundle's ``system.authz`` refuses every write
+    through the REST API, so changing policy means rebuilding the bundle and starting OPA again.
+    """
+    opa = find_binary("opa", project_dir)
+    bundle = bundle or log.parent / "policy-bundle.tar.gz"
+    policybundle.build(opa, policies_dir, bundle)
+    proc = _spawn([opa, "run", "--server", "--addr", f"127.0.0.1:{port}", "--authorization=basic",
+                   "--log-level", "error", "--bundle", str(bundle)], log, tethered=tethered)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "opa", proc, 30, log)
     return proc
 
