@@ -57,13 +57,16 @@ def _series(runs: list[Any], models: list[Any], start: datetime, end: datetime) 
             "runs_by_status": by_status, "cost": [round(c, 8) for c in cost]}
 
 
-def stats(session: Session, *, since: timedelta, workflow: str | None = None) -> dict[str, Any]:
+def stats(session: Session, *, since: timedelta, workflow: str | None = None,
+          tenants: list[str] | None = None) -> dict[str, Any]:
     """Runs, latency per step kind, tokens and cost, boundary outcomes and fallbacks since ``now - since``."""
     end = utcnow()
     start: datetime = end - since
     query = select(RunRow).where(RunRow.started_at >= start)
     if workflow:
         query = query.where(RunRow.workflow == workflow)
+    if tenants is not None:  # a person sees the runs of their own tenants only
+        query = query.where(col(RunRow.tenant).in_(tenants))
     runs = session.exec(query).all()
     ids = [r.run_id for r in runs]
 

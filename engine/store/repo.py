@@ -230,9 +230,11 @@ def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
 
 
 def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,
-                   limit: int = 100) -> list[ApprovalView]:
-    """Inbox items, newest first."""
+                   limit: int = 100, tenants: list[str] | None = None) -> list[ApprovalView]:
+    """Inbox items, newest first (of ``tenants`` only, when given)."""
     query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc()).limit(limit)
+    if tenants is not None:
+        query = query.where(col(ApprovalRow.tenant).in_(tenants))
     if status:
         query = query.where(ApprovalRow.status == status)
     if run_id:
@@ -240,10 +242,12 @@ def list_approvals(session: Session, *, status: str | None = "pending", run_id: 
     return [ApprovalView.model_validate(r, from_attributes=True) for r in session.exec(query).all()]
 
 
-def inbox(session: Session, *, status: str | None = "pending", workflow: str | None = None, tool: str | None = None,
-          role: str | None = None, page: int = 1, page_size: int = 20) -> tuple[list[ApprovalView], int]:
-    """One page of the inbox, newest first, and how many items match in all."""
-    query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc())
+def inbox(session: Session, *, tenants: list[str], status: str | None = "pending", workflow: str | None = None,
+          tool: str | None = None, role: str | None = None, page: int = 1,
+          page_size: int = 20) -> tuple[list[ApprovalView], int]:
+    """One page of the inbox of ``tenants``, newest first, and how many items match in all."""
+    query = select(ApprovalRow).where(col(ApprovalRow.tenant).in_(tenants)).order_by(
+        col(ApprovalRow.created_at).desc())
     if status:
         query = query.where(ApprovalRow.status == status)
     if workflow:
@@ -257,9 +261,10 @@ def inbox(session: Session, *, status: str | None = "pending", workflow: str | N
     return [ApprovalView.model_validate(r, from_attributes=True) for r in rows[start:start + page_size]], len(rows)
 
 
-def inbox_facets(session: Session) -> dict[str, list[str]]:
-    """The workflows, tools and roles that pending items have, for the filters."""
-    rows = session.exec(select(ApprovalRow).where(ApprovalRow.status == "pending")).all()
+def inbox_facets(session: Session, *, tenants: list[str]) -> dict[str, list[str]]:
+    """The workflows, tools and roles that pending items of ``tenants`` have, for the filters."""
+    rows = session.exec(select(ApprovalRow).where(ApprovalRow.status == "pending",
+                                                  col(ApprovalRow.tenant).in_(tenants))).all()
     return {"workflow": sorted({r.workflow for r in rows}), "tool": sorted({r.tool for r in rows}),
             "role": sorted({a for r in rows for a in r.approvers or []})}
 
@@ -330,9 +335,12 @@ def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
     return ApprovalView.model_validate(row, from_attributes=True) if row else None
 
 
-def workflow_names(session: Session) -> list[str]:
-    """Every workflow that has runs, by name."""
-    return sorted(session.exec(select(RunRow.workflow).distinct()).all())
+def workflow_names(session: Session, *, tenants: list[str] | None = None) -> list[str]:
+    """Every workflow that has runs (of ``tenants``, when given), by name."""
+    query = select(RunRow.workflow).distinct()
+    if tenants is not None:
+        query = query.where(col(RunRow.tenant).in_(tenants))
+    return sorted(session.exec(query).all())
 
 
 def get_run(session: Session, *, run_id: str) -> RunView | None:

@@ -16,7 +16,7 @@ from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
-from engine.ui.auth import client_address, api_user, check_csrf, uses_session
+from engine.ui.auth import api_user, check_csrf, client_address, in_tenants, uses_session
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -88,6 +88,14 @@ def _write_guard(request: Request, x_csrf_token: str | None) -> None:
         check_csrf(request, x_csrf_token)
 
 
+def _own_approval(request: Request, approval_id: str, user: Approver) -> None:
+    with Session(request.app.state.engine) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+    if item is None:
+        raise NotFoundError(f"no approval {approval_id}")
+    in_tenants(user, item.tenant, f"approval {approval_id}")
+
+
 @router.get("/me")
 def me(user: Approver = Depends(api_user)) -> Approver:
     """Who the API thinks you are."""
@@ -100,7 +108,7 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
                    user: Approver = Depends(api_user)) -> InboxPage:
     """The inbox, newest first; ``status=`` (empty) lists every status."""
     with Session(request.app.state.engine) as session:
-        items, total = repo.inbox(session, status=status or None, workflow=workflow, tool=tool, role=role,
+        items, total = repo.inbox(session, tenants=user.tenants, status=status or None, workflow=workflow, tool=tool, role=role,
                                   page=page, page_size=request.app.state.settings.ui.page_size)
     return InboxPage(items=items, total=total, page=page)
 
@@ -112,6 +120,7 @@ def get_approval(request: Request, approval_id: str, user: Approver = Depends(ap
         item = repo.get_approval(session, approval_id=approval_id)
         if item is None:
             raise NotFoundError(f"no approval {approval_id}")
+        in_tenants(user, item.tenant, f"approval {approval_id}")
         return ApprovalDetail(approval=item, events=users.events_for(session, approval_id=approval_id))
 
 
@@ -120,6 +129,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
                  x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
+    _own_approval(request, approval_id, user)
     if body.decision == "reject" and not (body.comment or "").strip():
         raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
     return await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
@@ -132,6 +142,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
                x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
+    _own_approval(request, approval_id, user)
     return await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
@@ -156,16 +167,17 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
 def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
     """A run's status, its pending actions and, once it ended, its result."""
     with Session(request.app.state.engine) as session:
-        run = _run_or_404(session, run_id)
+        run = _run_or_404(session, run_id, user)
         pending = repo.list_approvals(session, run_id=run_id)
     return RunStatusResponse(run=run, pending=pending)
 
 
 
-def _run_or_404(session: Session, run_id: str) -> RunView:
+def _run_or_404(session: Session, run_id: str, user: Approver) -> RunView:
     run = repo.get_run(session, run_id=run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
+    in_tenants(user, run.tenant, f"run {run_id} (a run appears once its worker has started it)")
     return run
 
 
@@ -175,7 +187,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
     from engine.render import usage_of
 
     with Session(request.app.state.engine) as session:
-        run = _run_or_404(session, run_id)
+        run = _run_or_404(session, run_id, user)
         timeline = repo.run_timeline(session, run_id=run_id)
     return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
 
@@ -184,7 +196,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
 async def get_progress(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunProgress:
     """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
     with Session(request.app.state.engine) as session:
-        _run_or_404(session, run_id)
+        _run_or_404(session, run_id, user)
     return await run_progress(request.app.state.client, run_id)
 
 
@@ -201,4 +213,4 @@ def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
     if not isinstance(window, timedelta):
         raise InputError(f"since: use a number and a unit, like 90m, 24h or 7d, not {since!r}")
     with Session(request.app.state.engine) as session:
-        return stats(session, since=window, workflow=workflow or None)
+        return stats(session, since=window, workflow=workflow or None, tenants=user.tenants)

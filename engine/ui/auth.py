@@ -14,6 +14,7 @@ from fastapi import HTTPException, Request
 from sqlmodel import Session
 
 from engine.config import Settings
+from engine.errors import NotFoundError
 from engine.store import users
 from engine.store.users import Approver
 
@@ -99,6 +100,12 @@ def uses_session(request: Request) -> bool:
     return not request.headers.get("authorization") and not (
         request.app.state.settings.ui.trusted_header
         and request.headers.get(request.app.state.settings.ui.trusted_header))
+
+
+def in_tenants(user: Approver, tenant: str, what: str) -> None:
+    """Refuse (as not found: another tenant's ids are not confirmed to exist) what is not in the caller's tenants."""
+    if tenant not in user.tenants:
+        raise NotFoundError(f"no {what}")
 
 
 def client_address(request: Request) -> str | None:

@@ -13,7 +13,7 @@ from engine.errors import AirlockError, InputError, NotFoundError
 from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
-from engine.ui.auth import client_address, check_csrf, csrf_token, identify, page_user, sign_in
+from engine.ui.auth import client_address, check_csrf, csrf_token, identify, in_tenants, page_user, sign_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,13 +54,13 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def _inbox_context(request: Request, workflow: str | None, tool: str | None, role: str | None,
+def _inbox_context(request: Request, user: Approver, workflow: str | None, tool: str | None, role: str | None,
                    page: int) -> dict[str, Any]:
     settings = request.app.state.settings
     with Session(request.app.state.engine) as session:
-        items, total = repo.inbox(session, workflow=workflow or None, tool=tool or None, role=role or None,
-                                  page=page, page_size=settings.ui.page_size)
-        facets = repo.inbox_facets(session)
+        items, total = repo.inbox(session, tenants=user.tenants, workflow=workflow or None, tool=tool or None,
+                                  role=role or None, page=page, page_size=settings.ui.page_size)
+        facets = repo.inbox_facets(session, tenants=user.tenants)
     pages = max(1, -(-total // settings.ui.page_size))
     return {"items": items, "total": total, "page": min(max(page, 1), pages), "pages": pages, "facets": facets,
             "filters": {"workflow": workflow or "", "tool": tool or "", "role": role or ""}}
@@ -69,14 +69,14 @@ def _inbox_context(request: Request, workflow: str | None, tool: str | None, rol
 @router.get("/", response_class=HTMLResponse)
 def inbox_page(request: Request, workflow: str | None = None, tool: str | None = None, role: str | None = None,
                page: int = 1, user: Approver = Depends(page_user)) -> Response:
-    return _render(request, "inbox.html", user=user, **_inbox_context(request, workflow, tool, role, page))
+    return _render(request, "inbox.html", user=user, **_inbox_context(request, user, workflow, tool, role, page))
 
 
 @router.get("/inbox/rows", response_class=HTMLResponse)
 def inbox_rows(request: Request, workflow: str | None = None, tool: str | None = None, role: str | None = None,
                page: int = 1, user: Approver = Depends(page_user)) -> Response:
     """The inbox table body alone, for the page's refresh."""
-    return _render(request, "_rows.html", user=user, **_inbox_context(request, workflow, tool, role, page))
+    return _render(request, "_rows.html", user=user, **_inbox_context(request, user, workflow, tool, role, page))
 
 
 def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
@@ -98,6 +98,7 @@ async def detail_page(request: Request, approval_id: str, user: Approver = Depen
         item = repo.get_approval(session, approval_id=approval_id)
         if item is None:
             raise NotFoundError(f"no approval {approval_id}")
+        in_tenants(user, item.tenant, f"approval {approval_id}")
         timeline = repo.run_timeline(session, run_id=item.run_id)
         events = users.events_for(session, approval_id=approval_id)
     temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
@@ -115,6 +116,7 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
         found = repo.get_run(session, run_id=run_id)
         if found is None:
             raise NotFoundError(f"no run {run_id}")
+        in_tenants(user, found.tenant, f"run {run_id}")
         timeline = repo.run_timeline(session, run_id=run_id)
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     progress = None
@@ -141,8 +143,8 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
     if since not in STATS_WINDOWS:
         raise InputError(f"since: choose one of {', '.join(STATS_WINDOWS)}, not {since!r}")
     with Session(request.app.state.engine) as session:
-        figures = stats(session, since=parse_duration(since), workflow=workflow or None)
-        workflows = repo.workflow_names(session)
+        figures = stats(session, since=parse_duration(since), workflow=workflow or None, tenants=user.tenants)
+        workflows = repo.workflow_names(session, tenants=user.tenants)
     series, latency, boundary = figures["series"], figures["latency_ms"], figures["boundary"]
     per = series["unit"]
     plots = [

@@ -18,6 +18,7 @@ from engine.models import RunResult
 from engine.store import users
 from engine.store.db import make_engine
 from engine.worker import build_worker
+from tests.conftest import signing_key
 from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
@@ -29,13 +30,23 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
             "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,
             "AIRLOCK_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue, "AIRLOCK_OPA__URL": settings.opa.url,
-            "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "COLUMNS": "200"}
+            "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "COLUMNS": "200",
+            "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_AUTH__SIGNING_KEY": signing_key()}
 
 
-async def airlock(settings: Settings, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*AIRLOCK, *args, cwd=ROOT, env=cli_env(settings),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
+async def airlock(settings: Settings, *args: str, password: str | None = None) -> tuple[int, str, str]:
+    """Run the CLI. A command ``--as NAME`` proves it: ``--password-stdin`` with ``password``
+    (default: NAME-password, as ``add_users`` sets it)."""
+    args_ = list(args)
+    stdin = None
+    if "--as" in args_ and args_[0] in ("run", "approve", "reject", "edit"):
+        name = args_[args_.index("--as") + 1]
+        args_.append("--password-stdin")
+        stdin = ((password if password is not None else f"{name}-password") + "\n").encode()
+    proc = await asyncio.create_subprocess_exec(*AIRLOCK, *args_, cwd=ROOT, env=cli_env(settings),
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(stdin)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -71,7 +82,9 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
         code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "dave")
         assert code == 1 and "dave does not hold a role that may decide this action" in err
         code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "mallory")
-        assert code == 1 and "no user mallory" in err
+        assert code == 1 and "--as mallory: wrong user name or password" in err
+        code, _, err = await airlock(settings, "approve", item["approval_id"], "--as", "bob", password="guess")
+        assert code == 1 and "--as bob: wrong user name or password" in err
         code, out, _ = await airlock(settings, "approve", item["approval_id"], "--as", "bob", "--comment", "ok")
         assert code == 0 and f"{item['approval_id']}: approved" in out
         code, out, err = await run

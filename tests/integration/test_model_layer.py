@@ -130,8 +130,8 @@ async def test_runs_show_prints_the_timeline(client: Client, settings: Settings,
 
 async def test_prompts_diff_shows_what_changed_between_versions(client: Client, settings: Settings,
                                                                 tmp_path: Path) -> None:
-    one = write_spec(tmp_path / "v1", [{"content": "hi"}], system_prompt="You issue refunds within policy.")
-    two = write_spec(tmp_path / "v2", [{"content": "hi"}], version=2,
+    one = write_spec(tmp_path, [{"content": "hi"}], "v1.yaml", system_prompt="You issue refunds within policy.")
+    two = write_spec(tmp_path, [{"content": "hi"}], "v2.yaml", version=2,
                      system_prompt="You issue refunds within policy.\nNever refund a gift card.",
                      tools=["tools.support:issue_refund"])
     for spec in (one, two):
