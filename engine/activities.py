@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -19,9 +20,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
+from engine.boundary.people import decision_refusal
 from engine.chain_tx import ChainAccess
 from engine.definitions import DefinitionRegistry
-from engine.errors import AirlockError, AuthenticationError, ModelError, ToolArgumentsError
+from engine.errors import AirlockError, ApprovalError, AuthenticationError, ModelError, ToolArgumentsError
 from engine.identity import Verifier, args_hash
 from engine.llm import ModelClient
 from engine.models import (
@@ -33,8 +35,6 @@ from engine.models import (
     EvaluatePolicyResult,
     ExecuteToolInput,
     ExecuteToolResult,
-    GatherFactsInput,
-    GatherFactsResult,
     GuardInputInput,
     GuardInputResult,
     OpenApprovalsInput,
@@ -44,6 +44,7 @@ from engine.models import (
     ResolvedRun,
     ResolveRunInput,
     ResolveRunResult,
+    ToolCallRecord,
     ValidateCallInput,
     ValidateCallResult,
     ValidateOutputInput,
@@ -58,6 +59,9 @@ from engine.toolkit import ToolContext, ToolDef, import_object, resolve_tool
 
 
 HEARTBEAT_EVERY_S = 2.0
+# Longer than one attempt of the tool activity (5 min): a dead worker's lease lapses after it.
+LOCK_LEASE = timedelta(minutes=6)
+LOCK_POLL_S = 0.2
 
 
 def _plain(value: Any) -> Any:
@@ -95,14 +99,23 @@ class AirlockActivities:
         return self._tools[import_path]
 
     async def _run(self, run_id: str) -> ResolvedRun:
-        """The run as ``resolve_run`` recorded it; a run this worker never resolved has no authority."""
+        """The run as ``resolve_run`` recorded it, for an activity that run itself scheduled.
+
+        A run this worker never resolved has no authority, and no other workflow (a rogue one on the
+        task queue, or a later run reusing the id) may act for it.
+        """
         if run_id not in self._runs:
             found = await self._db(repo.resolved_run, run_id=run_id)
             if found is None:
                 raise ApplicationError(f"no run {run_id} was resolved by a worker: nothing is done for it",
-                                       type="DefinitionError", non_retryable=True)
+                                       type="AuthenticationError", non_retryable=True)
             self._runs[run_id] = found
-        return self._runs[run_id]
+        run, info = self._runs[run_id], activity.info()
+        if (info.workflow_id, info.workflow_run_id) != (run_id, run.workflow_run_id):
+            raise ApplicationError(f"this activity was not scheduled by run {run_id} (it came from workflow "
+                                   f"{info.workflow_id}); nothing is done for it", type="AuthenticationError",
+                                   non_retryable=True)
+        return run
 
     def _tool_of(self, run: ResolvedRun, name: str) -> ToolDef:
         """A tool of the run's own definition, by the name the model used."""
@@ -125,12 +138,17 @@ class AirlockActivities:
     @activity.defn(name="resolve_run")
     async def resolve_run(self, request: ResolveRunInput) -> ResolveRunResult:
         """Verify who starts the run, resolve its definition from this worker's own, and record both."""
-        req = request.request
+        req, info = request.request, activity.info()
         try:
+            if info.workflow_id != req.run_id:
+                raise AuthenticationError(f"run {req.run_id} can only be resolved by its own workflow")
             claims = self._verifier.verify(req.credential)
             if claims.action != "start" or claims.run_id != req.run_id or claims.workflow != req.workflow:
                 raise AuthenticationError(f"the signed assertion is not for starting run {req.run_id} of "
                                           f"{req.workflow}")
+            if (claims.input_hash, claims.version, claims.pin) != (args_hash(req.input), req.version,
+                                                                   req.definition_hash):
+                raise AuthenticationError("the signed assertion is for another input, version or definition pin")
             if (claims.subject, claims.tenant) != (req.requested_by, req.tenant):
                 raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
                                           f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
@@ -147,8 +165,11 @@ class AirlockActivities:
         except AirlockError as exc:
             raise _application_error(exc) from exc
         run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=claims.tenant or "",
-                          input=req.input)
-        await self._db(repo.register_run, run=run)
+                          input=req.input, workflow_run_id=info.workflow_run_id)
+        try:
+            await self._db(repo.register_run, run=run)
+        except AirlockError as exc:
+            raise _application_error(exc) from exc
         self._runs[run.run_id] = run
         return ResolveRunResult(run=run)
 
@@ -174,6 +195,11 @@ class AirlockActivities:
                 raise AuthenticationError(f"no user {claims.subject!r}")
             if run.tenant not in person.tenants:
                 raise AuthenticationError(f"{person.name} does not belong to tenant {run.tenant!r} of this run")
+            editors = await self._db(authority.editors_of, idempotency_key=decided.idempotency_key or "")
+            refusal = decision_refusal(person=person.name, roles=person.roles, requester=run.requested_by,
+                                       editors=editors, approvers=list(decided.result.get("approvers") or []))
+            if refusal is not None:  # refused before it is recorded: a refused person leaves no vote behind
+                raise ApprovalError(refusal)
             await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
                            approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
                            digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
@@ -184,6 +210,7 @@ class AirlockActivities:
 
     @activity.defn(name="record_run")
     async def record_run(self, record: RecordRunInput) -> RecordRunResult:
+        await self._run(record.run_id)
         await self._db(repo.record_run, record=record)
         return RecordRunResult()
 
@@ -273,14 +300,6 @@ class AirlockActivities:
                            requested_by=run.requested_by, tenant=run.tenant, run_input=run.input,
                            chain_id=run.spec.chain_id).with_chain(self._chain)
 
-    @activity.defn(name="gather_facts")
-    async def gather_facts(self, request: GatherFactsInput) -> GatherFactsResult:
-        run = await self._run(request.run_id)
-        tool = self._tool_of(run, request.tool)
-        if tool.facts is None:
-            return GatherFactsResult()
-        return GatherFactsResult(facts=await self._facts(tool, request.args, self._context(run, request.step, "")))
-
     async def _facts(self, tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """Run a tool's read-only facts function; engine errors keep their type and retryability."""
         try:
@@ -292,35 +311,47 @@ class AirlockActivities:
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
-        """Decide one checked call. The policy input is built here from the run's record and the store."""
+        """Read one call's facts and decide it. The policy input is built here, from the run's record,
+        the store and the chain: nothing in it comes from whoever drives the run but the arguments."""
         run, call = await self._run(request.run_id), request.call
         tool = self._tool_of(run, call.tool)
         try:
             args = tool.args_model.model_validate(call.args).model_dump(mode="json")
         except ValidationError as exc:
             raise _application_error(ToolArgumentsError(validation_problems(exc, "(arguments)"))) from exc
-        call = call.model_copy(update={"args": args})
+        key = idempotency_key(run.run_id, call)
+        decided = await self._db(repo.actions_decided, run_id=run.run_id)
+        if decided >= run.spec.limits.max_tool_calls and not await self._db(repo.key_decided, key=key):
+            raise ApplicationError(f"run {run.run_id} has had {decided} actions decided; the workflow allows "
+                                   f"{run.spec.limits.max_tool_calls} (limits.max_tool_calls)",
+                                   type="LimitError", non_retryable=True)
+        facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
+        call = call.model_copy(update={"args": args, "facts": facts})
         executed = await self._db(repo.executed_calls, run_id=run.run_id)
         document = policy_document(run, call, consequential=tool.consequential, executed=executed)
         decision, raw, latency = await self._policy.decide(run.spec.policy, document)
         decision = with_approvers(decision, run.spec.approval.approver_role)
-        decision_id = f"{run.run_id}:{call.call_id}:{call.revision}.{call.rechecks}"
+        decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision = decision.model_copy(update={"decision_id": decision_id})
-        digest = action_digest(call.tool, args, call.facts, decision.revision)
+        digest = action_digest(call.tool, args, facts, decision.revision)
         approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
         await self._db(repo.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
                        package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
-                       digest=digest, idempotency_key=idempotency_key(run.run_id, call), approval_id=approval)
+                       digest=digest, idempotency_key=key, approval_id=approval)
         activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
                              decision.reasons)
-        return EvaluatePolicyResult(decision=decision, digest=digest, approval_id=approval)
+        return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
 
     @activity.defn(name="open_approvals")
     async def open_approvals(self, request: OpenApprovalsInput) -> OpenApprovalsResult:
+        run = await self._run(request.run_id)
+        latest = datetime.now(timezone.utc) + run.spec.approval.timeout  # never longer than the spec allows
+        request = request.model_copy(update={"expires_at": min(request.expires_at, latest)})
         return OpenApprovalsResult(opened=await self._db(repo.open_approvals, request=request))
 
     @activity.defn(name="close_approval")
     async def close_approval(self, request: CloseApprovalInput) -> CloseApprovalResult:
+        await self._run(request.run_id)
         await self._db(repo.close_approval, request=request)
         return CloseApprovalResult()
 
@@ -339,8 +370,33 @@ class AirlockActivities:
             activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
             return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
         ctx = self._context(run, call.step, key)
+        lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
+            if tool.serialize else None
+        if lock is None:
+            return await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+        holder = _activity_key()
+        await self._take_lock(lock, holder)
+        # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
+        # holder) resumes under the lease and no other action on the account runs in between.
+        ran = await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+        await self._db(authority.release_lock, key=lock, holder=holder)
+        return ran
+
+    async def _take_lock(self, lock: str, holder: str) -> None:
+        """Wait (heartbeating) until this activity holds the lease on what its action touches."""
+        while not await self._db(authority.take_lock, key=lock, holder=holder, lease=LOCK_LEASE):
+            activity.heartbeat()
+            await asyncio.sleep(LOCK_POLL_S)
+
+    async def _run_cleared(self, tool: ToolDef, run_id: str, call: ToolCallRecord, key: str, digest: str,
+                           ctx: ToolContext) -> ExecuteToolResult:
+        """Re-check the policy revision and the facts, then run the tool once and record how it ended."""
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
-        if tool.facts is not None and call.facts and not started_before:
+        revision = call.decision.revision if call.decision else None
+        if not started_before and (current := await self._policy.revision()) != revision:
+            return ExecuteToolResult(ok=False, stale=True, changed=["policy revision"],
+                                     error=f"the policy changed since the decision ({revision} -> {current})")
+        if tool.facts is not None and not started_before:
             # Re-verify right before acting. Skipped on a retry of an execution that already began: its
             # effect may be under way (a transaction sent), and the tool resumes it instead of redoing it.
             changed = _changed(call.facts, await self._facts(tool, call.args, ctx))
@@ -348,8 +404,11 @@ class AirlockActivities:
                 activity.logger.info("facts of %s changed before execution: %s", call.call_id, changed)
                 return ExecuteToolResult(ok=False, stale=True, changed=changed,
                                          error=f"facts changed since the decision: {', '.join(changed)}")
-        await self._db(repo.start_execution, key=key, run_id=request.run_id, call_id=call.call_id,
-                       tool=call.tool, args=call.args)
+        try:
+            await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
+                           tool=call.tool, args=call.args, digest=digest)
+        except AirlockError as exc:
+            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {exc}")
         started = time.perf_counter()
         try:
             result = _plain(await _heartbeating(tool.func, tool.args_model.model_validate(call.args), ctx))
@@ -367,8 +426,8 @@ class AirlockActivities:
     def all(self) -> list[Any]:
         """Every activity, for the worker."""
         return [self.resolve_run, self.verify_person, self.record_run, self.guard_input, self.call_model,
-                self.validate_tool_call, self.validate_output, self.gather_facts, self.evaluate_policy,
-                self.open_approvals, self.close_approval, self.execute_tool]
+                self.validate_tool_call, self.validate_output, self.evaluate_policy, self.open_approvals,
+                self.close_approval, self.execute_tool]
 
 
 def validation_problems(exc: ValidationError, root: str) -> str:

@@ -22,6 +22,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
+from engine.tracing import safe_url
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "tools" / "contracts"
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
@@ -135,6 +136,8 @@ class Chain:
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self._erc20_abi = artifact("TreasuryToken")["abi"]
         self.rpc_url = rpc_url
+        # What errors (and so histories, the record and the model) show: no key-like path segment, no query.
+        self.shown_url = safe_url(rpc_url)
 
     def _read(self, what: str, call: Any) -> Any:
         try:
@@ -142,7 +145,8 @@ class Chain:
         except ContractLogicError as exc:
             raise ChainUnavailableError(f"{what}: the contract reverted: {exc}") from exc
         except _RPC_ERRORS as exc:
-            raise ChainUnavailableError(f"{what} at {self.rpc_url} failed: {type(exc).__name__}: {exc}") from exc
+            raise ChainUnavailableError(f"{what} at {self.shown_url} failed: {type(exc).__name__}: "
+                                        f"{str(exc).replace(self.rpc_url, self.shown_url)}") from exc
 
     def chain_id(self) -> int:
         """The node's chain id."""
@@ -262,7 +266,7 @@ class Chain:
         payload = [{"blockStateCalls": [{"calls": [*calls, _call(tx), *calls]}], "validation": False}, "latest"]
         response = self._read("eth_simulateV1", lambda: self._w3.provider.make_request("eth_simulateV1", payload))
         if "error" in response:
-            raise ChainUnavailableError(f"eth_simulateV1 at {self.rpc_url} failed: {response['error']}")
+            raise ChainUnavailableError(f"eth_simulateV1 at {self.shown_url} failed: {response['error']}")
         results = response["result"][0]["calls"]
         main = results[len(reads)]
         ok = int(main["status"], 16) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,6 +49,9 @@ class Assertion(BaseModel):
     approval_id: str | None = None
     digest: str | None = None
     args_hash: str | None = None
+    input_hash: str | None = None
+    version: int | None = None
+    pin: str | None = None
 
 
 def args_hash(args: dict[str, Any]) -> str:
@@ -63,18 +67,32 @@ def _local_key_paths(settings: Settings) -> tuple[Path, Path]:
 
 
 def _ensure_local_pair(settings: Settings) -> tuple[Path, Path]:
-    """The local stack's key pair, generated once (private key readable by its owner only)."""
+    """The local stack's key pair, generated once (private key readable by its owner only).
+
+    Two processes starting at once (worker, UI, CLI) agree on one pair: the
+    private key is created exclusively, the public key appears by rename.
+    """
     private, public = _local_key_paths(settings)
     if not private.exists():
         private.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(private.parent, 0o700)
         key = Ed25519PrivateKey.generate()
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        try:
+            fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = -1  # another process won: wait for its public key below
+        if fd >= 0:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            staging = public.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+            staging.replace(public)
+    for _ in range(50):
+        if public.exists():
+            break
+        time.sleep(0.1)
     return private, public
 
 
@@ -134,9 +152,12 @@ class Authority:
                 **{k: v for k, v in claims.items() if v is not None}}
         return jwt.encode(body, self._key, algorithm="EdDSA")
 
-    def start(self, *, user: str, run_id: str, workflow: str, tenant: str) -> str:
-        """``user`` (authenticated) starts run ``run_id`` of ``workflow`` in ``tenant``."""
-        return self._sign(user, "start", run_id, wf=workflow, ten=tenant)
+    def start(self, *, user: str, run_id: str, workflow: str, tenant: str, run_input: dict[str, Any] | None = None,
+              version: int | None = None, pin: str | None = None) -> str:
+        """``user`` (authenticated) starts run ``run_id`` of ``workflow`` in ``tenant``, with exactly this
+        input (and version or definition pin, when given)."""
+        return self._sign(user, "start", run_id, wf=workflow, ten=tenant, inp=args_hash(run_input or {}),
+                          ver=version, pin=pin)
 
     def decide(self, *, user: str, run_id: str, approval_id: str, digest: str, action: Action,
                args: dict[str, Any] | None = None) -> str:
@@ -175,6 +196,7 @@ class Verifier:
             return Assertion(subject=claims["sub"], action=claims["act"], run_id=claims["run"], jti=claims["jti"],
                              expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
                              workflow=claims.get("wf"), tenant=claims.get("ten"), approval_id=claims.get("apr"),
-                             digest=claims.get("dig"), args_hash=claims.get("args"))
+                             digest=claims.get("dig"), args_hash=claims.get("args"), input_hash=claims.get("inp"),
+                             version=claims.get("ver"), pin=claims.get("pin"))
         except (KeyError, ValueError) as exc:
             raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None

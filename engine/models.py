@@ -56,6 +56,7 @@ class ResolvedRun(BaseModel):
     requested_by: str
     tenant: str
     input: dict[str, Any] = Field(default_factory=dict)
+    workflow_run_id: str | None = None  # the Temporal run that resolved it; its activities serve no other
 
 
 class PolicyDecision(BaseModel):
@@ -234,27 +235,19 @@ class ValidateOutputResult(BaseModel):
     error: str | None = None
 
 
-class GatherFactsInput(BaseModel):
-    run_id: str
-    tool: str
-    args: dict[str, Any]
-    step: int
-
-
-class GatherFactsResult(BaseModel):
-    facts: dict[str, Any] = Field(default_factory=dict)
-
-
 class EvaluatePolicyInput(BaseModel):
-    """One checked call (arguments validated, facts gathered); the worker builds the policy input itself."""
+    """One call whose arguments were validated; the worker reads its facts and builds the policy input itself."""
 
     run_id: str
     call: ToolCallRecord
 
 
 class EvaluatePolicyResult(BaseModel):
+    """The decision, on the facts the worker read itself (also shown to the approver)."""
+
     decision: PolicyDecision
     digest: str
+    facts: dict[str, Any] = Field(default_factory=dict)
     approval_id: str | None = None
 
 

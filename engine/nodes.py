@@ -26,8 +26,6 @@ from engine.models import (
     EvaluatePolicyResult,
     ExecuteToolInput,
     ExecuteToolResult,
-    GatherFactsInput,
-    GatherFactsResult,
     PolicyDecision,
     ResolvedRun,
     ToolCallRecord,
@@ -42,7 +40,7 @@ R = TypeVar("R", bound=BaseModel)
 
 _QUICK = {"start_to_close_timeout": timedelta(seconds=30),
           "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)}
-# Facts are reads: a node that is down is retried briefly, then the action is denied (fail closed).
+# Deciding reads the facts: a node that is down is retried briefly, then the action is denied (fail closed).
 _FACTS = {"start_to_close_timeout": timedelta(seconds=60),
           "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=4)}
 MAX_RECHECKS = 3
@@ -232,18 +230,16 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
     if not valid.ok:
         return _with(call, outcome="invalid", error=valid.error)
     call = _with(call, args=valid.args)
-    try:
-        facts = await _act("gather_facts", GatherFactsInput(run_id=request.run_id, tool=call.tool, args=call.args,
-                                                            step=call.step), GatherFactsResult, _FACTS)
+    try:  # the worker reads the facts itself and decides on them
+        decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call=call),
+                             EvaluatePolicyResult, _FACTS)
     except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
         return _with(call, outcome="denied", decision=PolicyDecision(
             outcome="deny", reasons=["facts unavailable", failure_reason(exc)]))
-    call = _with(call, facts=facts.facts)
-    decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call=call),
-                         EvaluatePolicyResult)
     decision = decided.decision
     outcome = {"allow": "allowed", "deny": "denied", "require_approval": "pending_approval"}[decision.outcome]
-    return _with(call, decision=decision, outcome=outcome, digest=decided.digest, approval_id=decided.approval_id)
+    return _with(call, decision=decision, outcome=outcome, facts=decided.facts, digest=decided.digest,
+                 approval_id=decided.approval_id)
 
 
 async def await_approval(state: AgentState) -> dict[str, Any]:

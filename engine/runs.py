@@ -56,7 +56,8 @@ async def start_run(client: Client, authority: Authority, *, task_queue: str, wo
     run_id = run_id or new_run_id(name)
     request = RunRequest(workflow=name, version=version, definition_hash=definition_hash, input=run_input,
                          requested_by=requested_by, tenant=tenant, run_id=run_id,
-                         credential=authority.start(user=requested_by, run_id=run_id, workflow=name, tenant=tenant))
+                         credential=authority.start(user=requested_by, run_id=run_id, workflow=name, tenant=tenant,
+                                                    run_input=run_input, version=version, pin=definition_hash))
     return await client.start_workflow(AgentRunWorkflow.run, request.model_dump(mode="json"), id=run_id,
                                        task_queue=task_queue, result_type=RunResult,
                                        memo={"workflow": name, "requested_by": requested_by})

@@ -79,6 +79,7 @@ class ToolDef:
     consequential: bool
     description: str
     facts: Callable[..., dict[str, Any]] | None
+    serialize: Callable[..., str] | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """The argument schema as the model sees it (OpenAI function format)."""
@@ -97,14 +98,22 @@ def tool(
     consequential: bool = False,
     facts: Callable[..., dict[str, Any]] | None = None,
     name: str | None = None,
+    serialize: Callable[..., str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a function as an Airlock tool (optional: plain functions work too)."""
+    """Mark a function as an Airlock tool (optional: plain functions work too).
+
+    ``serialize(args, ctx) -> str`` names what the action touches (an account, an
+    order): actions with the same key run one at a time, from the re-check of
+    their facts to the end of their effect, so limits the policy checked on the
+    facts hold when several are approved at once.
+    """
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         func.__airlock_tool__ = {  # type: ignore[attr-defined]
             "consequential": consequential,
             "facts": facts,
             "name": name or func.__name__,
+            "serialize": serialize,
         }
         return func
 
@@ -199,4 +208,5 @@ def resolve_tool(import_path: str) -> ToolDef:
         consequential=bool(meta.get("consequential", False)),
         description=doc.split("\n\n")[0],
         facts=meta.get("facts"),
+        serialize=meta.get("serialize"),
     )

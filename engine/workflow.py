@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from langgraph.types import Command
     from temporalio.langgraph import graph as registered_graph
 
+    from engine.boundary.people import decision_refusal
     from engine.compiler import graph_name, initial_state
     from engine.nodes import failure_reason
     from engine.models import (
@@ -173,8 +174,9 @@ class AgentRunWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3))
         except ActivityError as exc:
             cause = exc.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise ApplicationError(message, type="AuthenticationError") from None
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type or "AuthenticationError") from None
+            raise ApplicationError(str(cause or exc), type="AuthenticationError") from None
 
     @workflow.update(name="decide_approval")
     async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
@@ -244,16 +246,11 @@ class AgentRunWorkflow:
     def _check_person(self, approval_id: str, person: VerifiedPerson, digest: str) -> None:
         """The rules every decision obeys, for a person the worker verified; raising refuses it."""
         pending = self._check_action(approval_id, digest)
-        if person.name == pending.requested_by:
-            raise ApplicationError(f"{person.name} started this run and cannot decide its actions",
-                                   type="ApprovalError")
-        if person.name in pending.call.editors:
-            raise ApplicationError(f"{person.name} edited this action and cannot decide it; someone else must",
-                                   type="ApprovalError")
-        approvers = pending.call.decision.approvers if pending.call.decision else []
-        if not set(approvers) & set(person.roles):
-            raise ApplicationError(f"{person.name} does not hold a role that may decide this action "
-                                   f"(needs one of: {', '.join(approvers) or 'none named'})", type="ApprovalError")
+        refusal = decision_refusal(person=person.name, roles=person.roles, requester=pending.requested_by,
+                                   editors=pending.call.editors,
+                                   approvers=pending.call.decision.approvers if pending.call.decision else [])
+        if refusal is not None:
+            raise ApplicationError(refusal, type="ApprovalError")
         if any(v.by == person.name for v in pending.call.votes):
             raise ApplicationError(f"{person.name} already decided approval {approval_id}", type="ApprovalError")
 

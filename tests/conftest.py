@@ -225,6 +225,10 @@ decision := {"allow": true} if input.tool.name == "never_proposed"
 import rego.v1
 decision := {"allow": "yes", "reasons": ["looks fine"]}
 """,
+    "noapprovers.rego": """package airlock.test.noapprovers
+import rego.v1
+decision := {"allow": false, "require_approval": true, "approvers": [], "reasons": ["someone must look"]}
+""",
     "quorum.rego": """package airlock.test.quorum
 import rego.v1
 decision := {"allow": true, "require_approval": true, "approvers": ["treasury-ops"], "min_approvals": 2,

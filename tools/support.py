@@ -125,7 +125,12 @@ def refund_facts(args: RefundArgs, ctx: ToolContext) -> dict[str, Any]:
                           "refundable": str(order.total - refunded)}}
 
 
-@tool(consequential=True, facts=refund_facts)
+def refund_order(args: RefundArgs, ctx: ToolContext) -> str:
+    """What a refund touches: its order (refunds of one order run one at a time)."""
+    return f"support-order:{args.order_id}"
+
+
+@tool(consequential=True, facts=refund_facts, serialize=refund_order)
 def issue_refund(args: RefundArgs, ctx: ToolContext) -> dict[str, Any]:
     """Refund part or all of an order to the customer's original payment method."""
     with Session(ledger(ctx.database_url)) as session:

@@ -309,7 +309,12 @@ def _send(ctx: ToolContext, chain_id: int, tx: dict[str, Any], *, asset: str | N
             "gas_used": sent.gas_used, "from": access.address, **action}
 
 
-@tool(consequential=True, facts=native_transfer_facts)
+def treasury_account(args: Any, ctx: ToolContext) -> str:
+    """What a chain action touches: the sending account on its chain (actions on it run one at a time)."""
+    return f"chain:{args.chain_id}:{_access(ctx).address}"
+
+
+@tool(consequential=True, facts=native_transfer_facts, serialize=treasury_account)
 def transfer_native(args: NativeTransferArgs, ctx: ToolContext) -> dict[str, Any]:
     """Send the chain's native coin from the treasury account."""
     units = to_units(args.amount, 18)
@@ -318,7 +323,7 @@ def transfer_native(args: NativeTransferArgs, ctx: ToolContext) -> dict[str, Any
                          "memo": args.memo})
 
 
-@tool(consequential=True, facts=token_transfer_facts)
+@tool(consequential=True, facts=token_transfer_facts, serialize=treasury_account)
 def transfer_token(args: TokenTransferArgs, ctx: ToolContext) -> dict[str, Any]:
     """Send an ERC-20 token from the treasury account to a payee."""
     chain: Chain = _access(ctx).chain
@@ -340,13 +345,13 @@ def _approve(ctx: ToolContext, chain_id: int, token: str, spender: str, amount: 
                          "amount": amount if amount == "unlimited" else from_units(units, info.decimals)})
 
 
-@tool(consequential=True, facts=approve_facts)
+@tool(consequential=True, facts=approve_facts, serialize=treasury_account)
 def approve_token(args: ApproveArgs, ctx: ToolContext) -> dict[str, Any]:
     """Allow a spender (a contract) to move up to an amount of a token from the treasury."""
     return _approve(ctx, args.chain_id, args.token, args.spender, args.amount)
 
 
-@tool(consequential=True, facts=revoke_facts)
+@tool(consequential=True, facts=revoke_facts, serialize=treasury_account)
 def revoke_approval(args: RevokeArgs, ctx: ToolContext) -> dict[str, Any]:
     """Set a spender's allowance on a token back to zero."""
     return _approve(ctx, args.chain_id, args.token, args.spender, "0")

@@ -8,13 +8,18 @@ that digest (not the requester, not anyone who edited the action).
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from datetime import datetime, timedelta, timezone
 
+from pydantic import BaseModel
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from engine.boundary.people import decision_refusal
 from engine.errors import AuthenticationError
 from engine.store.repo import DecisionRecord, decision_for
-from engine.store.tables import PersonAssertionRow, RunRow
+from engine.store.tables import ActionLockRow, ApprovalRow, PersonAssertionRow, RunRow, utcnow
+from engine.store.users import get_user
 
 
 class Clearance(BaseModel):
@@ -63,18 +68,75 @@ def authority_for(session: Session, *, run_id: str, idempotency_key: str, digest
         return Clearance(allowed=True, reason="allowed by policy", decision=decided)
     if decided.outcome != "require_approval" or not decided.approval_id:
         return Clearance(allowed=False, reason=f"policy decided {decided.outcome}", decision=decided)
-    run = session.get(RunRow, run_id)
+    approval = session.get(ApprovalRow, decided.approval_id)
+    if approval is None or approval.run_id != run_id or _aware(approval.expires_at) <= utcnow():
+        return Clearance(allowed=False, decision=decided,
+                         reason=f"approval {decided.approval_id} was never opened or has expired")
+    entitled = _entitled(session, run_id=run_id, idempotency_key=idempotency_key, decided=decided)
     votes = session.exec(select(PersonAssertionRow).where(PersonAssertionRow.approval_id == decided.approval_id,
                                                           PersonAssertionRow.digest == digest)).all()
-    if any(v.action == "reject" for v in votes):
+    if any(v.action == "reject" and v.subject in entitled for v in votes):
         return Clearance(allowed=False, reason="a person rejected this action", decision=decided)
-    roles = set(decided.result.get("approvers") or [])
+    people = sorted({v.subject for v in votes if v.action == "approve" and v.subject in entitled})
     needed = int(decided.result.get("min_approvals") or 1)
-    barred = editors_of(session, idempotency_key=idempotency_key) | {run.requested_by if run else ""}
-    people = sorted({v.subject for v in votes if v.action == "approve" and v.subject not in barred
-                     and roles & set(v.roles or [])})
-    if not roles or len(people) < needed:
+    if len(people) < needed:
+        roles = ", ".join(decided.result.get("approvers") or []) or "nobody"
         return Clearance(allowed=False, decision=decided,
-                         reason=f"needs {needed} verified approval(s) by {', '.join(sorted(roles)) or 'nobody'}; "
-                                f"has {len(people)}" + (f" ({', '.join(people)})" if people else ""))
+                         reason=f"needs {needed} verified approval(s) by {roles}; has {len(people)}"
+                                + (f" ({', '.join(people)})" if people else ""))
     return Clearance(allowed=True, reason=f"approved by {', '.join(people)}", decision=decided)
+
+
+def _entitled(session: Session, *, run_id: str, idempotency_key: str, decided: DecisionRecord) -> set[str]:
+    """Who may decide this action now: the rule of ``decision_refusal``, on today's user store."""
+    run = session.get(RunRow, run_id)
+    approvers = list(decided.result.get("approvers") or [])
+    editors = editors_of(session, idempotency_key=idempotency_key)
+    subjects = session.exec(select(PersonAssertionRow.subject).where(
+        PersonAssertionRow.approval_id == decided.approval_id).distinct()).all()
+    entitled = set()
+    for name in subjects:
+        person = get_user(session, name=name)
+        if person is None or (run is not None and run.tenant not in person.tenants):
+            continue  # disabled, or no longer in the run's tenant
+        if decision_refusal(person=name, roles=person.roles, requester=run.requested_by if run else "",
+                            editors=editors, approvers=approvers) is None:
+            entitled.add(name)
+    return entitled
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def take_lock(session: Session, *, key: str, holder: str, lease: timedelta) -> bool:
+    """Take (or renew) the lease on ``key`` for ``holder``; False while someone else holds it.
+
+    An expired lease is taken over: its worker died or stalled past it.
+    """
+    now = utcnow()
+    session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
+                                                col(ActionLockRow.expires_at) < now))
+    session.commit()
+    row = session.get(ActionLockRow, key)
+    if row is None:
+        session.add(ActionLockRow(lock_key=key, holder=holder, expires_at=now + lease))
+        try:
+            session.commit()
+            return True
+        except IntegrityError:  # someone took it at the same instant
+            session.rollback()
+            return False
+    if row.holder != holder:
+        return False
+    row.expires_at = now + lease
+    session.add(row)
+    session.commit()
+    return True
+
+
+def release_lock(session: Session, *, key: str, holder: str) -> None:
+    """Give the lease back (only its holder can)."""
+    session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
+                                                col(ActionLockRow.holder) == holder))
+    session.commit()

@@ -18,6 +18,7 @@ from engine.models import (
     RecordRunInput,
     ResolvedRun,
 )
+from engine.errors import AuthenticationError
 from engine.spec import WorkflowSpec
 from engine.store.tables import (
     ApprovalEventRow,
@@ -86,10 +87,14 @@ def register_run(session: Session, *, run: ResolvedRun) -> None:
         session.add(PromptVersionRow(workflow=spec.name, version=spec.version, prompt_hash=spec.prompt_hash,
                                      prompt_text=spec.prompt_text or "",
                                      tools=[t.model_dump(exclude={"import_path"}) for t in spec.tool_specs]))
-    if session.get(RunRow, run.run_id) is None:
+    existing = session.get(RunRow, run.run_id)
+    if existing is not None and existing.workflow_run_id != run.workflow_run_id:
+        raise AuthenticationError(f"run {run.run_id} was already started by another workflow run")
+    if existing is None:
         session.add(RunRow(run_id=run.run_id, workflow=spec.name, version=spec.version,
                            requested_by=run.requested_by, tenant=run.tenant, status="running",
-                           prompt_hash=spec.prompt_hash, definition_hash=spec.definition_hash, input=run.input))
+                           prompt_hash=spec.prompt_hash, definition_hash=spec.definition_hash, input=run.input,
+                           workflow_run_id=run.workflow_run_id))
     session.commit()
 
 
@@ -102,7 +107,8 @@ def resolved_run(session: Session, *, run_id: str) -> ResolvedRun | None:
     if definition is None:
         return None
     return ResolvedRun(run_id=run_id, spec=WorkflowSpec.model_validate(definition.spec),
-                       requested_by=row.requested_by, tenant=row.tenant, input=row.input or {})
+                       requested_by=row.requested_by, tenant=row.tenant, input=row.input or {},
+                       workflow_run_id=row.workflow_run_id)
 
 
 def record_run(session: Session, *, record: RecordRunInput) -> None:
@@ -139,7 +145,8 @@ class DecisionRecord(BaseModel):
 def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
                   document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
                   digest: str, idempotency_key: str, approval_id: str | None) -> None:
-    """Store a decision; a retried activity overwrites its own row, a re-decision gets its own."""
+    """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
+    overwrites its own row; every other decision, a re-decision included, gets its own."""
     row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
         decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
         package=package, outcome=decision.outcome, input=document, result={})
@@ -164,6 +171,18 @@ def decision_for_approval(session: Session, *, approval_id: str) -> DecisionReco
     row = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.approval_id == approval_id)
                        .order_by(col(PolicyDecisionRow.created_at).desc())).first()
     return DecisionRecord.model_validate(row, from_attributes=True) if row else None
+
+
+def actions_decided(session: Session, *, run_id: str) -> int:
+    """How many distinct actions (idempotency keys) policy has decided in a run."""
+    return int(session.exec(select(func.count(func.distinct(PolicyDecisionRow.idempotency_key))).where(
+        PolicyDecisionRow.run_id == run_id)).one())
+
+
+def key_decided(session: Session, *, key: str) -> bool:
+    """Whether policy has decided the action with this idempotency key before (an edit or a re-check)."""
+    return session.exec(select(PolicyDecisionRow.decision_id).where(
+        PolicyDecisionRow.idempotency_key == key)).first() is not None
 
 
 def executed_calls(session: Session, *, run_id: str) -> list[dict[str, Any]]:
@@ -211,9 +230,9 @@ def open_approvals(session: Session, *, request: OpenApprovalsInput) -> int:
 
 
 def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
-    """Write the votes and status the workflow decided."""
+    """Write the votes and status the workflow decided (on its own run's approvals only)."""
     row = session.get(ApprovalRow, request.approval_id)
-    if row is None:
+    if row is None or row.run_id != request.run_id:
         return
     row.status, row.reason = request.status, request.reason
     row.votes = [v.model_dump(mode="json") for v in request.votes]
@@ -361,12 +380,18 @@ def executions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]
 
 
 def start_execution(session: Session, *, key: str, run_id: str, call_id: str, tool: str,
-                    args: dict[str, Any]) -> None:
-    """Mark an execution as started (or count one more attempt)."""
+                    args: dict[str, Any], digest: str) -> None:
+    """Mark an execution of the authorised action ``digest`` as started (or count one more attempt).
+
+    Raises:
+        AuthenticationError: another action already started under this key.
+    """
     row = session.get(ToolExecutionRow, key)
     if row is None:
         row = ToolExecutionRow(idempotency_key=key, run_id=run_id, call_id=call_id, tool=tool, args=args,
-                               status="started")
+                               status="started", digest=digest)
+    elif row.digest != digest:
+        raise AuthenticationError(f"another action ({row.tool}, {row.digest}) already started under {key}")
     else:
         row.attempts += 1
     session.add(row)

@@ -32,6 +32,7 @@ class RunRow(SQLModel, table=True):
     reason: str | None = None
     prompt_hash: str | None = None
     definition_hash: str | None = None
+    workflow_run_id: str | None = None  # the Temporal run that resolved it: the only one its activities serve
     input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     output: str | None = None
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
@@ -105,6 +106,7 @@ class ToolExecutionRow(SQLModel, table=True):
     call_id: str
     tool: str
     args: dict[str, Any] = Field(sa_column=Column(JSON))
+    digest: str | None = None  # the authorised action it runs: a retry must be of the same one
     status: str
     result: Any = Field(default=None, sa_column=Column(JSON))
     error: str | None = None
@@ -269,3 +271,18 @@ class PersonAssertionRow(SQLModel, table=True):
     roles: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     used_by: str  # the activity that used it: a retry of that activity may see it again
     at: datetime = Field(default_factory=utcnow)
+
+
+class ActionLockRow(SQLModel, table=True):
+    """A lease on what a consequential action touches (an account), held from the re-check to the effect.
+
+    A lease, not a database lock: it is held across network calls and survives
+    no longer than ``expires_at`` if its worker dies.
+    """
+
+    __tablename__ = "action_locks"
+
+    lock_key: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime
+    acquired_at: datetime = Field(default_factory=utcnow)

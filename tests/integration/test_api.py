@@ -232,9 +232,8 @@ async def test_inbox_filters_and_pages(web: Web, tmp_path: Path) -> None:
     client = await _client(web.settings)
     ids = []
     for i, (name, tool_amount) in enumerate([("w-one", "60.00"), ("w-two", "70.00"), ("w-two", "80.00")]):
-        folder = tmp_path / str(i)
-        folder.mkdir()
-        spec = write_spec(folder, [{"tool_calls": [refund("A-1002", tool_amount)]}, {"content": "ok"}], name=name)
+        spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", tool_amount)]}, {"content": "ok"}],
+                          f"spec{i}.yaml", name=name)
         handle = await start_run(client, task_queue=web.settings.temporal.task_queue, spec=spec,
                                  run_input={"customer_id": "cus_ana"}, requested_by="alice")
         ids.append((await wait_for_inbox(web.settings.db_url, handle.id))[0].approval_id)
@@ -259,3 +258,37 @@ async def test_expired_action_cannot_be_decided(web: Web, tmp_path: Path) -> Non
         late = await http.post(f"/api/approvals/{item.approval_id}/decision",
                                json={"decision": "approve", "digest": item.digest})
     assert late.status_code == 409 and "already expired" in late.json()["error"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_people_see_and_start_runs_of_their_own_tenants_only(web: Web, tmp_path: Path) -> None:
+    tokens = make_people(web.settings.db_url)
+    with Session(make_engine(web.settings.db_url)) as session:
+        users.add_user(session, name="olga", password="olga-password", roles=["support-leads"], tenants=["acme"])
+        tokens["olga"] = users.create_token(session, user="olga")
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path)  # tenant default
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
+        olga, bob = bearer(tokens["olga"]), bearer(tokens["bob"])
+        # Another tenant's run, timeline, progress, approval and stats: not found, not listed, not counted.
+        for path in (f"/api/runs/{handle.id}", f"/api/runs/{handle.id}/timeline", f"/api/runs/{handle.id}/progress",
+                     f"/api/approvals/{item.approval_id}"):
+            assert (await http.get(path, headers=olga)).status_code == 404, path
+            assert (await http.get(path, headers=bob)).status_code == 200, path
+        assert (await http.get("/api/approvals", headers=olga)).json()["total"] == 0
+        assert (await http.get("/api/approvals", headers=bob)).json()["total"] == 1
+        assert (await http.get("/api/stats?since=1h", headers=olga)).json()["runs"]["total"] == 0
+        assert (await http.get("/api/stats?since=1h", headers=bob)).json()["runs"]["total"] == 1
+        decided = await http.post(f"/api/approvals/{item.approval_id}/decision", headers=olga,
+                                  json={"decision": "approve", "digest": item.digest})
+        assert decided.status_code == 404
+        # Starting runs: only in a tenant of one's own; a 200 kB tenant name is refused, not stored.
+        other = await http.post("/api/runs", headers=bearer(tokens["alice"]),
+                                json={"workflow": "support_refund", "tenant": "acme", "input": {}})
+        assert other.status_code == 403 and "alice does not belong to tenant 'acme'" in other.json()["error"]
+        huge = await http.post("/api/runs", headers=bearer(tokens["alice"]),
+                               json={"workflow": "support_refund", "tenant": "x" * 200_000, "input": {}})
+        assert huge.status_code == 422
+        own = await http.post("/api/runs", headers=olga, json={"workflow": "support_refund", "tenant": "acme",
+                                                                 "input": {"customer_id": "cus_ana"}})
+        assert own.status_code == 201, own.text
+    await handle.cancel()

@@ -8,6 +8,7 @@ test_runs, test_edit, test_api and test_treasury.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -20,9 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 from temporalio import workflow
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ActivityError
 from temporalio.worker import Worker
 
 from engine.config import Settings
+from engine.errors import SpecError
 from engine.identity import Authority
 from engine.models import RunResult
 from engine.store.db import make_engine
@@ -31,7 +34,7 @@ from engine.worker import build_worker
 from tests.conftest import DevChainNode
 from tests.helpers import (ROOT, authority, decide_approval, edit_action, lead, refund, start_run, wait_for_inbox,
                            waiting_refund, write_spec)
-from tests.integration.test_treasury import GLOBEX, STRANGER, balance, pay, treasury_spec
+from tests.integration.test_treasury import GLOBEX, OPS, STRANGER, balance, pay, treasury_spec, tusd
 from tools import support
 
 with workflow.unsafe.imports_passed_through():
@@ -59,8 +62,9 @@ async def raw_start(client: Client, settings: Settings, payload: dict[str, Any])
 async def test_a_spec_naming_os_system_as_a_hook_never_runs(client: Client, settings: Settings,
                                                             tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    write_spec(tmp_path, [{"content": "hi"}], spec_file="evil.yaml",
-               input_guard={"redact": "os:system"}, name="evil")
+    with pytest.raises(SpecError, match=r"evil.yaml:\d+: input_guard.redact: os:system: only the project's own"):
+        write_spec(tmp_path, [{"content": "hi"}], spec_file="evil.yaml", input_guard={"redact": "os:system"},
+                   name="evil")  # the file stays in the worker's folder, as an attacker would leave it
     async with build_worker(client, settings):  # the worker skips the file; a request naming it is refused
         handle = await start_run(client, task_queue=settings.temporal.task_queue, spec="evil",
                                  run_input={"message": f"touch {marker}"})
@@ -235,12 +239,6 @@ async def test_an_editor_cannot_approve_the_action_he_edited(client: Client, set
     assert refunds(settings.db_url) == [("A-1002", Decimal("60.00"))]
 
 
-NO_APPROVERS = """package airlock.test.noapprovers
-import rego.v1
-decision := {"allow": false, "require_approval": true, "approvers": [], "reasons": ["someone must look"]}
-"""
-
-
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("approver_role", [None, "support-leads"])
 async def test_approval_with_no_approvers_falls_back_to_the_spec_or_is_denied(
@@ -282,11 +280,14 @@ class RogueWorkflow:
     """What someone with Temporal access and a worker of their own could schedule: an "allowed" call."""
 
     @workflow.run
-    async def run(self, run_id: str, call: dict, queue: str) -> dict:
-        result = await workflow.execute_activity(
-            "execute_tool", ExecuteToolInput(run_id=run_id, call=ToolCallRecord.model_validate(call)),
-            result_type=ExecuteToolResult, task_queue=queue, start_to_close_timeout=timedelta(seconds=30))
-        return result.model_dump(mode="json")
+    async def run(self, run_id: str, call: dict, queue: str) -> str:
+        try:
+            result = await workflow.execute_activity(
+                "execute_tool", ExecuteToolInput(run_id=run_id, call=ToolCallRecord.model_validate(call)),
+                result_type=ExecuteToolResult, task_queue=queue, start_to_close_timeout=timedelta(seconds=30))
+        except ActivityError as exc:
+            return f"{getattr(exc.cause, 'type', '')}: {getattr(exc.cause, 'message', exc.cause)}"
+        return f"executed: {result.model_dump_json()}"
 
 
 async def test_a_rogue_workflow_cannot_execute_without_a_recorded_decision(client: Client, settings: Settings,
@@ -307,9 +308,8 @@ async def test_a_rogue_workflow_cannot_execute_without_a_recorded_decision(clien
                 RogueWorkflow.run, args=[handle.id, call, settings.temporal.task_queue], id=uuid.uuid4().hex,
                 task_queue=rogue_queue,
                 execution_timeout=timedelta(seconds=60)))
-    assert all(o["refused"] and not o["ok"] for o in outcomes), outcomes
-    assert "no policy decision on record" in outcomes[0]["error"]
-    assert "needs 1 verified approval(s) by support-leads; has 0" in outcomes[1]["error"]
+    assert all("AuthenticationError" in o and f"was not scheduled by run {handle.id}" in o for o in outcomes), \
+        outcomes
     assert refunds(settings.db_url) == []
     await handle.cancel()
 
@@ -326,3 +326,34 @@ async def test_daily_cost_counts_the_verified_tenant(client: Client, settings: S
         result = await handle.result()
     assert result.status == "failed" and "alice does not belong to tenant 'fresh-tenant-" in (result.reason or "")
     assert result.usage == {}  # refused before any model call: nothing was spent under the invented tenant
+
+
+# --- limits hold under concurrency --------------------------------------------------------------------
+
+
+async def test_simultaneous_approvals_never_pass_the_daily_limit_together(
+        client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
+    """20,190 tUSD sent today, a 40,000 limit, four 10,000 payments approved at the same instant: one goes."""
+    settings = chain_settings
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        first = await start_run(client, task_queue=settings.temporal.task_queue, run_input={},
+                                spec=treasury_spec(tmp_path, pay(GLOBEX, "20190"), file="first.yaml"))
+        [item] = await wait_for_inbox(settings.db_url, first.id)
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
+        assert (await first.result()).tool_calls[0].outcome == "executed"
+        handles = [await start_run(client, task_queue=settings.temporal.task_queue, run_input={},
+                                   spec=treasury_spec(tmp_path, pay(GLOBEX, "10000", memo=f"INV-{i}"),
+                                                      file=f"r{i}.yaml"))
+                   for i in range(4)]
+        items = [(await wait_for_inbox(settings.db_url, h.id))[0] for h in handles]
+        assert {i.facts["sent_today"] for i in items} == {"20190"}  # each was decided on the same total
+        await asyncio.gather(*(decide_approval(client, engine, approval_id=i.approval_id, decision="approve",
+                                               approver=OPS) for i in items))
+        results = await asyncio.gather(*(h.result() for h in handles))
+    outcomes = sorted(r.tool_calls[0].outcome for r in results)
+    assert outcomes == ["denied", "denied", "denied", "executed"], outcomes
+    for r in results:
+        if r.tool_calls[0].outcome == "denied":
+            assert any("would pass the daily limit of 40000" in reason for reason in r.tool_calls[0].decision.reasons)
+    assert balance(devchain, GLOBEX) == tusd("30190") and devchain.chain.nonce(devchain.treasury) == 2

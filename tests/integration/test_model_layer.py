@@ -22,11 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.parametrize("db_url", ["sqlit
 LOOKUP = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]}
 
 
-def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[str, Any]], **model: Any) -> Any:
+def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
+                **model: Any) -> Any:
     """Primary: the scripted endpoint made to fail with ``kind``; fallback: the scripted endpoint itself."""
-    script = tmp_path / "turns.yaml"
+    script = tmp_path / spec_file.replace(".yaml", ".turns.yaml").replace("spec.turns", "turns")
     base = settings.llm.scripted_url.removesuffix("/v1") + f"/fault/{kind}/v1"
-    spec = write_spec(tmp_path, turns, model={
+    spec = write_spec(tmp_path, turns, spec_file, model={
         "provider": "openai", "name": str(script), "script": str(script), "base_url": base, "timeout_s": 1.5,
         "price_in_per_1k": 0.5, "price_out_per_1k": 1.5,
         "fallbacks": [{"provider": "scripted", "price_in_per_1k": 0.1, "price_out_per_1k": 0.2}], **model})
@@ -149,11 +150,11 @@ async def test_prompts_diff_shows_what_changed_between_versions(client: Client, 
 async def test_stats_sum_up_runs_latency_cost_and_fallbacks(client: Client, settings: Settings,
                                                             tmp_path: Path) -> None:
     support.seed_demo_orders(settings.db_url)
-    done = await run_to_end(client, settings, faulty_spec(settings, tmp_path / "a", "500",
-                                                         [LOOKUP, {"content": "done"}]), {"customer_id": "cus_ana"})
+    done = await run_to_end(client, settings, faulty_spec(settings, tmp_path, "500", [LOOKUP, {"content": "done"}],
+                                                         "a.yaml"), {"customer_id": "cus_ana"})
     capped = await run_to_end(client, settings, write_spec(
-        tmp_path / "b", [LOOKUP, LOOKUP, {"content": "done"}], limits={"max_model_calls": 1},
-        model={"provider": "scripted", "script": str(tmp_path / "b" / "turns.yaml"), "price_in_per_1k": 1.0}),
+        tmp_path, [LOOKUP, LOOKUP, {"content": "done"}], "b.yaml", limits={"max_model_calls": 1},
+        model={"provider": "scripted", "script": str(tmp_path / "b.turns.yaml"), "price_in_per_1k": 1.0}),
         {"customer_id": "cus_ana"})
     assert (done.status, capped.status) == ("completed", "limit_reached")
     code, out, err = await airlock(settings, "stats", "--since", "1h", "--json")
@@ -208,7 +209,7 @@ async def test_invalid_arguments_are_repaired_a_limited_number_of_times(client: 
     result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana"})
     assert result.status == "failed" and [c.outcome for c in result.tool_calls] == ["invalid", "invalid"]
     assert result.reason == "the model's answers failed validation 2 times; 1 repair(s) allowed (limits.max_repairs)"
-    repaired = await run_to_end(client, settings, write_spec(tmp_path / "ok", [bad, {"content": "done"}],
+    repaired = await run_to_end(client, settings, write_spec(tmp_path, [bad, {"content": "done"}], "ok.yaml",
                                                              limits={"max_repairs": 1}), {"customer_id": "cus_ana"})
     assert repaired.status == "completed"
 

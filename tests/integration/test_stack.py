@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import policybundle, stack
-from tests.conftest import Services
+from tests.conftest import Services, copy_workflows
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -25,11 +25,13 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
            "AIRLOCK_OPA__URL": services.opa_url,  # already running: up must use it and down must leave it
            "AIRLOCK_CHAIN__RPC_URL": f"http://127.0.0.1:{ports['anvil']}",
            "AIRLOCK_LLM__SCRIPTED_URL": f"http://127.0.0.1:{ports['model']}/v1",
-           "AIRLOCK_UI__PORT": str(ports["web"]), "COLUMNS": "200"}
+           "AIRLOCK_UI__PORT": str(ports["web"]), "COLUMNS": "200",
+           "AIRLOCK_WORKFLOWS_DIR": str(tmp_path / "workflows")}
+    copy_workflows(tmp_path / "workflows")
 
-    def airlock(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def airlock(*args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, text=True,
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, input=stdin)
 
     try:
         up = airlock("up")
@@ -48,14 +50,16 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
         from tools import support
 
         support.reset_demo_ledger(f"sqlite:///{tmp_path / 'state' / 'airlock.db'}")
-        spec = tmp_path / "spec.yaml"
-        (tmp_path / "turns.yaml").write_text(
+        spec = tmp_path / "workflows" / "spec.yaml"  # in the folder the worker serves
+        (tmp_path / "workflows" / "turns.yaml").write_text(
             "turns:\n  - tool_calls: [{name: issue_refund, args: {order_id: A-1001, amount: '5.00', "
             "reason: scratched}}]\n  - content: done\n")
         spec.write_text("name: stack-test\nversion: 1\nmodel: {provider: scripted, script: turns.yaml}\n"
                         "system_prompt: hi\ntools: [tools.support:issue_refund]\npolicy: airlock.support_refund\n")
+        added = airlock("users", "add", "alice", "--role", "support", "--password-stdin", stdin="alice-password\n")
+        assert added.returncode == 0, added.stderr
         run = airlock("run", str(spec), "--input", '{"customer_id": "cus_ana"}', "--as", "alice", "--wait",
-                      "--json")
+                      "--json", "--password-stdin", stdin="alice-password\n")
         assert run.returncode == 0, run.stderr
         result = json.loads(run.stdout)
         assert result["status"] == "completed" and result["tool_calls"][0]["outcome"] == "executed"

@@ -39,15 +39,15 @@ def pay(to: str, amount: str, **overrides: Any) -> dict[str, Any]:
                                                "memo": "INV-1", **overrides}}
 
 
-def treasury_spec(tmp_path: Path, *calls: dict[str, Any]) -> WorkflowSpec:
-    """The treasury workflow with its scripted model answering one call per turn."""
+def treasury_spec(tmp_path: Path, *calls: dict[str, Any], file: str = "treasury.yaml") -> WorkflowSpec:
+    """The treasury workflow with its scripted model answering one call per turn (in the worker's folder)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    script = tmp_path / "turns.yaml"
+    script = tmp_path / file.replace(".yaml", ".turns.yaml")
     script.write_text(yaml.safe_dump({"turns": [{"tool_calls": [c]} for c in calls] + [{"content": "done"}]}))
     body = yaml.safe_load((ROOT / "workflows/treasury_payout.yaml").read_text())
     body.update(model={"provider": "scripted", "script": str(script)}, system_prompt_file=None,
                 system_prompt="You pay invoices.")
-    path = tmp_path / "treasury.yaml"
+    path = tmp_path / file
     path.write_text(yaml.safe_dump(body))
     return load_spec(path, project_dir=ROOT)
 
@@ -119,7 +119,7 @@ async def test_denied_before_approval_on_chain_facts(client: Client, chain_setti
                          pay(ACME, "10", token=dev_address(6)), pay(ACME, "2000000"), pay(ACME, "0.0000001"))
     # Leave the treasury 500 tUSD, then ask for 900 (within limits, beyond the balance).
     devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("99500"))
-    spec_more = treasury_spec(tmp_path / "more", pay(GLOBEX, "900"))
+    spec_more = treasury_spec(tmp_path, pay(GLOBEX, "900"), file="more.yaml")
     async with build_worker(client, chain_settings):
         results = []
         for s in (spec, spec_more):

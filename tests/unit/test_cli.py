@@ -101,3 +101,11 @@ def test_run_finds_a_bare_workflow_name_in_workflows_dir() -> None:
     assert result.exit_code == 2 and "--input:1:1: not valid JSON" in result.output
     missing = runner.invoke(app, ["run", "no_such_workflow", "--as", "alice"], env=ENV)
     assert missing.exit_code == 2 and "no_such_workflow:1: (file): no such file" in missing.output
+
+
+def test_deciding_as_someone_needs_their_password(tmp_path: Path) -> None:
+    env = _with_alice(tmp_path)
+    rejected = runner.invoke(app, ["reject", "apr_0123456789ab", "--as", "alice", "--reason", "no"], env=env)
+    assert rejected.exit_code == 2 and "--as alice: give the password with --password-stdin" in rejected.output
+    approved = runner.invoke(app, ["approve", "apr_0123456789ab", "--as", "alice"], env=env)
+    assert approved.exit_code == 2 and "--as alice: give the password with --password-stdin" in approved.output
