@@ -78,6 +78,7 @@ class UiSettings(BaseModel):
     session_ttl_s: int = 8 * 3600
     secure_cookies: bool = False
     trusted_header: str | None = None
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]  # addresses the trusted header is taken from
     page_size: int = 20
 
 

@@ -205,15 +205,15 @@ class AgentRunWorkflow:
     @workflow.update(name="edit_action")
     async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
         """Replace a gated action's arguments; the new action goes through the whole boundary again."""
-        person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
-        self._check_person(edit.approval_id, person, edit.digest)
         pending = self._pending[edit.approval_id]
         valid = await workflow.execute_activity(
             "validate_tool_call", ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
                                                     raw_arguments=json.dumps(edit.args)),
             result_type=ValidateCallResult, **_RECORD)
-        if not valid.ok:  # refused before anything changes: the action still waits as it was
+        if not valid.ok:  # refused before anything changes (or anyone counts as its editor)
             raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
+        person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
+        self._check_person(edit.approval_id, person, edit.digest)
         if pending.status != "pending":  # decided while the arguments were being checked
             raise ApplicationError(f"approval {edit.approval_id} is already {pending.status}", type="ApprovalError")
         pending.call.votes.append(ApprovalVote(by=person.name, decision="edit", comment=edit.comment,

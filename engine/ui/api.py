@@ -16,7 +16,7 @@ from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
-from engine.ui.auth import api_user, check_csrf, client_address, in_tenants, uses_session
+from engine.ui.auth import api_user, check_csrf, client_address, in_tenants, own_approval, uses_session
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -88,14 +88,6 @@ def _write_guard(request: Request, x_csrf_token: str | None) -> None:
         check_csrf(request, x_csrf_token)
 
 
-def _own_approval(request: Request, approval_id: str, user: Approver) -> None:
-    with Session(request.app.state.engine) as session:
-        item = repo.get_approval(session, approval_id=approval_id)
-    if item is None:
-        raise NotFoundError(f"no approval {approval_id}")
-    in_tenants(user, item.tenant, f"approval {approval_id}")
-
-
 @router.get("/me")
 def me(user: Approver = Depends(api_user)) -> Approver:
     """Who the API thinks you are."""
@@ -116,11 +108,8 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
 @router.get("/approvals/{approval_id}")
 def get_approval(request: Request, approval_id: str, user: Approver = Depends(api_user)) -> ApprovalDetail:
     """One gated action and its audit trail."""
+    item = own_approval(request, approval_id, user)
     with Session(request.app.state.engine) as session:
-        item = repo.get_approval(session, approval_id=approval_id)
-        if item is None:
-            raise NotFoundError(f"no approval {approval_id}")
-        in_tenants(user, item.tenant, f"approval {approval_id}")
         return ApprovalDetail(approval=item, events=users.events_for(session, approval_id=approval_id))
 
 
@@ -129,7 +118,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
                  x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
-    _own_approval(request, approval_id, user)
+    own_approval(request, approval_id, user)
     if body.decision == "reject" and not (body.comment or "").strip():
         raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
     return await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
@@ -142,7 +131,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
                x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
-    _own_approval(request, approval_id, user)
+    own_approval(request, approval_id, user)
     return await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))

@@ -15,7 +15,8 @@ from sqlmodel import Session
 
 from engine.config import Settings
 from engine.errors import NotFoundError
-from engine.store import users
+from engine.store import repo, users
+from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 
 SESSION_USER, SESSION_CSRF, SESSION_AT = "user", "csrf", "at"
@@ -68,8 +69,8 @@ def identify(request: Request) -> Approver | None:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             return users.user_for_token(session, token=header[7:].strip())
-        if settings.ui.trusted_header and (name := request.headers.get(settings.ui.trusted_header)):
-            return users.get_user(session, name=name.strip())
+        if (name := proxied_user(request)) is not None:
+            return users.get_user(session, name=name)
         name = request.session.get(SESSION_USER)
         issued = request.session.get(SESSION_AT, 0)
         if not name or time.time() - issued > settings.ui.session_ttl_s:
@@ -95,17 +96,34 @@ def api_user(request: Request) -> Approver:
     return user
 
 
+def proxied_user(request: Request) -> str | None:
+    """The user the trusted proxy names, only when the request really comes from that proxy."""
+    ui = request.app.state.settings.ui
+    if not ui.trusted_header or (request.client.host if request.client else None) not in ui.trusted_proxies:
+        return None
+    name = request.headers.get(ui.trusted_header)
+    return name.strip() if name else None
+
+
 def uses_session(request: Request) -> bool:
     """Whether the caller is authenticated by cookie (and so needs CSRF on writes)."""
-    return not request.headers.get("authorization") and not (
-        request.app.state.settings.ui.trusted_header
-        and request.headers.get(request.app.state.settings.ui.trusted_header))
+    return not request.headers.get("authorization") and proxied_user(request) is None
 
 
 def in_tenants(user: Approver, tenant: str, what: str) -> None:
     """Refuse (as not found: another tenant's ids are not confirmed to exist) what is not in the caller's tenants."""
     if tenant not in user.tenants:
         raise NotFoundError(f"no {what}")
+
+
+def own_approval(request: Request, approval_id: str, user: Approver) -> ApprovalView:
+    """An approval of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
+    with Session(request.app.state.engine) as session:
+        item = repo.get_approval(session, approval_id=approval_id)
+    if item is None:
+        raise NotFoundError(f"no approval {approval_id}")
+    in_tenants(user, item.tenant, f"approval {approval_id}")
+    return item
 
 
 def client_address(request: Request) -> str | None:

@@ -13,7 +13,8 @@ from engine.errors import AirlockError, InputError, NotFoundError
 from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
-from engine.ui.auth import client_address, check_csrf, csrf_token, identify, in_tenants, page_user, sign_in
+from engine.ui.auth import (client_address, check_csrf, csrf_token, identify, in_tenants, own_approval, page_user,
+                             sign_in)
 
 router = APIRouter(include_in_schema=False)
 
@@ -94,11 +95,8 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
 
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
+    item = own_approval(request, approval_id, user)
     with Session(request.app.state.engine) as session:
-        item = repo.get_approval(session, approval_id=approval_id)
-        if item is None:
-            raise NotFoundError(f"no approval {approval_id}")
-        in_tenants(user, item.tenant, f"approval {approval_id}")
         timeline = repo.run_timeline(session, run_id=item.run_id)
         events = users.events_for(session, approval_id=approval_id)
     temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
@@ -164,6 +162,7 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
 async def decide(request: Request, approval_id: str, decision: str = Form(...), comment: str = Form(""),
                  digest: str = Form(...), csrf: str = Form(""), user: Approver = Depends(page_user)) -> Response:
     check_csrf(request, csrf)
+    own_approval(request, approval_id, user)
     if decision not in ("approve", "reject"):
         request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
     elif decision == "reject" and not comment.strip():
@@ -187,6 +186,7 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     """Correct the arguments; the corrected action goes back through the boundary."""
     form = await request.form()
     check_csrf(request, str(form.get("csrf", "")))
+    own_approval(request, approval_id, user)
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
         await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
