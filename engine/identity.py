@@ -101,6 +101,8 @@ def _private_key(settings: Settings) -> Ed25519PrivateKey:
     if auth.signing_key is not None:
         pem = auth.signing_key.get_secret_value().encode()
     elif auth.signing_key_file is not None:
+        if not auth.signing_key_file.is_file():
+            raise InputError(f"AIRLOCK_AUTH__SIGNING_KEY_FILE: no file {auth.signing_key_file}")
         pem = auth.signing_key_file.read_bytes()
     else:
         pem = _ensure_local_pair(settings)[0].read_bytes()
@@ -118,6 +120,8 @@ def _public_key(settings: Settings) -> Ed25519PublicKey:
     if auth.verify_key is not None:
         pem = auth.verify_key.encode()
     elif auth.verify_key_file is not None:
+        if not auth.verify_key_file.is_file():
+            raise InputError(f"AIRLOCK_AUTH__VERIFY_KEY_FILE: no file {auth.verify_key_file}")
         pem = auth.verify_key_file.read_bytes()
     elif auth.signing_key is not None or auth.signing_key_file is not None:
         return _private_key(settings).public_key()
@@ -200,3 +204,8 @@ class Verifier:
                              version=claims.get("ver"), pin=claims.get("pin"))
         except (KeyError, ValueError) as exc:
             raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None
+
+
+def local_key_files(settings: Settings) -> tuple[Path, Path]:
+    """The local key pair's files (generated on first use): private, public."""
+    return _ensure_local_pair(settings)

@@ -44,6 +44,17 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+def keys() -> None:
+    """Where the local assertion key pair is (generated once); workers elsewhere need the public key only."""
+    from engine.identity import local_key_files
+
+    private, public = local_key_files(_settings())
+    out.print(f"private key (UI, API and local CLI sign with it): {private}\n"
+              f"public key (workers verify with it, AIRLOCK_AUTH__VERIFY_KEY_FILE): {public}", highlight=False,
+              soft_wrap=True)
+
+
+@app.command()
 def worker() -> None:
     """Run a worker in the foreground (for deployments)."""
     from engine.temporal import connect

@@ -34,6 +34,10 @@ def test_compose_file_has_the_stack() -> None:
     ports = {p.split(":", 1)[1] for s in services.values() for p in s.get("ports", [])}
     assert {"7233:7233", "8181:8181", "8545:8545", "8600:8600", "5432:5432"} <= ports
     assert services["worker"]["environment"]["AIRLOCK_TEMPORAL__ADDRESS"] == "temporal:7233"
+    # The worker verifies people's assertions with the host's public key only (`airlock keys` makes the pair).
+    assert services["worker"]["environment"]["AIRLOCK_AUTH__VERIFY_KEY_FILE"] == "/keys/assertions.pub"
+    assert "./.airlock/keys/assertions.pub:/keys/assertions.pub:ro" in services["worker"]["volumes"]
+    assert not any("assertions.key" in v for s in services.values() for v in s.get("volumes", []))
 
 
 @pytest.mark.skipif(compose_command() is None, reason="no docker compose client here (.ci/run installs one)")
