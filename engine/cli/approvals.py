@@ -172,7 +172,7 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
         print(json.dumps([u.model_dump() for u in items]))
         return
     for u in items:
-        out.print(f"{u.name:20} {', '.join(u.roles)}", highlight=False)
+        out.print(f"{u.name:20} roles: {', '.join(u.roles) or '-'}; tenants: {', '.join(u.tenants)}", highlight=False)
 
 
 @users_app.command("token")

@@ -15,6 +15,7 @@ from engine.config import Settings
 from tests.helpers import decide_approval, start_run
 from engine.store.db import make_engine
 from engine.store.tables import ToolExecutionRow
+from tests.conftest import signing_key
 from tests.helpers import lead, ROOT, refund, wait_for_inbox, write_spec
 from tools import support
 
@@ -27,6 +28,7 @@ def start_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None
         "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,
         "AIRLOCK_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue, "AIRLOCK_OPA__URL": settings.opa.url,
         "AIRLOCK_LLM__SCRIPTED_URL": settings.llm.scripted_url, "PYTHONUNBUFFERED": "1",
+        "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_AUTH__SIGNING_KEY": signing_key(),
     }
     size = log.stat().st_size if log.exists() else 0
     proc = stack.launch_python(["-m", "engine.cli", "worker"], log, env=env, cwd=ROOT, tethered=True)

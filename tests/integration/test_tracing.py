@@ -97,7 +97,8 @@ async def test_a_run_started_by_a_traced_client_is_one_trace_with_http_spans(
     assert chain_settings.chain.rpc_url in urls["RunActivity:execute_tool"]  # the re-check and the send
     chats = [attrs for parent, attrs in http if parent == "RunActivity:call_model"]
     assert len(chats) == 2  # one per model step
-    assert all(c["gen_ai.request.model"] == "turns.yaml" and c["gen_ai.usage.input_tokens"] > 0 for c in chats)
+    assert all(c["gen_ai.request.model"] == "treasury.turns.yaml" and c["gen_ai.usage.input_tokens"] > 0
+               for c in chats)
     assert {parent for parent, _ in http} <= {"RunActivity:call_model", "RunActivity:evaluate_policy",
                                               "RunActivity:execute_tool", "RunActivity:validate_tool_call"}
     services = {a.value.string_value for r in received for rs in r.resource_spans for a in rs.resource.attributes
