@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from engine.boundary.people import decision_refusal
 from engine.errors import AuthenticationError
-from engine.store.repo import DecisionRecord, decision_for
+from engine.store.decisions import DecisionRecord, decision_for
 from engine.store.tables import ActionLockRow, ApprovalRow, PersonAssertionRow, RunRow, utcnow
 from engine.store.users import get_user
 

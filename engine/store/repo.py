@@ -19,6 +19,7 @@ from engine.models import (
     ResolvedRun,
 )
 from engine.errors import AuthenticationError
+from engine.store.decisions import decision_for_approval
 from engine.spec import WorkflowSpec
 from engine.store.tables import (
     ApprovalEventRow,
@@ -125,79 +126,12 @@ def record_run(session: Session, *, record: RecordRunInput) -> None:
     session.commit()
 
 
-class DecisionRecord(BaseModel):
-    """A stored policy decision, as execution and the inbox read it."""
-
-    decision_id: str
-    run_id: str
-    call_id: str
-    tool: str
-    outcome: str
-    revision: str | None
-    digest: str | None
-    idempotency_key: str | None
-    approval_id: str | None
-    input: dict[str, Any]
-    result: dict[str, Any]
-    created_at: datetime
-
-
-def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
-                  document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
-                  digest: str, idempotency_key: str, approval_id: str | None) -> None:
-    """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
-    overwrites its own row; every other decision, a re-decision included, gets its own."""
-    row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
-        decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
-        package=package, outcome=decision.outcome, input=document, result={})
-    row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
-    row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
-    row.digest, row.idempotency_key, row.approval_id = digest, idempotency_key, approval_id
-    row.created_at = utcnow()
-    session.add(row)
-    session.commit()
-
-
-def decision_for(session: Session, *, run_id: str, idempotency_key: str, digest: str) -> DecisionRecord | None:
-    """The newest decision on exactly this action (run, idempotency key, digest), or None."""
-    row = session.exec(select(PolicyDecisionRow).where(
-        PolicyDecisionRow.run_id == run_id, PolicyDecisionRow.idempotency_key == idempotency_key,
-        PolicyDecisionRow.digest == digest).order_by(col(PolicyDecisionRow.created_at).desc())).first()
-    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
-
-
-def decision_for_approval(session: Session, *, approval_id: str) -> DecisionRecord | None:
-    """The decision that asked for this approval, or None."""
-    row = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.approval_id == approval_id)
-                       .order_by(col(PolicyDecisionRow.created_at).desc())).first()
-    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
-
-
-def actions_decided(session: Session, *, run_id: str) -> int:
-    """How many distinct actions (idempotency keys) policy has decided in a run."""
-    return int(session.exec(select(func.count(func.distinct(PolicyDecisionRow.idempotency_key))).where(
-        PolicyDecisionRow.run_id == run_id)).one())
-
-
-def key_decided(session: Session, *, key: str) -> bool:
-    """Whether policy has decided the action with this idempotency key before (an edit or a re-check)."""
-    return session.exec(select(PolicyDecisionRow.decision_id).where(
-        PolicyDecisionRow.idempotency_key == key)).first() is not None
-
-
 def executed_calls(session: Session, *, run_id: str) -> list[dict[str, Any]]:
     """``{tool, args}`` of a run's executions that succeeded, oldest first (for the policy input)."""
     rows = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id,
                                                        ToolExecutionRow.status == "succeeded")
                         .order_by(col(ToolExecutionRow.started_at))).all()
     return [{"tool": r.tool, "args": r.args} for r in rows]
-
-
-def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
-    """Every decision of a run, oldest first, as plain data."""
-    rows = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)
-                        .order_by(col(PolicyDecisionRow.created_at))).all()
-    return [r.model_dump(mode="json") for r in rows]
 
 
 def open_approvals(session: Session, *, request: OpenApprovalsInput) -> int:

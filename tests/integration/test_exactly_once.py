@@ -19,7 +19,7 @@ from engine.llm import ModelClient
 from engine.models import ExecuteToolInput, PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.policy import PolicyEngine
 from engine.spec import load_spec
-from engine.store import repo
+from engine.store import decisions, repo
 from engine.store.db import make_engine
 from engine.store.tables import ToolExecutionRow
 from engine.toolkit import ToolContext
@@ -57,7 +57,7 @@ async def _recorded(settings: Settings, outcome: str = "allow", **args: Any) -> 
     with Session(make_engine(settings.db_url)) as session:
         repo.register_run(session, run=ResolvedRun(run_id="run-1", spec=spec, requested_by="alice",
                                                    tenant="default", workflow_run_id="wr-1"))
-        repo.save_decision(session, decision_id="run-1:1", run_id="run-1", call_id="call_1_0",
+        decisions.save_decision(session, decision_id="run-1:1", run_id="run-1", call_id="call_1_0",
                            package=spec.policy, document={"tool": {"name": "issue_refund", "args": ARGS}},
                            decision=decision, raw=None, latency_ms=1.0, digest=digest, idempotency_key=KEY,
                            approval_id=None)

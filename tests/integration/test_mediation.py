@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 from temporalio import workflow
@@ -32,7 +31,7 @@ from engine.store.db import make_engine
 from engine.store.tables import PersonAssertionRow
 from engine.worker import build_worker
 from tests.conftest import DevChainNode
-from tests.helpers import (ROOT, authority, decide_approval, edit_action, lead, refund, start_run, wait_for_inbox,
+from tests.helpers import (authority, decide_approval, edit_action, lead, refund, start_run, wait_for_inbox,
                            waiting_refund, write_spec)
 from tests.integration.test_treasury import GLOBEX, OPS, STRANGER, balance, pay, treasury_spec, tusd
 from tools import support

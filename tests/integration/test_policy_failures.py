@@ -15,7 +15,7 @@ from engine.models import RunResult
 from engine.policy import PolicyEngine
 from engine.runs import run_progress
 from tests.helpers import decide_approval, start_run
-from engine.store import repo
+from engine.store import decisions
 from engine.store.db import make_engine
 from engine.store.users import Approver
 from engine.worker import build_worker
@@ -46,7 +46,7 @@ async def test_unreachable_opa_denies_and_records(client: Client, settings: Sett
     assert call.decision.reasons[0] == "policy unavailable"
     assert _ledger_empty(settings.db_url)
     with Session(make_engine(settings.db_url)) as session:
-        [row] = repo.decisions_for_run(session, run_id=result.run_id)
+        [row] = decisions.decisions_for_run(session, run_id=result.run_id)
     assert row["outcome"] == "deny" and row["result"]["reasons"][0] == "policy unavailable"
 
 

@@ -16,7 +16,7 @@ from engine.models import CallModelInput
 from engine.runs import pending_actions
 from tests.helpers import decide_approval, start_run
 from engine.spec import load_spec
-from engine.store import repo, users
+from engine.store import decisions, repo, users
 from engine.store.db import make_engine
 from engine.store.users import Approver
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
@@ -114,7 +114,7 @@ async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client,
     assert "amount" in (call.error or "") and "greater than 0" in (call.error or "")
     assert last_tool_message(requests)["error"].startswith("invalid arguments: amount: Input should be greater")
     with Session(make_engine(settings.db_url)) as session:
-        assert repo.decisions_for_run(session, run_id=result.run_id) == []
+        assert decisions.decisions_for_run(session, run_id=result.run_id) == []
     assert refunds(settings.db_url) == []
 
 

@@ -1,0 +1,91 @@
+"""Who starts a run and who decides its actions, proven in the worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from engine.activities._base import ActivitiesBase, activity_key, application_error
+from engine.boundary.people import decision_refusal
+from engine.errors import AirlockError, ApprovalError, AuthenticationError
+from engine.identity import args_hash
+from engine.models import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
+from engine.store import authority, decisions, repo, users
+
+
+class PeopleActivities(ActivitiesBase):
+    """``resolve_run`` (the requester and the definition) and ``verify_person`` (a decision's signer)."""
+
+    @activity.defn(name="resolve_run")
+    async def resolve_run(self, request: ResolveRunInput) -> ResolveRunResult:
+        """Verify who starts the run, resolve its definition from this worker's own, and record both."""
+        req, info = request.request, activity.info()
+        try:
+            if info.workflow_id != req.run_id:
+                raise AuthenticationError(f"run {req.run_id} can only be resolved by its own workflow")
+            claims = self._verifier.verify(req.credential)
+            if claims.action != "start" or claims.run_id != req.run_id or claims.workflow != req.workflow:
+                raise AuthenticationError(f"the signed assertion is not for starting run {req.run_id} of "
+                                          f"{req.workflow}")
+            if (claims.input_hash, claims.version, claims.pin) != (args_hash(req.input), req.version,
+                                                                   req.definition_hash):
+                raise AuthenticationError("the signed assertion is for another input, version or definition pin")
+            if (claims.subject, claims.tenant) != (req.requested_by, req.tenant):
+                raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
+                                          f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
+            person = await self._db(users.get_user, name=claims.subject)
+            if person is None or person.name != claims.subject:
+                raise AuthenticationError(f"no user {claims.subject!r}")
+            if claims.tenant not in person.tenants:
+                raise AuthenticationError(f"{person.name} does not belong to tenant {claims.tenant!r}")
+            spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
+                                           pin=req.definition_hash)
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
+                           idempotency_key="", digest="", action="start", subject=person.name,
+                           roles=person.roles, used_by=activity_key())
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=claims.tenant or "",
+                          input=req.input, workflow_run_id=info.workflow_run_id)
+        try:
+            await self._db(repo.register_run, run=run)
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        self._runs[run.run_id] = run
+        return ResolveRunResult(run=run)
+
+    @activity.defn(name="verify_person")
+    async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
+        """Check a person's signed assertion for one decision; roles and tenants come from the user store."""
+        run = await self._run(request.run_id)
+        try:
+            claims = self._verifier.verify(request.assertion)
+            bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
+            if bound != (request.action, request.run_id, request.approval_id, request.digest):
+                raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
+                                          f"{claims.digest}, not {request.action} of {request.approval_id} on "
+                                          f"{request.digest}")
+            if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
+                raise AuthenticationError("the signed assertion is for other arguments than this edit's")
+            decided = await self._db(decisions.decision_for_approval, approval_id=request.approval_id)
+            if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
+                raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
+                                          "for by this run's policy")
+            person = await self._db(users.get_user, name=claims.subject)
+            if person is None or person.name != claims.subject:
+                raise AuthenticationError(f"no user {claims.subject!r}")
+            if run.tenant not in person.tenants:
+                raise AuthenticationError(f"{person.name} does not belong to tenant {run.tenant!r} of this run")
+            editors = await self._db(authority.editors_of, idempotency_key=decided.idempotency_key or "")
+            refusal = decision_refusal(person=person.name, roles=person.roles, requester=run.requested_by,
+                                       editors=editors, approvers=list(decided.result.get("approvers") or []))
+            if refusal is not None:  # refused before it is recorded: a refused person leaves no vote behind
+                raise ApprovalError(refusal)
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
+                           approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
+                           digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
+                           used_by=activity_key())
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        return VerifiedPerson(name=person.name, roles=person.roles, tenants=person.tenants)

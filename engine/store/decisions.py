@@ -1,0 +1,85 @@
+"""Policy decisions: written only by the worker's ``evaluate_policy``, read by execution and the inbox.
+
+Each decision is its own row, with the input the worker built, the result,
+the bundle revision, and what execution binds to: the action digest, the
+idempotency key and, for a gated action, the approval id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from engine.models import PolicyDecision
+from engine.store.tables import PolicyDecisionRow, utcnow
+
+
+class DecisionRecord(BaseModel):
+    """A stored policy decision, as execution and the inbox read it."""
+
+    decision_id: str
+    run_id: str
+    call_id: str
+    tool: str
+    outcome: str
+    revision: str | None
+    digest: str | None
+    idempotency_key: str | None
+    approval_id: str | None
+    input: dict[str, Any]
+    result: dict[str, Any]
+    created_at: datetime
+
+
+def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
+                  document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
+                  digest: str, idempotency_key: str, approval_id: str | None) -> None:
+    """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
+    overwrites its own row; every other decision, a re-decision included, gets its own."""
+    row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
+        decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
+        package=package, outcome=decision.outcome, input=document, result={})
+    row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
+    row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
+    row.digest, row.idempotency_key, row.approval_id = digest, idempotency_key, approval_id
+    row.created_at = utcnow()
+    session.add(row)
+    session.commit()
+
+
+def decision_for(session: Session, *, run_id: str, idempotency_key: str, digest: str) -> DecisionRecord | None:
+    """The newest decision on exactly this action (run, idempotency key, digest), or None."""
+    row = session.exec(select(PolicyDecisionRow).where(
+        PolicyDecisionRow.run_id == run_id, PolicyDecisionRow.idempotency_key == idempotency_key,
+        PolicyDecisionRow.digest == digest).order_by(col(PolicyDecisionRow.created_at).desc())).first()
+    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
+
+
+def decision_for_approval(session: Session, *, approval_id: str) -> DecisionRecord | None:
+    """The decision that asked for this approval, or None."""
+    row = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.approval_id == approval_id)
+                       .order_by(col(PolicyDecisionRow.created_at).desc())).first()
+    return DecisionRecord.model_validate(row, from_attributes=True) if row else None
+
+
+def actions_decided(session: Session, *, run_id: str) -> int:
+    """How many distinct actions (idempotency keys) policy has decided in a run."""
+    return int(session.exec(select(func.count(func.distinct(PolicyDecisionRow.idempotency_key))).where(
+        PolicyDecisionRow.run_id == run_id)).one())
+
+
+def key_decided(session: Session, *, key: str) -> bool:
+    """Whether policy has decided the action with this idempotency key before (an edit or a re-check)."""
+    return session.exec(select(PolicyDecisionRow.decision_id).where(
+        PolicyDecisionRow.idempotency_key == key)).first() is not None
+
+
+def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """Every decision of a run, oldest first, as plain data."""
+    rows = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)
+                        .order_by(col(PolicyDecisionRow.created_at))).all()
+    return [r.model_dump(mode="json") for r in rows]
