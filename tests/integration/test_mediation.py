@@ -90,6 +90,31 @@ async def test_a_forged_definition_in_the_request_is_refused_and_nothing_is_paid
     assert balance(devchain, STRANGER) == 0 and devchain.chain.nonce(devchain.treasury) == 0
 
 
+async def test_a_started_run_keeps_its_definition_when_the_file_changes(client: Client, settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    engine = make_engine(settings.db_url)
+    async with build_worker(client, settings):
+        handle, item = await waiting_refund(client, settings, tmp_path, amount="120.00")
+    # The definition changes (another tool set and prompt; the old file is gone) and a new worker starts:
+    # the run goes on as it began, from the definition the worker recorded when it started.
+    (tmp_path / "spec.yaml").unlink()
+    changed = write_spec(tmp_path, [{"content": "other"}], "changed.yaml", system_prompt="A different prompt.",
+                         tools=["tools.support:lookup_order"])
+    async with build_worker(client, settings):
+        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=lead("bob"))
+        result = await handle.result()
+        fresh = await (await start_run(client, task_queue=settings.temporal.task_queue, spec=changed,
+                                       run_input=CUSTOMER)).result()
+    assert result.status == "completed" and result.tool_calls[0].outcome == "executed"
+    assert refunds(settings.db_url) == [("A-1002", Decimal("120.00"))]
+    assert fresh.status == "completed" and fresh.output == "other"
+    with Session(engine) as session:
+        from engine.store.tables import RunRow
+
+        hashes = {r.run_id: r.definition_hash for r in session.exec(select(RunRow)).all()}
+    assert hashes[fresh.run_id] == changed.definition_hash != hashes[handle.id]
+
+
 @pytest.mark.parametrize("credential, expected", [
     ("", "no signed assertion"),
     ("not-a-jwt", "is not valid"),
