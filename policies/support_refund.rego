@@ -13,7 +13,7 @@ _auto_limit := 50
 _approval_limit := 500
 
 # METADATA
-# description: The decision for one proposed tool call (contract: README, "The boundary and the policy contract").
+# description: The decision for one proposed tool call (its input contract is in the README under The boundary and the policy contract).
 # entrypoint: true
 decision := {
 	"allow": count(deny) == 0,

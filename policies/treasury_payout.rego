@@ -22,7 +22,7 @@ _payments := {"transfer_token", "transfer_native"}
 _allowances := {"approve_token", "revoke_approval"}
 
 # METADATA
-# description: The decision for one proposed tool call (contract: README, "The boundary and the policy contract").
+# description: The decision for one proposed tool call (its input contract is in the README under The boundary and the policy contract).
 # entrypoint: true
 decision := {
 	"allow": count(deny) == 0,

@@ -292,3 +292,15 @@ async def test_people_see_and_start_runs_of_their_own_tenants_only(web: Web, tmp
                                                                  "input": {"customer_id": "cus_ana"}})
         assert own.status_code == 201, own.text
     await handle.cancel()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_trusted_header_counts_only_from_the_proxy(web: Web) -> None:
+    make_people(web.settings.db_url)
+    web.settings.ui.trusted_header = "X-Forwarded-User"
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        via_proxy = await http.get("/api/me", headers={"X-Forwarded-User": "bob"})  # from loopback: the proxy
+        assert via_proxy.status_code == 200 and via_proxy.json()["name"] == "bob"
+        web.settings.ui.trusted_proxies = ["192.0.2.10"]  # the proxy is elsewhere: this client is not it
+        forged = await http.get("/api/me", headers={"X-Forwarded-User": "bob"})
+        assert forged.status_code == 401
