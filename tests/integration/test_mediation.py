@@ -363,7 +363,8 @@ async def test_daily_cost_counts_the_verified_tenant(client: Client, settings: S
 
 async def test_simultaneous_approvals_never_pass_the_daily_limit_together(
         client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
-    """20,190 tUSD sent today, a 40,000 limit, four 10,000 payments approved at the same instant: one goes."""
+    """20,190 tUSD sent today and a 40,000 limit; three rounds of four payments approved at the same instant,
+    each round sized so that exactly one more fits: one goes each time, the others are denied."""
     settings = chain_settings
     engine = make_engine(settings.db_url)
     async with build_worker(client, settings):
@@ -372,18 +373,21 @@ async def test_simultaneous_approvals_never_pass_the_daily_limit_together(
         [item] = await wait_for_inbox(settings.db_url, first.id)
         await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
         assert (await first.result()).tool_calls[0].outcome == "executed"
-        handles = [await start_run(client, task_queue=settings.temporal.task_queue, run_input={},
-                                   spec=treasury_spec(tmp_path, pay(GLOBEX, "10000", memo=f"INV-{i}"),
-                                                      file=f"r{i}.yaml"))
-                   for i in range(4)]
-        items = [(await wait_for_inbox(settings.db_url, h.id))[0] for h in handles]
-        assert {i.facts["sent_today"] for i in items} == {"20190"}  # each was decided on the same total
-        await asyncio.gather(*(decide_approval(client, engine, approval_id=i.approval_id, decision="approve",
-                                               approver=OPS) for i in items))
-        results = await asyncio.gather(*(h.result() for h in handles))
-    outcomes = sorted(r.tool_calls[0].outcome for r in results)
-    assert outcomes == ["denied", "denied", "denied", "executed"], outcomes
-    for r in results:
-        if r.tool_calls[0].outcome == "denied":
-            assert any("would pass the daily limit of 40000" in reason for reason in r.tool_calls[0].decision.reasons)
-    assert balance(devchain, GLOBEX) == tusd("30190") and devchain.chain.nonce(devchain.treasury) == 2
+        sent = 20190
+        for round_, amount in enumerate((10000, 5000, 4000)):  # 30190, 35190, 39190: a second never fits
+            handles = [await start_run(client, task_queue=settings.temporal.task_queue, run_input={},
+                                       spec=treasury_spec(tmp_path, pay(GLOBEX, str(amount), memo=f"R{round_}-{i}"),
+                                                          file=f"r{round_}-{i}.yaml"))
+                       for i in range(4)]
+            items = [(await wait_for_inbox(settings.db_url, h.id))[0] for h in handles]
+            assert {i.facts["sent_today"] for i in items} == {str(sent)}  # each decided on the same total
+            await asyncio.gather(*(decide_approval(client, engine, approval_id=i.approval_id, decision="approve",
+                                                   approver=OPS) for i in items))
+            results = await asyncio.gather(*(h.result() for h in handles))
+            calls = [r.tool_calls[0] for r in results]
+            assert sorted(c.outcome for c in calls) == ["denied", "denied", "denied", "executed"], round_
+            assert all(any("would pass the daily limit of 40000" in reason for reason in c.decision.reasons)
+                       for c in calls if c.outcome == "denied")
+            sent += amount
+    assert balance(devchain, GLOBEX) == tusd(str(sent)) == tusd("39190")
+    assert devchain.chain.nonce(devchain.treasury) == 4
