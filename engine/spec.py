@@ -30,11 +30,41 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_SPEC_BYTES = 256 * 1024  # spec and prompt files: a run request stays far below Temporal's 4 MB messages
+MAX_DURATION = timedelta(days=365)
+
+
 def parse_duration(value: Any) -> Any:
-    """Accept ``90s``, ``30m``, ``24h``, ``7d`` besides what pydantic takes."""
+    """Accept ``90s``, ``30m``, ``24h``, ``7d`` besides what pydantic takes.
+
+    A duration too long for a ``timedelta`` is left as it is, so the caller's own check refuses it.
+    """
     if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:
+            return value
     return value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML for specs: no aliases (a few bytes of them expand to gigabytes) and no duplicate keys."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a spec",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Frozen(BaseModel):
@@ -48,9 +78,9 @@ class EndpointSpec(_Frozen):
     name: str = "scripted"
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
-    price_in_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 input tokens")
-    price_out_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 output tokens")
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    price_in_per_1k: float = Field(default=0.0, ge=0, le=1000, description="cost of 1000 input tokens")
+    price_out_per_1k: float = Field(default=0.0, ge=0, le=1000, description="cost of 1000 output tokens")
 
 
 def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
@@ -69,9 +99,9 @@ class ModelSpec(EndpointSpec):
     """
 
     script: str | None = None
-    temperature: float = 0.0
-    seed: int | None = None
-    max_tokens: int | None = None
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     response_format: bool = Field(default=True, description="send the workflow's output_schema as a JSON-schema "
                                                             "response format (off for endpoints without it; the "
                                                             "answer is validated either way)")
@@ -87,14 +117,15 @@ class ModelSpec(EndpointSpec):
 class LimitsSpec(_Frozen):
     """Hard limits that end a run cleanly."""
 
-    max_steps: int = Field(default=20, ge=1)
-    max_tool_calls: int = Field(default=20, ge=0)
-    max_repairs: int = Field(default=3, ge=0, description="invalid tool calls and final answers sent back to the "
-                                                          "model before the run fails")
-    max_model_calls: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens over the run")
-    max_cost: float | None = Field(default=None, gt=0, description="model cost over the run, in price units")
-    daily_cost: float | None = Field(default=None, gt=0,
+    max_steps: int = Field(default=20, ge=1, le=1000)
+    max_tool_calls: int = Field(default=20, ge=0, le=1000)
+    max_repairs: int = Field(default=3, ge=0, le=100, description="invalid tool calls and final answers sent back "
+                                                                  "to the model before the run fails")
+    max_model_calls: int | None = Field(default=None, ge=1, le=10_000)
+    max_tokens: int | None = Field(default=None, ge=1, le=10**9, description="input + output tokens over the run")
+    max_cost: float | None = Field(default=None, gt=0, le=10**6,
+                                   description="model cost over the run, in price units")
+    daily_cost: float | None = Field(default=None, gt=0, le=10**7,
                                      description="model cost per tenant and workflow per UTC day, checked before each call")
 
 
@@ -114,11 +145,18 @@ class ApprovalSpec(_Frozen):
 
     _parse = field_validator("timeout", mode="before")(parse_duration)
 
+    @field_validator("timeout")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= MAX_DURATION:
+            raise ValueError(f"must be between 1s and {MAX_DURATION.days}d")
+        return value
+
 
 class InputGuardSpec(_Frozen):
     """Checks on the user's input before it reaches the model (run in an activity)."""
 
-    max_chars: int | None = Field(default=None, ge=1)
+    max_chars: int | None = Field(default=None, ge=1, le=1_000_000)
     redact: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
                                description="import path of a function str -> str (e.g. PII redaction)")
 
@@ -136,8 +174,8 @@ class ToolSpec(_Frozen):
 class WorkflowSpec(_Frozen):
     """One agent workflow. Unknown keys are errors."""
 
-    name: str = Field(pattern=_NAME)
-    version: int = Field(ge=1)
+    name: str = Field(pattern=_NAME, max_length=64)
+    version: int = Field(ge=1, le=1_000_000)
     description: str = ""
     model: ModelSpec
     system_prompt: str | None = None
@@ -147,7 +185,7 @@ class WorkflowSpec(_Frozen):
     limits: LimitsSpec = LimitsSpec()
     approval: ApprovalSpec = ApprovalSpec()
     graph: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    chain_id: int | None = Field(default=None, ge=1)
+    chain_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     input_guard: InputGuardSpec | None = None
     routes: dict[str, ModelSpec] = Field(
         default_factory=dict, description="step class -> the model for those steps (e.g. a cheaper one for "
@@ -197,7 +235,7 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, path + (i,))
 
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=_StrictLoader)
     if root is not None:
         walk(root, ())
     return lines
@@ -266,9 +304,9 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
         raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
     if path.suffix == ".py":
         return _resolve(_load_python(path), path, {}, project_dir)
-    text = path.read_text()
+    text = _read_text(path, shown)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader without aliases
         lines = _line_index(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -285,6 +323,21 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
         ]
         raise SpecError(issues) from exc
     return _resolve(spec, path, lines, project_dir)
+
+
+def _read_text(path: Path, shown: str, field: str = "(file)", line: int = 1) -> str:
+    """A spec's (or its prompt's) text: UTF-8, at most ``MAX_SPEC_BYTES``.
+
+    Raises:
+        SpecError: too large, or not UTF-8 (naming the byte).
+    """
+    data = path.read_bytes()
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([SpecIssue(shown, line, field, f"{path.name} is {len(data)} bytes; at most {MAX_SPEC_BYTES}")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecIssue(shown, line, field, f"{path.name} is not UTF-8 text (byte {exc.start})")]) from None
 
 
 def _message(error: Any) -> str:
@@ -332,7 +385,7 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int],
             issues.append(SpecIssue(shown, _line_for(lines, ("system_prompt_file",)), "system_prompt_file",
                                     f"prompt file {prompt_path} does not exist"))
         else:
-            prompt = prompt_path.read_text()
+            prompt = _read_text(prompt_path, shown, "system_prompt_file", _line_for(lines, ("system_prompt_file",)))
     model = _resolve_script(spec.model, ("model",), path, lines, issues, project_dir)
     routes = {name: _resolve_script(route, ("routes", name), path, lines, issues, project_dir)
               for name, route in spec.routes.items()}

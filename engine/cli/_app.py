@@ -8,7 +8,6 @@ started.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -118,25 +117,26 @@ def _spec(path: Path, settings: Settings) -> WorkflowSpec:
 
 
 def parse_input(raw: str) -> dict[str, Any]:
-    """``--input``: a JSON object, or ``@file`` holding one.
+    """``--input``: a JSON object, or ``@file`` holding one (limits in ``engine.inputs``).
 
     Raises:
         InputError: naming the file, line and column of the problem.
     """
+    from engine.inputs import MAX_INPUT_BYTES, parse_object
+
     where = "--input"
     if raw.startswith("@"):
         path = Path(raw[1:])
         where = str(path)
         if not path.is_file():
             raise InputError(f"--input: no such file {path}")
-        raw = path.read_text()
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
-    if not isinstance(value, dict):
-        raise InputError(f"{where}: must be a JSON object, got {type(value).__name__}")
-    return value
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise InputError(f"{where}: {path.stat().st_size} bytes; a run input takes at most {MAX_INPUT_BYTES}")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    return parse_object(raw, where)
 
 
 def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session
 
 from engine.definitions import DefinitionRegistry
 from engine.errors import AccessDeniedError, InputError, NotFoundError
+from engine.inputs import check_document
 from engine.models import ApprovalDecisionResult, RunProgress
 from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
@@ -55,6 +56,15 @@ class StartRunRequest(BaseModel):
     version: int | None = Field(default=None, ge=1)
     input: dict[str, Any] = Field(default_factory=dict)
     tenant: str = Field(default="default", max_length=64)
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_document(value, "input")
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class StartRunResponse(BaseModel):

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -23,12 +24,14 @@ from temporalio.client import Client
 from engine.config import Settings
 from engine.errors import AirlockError
 from engine.identity import Authority
+from engine.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
 from engine.policy import PolicyEngine
 from engine.ui import api, pages
 from engine.ui.auth import NotSignedIn, secret_key
 from engine.ui.format import register_filters
 
 HERE = Path(__file__).parent
+MAX_BODY_BYTES = 2 * MAX_INPUT_BYTES  # an input at its limit, with room for the rest of the body
 
 
 def create_app(settings: Settings, *, engine: Engine,
@@ -52,6 +55,17 @@ def create_app(settings: Settings, *, engine: Engine,
                        max_age=settings.ui.session_ttl_s, same_site="strict", https_only=settings.ui.secure_cookies)
 
     @app.middleware("http")
+    async def bounded_bodies(request: Request, call_next):  # noqa: ANN001, ANN202
+        # Checked on the raw bytes before any JSON parser sees them: a deep enough body crashes the parser.
+        if request.method in ("POST", "PUT", "PATCH") and request.url.path.startswith("/api"):
+            body = await request.body()
+            if len(body) > MAX_BODY_BYTES:
+                return _error(request, 413, f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+            if text_depth(body.decode("utf-8", errors="replace")) > MAX_DEPTH:
+                return _error(request, 422, f"the request body is nested deeper than {MAX_DEPTH} levels")
+        return await call_next(request)
+
+    @app.middleware("http")
     async def security_headers(request: Request, call_next):  # noqa: ANN001, ANN202
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy",
@@ -71,6 +85,17 @@ def create_app(settings: Settings, *, engine: Engine,
     @app.exception_handler(AirlockError)
     async def airlock_error(request: Request, exc: AirlockError) -> Response:
         return _error(request, exc.http_status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # Named by location only: echoing the input back could fail to encode (NaN) or leak it.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return _error(request, 422, problems or "the request is invalid")
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, _exc: RecursionError) -> Response:
+        # A body nested deeper than the JSON parser's recursion limit never reaches validation.
+        return _error(request, 422, "the request body is nested too deeply")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -304,3 +304,21 @@ async def test_the_trusted_header_counts_only_from_the_proxy(web: Web) -> None:
         web.settings.ui.trusted_proxies = ["192.0.2.10"]  # the proxy is elsewhere: this client is not it
         forged = await http.get("/api/me", headers={"X-Forwarded-User": "bob"})
         assert forged.status_code == 401
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_hostile_run_bodies_get_4xx_and_the_server_stays_up(web: Web) -> None:
+    tokens = make_people(web.settings.db_url)
+    headers = {**bearer(tokens["alice"]), "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=web.url, timeout=30, headers=headers) as http:
+        deep = '{"workflow": "support_refund", "input": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+        assert (await http.post("/api/runs", content=deep)).status_code == 422
+        moderately = '{"workflow": "support_refund", "input": {"x": ' + "[" * 40 + "]" * 40 + "}}"
+        answer = await http.post("/api/runs", content=moderately)
+        assert answer.status_code == 422 and "nested deeper than 32 levels" in answer.text
+        big = json.dumps({"workflow": "support_refund", "input": {"blob": "x" * 3_000_000}})
+        assert (await http.post("/api/runs", content=big)).status_code == 413
+        nan = '{"workflow": "support_refund", "input": {"amount": NaN}}'
+        assert (await http.post("/api/runs", content=nan)).status_code == 422
+        assert (await http.get("/api/me")).status_code == 200  # still serving
+        assert (await http.get("/api/stats", params={"since": "99999999999d"})).status_code == 422

@@ -1,0 +1,84 @@
+"""Limits on documents that enter a run from outside (``--input``, API bodies): one rule for every door.
+
+A run input is a JSON object of at most ``MAX_INPUT_BYTES`` when serialised,
+nested at most ``MAX_DEPTH`` deep, with finite numbers only (``NaN`` and
+``Infinity`` are not JSON and would be stored as ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.errors import InputError
+
+MAX_INPUT_BYTES = 256 * 1024
+MAX_DEPTH = 32
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_object(raw: str, where: str) -> dict[str, Any]:
+    """A JSON object from text, within the limits.
+
+    Raises:
+        InputError: naming ``where`` (and line and column for syntax errors) and what is wrong.
+    """
+    if len(raw.encode()) > MAX_INPUT_BYTES:
+        raise InputError(f"{where}: {len(raw.encode())} bytes; a run input takes at most {MAX_INPUT_BYTES}")
+    if text_depth(raw) > MAX_DEPTH:  # before parsing: the C parser crashes on very deep text
+        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: must be a JSON object, got {type(value).__name__}")
+    check_document(value, where)
+    return value
+
+
+def text_depth(raw: str) -> int:
+    """The deepest nesting of brackets in JSON text, outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_document(value: Any, where: str) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH``, larger than ``MAX_INPUT_BYTES`` or with non-finite numbers.
+
+    Raises:
+        InputError: naming ``where`` and the limit.
+    """
+    stack = [(value, 1)]
+    while stack:  # iterative: a deep document must not exhaust the interpreter's stack here either
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    try:
+        size = len(json.dumps(value, allow_nan=False).encode())
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if size > MAX_INPUT_BYTES:
+        raise InputError(f"{where}: {size} bytes; a run input takes at most {MAX_INPUT_BYTES}")
