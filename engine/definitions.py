@@ -61,11 +61,6 @@ class DefinitionRegistry:
         with self._lock:
             return [spec for _, spec in self._specs.values()]
 
-    def by_hash(self, definition_hash: str) -> WorkflowSpec | None:
-        with self._lock:
-            entry = self._specs.get(definition_hash)
-        return entry[1] if entry else None
-
     def _matching(self, workflow: str, version: int | None, pin: str | None) -> list[WorkflowSpec]:
         with self._lock:
             entries = list(self._specs.values())

@@ -66,8 +66,8 @@ def _local_key_paths(settings: Settings) -> tuple[Path, Path]:
     return keys / "assertions.key", keys / "assertions.pub"
 
 
-def _ensure_local_pair(settings: Settings) -> tuple[Path, Path]:
-    """The local stack's key pair, generated once (private key readable by its owner only).
+def local_key_files(settings: Settings) -> tuple[Path, Path]:
+    """The local key pair's files (private, public), generated once; the private key is its owner's only.
 
     Two processes starting at once (worker, UI, CLI) agree on one pair: the
     private key is created exclusively, the public key appears by rename.
@@ -105,7 +105,7 @@ def _private_key(settings: Settings) -> Ed25519PrivateKey:
             raise InputError(f"AIRLOCK_AUTH__SIGNING_KEY_FILE: no file {auth.signing_key_file}")
         pem = auth.signing_key_file.read_bytes()
     else:
-        pem = _ensure_local_pair(settings)[0].read_bytes()
+        pem = local_key_files(settings)[0].read_bytes()
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -126,7 +126,7 @@ def _public_key(settings: Settings) -> Ed25519PublicKey:
     elif auth.signing_key is not None or auth.signing_key_file is not None:
         return _private_key(settings).public_key()
     else:
-        pem = _ensure_local_pair(settings)[1].read_bytes()
+        pem = local_key_files(settings)[1].read_bytes()
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as exc:
@@ -204,8 +204,3 @@ class Verifier:
                              version=claims.get("ver"), pin=claims.get("pin"))
         except (KeyError, ValueError) as exc:
             raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None
-
-
-def local_key_files(settings: Settings) -> tuple[Path, Path]:
-    """The local key pair's files (generated on first use): private, public."""
-    return _ensure_local_pair(settings)

@@ -189,8 +189,8 @@ def resolve_tool(import_path: str) -> ToolDef:
         ValueError: the path is malformed, does not import, or the function
             does not take a pydantic model as its first argument.
     """
-    module_name, attr = import_path.split(":") if ":" in import_path else (import_path, "")
     func = import_object(import_path)
+    module_name, attr = import_path.split(":")
     if func is None or not callable(func):
         raise ValueError(f"module {module_name!r} has no function {attr!r}")
     params = list(inspect.signature(func).parameters.values())

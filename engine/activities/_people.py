@@ -12,6 +12,7 @@ from engine.errors import AirlockError, ApprovalError, AuthenticationError
 from engine.identity import args_hash
 from engine.models import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
 from engine.store import authority, decisions, repo, users
+from engine.store.users import Approver
 
 
 class PeopleActivities(ActivitiesBase):
@@ -34,26 +35,32 @@ class PeopleActivities(ActivitiesBase):
             if (claims.subject, claims.tenant) != (req.requested_by, req.tenant):
                 raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
                                           f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
-            person = await self._db(users.get_user, name=claims.subject)
-            if person is None or person.name != claims.subject:
-                raise AuthenticationError(f"no user {claims.subject!r}")
-            if claims.tenant not in person.tenants:
-                raise AuthenticationError(f"{person.name} does not belong to tenant {claims.tenant!r}")
+            person = await self._member(claims.subject, req.tenant)
             spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
                                            pin=req.definition_hash)
             await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
                            idempotency_key="", digest="", action="start", subject=person.name,
                            roles=person.roles, used_by=activity_key())
-        except AirlockError as exc:
-            raise application_error(exc) from exc
-        run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=claims.tenant or "",
-                          input=req.input, workflow_run_id=info.workflow_run_id)
-        try:
+            run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=req.tenant,
+                              input=req.input, workflow_run_id=info.workflow_run_id)
             await self._db(repo.register_run, run=run)
         except AirlockError as exc:
             raise application_error(exc) from exc
         self._runs[run.run_id] = run
         return ResolveRunResult(run=run)
+
+    async def _member(self, name: str, tenant: str) -> Approver:
+        """The user an assertion names, from the user store, who must belong to ``tenant``.
+
+        Raises:
+            AuthenticationError: no such (enabled) user, or not one of the tenant's.
+        """
+        person = await self._db(users.get_user, name=name)
+        if person is None or person.name != name:
+            raise AuthenticationError(f"no user {name!r}")
+        if tenant not in person.tenants:
+            raise AuthenticationError(f"{person.name} does not belong to tenant {tenant!r}")
+        return person
 
     @activity.defn(name="verify_person")
     async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
@@ -72,11 +79,7 @@ class PeopleActivities(ActivitiesBase):
             if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
                 raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
                                           "for by this run's policy")
-            person = await self._db(users.get_user, name=claims.subject)
-            if person is None or person.name != claims.subject:
-                raise AuthenticationError(f"no user {claims.subject!r}")
-            if run.tenant not in person.tenants:
-                raise AuthenticationError(f"{person.name} does not belong to tenant {run.tenant!r} of this run")
+            person = await self._member(claims.subject, run.tenant)
             editors = await self._db(authority.editors_of, idempotency_key=decided.idempotency_key or "")
             refusal = decision_refusal(person=person.name, roles=person.roles, requester=run.requested_by,
                                        editors=editors, approvers=list(decided.result.get("approvers") or []))

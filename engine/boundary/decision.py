@@ -113,6 +113,6 @@ def idempotency_key(run_id: str, call: ToolCallRecord) -> str:
 
 def approval_id(run_id: str, call: ToolCallRecord) -> str:
     """A stable, short id for the approval of one call (a new one per edit and re-check)."""
-    key = f"{run_id}:{call.step}:{call.index}" + (f":{call.revision}" if call.revision else "") + \
+    key = idempotency_key(run_id, call) + (f":{call.revision}" if call.revision else "") + \
         (f"/r{call.rechecks}" if call.rechecks else "")
     return "apr_" + hashlib.sha256(key.encode()).hexdigest()[:12]

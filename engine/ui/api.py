@@ -10,14 +10,14 @@ from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session
 
 from engine.definitions import DefinitionRegistry
-from engine.errors import AccessDeniedError, InputError, NotFoundError
+from engine.errors import AccessDeniedError, InputError
 from engine.inputs import check_document
 from engine.models import ApprovalDecisionResult, RunProgress
 from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
-from engine.ui.auth import api_user, check_csrf, client_address, in_tenants, own_approval, uses_session
+from engine.ui.auth import api_user, check_csrf, client_address, own_approval, own_run, uses_session
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -166,18 +166,9 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
 def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
     """A run's status, its pending actions and, once it ended, its result."""
     with Session(request.app.state.engine) as session:
-        run = _run_or_404(session, run_id, user)
+        run = own_run(session, run_id, user)
         pending = repo.list_approvals(session, run_id=run_id)
     return RunStatusResponse(run=run, pending=pending)
-
-
-
-def _run_or_404(session: Session, run_id: str, user: Approver) -> RunView:
-    run = repo.get_run(session, run_id=run_id)
-    if run is None:
-        raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
-    in_tenants(user, run.tenant, f"run {run_id} (a run appears once its worker has started it)")
-    return run
 
 
 @router.get("/runs/{run_id}/timeline")
@@ -186,7 +177,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
     from engine.render import usage_of
 
     with Session(request.app.state.engine) as session:
-        run = _run_or_404(session, run_id, user)
+        run = own_run(session, run_id, user)
         timeline = repo.run_timeline(session, run_id=run_id)
     return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
 
@@ -195,7 +186,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
 async def get_progress(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunProgress:
     """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
     with Session(request.app.state.engine) as session:
-        _run_or_404(session, run_id, user)
+        own_run(session, run_id, user)
     return await run_progress(request.app.state.client, run_id)
 
 

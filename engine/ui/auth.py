@@ -16,7 +16,7 @@ from sqlmodel import Session
 from engine.config import Settings
 from engine.errors import NotFoundError
 from engine.store import repo, users
-from engine.store.repo import ApprovalView
+from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver
 
 SESSION_USER, SESSION_CSRF, SESSION_AT = "user", "csrf", "at"
@@ -114,6 +114,16 @@ def in_tenants(user: Approver, tenant: str, what: str) -> None:
     """Refuse (as not found: another tenant's ids are not confirmed to exist) what is not in the caller's tenants."""
     if tenant not in user.tenants:
         raise NotFoundError(f"no {what}")
+
+
+def own_run(session: Session, run_id: str, user: Approver) -> RunView:
+    """A run of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
+    run = repo.get_run(session, run_id=run_id)
+    what = f"run {run_id} (a run appears once its worker has started it)"
+    if run is None:
+        raise NotFoundError(f"no {what}")
+    in_tenants(user, run.tenant, what)
+    return run
 
 
 def own_approval(request: Request, approval_id: str, user: Approver) -> ApprovalView:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from engine.errors import AirlockError, InputError, NotFoundError
+from engine.errors import AirlockError, InputError
 from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
-from engine.ui.auth import (client_address, check_csrf, csrf_token, identify, in_tenants, own_approval, page_user,
+from engine.ui.auth import (client_address, check_csrf, csrf_token, identify, own_approval, own_run, page_user,
                              sign_in)
 
 router = APIRouter(include_in_schema=False)
@@ -111,10 +111,7 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     from engine.render import usage_of
 
     with Session(request.app.state.engine) as session:
-        found = repo.get_run(session, run_id=run_id)
-        if found is None:
-            raise NotFoundError(f"no run {run_id}")
-        in_tenants(user, found.tenant, f"run {run_id}")
+        found = own_run(session, run_id, user)
         timeline = repo.run_timeline(session, run_id=run_id)
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     progress = None
