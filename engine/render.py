@@ -145,7 +145,8 @@ def approvals_table(items: list[ApprovalView]) -> Table:
     return table
 
 
-_KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "approval": "cyan", "execution": "green"}
+_KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "approval": "cyan", "execution": "green",
+               "run": "bold"}
 
 
 def usage_of(timeline: list[TimelineEntry]) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry]
     for col in ("time", "step", "kind", "ms", "what happened"):
         table.add_column(col, overflow="fold")
     for e in timeline:
-        kind = _KIND_STYLE.get(e.kind, "")
+        kind = _KIND_STYLE.get(e.kind, "default")
         table.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
                       f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", escape(e.summary))
     console.print(table)

@@ -75,20 +75,44 @@ class AgentRunWorkflow:
         self._progress = RunProgress()
 
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> RunResult:
+    async def run(self, payload: Any) -> RunResult:
         # The payload is checked here, not by the converter: a malformed request ends the run with a
         # reason instead of failing its workflow task forever.
+        if not isinstance(payload, dict):
+            return self._refused(workflow.info().workflow_id, "?", "malformed run request: expected a JSON "
+                                 f"object, got {type(payload).__name__}")
         try:
             asked = RunRequest.model_validate(payload)
         except ValidationError as exc:
-            return self._refused(str(payload.get("run_id") or workflow.info().workflow_id),
-                                 str(payload.get("workflow") or "?"), f"malformed run request: {exc}")
+            return self._refused(str(payload.get("run_id") or workflow.info().workflow_id)[:200],
+                                 str(payload.get("workflow") or "?")[:200], f"malformed run request: {exc}")
         try:
             resolved = await workflow.execute_activity("resolve_run", ResolveRunInput(request=asked),
                                                        result_type=ResolveRunResult, **_RECORD)
         except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
             return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
         request = self._request = resolved.run
+        try:
+            result = await self._drive(request)
+        except Exception as exc:  # noqa: BLE001 - a bug, or something validation missed
+            # Raising here would fail the workflow task, and Temporal retries a failed task forever while
+            # the run looks alive. End the run instead, with the reason, and close what waits for people.
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+            workflow.logger.error("run %s failed: %s", request.run_id, reason)
+            for pending in self._pending.values():
+                if pending.status == "pending":
+                    pending.status, pending.reason = "expired", f"the run failed ({reason})"
+                    await self._close(pending)
+            result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
+                               status="failed", reason=reason)
+        self._status = result.status
+        self.note_progress(activity="finished", usage=result.usage)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
+        return result
+
+    async def _drive(self, request: ResolvedRun) -> RunResult:
+        """Run the graph to its end, pausing for people at each interrupt."""
         app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": request.run_id}}
         try:
@@ -111,15 +135,10 @@ class AgentRunWorkflow:
             state = {**snapshot.values, "status": "failed", "reason": failure_reason(exc)}
         calls = [ToolCallRecord.model_validate(c) for c in state.get("calls") or []]
         calls += [ToolCallRecord.model_validate(c) for c in state.get("proposed") or []]
-        result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
-                           status=state.get("status") or "failed", reason=state.get("reason"),
-                           output=state.get("output"), steps=state.get("step", 0), tool_calls=calls,
-                           usage=state.get("usage") or {}, structured=state.get("structured"))
-        self._status = result.status
-        self.note_progress(activity="finished", usage=result.usage)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
-        return result
+        return RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
+                         status=state.get("status") or "failed", reason=state.get("reason"),
+                         output=state.get("output"), steps=state.get("step", 0), tool_calls=calls,
+                         usage=state.get("usage") or {}, structured=state.get("structured"))
 
     def _refused(self, run_id: str, name: str, reason: str) -> RunResult:
         self._status = "failed"

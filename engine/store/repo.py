@@ -274,7 +274,17 @@ def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
                                      + (f": {a.comment}" if a.comment else ""),
                                      data={"approval_id": a.approval_id, "actor": a.actor, "action": a.action,
                                            "digest": a.digest, "source": a.source}))
-    return sorted(entries, key=lambda e: e.at.replace(tzinfo=None))
+    run = session.get(RunRow, run_id)
+    if run is not None and run.finished_at is not None:  # how it ended, last (also when nothing else was recorded)
+        entries.append(TimelineEntry(at=max([run.finished_at, *(e.at for e in entries)], key=_naive), kind="run",
+                                     summary=f"run {run.status}" + (f" — {run.reason}" if run.reason else ""),
+                                     data={"status": run.status, "reason": run.reason}))
+    return sorted(entries, key=_naive)
+
+
+def _naive(entry: TimelineEntry | datetime) -> datetime:
+    at = entry.at if isinstance(entry, TimelineEntry) else entry
+    return at.replace(tzinfo=None)
 
 
 def _step_of(idempotency_key: str) -> int | None:

@@ -60,7 +60,7 @@ async def test_the_fallback_answers_when_the_primary_fails(client: Client, setti
         timeline = repo.run_timeline(session, run_id=result.run_id)
     models = [e for e in timeline if e.kind == "model"]
     assert len(models) == 2 and "fallback after" in models[0].summary and error in models[0].summary
-    assert [e.kind for e in timeline] == ["model", "validation", "policy", "execution", "model"]
+    assert [e.kind for e in timeline] == ["model", "validation", "policy", "execution", "model", "run"]
 
 
 async def test_a_failing_endpoint_is_skipped_once_its_breaker_opens(client: Client, settings: Settings,
@@ -123,7 +123,7 @@ async def test_runs_show_prints_the_timeline(client: Client, settings: Settings,
     code, out, _ = await airlock(settings, "runs", "show", result.run_id, "--json")
     data = json.loads(out)
     assert data["run"]["status"] == "completed" and data["usage"]["fallbacks"] == 2
-    assert [e["kind"] for e in data["timeline"]] == ["model", "validation", "policy", "execution", "model"]
+    assert [e["kind"] for e in data["timeline"]] == ["model", "validation", "policy", "execution", "model", "run"]
     assert data["timeline"][0]["data"]["prompt_hash"] == spec.prompt_hash
     code, _, err = await airlock(settings, "runs", "show", "no-such-run")
     assert code == 1 and "no run no-such-run" in err
