@@ -4,14 +4,17 @@ Read-only calls (chain id, balances, token metadata, allowance, code) and the
 deployment of the demo token. Amounts cross this module as integers in the
 token's smallest unit; :func:`to_units` / :func:`from_units` convert decimal
 strings with the token's real ``decimals``. Keys never leave this module's
-callers' settings: they are passed in, used to sign, and never logged.
+callers' settings: they are passed in, used to sign, and never logged. Errors
+name the node by :attr:`Chain.shown_url` and carry no trace of its key: the
+library's message is redacted, and not chained (Temporal records every cause).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,8 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
-from engine.tracing import safe_url
+from engine.redact import redact_text, safe_url
+from engine.toolkit import DECIMAL_TEXT
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "tools" / "contracts"
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
@@ -37,24 +41,28 @@ def checksum(value: str) -> str | None:
 
 
 def to_units(amount: str | Decimal, decimals: int) -> int:
-    """``"12.5"`` with 6 decimals → ``12500000``; refuses more precision than the token has.
+    """``"12.5"`` with 6 decimals → ``12500000``, exactly; refuses more precision than the token has.
+
+    Integer arithmetic on the digits: ``Decimal`` arithmetic would round past 28 digits and let
+    ``1.00000000000000000000000000001`` through as 1.
 
     Raises:
-        InputError: not a non-negative decimal, or too many fractional digits.
+        InputError: not an ASCII decimal string, or more fractional digits than ``decimals``.
     """
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation as exc:
-        raise InputError(f"amount {amount!r} is not a decimal number") from exc
-    scaled = value.scaleb(decimals)
-    if value < 0 or scaled != scaled.to_integral_value():
-        raise InputError(f"amount {amount} does not fit a token with {decimals} decimals")
-    return int(scaled)
+    text = str(amount)
+    if re.fullmatch(DECIMAL_TEXT, text, flags=re.ASCII) is None:
+        raise InputError(f"amount {text[:80]!r} is not a decimal number of ASCII digits")
+    whole, _, fraction = text.partition(".")
+    if fraction[decimals:].strip("0"):
+        raise InputError(f"amount {text} does not fit a token with {decimals} decimals")
+    return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
 
 
 def from_units(units: int, decimals: int) -> str:
-    """``12500000`` with 6 decimals → ``"12.5"``."""
-    return format(Decimal(units).scaleb(-decimals).normalize(), "f")
+    """``12500000`` with 6 decimals → ``"12.5"``, exactly (also for 78-digit amounts)."""
+    whole, fraction = divmod(abs(units), 10**decimals)
+    text = str(whole) + (f".{fraction:0{decimals}d}".rstrip("0") if fraction else "")
+    return "-" + text if units < 0 else text
 
 
 _ERROR_STRING = function_signature_to_4byte_selector("Error(string)")
@@ -94,6 +102,14 @@ def decode_revert(data: str | bytes | None) -> str:
     except Exception:  # noqa: BLE001 - undecodable data is still reported, as hex
         pass
     return "reverted with data 0x" + bytes(data).hex()
+
+
+class _Reverted(ChainUnavailableError):
+    """A read the contract reverted (``reason`` decoded), as :meth:`Chain.estimate_gas` tells apart."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _revert_reason(exc: ContractLogicError) -> str:
@@ -139,14 +155,19 @@ class Chain:
         # What errors (and so histories, the record and the model) show: no key-like path segment, no query.
         self.shown_url = safe_url(rpc_url)
 
+    def _shown(self, text: str) -> str:
+        return redact_text(text, self.rpc_url)
+
     def _read(self, what: str, call: Any) -> Any:
+        # ``from None``: the library's exception, which holds the URL, must not travel as the cause.
         try:
             return call()
         except ContractLogicError as exc:
-            raise ChainUnavailableError(f"{what}: the contract reverted: {exc}") from exc
+            raise _Reverted(self._shown(f"{what}: the contract reverted: {exc}"),
+                            reason=self._shown(_revert_reason(exc))) from None
         except _RPC_ERRORS as exc:
-            raise ChainUnavailableError(f"{what} at {self.shown_url} failed: {type(exc).__name__}: "
-                                        f"{str(exc).replace(self.rpc_url, self.shown_url)}") from exc
+            raise ChainUnavailableError(self._shown(f"{what} at {self.shown_url} failed: {type(exc).__name__}: "
+                                                    f"{exc}")) from None
 
     def chain_id(self) -> int:
         """The node's chain id."""
@@ -246,11 +267,8 @@ class Chain:
         """
         try:
             return int(self._read("eth_estimateGas", lambda: self._w3.eth.estimate_gas(_call(tx))))
-        except ChainUnavailableError as exc:
-            if isinstance(exc.__cause__, ContractLogicError):
-                reason = _revert_reason(exc.__cause__)
-                raise TransactionRevertedError(f"the transaction would revert: {reason}", reason=reason) from exc
-            raise
+        except _Reverted as exc:
+            raise TransactionRevertedError(f"the transaction would revert: {exc.reason}", reason=exc.reason) from exc
 
     def simulate(self, tx: dict[str, Any], watch: list[tuple[str, str | None]]) -> dict[str, Any]:
         """Run ``tx`` on the latest state without sending it (``eth_simulateV1``) and report balance changes.
@@ -266,7 +284,8 @@ class Chain:
         payload = [{"blockStateCalls": [{"calls": [*calls, _call(tx), *calls]}], "validation": False}, "latest"]
         response = self._read("eth_simulateV1", lambda: self._w3.provider.make_request("eth_simulateV1", payload))
         if "error" in response:
-            raise ChainUnavailableError(f"eth_simulateV1 at {self.shown_url} failed: {response['error']}")
+            raise ChainUnavailableError(self._shown(f"eth_simulateV1 at {self.shown_url} failed: "
+                                                    f"{response['error']}"))
         results = response["result"][0]["calls"]
         main = results[len(reads)]
         ok = int(main["status"], 16) == 1

@@ -17,12 +17,39 @@ import importlib.util
 import inspect
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, get_type_hints
+from typing import Annotated, Any, Callable, get_type_hints
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, PrivateAttr, WithJsonSchema
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+#: A decimal amount as tools accept it: ASCII digits, an optional point, no sign, exponent or spaces.
+#: (``\d`` would also match other scripts' digits, which ``Decimal`` silently reads as numbers.)
+DECIMAL_TEXT = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
+
+
+def decimal_text(value: object) -> str:
+    """``value`` if it is an ASCII decimal string (see ``DECIMAL_TEXT``).
+
+    Raises:
+        ValueError: naming what an amount must look like (pydantic reports it with the field).
+    """
+    if not isinstance(value, str) or re.fullmatch(DECIMAL_TEXT, value, flags=re.ASCII) is None:
+        raise ValueError('must be a decimal string of ASCII digits, such as "12.50" (no number, sign, '
+                         'exponent or spaces; at most 30 digits each side of the point)')
+    return value
+
+
+_AS_STRING = WithJsonSchema({"type": "string", "pattern": DECIMAL_TEXT})
+
+#: A decimal amount kept as the exact text, e.g. token amounts converted with the token's decimals.
+DecimalString = Annotated[str, BeforeValidator(decimal_text), _AS_STRING]
+
+#: ``Decimal`` parsed only from an ASCII decimal string (a JSON number is refused: it may have lost
+#: digits already; Decimal from a string never rounds). Combine with ``Field(gt=, max_digits=, decimal_places=)``.
+DecimalText = Annotated[Decimal, BeforeValidator(decimal_text), _AS_STRING]
 
 
 class ToolContext(BaseModel):

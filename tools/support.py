@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field as Column
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from engine.toolkit import ToolContext, tool
+from engine.toolkit import DecimalText, ToolContext, tool
 
 ORDER_ID = r"^[A-Z]-\d{4}$"
 
@@ -109,7 +109,7 @@ class RefundArgs(BaseModel):
     """Arguments of ``issue_refund``."""
 
     order_id: str = Field(pattern=ORDER_ID, description="Order to refund")
-    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2, description="Amount in the order's currency")
+    amount: DecimalText = Field(gt=0, max_digits=12, decimal_places=2, description="Amount in the order's currency")
     reason: str = Field(min_length=3, max_length=500, description="Why the customer gets this refund")
 
 

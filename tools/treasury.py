@@ -24,9 +24,8 @@ from web3 import Web3
 from engine.chain import MAX_UINT256, Chain, from_units, to_units
 from engine.chain_tx import ChainAccess
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
-from engine.toolkit import ToolContext, tool
+from engine.toolkit import DecimalString, ToolContext, tool
 
-AMOUNT = r"^\d{1,30}(\.\d{1,30})?$"
 
 
 def _address(value: str) -> str:
@@ -39,7 +38,7 @@ def _address(value: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(_address), Field(description="EVM address, EIP-55 checksummed")]
-Amount = Annotated[str, Field(pattern=AMOUNT, description="Decimal amount in token units, e.g. \"250.5\"")]
+Amount = Annotated[DecimalString, Field(description="Decimal amount in token units, e.g. \"250.5\"")]
 ChainId = Annotated[int, Field(ge=1, description="Chain id the action is meant for (anvil: 31337)")]
 Memo = Annotated[str, Field(default="", max_length=200, description="What the payment is for (invoice number)")]
 

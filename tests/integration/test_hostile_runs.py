@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.client import Client
 
 from engine import compiler
@@ -15,7 +15,10 @@ from engine.models import RunResult
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.worker import build_worker
-from tests.helpers import run_to_end, write_spec
+from tests.conftest import DevChainNode
+from tests.helpers import refund, run_to_end, write_spec
+from tests.integration.test_treasury import ACME, TOKEN, pay, treasury_spec
+from tools import support
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "cus_ana", "message": "please refund"}
@@ -48,3 +51,31 @@ async def test_a_bug_inside_the_workflow_fails_the_run_instead_of_looping(
         timeline = repo.run_timeline(session, run_id=result.run_id)
     assert run is not None and (run.status, run.reason) == ("failed", "internal error: KeyError: 'refund_id'")
     assert timeline[-1].kind == "run" and timeline[-1].summary == "run failed — internal error: KeyError: 'refund_id'"
+
+
+async def test_amounts_a_person_would_misread_never_move_money(client: Client, chain_settings: Settings,
+                                                               devchain: DevChainNode, tmp_path: Path) -> None:
+    settings = chain_settings
+    # "٣" is the Arabic-Indic digit three; the long one rounded to exactly 1 token in Decimal arithmetic.
+    spec = treasury_spec(tmp_path, pay(ACME, "\u0663"), pay(ACME, "1.00000000000000000000000000001"),
+                         pay(ACME, 2.5), pay(ACME, "1"))
+    before = devchain.chain.token_balance(TOKEN, ACME)
+    result = await run_to_end(client, settings, spec, {})
+    odd, long, number, honest = result.tool_calls
+    assert (odd.outcome, number.outcome) == ("invalid", "invalid")
+    assert odd.error and "amount" in odd.error and "ASCII digits" in odd.error
+    assert long.outcome == "denied" and long.decision is not None
+    assert any("does not fit a token with 6 decimals" in r for r in long.decision.reasons)
+    assert honest.outcome == "executed"
+    assert devchain.chain.token_balance(TOKEN, ACME) - before == 10**6  # the honest 1 tUSD, nothing else
+
+
+async def test_a_refund_amount_in_another_script_is_refused(client: Client, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "\u0663")]}, {"content": "done"}])
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    [call] = result.tool_calls
+    assert call.outcome == "invalid" and call.error and "ASCII digits" in call.error
+    with Session(support.ledger(settings.db_url)) as session:
+        assert session.exec(select(support.Refund)).all() == []
