@@ -1,8 +1,10 @@
-"""Limits on documents that enter a run from outside (``--input``, API bodies): one rule for every door.
+"""Limits on documents that enter a run from outside: one rule for every door.
 
-A run input is a JSON object of at most ``MAX_INPUT_BYTES`` when serialised,
-nested at most ``MAX_DEPTH`` deep, with finite numbers only (``NaN`` and
-``Infinity`` are not JSON and would be stored as ``null``).
+A run input (``--input``, API bodies) is a JSON object of at most
+``MAX_INPUT_BYTES`` when serialised, nested at most ``MAX_DEPTH`` deep, with
+finite numbers only (``NaN`` and ``Infinity`` are not JSON and would be stored
+as ``null``). Tool arguments proposed by the model obey the same rules with
+``MAX_ARGUMENT_BYTES``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from engine.errors import InputError
 
 MAX_INPUT_BYTES = 256 * 1024
+MAX_ARGUMENT_BYTES = 64 * 1024
 MAX_DEPTH = 32
 
 
@@ -20,14 +23,14 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_object(raw: str, where: str) -> dict[str, Any]:
-    """A JSON object from text, within the limits.
+def parse_object(raw: str, where: str, limit: int = MAX_INPUT_BYTES) -> dict[str, Any]:
+    """A JSON object from text, within the limits (``limit`` bytes).
 
     Raises:
         InputError: naming ``where`` (and line and column for syntax errors) and what is wrong.
     """
-    if len(raw.encode()) > MAX_INPUT_BYTES:
-        raise InputError(f"{where}: {len(raw.encode())} bytes; a run input takes at most {MAX_INPUT_BYTES}")
+    if len(raw.encode()) > limit:
+        raise InputError(f"{where}: {len(raw.encode())} bytes; at most {limit} are accepted")
     if text_depth(raw) > MAX_DEPTH:  # before parsing: the C parser crashes on very deep text
         raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     try:
@@ -40,7 +43,7 @@ def parse_object(raw: str, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise InputError(f"{where}: must be a JSON object, got {type(value).__name__}")
-    check_document(value, where)
+    check_document(value, where, limit)
     return value
 
 
@@ -61,8 +64,8 @@ def text_depth(raw: str) -> int:
     return deepest
 
 
-def check_document(value: Any, where: str) -> None:
-    """Refuse a document nested deeper than ``MAX_DEPTH``, larger than ``MAX_INPUT_BYTES`` or with non-finite numbers.
+def check_document(value: Any, where: str, limit: int = MAX_INPUT_BYTES) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH``, larger than ``limit`` bytes or with non-finite numbers.
 
     Raises:
         InputError: naming ``where`` and the limit.
@@ -80,5 +83,5 @@ def check_document(value: Any, where: str) -> None:
         size = len(json.dumps(value, allow_nan=False).encode())
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    if size > MAX_INPUT_BYTES:
-        raise InputError(f"{where}: {size} bytes; a run input takes at most {MAX_INPUT_BYTES}")
+    if size > limit:
+        raise InputError(f"{where}: {size} bytes; at most {limit} are accepted")

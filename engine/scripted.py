@@ -35,6 +35,7 @@ class ScriptedCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
+    raw_arguments: str | None = None  # sent as is instead of ``args``: what a misbehaving model would send
 
 
 class ScriptedTurn(BaseModel):
@@ -100,7 +101,7 @@ def create_app() -> FastAPI:
         if turn.tool_calls:
             message["tool_calls"] = [
                 {"id": f"call_{turn_no + 1}_{i}", "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.args)}}
+                 "function": {"name": c.name, "arguments": c.raw_arguments if c.raw_arguments is not None else json.dumps(c.args)}}
                 for i, c in enumerate(turn.tool_calls)
             ]
         prompt = json.dumps(messages)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
@@ -11,7 +10,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from engine.activities._base import ActivitiesBase, short_hash, validation_problems
-from engine.errors import ModelError
+from engine.errors import InputError, ModelError
+from engine.inputs import MAX_ARGUMENT_BYTES, parse_object
 from engine.models import (
     CallModelInput,
     CallModelResult,
@@ -87,11 +87,12 @@ class RunActivities(ActivitiesBase):
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
         tool = self._tool_of(await self._run(request.run_id), request.tool)
-        try:
-            args = tool.args_model.model_validate(json.loads(request.raw_arguments or "{}"))
+        try:  # the model's text (or an editor's) is hostile input: limits first, then the tool's schema
+            raw = parse_object(request.raw_arguments or "{}", "arguments", limit=MAX_ARGUMENT_BYTES)
+            args = tool.args_model.model_validate(raw)
             result = ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
-        except json.JSONDecodeError as exc:
-            result = ValidateCallResult(ok=False, error=f"arguments are not JSON: {exc.msg} at char {exc.pos}")
+        except InputError as exc:
+            result = ValidateCallResult(ok=False, error=str(exc))
         except ValidationError as exc:
             result = ValidateCallResult(ok=False, error=validation_problems(exc, "(arguments)"))
         if request.step is not None:

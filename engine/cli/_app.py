@@ -131,7 +131,7 @@ def parse_input(raw: str) -> dict[str, Any]:
         if not path.is_file():
             raise InputError(f"--input: no such file {path}")
         if path.stat().st_size > MAX_INPUT_BYTES:
-            raise InputError(f"{where}: {path.stat().st_size} bytes; a run input takes at most {MAX_INPUT_BYTES}")
+            raise InputError(f"{where}: {path.stat().st_size} bytes; at most {MAX_INPUT_BYTES} are accepted")
         try:
             raw = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -77,5 +78,31 @@ async def test_a_refund_amount_in_another_script_is_refused(client: Client, sett
     result = await run_to_end(client, settings, spec, CUSTOMER)
     [call] = result.tool_calls
     assert call.outcome == "invalid" and call.error and "ASCII digits" in call.error
+    with Session(support.ledger(settings.db_url)) as session:
+        assert session.exec(select(support.Refund)).all() == []
+
+
+async def test_tool_arguments_past_the_limits_are_invalid_and_never_run(client: Client, settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    odd = [
+        {"name": "issue_refund", "raw_arguments": json.dumps({"order_id": "A-1001", "amount": "1.00",
+                                                              "reason": "x" * 70_000})},
+        {"name": "issue_refund", "raw_arguments": '{"order_id": "A-1001", "amount": "1.00", "reason": '
+                                                  + "[" * 40 + "]" * 40 + "}"},
+        {"name": "issue_refund", "raw_arguments": '{"order_id": "A-1001", "amount": NaN, "reason": "nan"}'},
+        {"name": "issue_refund", "raw_arguments": '["A-1001", "1.00", "a list"]'},
+        {"name": "issue_refund", "raw_arguments": '{"order_id": "A-1001", "amount": "1.00"'},
+    ]
+    spec = write_spec(tmp_path, [{"tool_calls": odd}, {"content": "done"}], limits={"max_tool_calls": 10, "max_repairs": 5})
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    assert result.status == "completed", result.reason
+    errors = [c.error for c in result.tool_calls]
+    assert [c.outcome for c in result.tool_calls] == ["invalid"] * 5
+    assert errors == ["arguments: 70054 bytes; at most 65536 are accepted",
+                      "arguments: nested deeper than 32 levels",
+                      "arguments: NaN is not a JSON number",
+                      "arguments: must be a JSON object, got list",
+                      "arguments:1:40: not valid JSON: Expecting ',' delimiter"]
     with Session(support.ledger(settings.db_url)) as session:
         assert session.exec(select(support.Refund)).all() == []

@@ -80,7 +80,7 @@ def test_an_enormous_duration_is_not_a_crash() -> None:
     ('{"amount": -Infinity}', "-Infinity is not a JSON number"),
     ("[" * 100_000 + "]" * 100_000, "nested deeper than"),
     ('{"a": ' * 40 + "1" + "}" * 40, f"nested deeper than {MAX_DEPTH} levels"),
-    (json.dumps({"blob": "x" * 300_000}), "bytes; a run input takes at most"),
+    (json.dumps({"blob": "x" * 300_000}), "bytes; at most 262144 are accepted"),
     ("[1, 2]", "must be a JSON object, got list"),
 ])
 def test_run_input_limits(raw: str, problem: str) -> None:
