@@ -76,6 +76,11 @@ class UiSettings(BaseModel):
     port: int = 8700
     secret_key: SecretStr | None = None
     session_ttl_s: int = 8 * 3600
+    # Failed sign-ins within the window, before further attempts are refused (429) until the oldest ages out:
+    # per user and address (so nobody locks a user out from everywhere), and, more loosely, per address.
+    sign_in_max_failures: int = Field(default=5, ge=1)
+    sign_in_max_failures_per_address: int = Field(default=50, ge=1)
+    sign_in_window_s: int = Field(default=15 * 60, ge=1)
     secure_cookies: bool = False
     trusted_header: str | None = None
     trusted_proxies: list[str] = ["127.0.0.1", "::1"]  # addresses the trusted header is taken from

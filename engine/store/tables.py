@@ -141,6 +141,32 @@ class ApiTokenRow(SQLModel, table=True):
     last_used_at: datetime | None = None
 
 
+class UiSessionRow(SQLModel, table=True):
+    """One signed-in browser session, stored as the SHA-256 of the id its cookie carries.
+
+    The cookie alone proves nothing: the session counts only while this row
+    lives, so signing out (or a password reset) ends every copy of the cookie.
+    """
+
+    __tablename__ = "ui_sessions"
+
+    session_hash: str = Field(primary_key=True)
+    user: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    ended_at: datetime | None = None
+
+
+class SignInFailureRow(SQLModel, table=True):
+    """One sign-in attempt that has not (yet) succeeded: what throttles password guessing."""
+
+    __tablename__ = "sign_in_failures"
+
+    failure_id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(index=True)  # the name as given, normalised when it can be: unknown names count too
+    address: str = Field(index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class ApprovalEventRow(SQLModel, table=True):
     """One decision on a gated action: who, when, from where, on which digest."""
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from engine.errors import InputError
+from engine.store import signin
 from engine.store.tables import ApiTokenRow, ApprovalEventRow, UserRow, utcnow
 
 _hasher = PasswordHasher()
@@ -77,7 +78,7 @@ class EventView(BaseModel):
 
 def add_user(session: Session, *, name: str, password: str, roles: list[str],
              tenants: list[str] | None = None) -> Approver:
-    """Create an account, or reset its password, roles and tenants.
+    """Create an account, or reset its password, roles and tenants (which ends its browser sessions).
 
     Raises:
         InputError: the name, a tenant or the password is unusable.
@@ -85,11 +86,14 @@ def add_user(session: Session, *, name: str, password: str, roles: list[str],
     name = normalise_name(name)
     if len(password) < 8:
         raise InputError("password: at least 8 characters")
-    row = session.get(UserRow, name) or UserRow(name=name, password_hash="")
+    existing = session.get(UserRow, name)
+    row = existing or UserRow(name=name, password_hash="")
     row.password_hash, row.roles, row.disabled = _hasher.hash(password), sorted(set(roles)), False
     row.tenants = sorted({check_tenant(t) for t in tenants or ["default"]})
     session.add(row)
     session.commit()
+    if existing is not None:  # whoever knew the old password signs in again
+        signin.end_sessions(session, user=name)
     return _view(row)
 
 

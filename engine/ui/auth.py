@@ -1,25 +1,27 @@
 """Who is asking: session cookie, API token, or a trusted proxy header.
 
 Roles are read from the database on every request, so a role change applies
-at once. Every state-changing form carries the session's CSRF token.
+at once. The session cookie carries only the id of a session held in the
+database, so signing out ends it everywhere. Every state-changing form
+carries the session's CSRF token, and so does every cookie-authenticated API
+write: only a bearer token or the trusted proxy header stands instead.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 
 from fastapi import HTTPException, Request
 from sqlmodel import Session
 
 from engine.config import Settings
-from engine.errors import NotFoundError
-from engine.store import repo, users
+from engine.errors import InputError, NotFoundError
+from engine.store import repo, signin, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver
 
-SESSION_USER, SESSION_CSRF, SESSION_AT = "user", "csrf", "at"
+SESSION_ID, SESSION_CSRF = "sid", "csrf"
 
 
 class NotSignedIn(Exception):
@@ -54,26 +56,74 @@ def check_csrf(request: Request, sent: str | None) -> None:
         raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page and try again")
 
 
+def _account(name: str) -> str:
+    """Whom a sign-in attempt is counted against: the canonical name, or what was typed (unknown names count too)."""
+    try:
+        return users.normalise_name(name)
+    except InputError:
+        return name.strip().lower()[:64]
+
+
+def check_password(request: Request, name: str, password: str) -> tuple[Approver | None, int]:
+    """The account if the password is right, throttled per user and address and per address.
+
+    Returns:
+        ``(account or None, 0)``, or ``(None, seconds to wait)`` while this user at this address (or
+        this address) has failed too often: the password is then not even checked.
+    """
+    ui = request.app.state.settings.ui
+    account, address = _account(name), client_address(request) or "unknown"
+    with Session(request.app.state.engine) as session:
+        attempt, wait = signin.begin_attempt(session, user=account, address=address,
+                                             max_failures=ui.sign_in_max_failures,
+                                             max_per_address=ui.sign_in_max_failures_per_address,
+                                             window_s=ui.sign_in_window_s)
+        if attempt is None:
+            return None, wait
+        user = users.authenticate(session, name=name, password=password)
+        if user is not None:
+            signin.succeeded(session, user=account, address=address)
+        return user, 0
+
+
 def sign_in(request: Request, user: Approver) -> None:
-    """Start a fresh session for ``user`` (new CSRF token, no fixation)."""
+    """Start a fresh session for ``user`` (new id and CSRF token: no fixation)."""
     request.session.clear()
-    request.session.update({SESSION_USER: user.name, SESSION_AT: time.time(),
-                            SESSION_CSRF: secrets.token_urlsafe(32)})
+    with Session(request.app.state.engine) as session:
+        session_id = signin.start_session(session, user=user.name, ttl_s=request.app.state.settings.ui.session_ttl_s)
+    request.session.update({SESSION_ID: session_id, SESSION_CSRF: secrets.token_urlsafe(32)})
+
+
+def sign_out(request: Request) -> None:
+    """End this session on the server, so a copy of the cookie is worth nothing either."""
+    if session_id := request.session.get(SESSION_ID):
+        with Session(request.app.state.engine) as session:
+            signin.end_session(session, session_id=str(session_id))
+    request.session.clear()
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (maybe empty), or None for any other header or none."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def identify(request: Request) -> Approver | None:
-    """The caller, from a bearer token, the trusted header, or the session."""
+    """The caller, from a bearer token, the trusted header, or the session.
+
+    A bearer token that is wrong names nobody: it never falls back to the cookie.
+    """
     state = request.app.state
     settings: Settings = state.settings
     with Session(state.engine) as session:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return users.user_for_token(session, token=header[7:].strip())
+        if (token := _bearer(request)) is not None:
+            return users.user_for_token(session, token=token) if token else None
         if (name := proxied_user(request)) is not None:
             return users.get_user(session, name=name)
-        name = request.session.get(SESSION_USER)
-        issued = request.session.get(SESSION_AT, 0)
-        if not name or time.time() - issued > settings.ui.session_ttl_s:
+        session_id = request.session.get(SESSION_ID)
+        name = session_id and signin.session_user(session, session_id=str(session_id),
+                                                  ttl_s=settings.ui.session_ttl_s)
+        if not name:
             request.session.clear()
             return None
         return users.get_user(session, name=name)
@@ -106,8 +156,12 @@ def proxied_user(request: Request) -> str | None:
 
 
 def uses_session(request: Request) -> bool:
-    """Whether the caller is authenticated by cookie (and so needs CSRF on writes)."""
-    return not request.headers.get("authorization") and proxied_user(request) is None
+    """Whether the caller is authenticated by cookie (and so needs CSRF on writes).
+
+    Only what :func:`identify` takes instead of the cookie exempts: a bearer token or the
+    trusted header. Any other ``Authorization`` header (Basic, garbage) leaves the cookie in charge.
+    """
+    return _bearer(request) is None and proxied_user(request) is None
 
 
 def in_tenants(user: Approver, tenant: str, what: str) -> None:

@@ -13,8 +13,8 @@ from engine.errors import AirlockError, InputError
 from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
-from engine.ui.auth import (client_address, check_csrf, csrf_token, identify, own_approval, own_run, page_user,
-                             sign_in)
+from engine.ui.auth import (check_csrf, check_password, client_address, csrf_token, identify, own_approval, own_run,
+                             page_user, sign_in, sign_out)
 
 router = APIRouter(include_in_schema=False)
 
@@ -39,8 +39,12 @@ def login_page(request: Request, next: str | None = None) -> Response:  # noqa: 
 def login(request: Request, username: str = Form(...), password: str = Form(...), csrf: str = Form(""),
           next: str = Form("/")) -> Response:  # noqa: A002
     check_csrf(request, csrf)
-    with Session(request.app.state.engine) as session:
-        user = users.authenticate(session, name=username.strip(), password=password)
+    user, wait = check_password(request, username.strip(), password)
+    if wait:
+        page = _render(request, "login.html", status=429, user=None, next=_safe_next(next),
+                       error=f"Too many failed sign-ins; try again in {wait} seconds.")
+        page.headers["Retry-After"] = str(wait)
+        return page
     if user is None:
         return _render(request, "login.html", status=401, user=None, next=_safe_next(next),
                        error="Wrong user name or password.")
@@ -51,7 +55,7 @@ def login(request: Request, username: str = Form(...), password: str = Form(...)
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form("")) -> Response:
     check_csrf(request, csrf)
-    request.session.clear()
+    sign_out(request)
     return RedirectResponse("/login", status_code=303)
 
 
