@@ -9,7 +9,25 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from engine.errors import InputError
 from engine.store.tables import ApprovalRow, ModelCallRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
+
+MAX_WINDOW = timedelta(days=3660)
+
+
+def window(since: str, where: str = "since") -> timedelta:
+    """A stats window from ``90m``, ``24h``, ``7d``: at least a minute, at most ten years.
+
+    Raises:
+        InputError: naming ``where`` and what a window looks like.
+    """
+    from engine.spec import parse_duration
+
+    value = parse_duration(since)
+    if not isinstance(value, timedelta) or not timedelta(minutes=1) <= value <= MAX_WINDOW:
+        raise InputError(f"{where}: use a number and a unit between 1m and {MAX_WINDOW.days}d, like 90m, 24h "
+                         f"or 7d, not {since[:40]!r}")
+    return value
 
 
 def percentile(values: list[float], q: float) -> float | None:

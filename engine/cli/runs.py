@@ -141,18 +141,17 @@ def stats_command(since: str = typer.Option("24h", "--since", help="Window: 90m,
                   workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
                   as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")) -> None:
     """Runs by status, success rate, latency per step kind, tokens and cost, denials, approvals, fallbacks."""
-    from datetime import timedelta
-
     from sqlmodel import Session
 
-    from engine.spec import parse_duration
-    from engine.stats import stats
+    from engine.errors import InputError
+    from engine.stats import stats, window
 
-    window = parse_duration(since)
-    if not isinstance(window, timedelta):
-        _fail(f"--since {since!r}: use a number and a unit, like 90m, 24h or 7d", 2)
+    try:
+        since_window = window(since, "--since")
+    except InputError as exc:
+        _fail(str(exc), 2)
     with Session(_engine(_settings())) as session:
-        figures = stats(session, since=window, workflow=workflow)
+        figures = stats(session, since=since_window, workflow=workflow)
     if as_json:
         print(json.dumps(figures))
         return

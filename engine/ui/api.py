@@ -194,13 +194,7 @@ async def get_progress(request: Request, run_id: str, user: Approver = Depends(a
 def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
               user: Approver = Depends(api_user)) -> dict[str, Any]:
     """The figures of ``airlock stats`` (``since``: 90m, 24h, 7d, ...)."""
-    from datetime import timedelta
+    from engine.stats import stats, window
 
-    from engine.spec import parse_duration
-    from engine.stats import stats
-
-    window = parse_duration(since)
-    if not isinstance(window, timedelta):
-        raise InputError(f"since: use a number and a unit, like 90m, 24h or 7d, not {since!r}")
     with Session(request.app.state.engine) as session:
-        return stats(session, since=window, workflow=workflow or None, tenants=user.tenants)
+        return stats(session, since=window(since), workflow=workflow or None, tenants=user.tenants)
