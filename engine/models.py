@@ -39,7 +39,7 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow: str = Field(min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
     definition_hash: str | None = Field(default=None, max_length=100)
     input: dict[str, Any] = Field(default_factory=dict)
     requested_by: str = Field(max_length=64)

@@ -39,7 +39,7 @@ def _address(value: str) -> str:
 
 Address = Annotated[str, AfterValidator(_address), Field(description="EVM address, EIP-55 checksummed")]
 Amount = Annotated[DecimalString, Field(description="Decimal amount in token units, e.g. \"250.5\"")]
-ChainId = Annotated[int, Field(ge=1, description="Chain id the action is meant for (anvil: 31337)")]
+ChainId = Annotated[int, Field(ge=1, le=2**63 - 1, description="Chain id the action is meant for (anvil: 31337)")]
 Memo = Annotated[str, Field(default="", max_length=200, description="What the payment is for (invoice number)")]
 
 

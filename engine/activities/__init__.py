@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.activities._actions import ActionActivities
-from engine.activities._base import validation_problems
+from engine.boundary.arguments import validation_problems
 from engine.activities._people import PeopleActivities
 from engine.activities._run import RunActivities
 

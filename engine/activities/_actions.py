@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.activities._base import ActivitiesBase, activity_key, application_error, plain, validation_problems
+from engine.activities._base import ActivitiesBase, activity_key, application_error, plain
+from engine.boundary.arguments import validation_problems
 from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
 from engine.errors import AirlockError, ToolArgumentsError
 from engine.models import (

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
@@ -26,6 +26,7 @@ from engine.identity import Verifier
 from engine.llm import ModelClient
 from engine.models import ResolvedRun
 from engine.policy import PolicyEngine
+from engine.spec import WorkflowSpec
 from engine.store import repo
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
@@ -68,13 +69,25 @@ class ActivitiesBase:
             if found is None:
                 raise ApplicationError(f"no run {run_id} was resolved by a worker: nothing is done for it",
                                        type="AuthenticationError", non_retryable=True)
-            self._runs[run_id] = found
+            self._runs[run_id] = found.model_copy(update={"spec": await self._definition(found.spec)})
         run, info = self._runs[run_id], activity.info()
         if (info.workflow_id, info.workflow_run_id) != (run_id, run.workflow_run_id):
             raise ApplicationError(f"this activity was not scheduled by run {run_id} (it came from workflow "
                                    f"{info.workflow_id}); nothing is done for it", type="AuthenticationError",
                                    non_retryable=True)
         return run
+
+    async def _definition(self, recorded: WorkflowSpec) -> WorkflowSpec:
+        """A recorded definition with its endpoint keys, from this worker's own copy of it (by hash).
+
+        The record keeps it without them (``spec.shown_spec``); a definition the worker no longer
+        has is used as recorded.
+        """
+        try:
+            return await asyncio.to_thread(self._registry.resolve, recorded.name, version=recorded.version,
+                                           pin=recorded.definition_hash)
+        except AirlockError:
+            return recorded
 
     def _tool_of(self, run: ResolvedRun, name: str) -> ToolDef:
         """A tool of the run's own definition, by the name the model used."""
@@ -107,11 +120,6 @@ class ActivitiesBase:
         except AirlockError as exc:
             raise application_error(exc) from exc
         return dict(plain(facts))
-
-
-def validation_problems(exc: ValidationError, root: str) -> str:
-    """``field: message; ...`` for each problem pydantic found (``root`` names the whole value)."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors())
 
 
 def activity_key() -> str:

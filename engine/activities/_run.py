@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.activities._base import ActivitiesBase, short_hash, validation_problems
-from engine.errors import InputError, ModelError
-from engine.inputs import MAX_ARGUMENT_BYTES, parse_object
+from engine.activities._base import ActivitiesBase, short_hash
+from engine.boundary.arguments import check_arguments, validation_problems
+from engine.errors import ModelError
 from engine.models import (
     CallModelInput,
     CallModelResult,
@@ -87,14 +87,7 @@ class RunActivities(ActivitiesBase):
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
         tool = self._tool_of(await self._run(request.run_id), request.tool)
-        try:  # the model's text (or an editor's) is hostile input: limits first, then the tool's schema
-            raw = parse_object(request.raw_arguments or "{}", "arguments", limit=MAX_ARGUMENT_BYTES)
-            args = tool.args_model.model_validate(raw)
-            result = ValidateCallResult(ok=True, args=args.model_dump(mode="json"))
-        except InputError as exc:
-            result = ValidateCallResult(ok=False, error=str(exc))
-        except ValidationError as exc:
-            result = ValidateCallResult(ok=False, error=validation_problems(exc, "(arguments)"))
+        result = check_arguments(tool.args_model, request.raw_arguments)
         if request.step is not None:
             await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
                            key=f"{request.call_id}:{short_hash(request.raw_arguments)}", kind="tool_arguments",

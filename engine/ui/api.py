@@ -53,7 +53,7 @@ class StartRunRequest(BaseModel):
     """Start a run of a workflow the workers serve (by spec or file name); the requester is the caller."""
 
     workflow: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
     input: dict[str, Any] = Field(default_factory=dict)
     tenant: str = Field(default="default", max_length=64)
 
