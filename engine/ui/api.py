@@ -6,12 +6,12 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session
 
 from engine.definitions import DefinitionRegistry
 from engine.errors import AccessDeniedError, InputError
-from engine.inputs import check_document
+from engine.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
 from engine.models import ApprovalDecisionResult, RunProgress
 from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
@@ -33,23 +33,42 @@ class ApprovalDetail(BaseModel):
     events: list[EventView]
 
 
-class DecisionRequest(BaseModel):
+class _Request(BaseModel):
+    """A request body: unknown fields are refused (a typo such as ``inputs`` must not start an empty run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _bounded(value: dict[str, Any], where: str, limit: int) -> dict[str, Any]:
+    try:
+        check_document(value, where, limit)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class DecisionRequest(_Request):
     """``digest`` is the action digest the decision was made on (from the approval)."""
 
     decision: Literal["approve", "reject"]
-    digest: str
-    comment: str | None = None
+    digest: str = Field(max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
 
 
-class EditRequest(BaseModel):
+class EditRequest(_Request):
     """New arguments for the same tool; ``digest`` is the action being corrected."""
 
-    digest: str
+    digest: str = Field(max_length=200)
     args: dict[str, Any]
-    comment: str | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("args")
+    @classmethod
+    def _bounded_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _bounded(value, "args", MAX_ARGUMENT_BYTES)
 
 
-class StartRunRequest(BaseModel):
+class StartRunRequest(_Request):
     """Start a run of a workflow the workers serve (by spec or file name); the requester is the caller."""
 
     workflow: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
@@ -59,12 +78,8 @@ class StartRunRequest(BaseModel):
 
     @field_validator("input")
     @classmethod
-    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            check_document(value, "input")
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    def _bounded_input(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _bounded(value, "input", MAX_INPUT_BYTES)
 
 
 class StartRunResponse(BaseModel):
