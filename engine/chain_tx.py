@@ -290,7 +290,7 @@ class ChainAccess:
         return cls(settings, db, Signer.from_settings(settings))
 
     def __repr__(self) -> str:
-        return f"ChainAccess({self.settings.rpc_url}, chain {self.chain_id}, sender {self.address})"
+        return f"ChainAccess({self.chain.shown_url}, chain {self.chain_id}, sender {self.address})"
 
     @property
     def address(self) -> str | None:

@@ -18,6 +18,7 @@ from eth_account import Account
 
 from engine.chain import Chain, to_units
 from engine.errors import StackError
+from engine.private import private_dir, write_private
 
 TEST_MNEMONIC = "test test test test test test test test test test test junk"
 DEV_CHAIN_ID = 31337
@@ -71,21 +72,18 @@ def prepare(rpc_url: str, state_dir: Path) -> DevChain:
     """
     chain = Chain(rpc_url)
     if chain.chain_id() != DEV_CHAIN_ID:
-        raise StackError(f"{rpc_url} is chain {chain.chain_id()}, not the local dev chain {DEV_CHAIN_ID}")
+        raise StackError(f"{chain.shown_url} is chain {chain.chain_id()}, not the local dev chain {DEV_CHAIN_ID}")
     if not chain.is_contract(DEMO_TOKEN_ADDRESS):
         if chain.nonce(dev_address(DEPLOYER)) != 0:
             raise StackError(f"the demo token is not at {DEMO_TOKEN_ADDRESS} and the deployer account has "
                              "been used on this node; restart anvil (`airlock down && airlock up`)")
         token = deploy_demo_token(chain)
         assert token == DEMO_TOKEN_ADDRESS, token
-    keys = state_dir / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
+    keys = private_dir(state_dir / "keys")
     keystore, password_file = keys / "treasury.keystore.json", keys / "treasury.password"
     if not keystore.exists() or not password_file.exists():
         password = secrets.token_urlsafe(24)
-        password_file.write_text(password)
-        password_file.chmod(0o600)
-        keystore.write_text(json.dumps(Account.encrypt(dev_key(TREASURY), password)))
-        keystore.chmod(0o600)
+        write_private(password_file, password)
+        write_private(keystore, json.dumps(Account.encrypt(dev_key(TREASURY), password)))
     return DevChain(token=DEMO_TOKEN_ADDRESS, treasury=dev_address(TREASURY), keystore=keystore,
                     password_file=password_file)

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from engine.config import Settings
 from engine.errors import AuthenticationError, InputError
+from engine.private import private_dir
 
 ISSUER = "airlock"
 AUDIENCE = "airlock-run"
@@ -73,9 +74,9 @@ def local_key_files(settings: Settings) -> tuple[Path, Path]:
     private key is created exclusively, the public key appears by rename.
     """
     private, public = _local_key_paths(settings)
+    private_dir(private.parent.parent)  # the state folder: nobody else may read what is kept there
+    private_dir(private.parent)
     if not private.exists():
-        private.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(private.parent, 0o700)
         key = Ed25519PrivateKey.generate()
         try:
             fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,6 +10,10 @@ not the endpoint's fault: it ends the call at once, with no fallback. Each
 endpoint has a circuit breaker: after ``BREAKER_FAILURES`` failures in a row it
 is skipped for ``BREAKER_COOLDOWN_S``. When every endpoint fails the activity
 fails retryably and Temporal tries again with backoff.
+
+Errors never carry an endpoint's key: the library's message is passed through
+``engine.redact.redact_text`` with the endpoint's URL and API key, and is not
+chained (Temporal records every cause, and logs print them).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
 from engine.models import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
 from engine.spec import EndpointSpec, endpoint_label
-from engine.tracing import safe_url
+from engine.redact import redact_text, safe_url
 
 FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
                openai.APIResponseValidationError)
@@ -66,6 +70,12 @@ class Breaker:
         self.failures, self.open_until = 0, 0.0
 
 
+def _shown(text: str, endpoint: EndpointSpec, client: openai.AsyncOpenAI) -> str:
+    """A library's error text without the endpoint's URL secrets or its API key."""
+    key = client.api_key if endpoint.provider != "scripted" else None  # "scripted" is no secret, but a word
+    return redact_text(text, endpoint.base_url, str(client.base_url), secrets=[key])
+
+
 def cost_of(endpoint: EndpointSpec, input_tokens: int, output_tokens: int) -> float:
     """Price of one call from the endpoint's per-1k token prices."""
     return round(input_tokens / 1000 * endpoint.price_in_per_1k + output_tokens / 1000 * endpoint.price_out_per_1k,
@@ -79,9 +89,9 @@ class ModelClient:
         self._settings = settings
         self._breakers: dict[str, Breaker] = {}
 
-    def breaker(self, label: str) -> Breaker:
-        """The circuit breaker of one endpoint (by label)."""
-        return self._breakers.setdefault(label, Breaker())
+    def breaker(self, endpoint: str) -> Breaker:
+        """The circuit breaker of one endpoint (by label, URL and key variable)."""
+        return self._breakers.setdefault(endpoint, Breaker())
 
     def _client(self, endpoint: EndpointSpec, script: str | None, field: str) -> tuple[openai.AsyncOpenAI, str]:
         if endpoint.provider == "scripted":
@@ -105,7 +115,7 @@ class ModelClient:
         attempts: list[EndpointAttempt] = []
         for index, endpoint in enumerate(endpoints):
             label = endpoint_label(endpoint, spec.script)
-            breaker = self.breaker(label)
+            breaker = self.breaker(f"{label}|{endpoint.base_url}|{endpoint.api_key_env}")  # the label hides keys
             if breaker.is_open():
                 attempts.append(EndpointAttempt(endpoint=label, error="circuit open: skipped"))
                 continue
@@ -154,13 +164,13 @@ class ModelClient:
                     span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens or 0)
                     span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens or 0)
         except FALLBACK_ON as exc:
-            raise _EndpointDown(f"{type(exc).__name__}: {exc}") from exc
+            raise _EndpointDown(_shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
         except openai.APIStatusError as exc:  # a 4xx: our request is wrong; another endpoint would refuse it too
-            raise ModelError(f"{label}: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(f"{label}: " + _shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
         except openai.OpenAIError as exc:
-            raise _EndpointDown(f"{type(exc).__name__}: {exc}") from exc
+            raise _EndpointDown(_shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
         except ValueError as exc:  # a body that is not JSON
-            raise _EndpointDown(f"malformed answer: {type(exc).__name__}: {exc}") from exc
+            raise _EndpointDown(_shown(f"malformed answer: {type(exc).__name__}: {exc}", endpoint, client)) from None
         if not getattr(response, "choices", None):
             raise _EndpointDown("the answer has no choices (not a chat completion)")
         message = response.choices[0].message

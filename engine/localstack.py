@@ -14,6 +14,7 @@ from engine import devchain, policybundle, stack
 from engine.config import Settings
 from engine.errors import ChainUnavailableError, StackError
 from engine.policy import PolicyEngine
+from engine.private import private_dir
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -103,7 +104,7 @@ def _policy_hint(settings: Settings) -> str:
 
 def up(settings: Settings, say: Callable[[str], None]) -> None:
     """Start every component not already running (idempotent)."""
-    state = settings.state_dir or Path(".airlock")
+    state = private_dir(settings.state_dir or Path(".airlock"))  # also tightens one an older version made
     files = stack.StateFiles(state)
     addr = addresses(settings)
     launchers = {

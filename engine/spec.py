@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError, SpecIssue
+from engine.redact import safe_url
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
@@ -87,7 +88,7 @@ def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
     """How an endpoint is named in results, events, progress and errors (never with a key)."""
     if endpoint.provider == "scripted":
         return f"scripted model ({Path(script or '').name})"
-    return f"{endpoint.name} @ {endpoint.base_url or 'api.openai.com'}"
+    return f"{endpoint.name} @ {safe_url(endpoint.base_url) if endpoint.base_url else 'api.openai.com'}"
 
 
 class ModelSpec(EndpointSpec):
@@ -275,6 +276,21 @@ def _file_problem(target: Path, spec_path: Path, project_dir: Path | None) -> st
                 return f"{target} is in a hidden folder; a spec may not name it"
             return None
     return f"{target} is outside the project ({', '.join(map(str, roots))}); a spec may only name files in it"
+
+
+def shown_spec(spec: WorkflowSpec) -> WorkflowSpec:
+    """The definition as a run's workflow (and so Temporal's history) holds it: endpoint URLs without keys.
+
+    Only the worker calls a model, with its own copy of the definition; the hash still names the real one.
+    """
+    def endpoint(e: Any) -> Any:
+        return e.model_copy(update={"base_url": safe_url(e.base_url)}) if e.base_url else e
+
+    def model(m: ModelSpec) -> ModelSpec:
+        return endpoint(m).model_copy(update={"fallbacks": [endpoint(f) for f in m.fallbacks]})
+
+    return spec.model_copy(update={"model": model(spec.model),
+                                   "routes": {k: model(v) for k, v in spec.routes.items()}})
 
 
 def definition_hash(spec: WorkflowSpec) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine import policybundle
 from engine.errors import StackError
+from engine.private import open_log, private_dir, tighten, write_private
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,17 +95,22 @@ def die_with_parent() -> None:
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
            tethered: bool = False) -> subprocess.Popen:
-    """Start a background process; ``tethered`` ones die with this process (tests)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    """Start a background process; ``tethered`` ones die with this process (tests).
+
+    The log is 0600, and the child creates files owner-only (umask 077): Temporal's database, and
+    whatever a worker or the UI writes into the state folder.
+    """
+    out = open_log(log)
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
-                            preexec_fn=die_with_parent if tethered else None)
+                            preexec_fn=die_with_parent if tethered else None, umask=0o077)
 
 
 def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered: bool = False) -> subprocess.Popen:
-    """``temporal server start-dev`` with a SQLite file so runs survive restarts."""
-    db_file.parent.mkdir(parents=True, exist_ok=True)
+    """``temporal server start-dev`` with a SQLite file (owner-only) so runs survive restarts."""
+    private_dir(db_file.parent)
+    for path in _sqlite_files(db_file):  # one an older version left world-readable
+        tighten(path)
     for attempt in range(3):
         size = log.stat().st_size if log.exists() else 0
         proc = _spawn([find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
@@ -115,10 +121,16 @@ def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered:
         # taken; it then dies a moment after the frontend opened. Give it that moment, and retry.
         time.sleep(1.5)
         if proc.poll() is None:
+            for path in _sqlite_files(db_file):
+                tighten(path)
             return proc
         if "address already in use" not in log.read_text(errors="replace")[size:] or attempt == 2:
             break
     raise StackError(f"temporal dev server exited with code {proc.returncode} while starting; see {log}")
+
+
+def _sqlite_files(db_file: Path) -> list[Path]:
+    return [db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))]
 
 
 def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None,
@@ -132,6 +144,7 @@ def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | Non
     opa = find_binary("opa", project_dir)
     bundle = bundle or log.parent / "policy-bundle.tar.gz"
     policybundle.build(opa, policies_dir, bundle)
+    tighten(bundle)
     proc = _spawn([opa, "run", "--server", "--addr", f"127.0.0.1:{port}", "--authorization=basic",
                    "--log-level", "error", "--bundle", str(bundle)], log, tethered=tethered)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "opa", proc, 30, log)
@@ -201,8 +214,8 @@ class StateFiles:
         self.log_dir = state_dir / "logs"
 
     def save(self, service: Service) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / f"{service.name}.json").write_text(json.dumps(asdict(service)))
+        private_dir(self.run_dir.parent)
+        write_private(private_dir(self.run_dir) / f"{service.name}.json", json.dumps(asdict(service)))
 
     def load(self, name: str) -> Service | None:
         path = self.run_dir / f"{name}.json"

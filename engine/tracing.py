@@ -10,39 +10,27 @@ started by a client that does not trace still gets one trace: its id is
 derived from the run id (the root span is then missing from the trace).
 
 Span attributes are what Temporal and the HTTP instrumentations put there,
-with URLs cut down to scheme, host and path, and token-like path segments (an
-RPC provider's API key) replaced; headers and payloads, and so secrets, are
-never attached.
+with URLs as ``engine.redact.safe_url`` shows them (scheme, host and path,
+token-like path segments such as an RPC provider's API key replaced); headers
+and payloads, and so secrets, are never attached.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 
 from engine.config import OtelSettings
+from engine.redact import safe_url
 
 _URL_KEYS = ("url.full", "http.url")
-_TOKEN_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9_-]{16,}$")
 _lock = threading.Lock()
 _state: dict[str, Any] = {"provider": None, "fanout": None, "exporters": {}}
-
-
-def safe_url(url: str) -> str:
-    """``scheme://host:port/path`` without credentials, query or token-like path segments."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    path = "/".join("REDACTED" if _TOKEN_LIKE.match(s) else s for s in parts.path.split("/"))
-    return f"{parts.scheme}://{host}{path}"
 
 
 def _redact(span: Any, url: Any) -> None:

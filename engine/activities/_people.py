@@ -11,6 +11,7 @@ from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, ApprovalError, AuthenticationError
 from engine.identity import args_hash
 from engine.models import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
+from engine.spec import shown_spec
 from engine.store import authority, decisions, repo, users
 from engine.store.users import Approver
 
@@ -43,11 +44,14 @@ class PeopleActivities(ActivitiesBase):
                            roles=person.roles, used_by=activity_key())
             run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=req.tenant,
                               input=req.input, workflow_run_id=info.workflow_run_id)
-            await self._db(repo.register_run, run=run)
+            # The record and the workflow's history get the definition without endpoint keys; this worker
+            # keeps its own copy (and another finds it again by hash, see ``ActivitiesBase._run``).
+            shown = run.model_copy(update={"spec": shown_spec(spec)})
+            await self._db(repo.register_run, run=shown)
         except AirlockError as exc:
             raise application_error(exc) from exc
         self._runs[run.run_id] = run
-        return ResolveRunResult(run=run)
+        return ResolveRunResult(run=shown)
 
     async def _member(self, name: str, tenant: str) -> Approver:
         """The user an assertion names, from the user store, who must belong to ``tenant``.

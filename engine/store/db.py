@@ -1,4 +1,8 @@
-"""Engines and migrations."""
+"""Engines and migrations.
+
+A SQLite file is created owner-only (0600, in a 0700 folder when the folder is new) before SQLite
+opens it; SQLite gives its WAL and shared-memory files the database file's mode.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,27 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import create_engine
 
+from engine.private import private_dir, private_file, tighten
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _private_sqlite(url: str) -> None:
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    if not url.startswith("sqlite:///") or path in ("", ":memory:"):
+        return
+    file = Path(path)
+    if not file.parent.exists():
+        private_dir(file.parent)
+    private_file(file)
+    for suffix in ("-wal", "-shm", "-journal"):  # left by an older version with wider modes
+        tighten(Path(path + suffix))
 
 
 def make_engine(url: str) -> Engine:
     """An engine for SQLite (file, WAL, foreign keys) or PostgreSQL."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -32,6 +50,7 @@ def make_engine(url: str) -> Engine:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest Alembic revision (idempotent)."""
+    _private_sqlite(url)
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from engine.config import Settings
 from engine.errors import InputError, NotFoundError
+from engine.private import private_dir, private_file, write_private
 from engine.store import repo, signin, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver
@@ -32,11 +33,9 @@ def secret_key(settings: Settings) -> str:
     """The session-signing key: from settings, else generated once into the state folder."""
     if settings.ui.secret_key:
         return settings.ui.secret_key.get_secret_value()
-    path = (settings.state_dir or Path(".airlock")) / "ui-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+    path = private_dir(settings.state_dir or Path(".airlock")) / "ui-secret"
+    if not private_file(path).read_text().strip():  # new (created 0600), or an older one tightened
+        write_private(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 

@@ -28,6 +28,9 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
            "AIRLOCK_UI__PORT": str(ports["web"]), "COLUMNS": "200",
            "AIRLOCK_WORKFLOWS_DIR": str(tmp_path / "workflows")}
     copy_workflows(tmp_path / "workflows")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)  # as an older version left it: world-readable, with a world-readable database
+    (state / "airlock.db").touch(mode=0o644)
 
     def airlock(*args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, text=True,
@@ -78,6 +81,12 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
             "0x00000000000000000000000000000000DeaDBeef")] == [250, 4800, 0]
         assert "injected address │ 0x00000000000000000000000000000000DeaDBeef │ 0 " in demo.stdout
         assert chain.nonce("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") == 2
+        # Nobody else on the machine may read the state: the database, temporal.db, keys, secrets, logs.
+        assert {"airlock.db", "temporal.db", "ui-secret", "keys/assertions.key", "keys/treasury.keystore.json",
+                "logs/worker.log"} <= {str(p.relative_to(state)) for p in state.rglob("*")}
+        readable = {str(p.relative_to(state)): oct(p.stat().st_mode & 0o777) for p in [state, *state.rglob("*")]
+                    if p.stat().st_mode & 0o077}
+        assert readable == {}
         pids = [s["pid"] for s in status.values() if s["pid"]]
     finally:
         down = airlock("down")
