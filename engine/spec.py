@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import re
 import sys
@@ -378,14 +379,37 @@ def _load_python(path: Path) -> WorkflowSpec:
     return spec
 
 
-def _graph_problem(import_path: str) -> str | None:
-    """Why a custom graph builder (or another function named by import path) cannot be used, or None."""
+def _function_problem(import_path: str, arity: int) -> str | None:
+    """Why ``import_path`` is not a plain function taking ``arity`` positional arguments, or None."""
     module_name, _, attr = import_path.partition(":")
     try:
-        builder = import_object(import_path)
+        found = import_object(import_path)
     except ValueError as exc:
         return str(exc)
-    return None if callable(builder) else f"module {module_name!r} has no function {attr!r}"
+    if not inspect.isfunction(found):
+        missing = f"module {module_name!r} has no function {attr!r}"
+        if found is None:
+            return missing
+        return f"{missing} ({attr} is {'a class' if inspect.isclass(found) else 'a ' + type(found).__name__})"
+    try:
+        inspect.signature(found).bind(*range(arity))
+    except TypeError:
+        return f"{import_path} must take {arity} argument(s)"
+    return None
+
+
+def _graph_problem(import_path: str) -> str | None:
+    """Why a custom graph builder cannot be used (checked as the worker will: built, boundary in place), or None."""
+    if (problem := _function_problem(import_path, 0)) is not None:
+        return problem
+    from engine.definitions import check_graph  # the worker's own check; it imports this module
+    from engine.compiler import build_graph
+
+    try:
+        check_graph(build_graph(import_path), import_path)
+    except Exception as exc:  # noqa: BLE001 - the project's builder may raise anything; report it, located
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int],
@@ -424,7 +448,7 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int],
                                    consequential=td.consequential, parameters=td.args_model.model_json_schema()))
     if spec.graph and (problem := _graph_problem(spec.graph)):
         issues.append(SpecIssue(shown, _line_for(lines, ("graph",)), "graph", problem))
-    if spec.input_guard and spec.input_guard.redact and (problem := _graph_problem(spec.input_guard.redact)):
+    if spec.input_guard and spec.input_guard.redact and (problem := _function_problem(spec.input_guard.redact, 1)):
         issues.append(SpecIssue(shown, _line_for(lines, ("input_guard", "redact")), "input_guard.redact", problem))
     names = [t.name for t in tool_specs]
     for dup in sorted({n for n in names if names.count(n) > 1}):

@@ -101,3 +101,18 @@ def test_validate_reports_a_bomb_and_exits_2(tmp_path: Path) -> None:
     path = _write(tmp_path, "a: &a [x, x]\nb: [*a, *a]\n")
     result = runner.invoke(app, ["validate", str(path)], env=ENV)
     assert result.exit_code == 2 and "YAML aliases (*name) are not allowed" in result.output
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('graph: "workflows.graphs.receipt:append_receipt"', "graph: workflows.graphs.receipt:append_receipt must take "
+                                                         "0 argument(s)"),
+    ('graph: "tools.support:lookup_order"', "graph: tools.support:lookup_order must take 0 argument(s)"),
+    ('input_guard: {redact: "tools.support:RefundArgs"}', "input_guard.redact: module 'tools.support' has no "
+                                                          "function 'RefundArgs' (RefundArgs is a class)"),
+    ('input_guard: {redact: "tools.support:lookup_order"}', "input_guard.redact: tools.support:lookup_order must "
+                                                            "take 1 argument(s)"),
+])
+def test_import_paths_must_name_the_right_kind_of_thing(tmp_path: Path, line: str, problem: str) -> None:
+    path = _write(tmp_path, GOOD + line + "\n")
+    assert _issues(path) == [f"{path}:6: {problem}"]
+    assert load_spec(_write(tmp_path, GOOD + 'graph: "workflows.graphs.receipt:receipt_graph"\n'), project_dir=ROOT)
