@@ -73,7 +73,10 @@ class Signer:
             InputError: a keystore that is missing, has no password, or does not decrypt.
         """
         if settings.signer_key is not None:
-            return cls(settings.signer_key.get_secret_value())
+            try:
+                return cls(settings.signer_key.get_secret_value())
+            except InputError as exc:
+                raise InputError(f"AIRLOCK_CHAIN__SIGNER_KEY: {exc}") from None
         if settings.keystore_path is None:
             return None
         path = settings.keystore_path

@@ -100,40 +100,42 @@ def local_key_files(settings: Settings) -> tuple[Path, Path]:
 def _private_key(settings: Settings) -> Ed25519PrivateKey:
     auth = settings.auth
     if auth.signing_key is not None:
-        pem = auth.signing_key.get_secret_value().encode()
+        pem, where = auth.signing_key.get_secret_value().encode(), "AIRLOCK_AUTH__SIGNING_KEY"
     elif auth.signing_key_file is not None:
         if not auth.signing_key_file.is_file():
             raise InputError(f"AIRLOCK_AUTH__SIGNING_KEY_FILE: no file {auth.signing_key_file}")
-        pem = auth.signing_key_file.read_bytes()
+        pem, where = auth.signing_key_file.read_bytes(), f"AIRLOCK_AUTH__SIGNING_KEY_FILE ({auth.signing_key_file})"
     else:
-        pem = local_key_files(settings)[0].read_bytes()
+        path = local_key_files(settings)[0]
+        pem, where = path.read_bytes(), str(path)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"the assertion signing key is not a PEM private key: {exc}") from None
+    except (ValueError, TypeError):  # the library's text is long and may quote the key's bytes
+        raise InputError(f"{where}: the assertion signing key is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise InputError("the assertion signing key must be an Ed25519 key")
+        raise InputError(f"{where}: the assertion signing key must be an Ed25519 key")
     return key
 
 
 def _public_key(settings: Settings) -> Ed25519PublicKey:
     auth = settings.auth
     if auth.verify_key is not None:
-        pem = auth.verify_key.encode()
+        pem, where = auth.verify_key.encode(), "AIRLOCK_AUTH__VERIFY_KEY"
     elif auth.verify_key_file is not None:
         if not auth.verify_key_file.is_file():
             raise InputError(f"AIRLOCK_AUTH__VERIFY_KEY_FILE: no file {auth.verify_key_file}")
-        pem = auth.verify_key_file.read_bytes()
+        pem, where = auth.verify_key_file.read_bytes(), f"AIRLOCK_AUTH__VERIFY_KEY_FILE ({auth.verify_key_file})"
     elif auth.signing_key is not None or auth.signing_key_file is not None:
         return _private_key(settings).public_key()
     else:
-        pem = local_key_files(settings)[1].read_bytes()
+        path = local_key_files(settings)[1]
+        pem, where = path.read_bytes(), str(path)
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"the assertion verify key is not a PEM public key: {exc}") from None
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: the assertion verify key is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise InputError("the assertion verify key must be an Ed25519 key")
+        raise InputError(f"{where}: the assertion verify key must be an Ed25519 key")
     return key
 
 

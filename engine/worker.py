@@ -12,7 +12,7 @@ from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Worker
 
 from engine.activities import AirlockActivities
-from engine.chain_tx import ChainAccess
+from engine.chain_tx import ChainAccess, Signer
 from engine.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
 from engine.config import Settings
 from engine.definitions import DefinitionRegistry, check_graph
@@ -41,6 +41,16 @@ def graphs_for(registry: DefinitionRegistry) -> dict[str, StateGraph]:
             graphs[graph_name(spec)] = graph
     registry.graphs = set(graphs)
     return graphs
+
+
+def check_settings(settings: Settings) -> None:
+    """Read the keys a worker needs, so a malformed one is a located error before anything connects.
+
+    Raises:
+        InputError: naming the setting (or file) and what is wrong with it.
+    """
+    Verifier.from_settings(settings)
+    Signer.from_settings(settings.chain)
 
 
 def build_worker(client: Client, settings: Settings) -> Worker:

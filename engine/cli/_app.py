@@ -15,9 +15,10 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine.config import Settings
-from engine.errors import InputError, SpecError
+from engine.errors import AirlockError, InputError, SpecError
 from engine.spec import WorkflowSpec, add_import_roots, load_spec
 
 
@@ -64,6 +65,9 @@ def run_client_command(coro: Any) -> None:
         asyncio.run(coro)
     except typer.Exit as exc:
         code = exc.exit_code
+    except AirlockError as exc:  # raised on purpose, with its reason: a message, not a traceback
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        code = exit_code(exc)
     except KeyboardInterrupt:
         code = 130
     from engine.tracing import flush_all
@@ -97,8 +101,13 @@ def _settings() -> Settings:
     return settings
 
 
+def exit_code(exc: AirlockError) -> int:
+    """2 for what the caller can fix (input, spec, settings, identity), 1 for the rest."""
+    return 2 if 400 <= exc.http_status < 500 else 1
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from engine import localstack
-from engine.cli._app import _engine, _fail, _process, _settings, app, db_app, out, run_client_command
+from engine.cli._app import _engine, _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
 from engine.errors import AirlockError
 
 
@@ -58,11 +58,12 @@ def keys() -> None:
 def worker() -> None:
     """Run a worker in the foreground (for deployments)."""
     from engine.temporal import connect
-    from engine.worker import build_worker
+    from engine.worker import build_worker, check_settings
 
     settings = _settings()
 
     async def go() -> None:
+        check_settings(settings)
         client = await connect(settings.temporal, settings.otel)
         worker = build_worker(client, settings)
         try:
@@ -84,7 +85,10 @@ def ui() -> None:
     from engine.ui.app import create_app
 
     settings = _settings()
-    web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal, settings.otel))
+    try:
+        web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal, settings.otel))
+    except AirlockError as exc:
+        _fail(str(exc), exit_code(exc))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
     uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning")
     if _process["hard_exit"]:  # same teardown hazard as any Temporal client (see run_client_command)

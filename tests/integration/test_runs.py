@@ -106,7 +106,7 @@ async def test_demo_workflow_allows_approves_and_denies(client: Client, settings
 async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client, settings: Settings,
                                                                  tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
-    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "-5")]}, {"content": "sorry"}])
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "0.00")]}, {"content": "sorry"}])
     result = await run_to_end(client, settings, spec, CUSTOMER)
     requests = await model_requests(client, result.run_id)
     [call] = result.tool_calls

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -109,3 +110,20 @@ def test_deciding_as_someone_needs_their_password(tmp_path: Path) -> None:
     assert rejected.exit_code == 2 and "--as alice: give the password with --password-stdin" in rejected.output
     approved = runner.invoke(app, ["approve", "apr_0123456789ab", "--as", "alice"], env=env)
     assert approved.exit_code == 2 and "--as alice: give the password with --password-stdin" in approved.output
+
+
+SIGNING = "AIRLOCK_AUTH__SIGNING_KEY: the assertion signing key is not an unencrypted PEM private key"
+
+
+@pytest.mark.parametrize("command, setting, message", [  # the UI signs; workers verify and hold the chain key
+    ("worker", "AIRLOCK_AUTH__SIGNING_KEY", SIGNING), ("ui", "AIRLOCK_AUTH__SIGNING_KEY", SIGNING),
+    ("worker", "AIRLOCK_AUTH__VERIFY_KEY", "AIRLOCK_AUTH__VERIFY_KEY: the assertion verify key is not a PEM public key"),
+    ("worker", "AIRLOCK_CHAIN__SIGNER_KEY", "AIRLOCK_CHAIN__SIGNER_KEY: the chain signing key is not a valid private key"),
+])
+def test_a_malformed_key_is_a_located_error_before_anything_connects(tmp_path: Path, command: str, setting: str,
+                                                                    message: str) -> None:
+    env = {**ENV, setting: "-----BEGIN PRIVATE KEY-----\nnot a key [red]\n-----END PRIVATE KEY-----",
+           "AIRLOCK_STATE_DIR": str(tmp_path), "AIRLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}
+    result = runner.invoke(app, [command], env=env)
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and "not a key" not in result.output
