@@ -37,6 +37,8 @@ FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLim
                openai.APIResponseValidationError)
 _TRACER = trace.get_tracer("airlock.llm")  # a span per endpoint request (openai's httpx2 has no instrumentation)
 BREAKER_FAILURES = 3
+MAX_ANSWER_BYTES = 512 * 1024
+MAX_ANSWER_CALLS = 64
 BREAKER_COOLDOWN_S = 30.0
 
 
@@ -176,6 +178,11 @@ class ModelClient:
         message = response.choices[0].message
         calls = [ProposedCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
                  for c in message.tool_calls or [] if c.type == "function"]
+        size = len((message.content or "").encode()) + sum(len(f"{c.id}{c.name}{c.arguments}".encode()) for c in calls)
+        if size > MAX_ANSWER_BYTES or len(calls) > MAX_ANSWER_CALLS:
+            # Answers are recorded in the run's history, whose messages Temporal caps at a few MB.
+            raise _EndpointDown(f"the answer is {size} bytes with {len(calls)} tool call(s); at most "
+                                f"{MAX_ANSWER_BYTES} bytes and {MAX_ANSWER_CALLS} calls are accepted")
         usage = response.usage
         return CallModelResult(content=message.content, tool_calls=calls, model=response.model or model,
                                provider_label=label, input_tokens=usage.prompt_tokens if usage else 0,

@@ -12,8 +12,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from engine.activities._base import ActivitiesBase, activity_key, application_error, plain
-from engine.boundary.arguments import validation_problems
 from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
+from engine.boundary.arguments import validation_problems
 from engine.errors import AirlockError, ToolArgumentsError
 from engine.models import (
     EvaluatePolicyInput,
@@ -22,6 +22,7 @@ from engine.models import (
     ExecuteToolResult,
     ToolCallRecord,
 )
+from engine.redact import redact_text
 from engine.store import authority, decisions, repo
 from engine.toolkit import ToolContext, ToolDef
 
@@ -94,6 +95,11 @@ class ActionActivities(ActivitiesBase):
         await self._db(authority.release_lock, key=lock, holder=holder)
         return ran
 
+    def _shown_error(self, exc: Exception) -> str:
+        """A tool's failure as the record, the model and people see it: no keys from URLs in its text
+        (a tool's own HTTP client may quote the URL it called)."""
+        return redact_text(f"{type(exc).__name__}: {exc}", self._chain.settings.rpc_url if self._chain else None)
+
     async def _take_lock(self, lock: str, holder: str) -> None:
         """Wait (heartbeating) until this activity holds the lease on what its action touches."""
         while not await self._db(authority.take_lock, key=lock, holder=holder, lease=LOCK_LEASE):
@@ -128,9 +134,9 @@ class ActionActivities(ActivitiesBase):
         except AirlockError as exc:
             if exc.retryable:  # the node or a store is down: Temporal retries with backoff; the tool resumes
                 raise application_error(exc) from exc
-            result, ok, error = None, False, f"{type(exc).__name__}: {exc}"
+            result, ok, error = None, False, self._shown_error(exc)
         except Exception as exc:  # noqa: BLE001 - a tool's own failure is reported to the model, not hidden
-            result, ok, error = None, False, f"{type(exc).__name__}: {exc}"
+            result, ok, error = None, False, self._shown_error(exc)
         await self._db(repo.finish_execution, key=key, ok=ok, result=result, error=error,
                        latency_ms=round((time.perf_counter() - started) * 1000, 2))
         return ExecuteToolResult(ok=ok, result=result, error=error)

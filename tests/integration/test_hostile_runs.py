@@ -17,7 +17,8 @@ from engine.store import repo
 from engine.store.db import make_engine
 from engine.worker import build_worker
 from tests.conftest import DevChainNode
-from tests.helpers import refund, run_to_end, write_spec
+from engine.spec import load_spec
+from tests.helpers import ROOT, refund, run_to_end, write_spec
 from tests.integration.test_treasury import ACME, TOKEN, pay, treasury_spec
 from tools import support
 
@@ -104,5 +105,21 @@ async def test_tool_arguments_past_the_limits_are_invalid_and_never_run(client: 
                       "arguments: NaN is not a JSON number",
                       "arguments: must be a JSON object, got list",
                       "arguments:1:40: not valid JSON: Expecting ',' delimiter"]
+    with Session(support.ledger(settings.db_url)) as session:
+        assert session.exec(select(support.Refund)).all() == []
+
+
+async def test_an_answer_too_large_for_the_record_fails_the_run_with_the_reason(client: Client, settings: Settings,
+                                                                               tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    many = [refund("A-1001", "1.00")] * 65
+    spec = write_spec(tmp_path, [{"tool_calls": many}], limits={"max_tool_calls": 100})
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    assert result.status == "failed" and result.reason
+    assert "with 65 tool call(s); at most 524288 bytes and 64 calls are accepted" in result.reason
+    write_spec(tmp_path, [{"content": "x" * 600_000}])
+    result = await run_to_end(client, settings, load_spec(tmp_path / "spec.yaml", project_dir=ROOT), CUSTOMER)
+    assert result.status == "failed" and result.reason
+    assert "the answer is 600000 bytes with 0 tool call(s)" in result.reason
     with Session(support.ledger(settings.db_url)) as session:
         assert session.exec(select(support.Refund)).all() == []
