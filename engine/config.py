@@ -84,6 +84,7 @@ class UiSettings(BaseModel):
     secure_cookies: bool = False
     trusted_header: str | None = None
     trusted_proxies: list[str] = ["127.0.0.1", "::1"]  # addresses the trusted header is taken from
+    forwarded_for: bool = False  # take the client's address from a trusted proxy's X-Forwarded-For
     page_size: int = 20
 
 

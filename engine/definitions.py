@@ -53,6 +53,9 @@ class DefinitionRegistry:
             except SpecError as exc:
                 logger.warning("skipping workflow %s: %s", path, str(exc).splitlines()[0])
                 continue
+            except Exception as exc:  # noqa: BLE001 - one broken file must not hide the good ones
+                logger.warning("skipping workflow %s: %s: %s", path, type(exc).__name__, exc)
+                continue
             found[spec.definition_hash or ""] = (path, spec)
         with self._lock:
             self._specs.update(found)

@@ -19,6 +19,15 @@ MAX_ARGUMENT_BYTES = 64 * 1024
 MAX_DEPTH = 32
 
 
+def _utf8(text: str, where: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (from ``\\ud800`` in JSON, or bytes that were not UTF-8) has none."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where}: not valid Unicode text at character {exc.start} (a lone surrogate, or bytes "
+                         "that are not UTF-8)") from None
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -29,8 +38,9 @@ def parse_object(raw: str, where: str, limit: int = MAX_INPUT_BYTES) -> dict[str
     Raises:
         InputError: naming ``where`` (and line and column for syntax errors) and what is wrong.
     """
-    if len(raw.encode()) > limit:
-        raise InputError(f"{where}: {len(raw.encode())} bytes; at most {limit} are accepted")
+    size = len(_utf8(raw, where))
+    if size > limit:
+        raise InputError(f"{where}: {size} bytes; at most {limit} are accepted")
     if text_depth(raw) > MAX_DEPTH:  # before parsing: the C parser crashes on very deep text
         raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     try:
@@ -80,8 +90,9 @@ def check_document(value: Any, where: str, limit: int = MAX_INPUT_BYTES) -> None
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
     try:
-        size = len(json.dumps(value, allow_nan=False).encode())
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
+    size = len(_utf8(text, where))
     if size > limit:
         raise InputError(f"{where}: {size} bytes; at most {limit} are accepted")

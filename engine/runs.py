@@ -7,15 +7,18 @@ translate Temporal's errors into Airlock's once, here.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from engine.errors import ApprovalError, AuthenticationError, NotFoundError, ToolArgumentsError
+from engine.boundary.arguments import validation_problems
+from engine.errors import ApprovalError, AuthenticationError, InputError, NotFoundError, ToolArgumentsError
+from engine.inputs import MAX_ARGUMENT_BYTES, check_document
 from engine.identity import Authority
 from engine.models import (
     ApprovalDecisionInput,
@@ -31,6 +34,8 @@ from engine.store import repo
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.workflow import AgentRunWorkflow
+
+T = TypeVar("T", bound=BaseModel)
 
 
 def new_run_id(workflow: str) -> str:
@@ -99,9 +104,9 @@ async def decide_approval(client: Client, engine: Engine, authority: Authority, 
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
                                  digest=digest, action=decision)
-    return await _update(handle, approval.run_id, AgentRunWorkflow.decide_approval, ApprovalDecisionInput(
-        approval_id=approval_id, decision=decision, digest=digest, assertion=assertion, comment=comment,
-        source=source))
+    return await _update(handle, approval.run_id, AgentRunWorkflow.decide_approval, _payload(
+        ApprovalDecisionInput, approval_id=approval_id, decision=decision, digest=digest, assertion=assertion,
+        comment=comment, source=source))
 
 
 async def edit_action(client: Client, engine: Engine, authority: Authority, *, approval_id: str,
@@ -115,12 +120,22 @@ async def edit_action(client: Client, engine: Engine, authority: Authority, *, a
         AuthenticationError: the run could not verify who edited.
         ToolArgumentsError: the edited arguments do not fit the tool's schema.
     """
+    check_document(args, "args", MAX_ARGUMENT_BYTES)
     approval, handle = _pending(client, engine, approval_id)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
                                  digest=digest, action="edit", args=args)
-    return await _update(handle, approval.run_id, AgentRunWorkflow.edit_action, ApprovalEditInput(
-        approval_id=approval_id, digest=digest, args=args, assertion=assertion, comment=comment, source=source))
+    return await _update(handle, approval.run_id, AgentRunWorkflow.edit_action, _payload(
+        ApprovalEditInput, approval_id=approval_id, digest=digest, args=args, assertion=assertion, comment=comment,
+        source=source))
+
+
+def _payload(model: type[T], **fields: Any) -> T:
+    """A decision's payload, or an ``InputError`` naming the field (a comment too long, say)."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise InputError(validation_problems(exc, "(decision)")) from None
 
 
 def _pending(client: Client, engine: Engine, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:

@@ -16,6 +16,7 @@ import inspect
 import json
 import re
 import sys
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -24,15 +25,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError, SpecIssue
+from engine.inputs import text_depth
 from engine.redact import safe_url
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 MAX_SPEC_BYTES = 256 * 1024  # spec and prompt files: a run request stays far below Temporal's 4 MB messages
+MAX_NESTING = 64  # brackets in a spec file (a spec is shallow; the YAML parser recurses on each level)
 MAX_DURATION = timedelta(days=365)
 
 
@@ -44,7 +47,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str) and (m := _DURATION.match(value)):
         try:
             return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
-        except OverflowError:
+        except (OverflowError, ValueError):  # past timedelta's range, or more digits than int() reads
             return value
     return value
 
@@ -62,6 +65,9 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key: never a spec field
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain name, not a list or "
+                                                        "mapping", key_node.start_mark)
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -77,9 +83,11 @@ class EndpointSpec(_Frozen):
     """One model endpoint: where it is, what it is called there, and what it costs."""
 
     provider: Literal["openai", "scripted"] = "openai"
-    name: str = "scripted"
-    base_url: str | None = None
-    api_key_env: str | None = None
+    name: str = Field(default="scripted", min_length=1, max_length=200)
+    base_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+[^\s]*$",
+                                 description="http(s)://host[:port][/path] of an OpenAI-compatible API")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                    description="name of the environment variable holding the API key")
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     price_in_per_1k: float = Field(default=0.0, ge=0, le=1000, description="cost of 1000 input tokens")
     price_out_per_1k: float = Field(default=0.0, ge=0, le=1000, description="cost of 1000 output tokens")
@@ -100,14 +108,14 @@ class ModelSpec(EndpointSpec):
     our own request.
     """
 
-    script: str | None = None
+    script: str | None = Field(default=None, max_length=1000)
     temperature: float = Field(default=0.0, ge=0, le=2)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     response_format: bool = Field(default=True, description="send the workflow's output_schema as a JSON-schema "
                                                             "response format (off for endpoints without it; the "
                                                             "answer is validated either way)")
-    fallbacks: list[EndpointSpec] = Field(default_factory=list)
+    fallbacks: list[EndpointSpec] = Field(default_factory=list, max_length=8)
 
     @model_validator(mode="after")
     def _scripted_needs_script(self) -> "ModelSpec":
@@ -142,7 +150,7 @@ class ApprovalSpec(_Frozen):
     """How long a gated action waits, and who approves by default."""
 
     timeout: timedelta = timedelta(hours=24)
-    approver_role: str | None = Field(default=None, description="who approves when the policy names no "
+    approver_role: str | None = Field(default=None, min_length=1, max_length=64, description="who approves when the policy names no "
                                                                  "approvers; with neither, the action is denied")
 
     _parse = field_validator("timeout", mode="before")(parse_duration)
@@ -178,11 +186,11 @@ class WorkflowSpec(_Frozen):
 
     name: str = Field(pattern=_NAME, max_length=64)
     version: int = Field(ge=1, le=1_000_000)
-    description: str = ""
+    description: str = Field(default="", max_length=4000)
     model: ModelSpec
-    system_prompt: str | None = None
-    system_prompt_file: str | None = None
-    tools: list[str] = Field(default_factory=list)
+    system_prompt: str | None = Field(default=None, max_length=MAX_SPEC_BYTES)
+    system_prompt_file: str | None = Field(default=None, max_length=1000)
+    tools: list[str] = Field(default_factory=list, max_length=100)
     policy: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
     limits: LimitsSpec = LimitsSpec()
     approval: ApprovalSpec = ApprovalSpec()
@@ -190,7 +198,7 @@ class WorkflowSpec(_Frozen):
     chain_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     input_guard: InputGuardSpec | None = None
     routes: dict[str, ModelSpec] = Field(
-        default_factory=dict, description="step class -> the model for those steps (e.g. a cheaper one for "
+        default_factory=dict, max_length=len(STEP_CLASSES), description="step class -> the model for those steps (e.g. a cheaper one for "
                                           "tool_results); other steps use 'model'")
     output_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
                                       description="import path of a pydantic model the final answer must match")
@@ -322,6 +330,8 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
     if path.suffix == ".py":
         return _resolve(_load_python(path), path, {}, project_dir)
     text = _read_text(path, shown)
+    if (depth := text_depth(text)) > MAX_NESTING:  # before parsing: the parser recurses, and slowly
+        raise SpecError([SpecIssue(shown, 1, "(yaml)", f"nested {depth} levels deep; at most {MAX_NESTING}")])
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader without aliases
         lines = _line_index(text)
@@ -329,6 +339,10 @@ def load_spec(path: str | Path, *, project_dir: Path | None = None) -> WorkflowS
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         raise SpecError([SpecIssue(shown, line, "(yaml)", str(getattr(exc, "problem", exc)))]) from exc
+    except RecursionError:
+        raise SpecError([SpecIssue(shown, 1, "(yaml)", "nested too deep")]) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python reads
+        raise SpecError([SpecIssue(shown, 1, "(yaml)", f"unreadable value: {exc}")]) from None
     if not isinstance(data, dict):
         raise SpecError([SpecIssue(shown, 1, "(document)", "a workflow spec must be a mapping")])
     try:
@@ -370,13 +384,24 @@ def _load_python(path: Path) -> WorkflowSpec:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # a user module may raise anything at import
-        raise SpecError([SpecIssue(str(path), 1, "(module)", f"import failed: {exc}")]) from exc
+    except ValidationError as exc:  # ``WorkflowSpec(...)`` with a bad field
+        raise SpecError([SpecIssue(str(path), 1, _field_name(tuple(e["loc"])), _message(e))
+                         for e in exc.errors()]) from None
+    except Exception as exc:  # noqa: BLE001 - a user module may raise anything at import
+        raise SpecError([SpecIssue(str(path), 1, "(module)", f"import failed: {type(exc).__name__}: {exc}")]) \
+            from None
     spec = getattr(module, "spec", None)
-    spec = spec() if callable(spec) else spec
+    try:
+        spec = spec() if callable(spec) else spec
+    except Exception as exc:  # noqa: BLE001 - the project's function may raise anything
+        raise SpecError([SpecIssue(str(path), 1, "spec", f"spec() failed: {type(exc).__name__}: {exc}")]) from None
     if not isinstance(spec, WorkflowSpec):
         raise SpecError([SpecIssue(str(path), 1, "spec", "module must define `spec`, a WorkflowSpec")])
-    return spec
+    try:  # again, from plain data: ``model_construct`` or a mutated object skips every bound
+        return WorkflowSpec.model_validate(spec.model_dump(exclude_unset=True))
+    except ValidationError as exc:
+        raise SpecError([SpecIssue(str(path), 1, _field_name(tuple(e["loc"])), _message(e))
+                         for e in exc.errors()]) from None
 
 
 def _function_problem(import_path: str, arity: int) -> str | None:
@@ -451,7 +476,7 @@ def _resolve(spec: WorkflowSpec, path: Path, lines: dict[tuple[Any, ...], int],
     if spec.input_guard and spec.input_guard.redact and (problem := _function_problem(spec.input_guard.redact, 1)):
         issues.append(SpecIssue(shown, _line_for(lines, ("input_guard", "redact")), "input_guard.redact", problem))
     names = [t.name for t in tool_specs]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
+    for dup in sorted(n for n, count in Counter(names).items() if count > 1):
         issues.append(SpecIssue(shown, _line_for(lines, ("tools",)), "tools", f"two tools are named {dup!r}"))
     if issues:
         raise SpecError(issues)
@@ -503,3 +528,5 @@ def _output_schema(import_path: str) -> dict[str, Any] | str:
         return resolve_output_model(import_path).model_json_schema()
     except ValueError as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a model pydantic cannot describe as JSON schema
+        return f"{import_path} has no JSON schema: {type(exc).__name__}: {exc}"

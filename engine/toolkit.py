@@ -202,6 +202,8 @@ def import_object(import_path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a project module may fail at import in any way (SyntaxError too)
+        raise ValueError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     found = getattr(module, attr, None)
     if found is not None and getattr(found, "__module__", None) != module_name:
         raise ValueError(f"{import_path}: {attr!r} is not defined in {module_name} (it comes from "
@@ -221,7 +223,10 @@ def resolve_tool(import_path: str) -> ToolDef:
     if func is None or not callable(func):
         raise ValueError(f"module {module_name!r} has no function {attr!r}")
     params = list(inspect.signature(func).parameters.values())
-    hints = get_type_hints(func)
+    try:
+        hints = get_type_hints(func)
+    except Exception as exc:  # noqa: BLE001 - e.g. a hint naming what is imported only for type checkers
+        raise ValueError(f"{import_path}: its type hints cannot be read: {type(exc).__name__}: {exc}") from None
     args_model = hints.get(params[0].name) if params else None
     if not (inspect.isclass(args_model) and issubclass(args_model, BaseModel)):
         raise ValueError(f"{import_path}: first parameter must be annotated with a pydantic model")

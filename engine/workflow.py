@@ -91,6 +91,8 @@ class AgentRunWorkflow:
                                                        result_type=ResolveRunResult, **_RECORD)
         except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
             return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 - e.g. a definition this workflow cannot decode
+            return self._refused(asked.run_id, asked.workflow, f"refused: {type(exc).__name__}: {exc}"[:2000])
         request = self._request = resolved.run
         try:
             result = await self._drive(request)

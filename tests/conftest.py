@@ -205,7 +205,8 @@ async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
 
     settings.ui.port = stack.free_port()
     app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="warning",
+                                           proxy_headers=False))  # as `airlock ui` serves it
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     async with build_worker(client, settings):

@@ -8,7 +8,7 @@ from temporalio import activity
 
 from engine.activities._base import ActivitiesBase, activity_key, application_error
 from engine.boundary.people import decision_refusal
-from engine.errors import AirlockError, ApprovalError, AuthenticationError
+from engine.errors import AirlockError, ApprovalError, AuthenticationError, DefinitionError
 from engine.identity import args_hash
 from engine.models import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
 from engine.spec import shown_spec
@@ -37,8 +37,14 @@ class PeopleActivities(ActivitiesBase):
                 raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
                                           f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
             person = await self._member(claims.subject, req.tenant)
-            spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
-                                           pin=req.definition_hash)
+            try:
+                spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
+                                               pin=req.definition_hash)
+            except AirlockError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken definition: retrying cannot mend it
+                raise DefinitionError(f"{req.workflow}: its definition cannot be read: {type(exc).__name__}: "
+                                      f"{exc}") from None
             await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
                            idempotency_key="", digest="", action="start", subject=person.name,
                            roles=person.roles, used_by=activity_key())

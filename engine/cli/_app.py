@@ -216,4 +216,10 @@ def _host() -> str:
 def main_entry() -> None:
     """The ``airlock`` console script."""
     _process["hard_exit"] = True
+    for index, arg in enumerate(sys.argv[1:], 1):  # bytes that are not UTF-8 arrive as lone surrogates
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            err.print(f"[red]error:[/] argument {index} is not UTF-8 text (byte {exc.start + 1})", highlight=False)
+            sys.exit(2)
     app()

@@ -90,7 +90,8 @@ def ui() -> None:
     except AirlockError as exc:
         _fail(str(exc), exit_code(exc))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
-    uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning")
+    # proxy_headers off: the client's address is the peer's, or what a trusted proxy says (auth.client_address)
+    uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning", proxy_headers=False)
     if _process["hard_exit"]:  # same teardown hazard as any Temporal client (see run_client_command)
         sys.stdout.flush()
         os._exit(0)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from engine.config import Settings
@@ -55,17 +56,6 @@ def create_app(settings: Settings, *, engine: Engine,
                        max_age=settings.ui.session_ttl_s, same_site="strict", https_only=settings.ui.secure_cookies)
 
     @app.middleware("http")
-    async def bounded_bodies(request: Request, call_next):  # noqa: ANN001, ANN202
-        # Checked on the raw bytes before any JSON parser sees them: a deep enough body crashes the parser.
-        if request.method in ("POST", "PUT", "PATCH") and request.url.path.startswith("/api"):
-            body = await request.body()
-            if len(body) > MAX_BODY_BYTES:
-                return _error(request, 413, f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
-            if text_depth(body.decode("utf-8", errors="replace")) > MAX_DEPTH:
-                return _error(request, 422, f"the request body is nested deeper than {MAX_DEPTH} levels")
-        return await call_next(request)
-
-    @app.middleware("http")
     async def security_headers(request: Request, call_next):  # noqa: ANN001, ANN202
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy",
@@ -74,6 +64,7 @@ def create_app(settings: Settings, *, engine: Engine,
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
+    app.add_middleware(BoundedBody, limit=MAX_BODY_BYTES)  # added last: the outermost, before anything reads
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -102,6 +93,63 @@ def create_app(settings: Settings, *, engine: Engine,
         return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     return app
+
+
+class BoundedBody:
+    """Every request body is read here first, within limits, before anything else sees it.
+
+    Over ``limit`` bytes is 413 (a declared ``Content-Length`` at once, a chunked body as soon as it
+    passes the limit: nothing buffers more); an API body nested deeper than ``MAX_DEPTH`` is 422 before
+    any JSON parser recurses into it. The body is then handed on unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(scope, send, 413, f"the request body is over {self.limit} bytes")
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(scope, send, 413, f"the request body is over {self.limit} bytes")
+                return
+        api_write = scope["path"].startswith("/api") and scope["method"] in ("POST", "PUT", "PATCH")
+        if api_write and text_depth(body.decode("utf-8", errors="replace")) > MAX_DEPTH:
+            await self._refuse(scope, send, 422, f"the request body is nested deeper than {MAX_DEPTH} levels")
+            return
+        handed = False
+
+        async def replay() -> Message:
+            nonlocal handed
+            if handed:
+                return await receive()  # after the body: only a disconnect can come
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
+        if scope["path"].startswith("/api"):
+            response: Response = JSONResponse({"error": message, "status": status}, status_code=status)
+        else:
+            response = PlainTextResponse(f"{status}: {message}", status_code=status)
+        await response(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:

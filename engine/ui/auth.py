@@ -190,5 +190,15 @@ def own_approval(request: Request, approval_id: str, user: Approver) -> Approval
 
 
 def client_address(request: Request) -> str | None:
-    """Where a request came from, for the audit trail."""
-    return request.client.host if request.client else None
+    """Where a request came from, for the audit trail and sign-in throttling.
+
+    The peer's address; with ``ui.forwarded_for`` on and the peer one of ``ui.trusted_proxies``, the
+    address the proxy saw (the last entry of ``X-Forwarded-For``, the one that proxy added). Any other
+    client's ``X-Forwarded-For`` is ignored: it would let one person pose as many addresses.
+    """
+    peer = request.client.host if request.client else None
+    ui = request.app.state.settings.ui
+    forwarded = request.headers.get("x-forwarded-for")
+    if ui.forwarded_for and forwarded and peer in ui.trusted_proxies:
+        return forwarded.split(",")[-1].strip()[:100] or peer
+    return peer

@@ -323,3 +323,18 @@ async def test_hostile_run_bodies_get_4xx_and_the_server_stays_up(web: Web) -> N
         assert (await http.post("/api/runs", content=nan)).status_code == 422
         assert (await http.get("/api/me")).status_code == 200  # still serving
         assert (await http.get("/api/stats", params={"since": "99999999999d"})).status_code == 422
+        surrogate = '{"workflow": "support_refund", "input": {"message": "\\ud800"}}'  # a lone surrogate: was a 500
+        answer = await http.post("/api/runs", content=surrogate)
+        assert answer.status_code == 422 and "not valid Unicode text" in answer.text
+
+        async def chunks(size: int):  # no Content-Length: counted as it arrives
+            for _ in range(size // 65536):
+                yield b"x" * 65536
+
+        chunked = await http.post("/api/runs", content=chunks(2 * 1024 * 1024))
+        assert chunked.status_code == 413 and "over 524288 bytes" in chunked.json()["error"]
+        # Pages too: a sign-in form of 120 one-megabyte fields is refused before it is parsed.
+        form = {f"f{i}": "x" * 1_000_000 for i in range(3)}
+        login = await http.post("/login", data=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert login.status_code == 413
+        assert (await http.get("/api/me")).status_code == 200  # still serving

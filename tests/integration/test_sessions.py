@@ -15,7 +15,8 @@ from tests.conftest import PASSWORD, Web
 
 pytestmark = pytest.mark.integration
 
-ELSEWHERE = {"X-Forwarded-For": "192.0.2.7"}  # uvicorn takes the client's address from loopback's proxy header
+# The address a proxy on loopback reports: counted only with ui.forwarded_for on (the tests act as that proxy).
+ELSEWHERE = {"X-Forwarded-For": "192.0.2.7"}
 
 
 def _csrf(html: str) -> str:
@@ -62,6 +63,7 @@ async def test_a_password_reset_ends_every_session_of_that_user(web: Web) -> Non
 
 async def test_repeated_wrong_passwords_are_refused_for_a_while(web: Web) -> None:
     limit = web.settings.ui.sign_in_max_failures
+    web.settings.ui.forwarded_for = True
     async with httpx.AsyncClient(base_url=web.url) as http:
         for _ in range(limit):
             assert (await attempt(http, "bob", "wrong-password")).status_code == 401
@@ -98,12 +100,24 @@ async def test_a_successful_sign_in_clears_the_count(web: Web) -> None:
 
 async def test_one_address_guessing_many_names_is_refused_without_locking_out_others(web: Web) -> None:
     web.settings.ui.sign_in_max_failures_per_address = 6
+    web.settings.ui.forwarded_for = True
     async with httpx.AsyncClient(base_url=web.url) as http:
         for name in ("nobody1", "nobody2", "nobody3", "alice", "bob", "carol"):
             assert (await attempt(http, name, "wrong-password")).status_code == 401
         refused = await attempt(http, "dave")
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
         assert (await attempt(http, "dave", headers=ELSEWHERE)).status_code == 303
+
+
+async def test_a_client_cannot_pose_as_many_addresses(web: Web) -> None:
+    limit = web.settings.ui.sign_in_max_failures
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        for i in range(limit + 3):  # a fresh X-Forwarded-For each time, and no trusted proxy in between
+            answer = await attempt(http, "alice", "wrong", headers={"X-Forwarded-For": f"198.51.100.{i}"})
+            assert answer.status_code == (401 if i < limit else 429), i
+        web.settings.ui.forwarded_for = True
+        web.settings.ui.trusted_proxies = ["192.0.2.99"]  # a proxy elsewhere: this loopback client is not it
+        assert (await attempt(http, "alice", headers={"X-Forwarded-For": "198.51.100.200"})).status_code == 429
 
 
 async def test_parallel_guesses_get_no_more_tries_than_the_limit(web: Web) -> None:
