@@ -188,6 +188,22 @@ async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> No
         bad = await http.post(url, headers=bearer(tokens["bob"]), json={
             "digest": item.digest, "args": {"order_id": "A-1002", "amount": "lots", "reason": "x"}})
         assert bad.status_code == 422 and "the edited arguments are invalid: amount" in bad.json()["error"]
+        # Past the limits, on the pages as on the API: a 4xx naming the field, never a 500.
+        csrf = await sign_in(http, "bob")
+        page = f"/approvals/{item.approval_id}"
+        long_reason = await http.post(f"{page}/decide", data={"decision": "reject", "digest": item.digest,
+                                                                "comment": "no " * 1000, "csrf": csrf})
+        assert long_reason.status_code == 303  # back to the page, which names the problem
+        assert "comment: String should have at most 2000" in (await http.get(page)).text
+        long_edit = await http.post(f"{page}/edit", data={"digest": item.digest, "comment": "c" * 3000, "csrf": csrf,
+                                                          "arg:order_id": "A-1002", "arg:amount": "10.00",
+                                                          "arg:reason": "goodwill"})
+        assert long_edit.status_code == 303
+        assert "comment: String should have at most 2000" in (await http.get(page)).text
+        surrogate = await http.post(url, headers={**bearer(tokens["bob"]), "Content-Type": "application/json"},
+                                    content='{"digest": "%s", "args": {"order_id": "A-1002", "amount": "\\ud800", '
+                                            '"reason": "x y"}}' % item.digest)
+        assert surrogate.status_code == 422 and "not valid Unicode text" in surrogate.json()["error"]
         by_requester = await http.post(url, headers=bearer(tokens["alice"]), json={
             "digest": item.digest, "args": {"order_id": "A-1002", "amount": "10.00", "reason": "x y"}})
         assert by_requester.status_code == 409

@@ -45,7 +45,8 @@ ENV = {"AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_TEMPORAL__ADDRESS": "127.0.0.1
 ODD_TEXT = st.sampled_from(["", " ", "\u0663", "\uff11\uff12", "1e999", "-0", "NaN", "Infinity", "9" * 400,
                             "../../etc/passwd", "/etc/passwd", "os:system", "builtins:eval", "tools.support:Session",
                             "\x00", "\u202e", "a" * 5000, "999999999d", "99999999999d", "1e300", "0x" + "f" * 64,
-                            "{{7*7}}", "<script>", "'; DROP TABLE runs; --", "\ud7ff", "[" * 50])
+                            "{{7*7}}", "<script>", "'; DROP TABLE runs; --", "\ud7ff", "[" * 50,
+                            "\ud800", "x\udcff", "\udfff\ud800"])  # lone surrogates: not encodable text
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40), ODD_TEXT)
 JSONISH = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -99,6 +100,8 @@ class Bounded:
 @example(raw=deep(100_000))  # a segmentation fault once
 @example(raw=json.dumps({"blob": "x" * 3_000_000}))
 @example(raw='{"amount": NaN, "limit": Infinity}')
+@example(raw='{"message": "\\ud800"}')
+@example(raw='{"n": ' + "9" * 5000 + "}")  # more digits than Python reads as an int
 def test_any_input_is_a_bounded_object_or_a_located_refusal(raw: str) -> None:
     with Bounded():
         try:
@@ -177,6 +180,10 @@ SPEC_TEXT = st.one_of(
 @example(text="a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i-1}'}, "
                                                             f"*{'a' if i == 0 else f'b{i-1}'}]\n" for i in range(12)))
 @example(text=b"name: caf\xe9\n")
+@example(text=spec_text(GOOD_SPEC) + "? [a, b]\n: 1\n")  # a key that is a list
+@example(text=spec_text(GOOD_SPEC) + "extra: " + "9" * 5000 + "\n")
+@example(text=spec_text(GOOD_SPEC) + "extra: " + "[" * 1200 + "]" * 1200 + "\n")
+@example(text=spec_text(mutated([(("model", "base_url"), "localhost:8000/v1"), (("model", "api_key_env"), "A B")])))
 @example(text="name: " + "x" * 5_000_000 + "\n")
 def test_any_spec_loads_or_every_problem_is_located(tmp_path: Path, text: str | bytes) -> None:
     (tmp_path / "turns.yaml").write_text("turns:\n  - content: hi\n")

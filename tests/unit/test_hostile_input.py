@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,3 +119,42 @@ def test_import_paths_must_name_the_right_kind_of_thing(tmp_path: Path, line: st
     path = _write(tmp_path, GOOD + line + "\n")
     assert _issues(path) == [f"{path}:6: {problem}"]
     assert load_spec(_write(tmp_path, GOOD + 'graph: "workflows.graphs.receipt:receipt_graph"\n'), project_dir=ROOT)
+
+
+BROKEN_MODULES = {
+    "syn.py": "def lookup(:\n",
+    "boom.py": "raise KeyError('X')\n",
+    "hints.py": ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nfrom pydantic import BaseModel\n"
+                 "if TYPE_CHECKING:\n    from decimal import Decimal\n\n\nclass Args(BaseModel):\n    n: int\n\n\n"
+                 "def tool(args: Args, ctx: Decimal) -> dict:\n    return {}\n"),
+    "ok.py": ("from pydantic import BaseModel\n\n\nclass Args(BaseModel):\n    n: int\n\n\n"
+              "def tool(args: Args, ctx: object) -> dict:\n    return {}\n"),
+}
+
+
+def test_broken_project_modules_are_located_errors_and_do_not_hide_good_workflows(tmp_path: Path) -> None:
+    # A separate process: this project's own ``tools`` package is already imported here.
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools/__init__.py").write_text("")
+    for name, text in BROKEN_MODULES.items():
+        (tmp_path / "tools" / name).write_text(text)
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "turns.yaml").write_text("turns:\n  - content: hi\n")
+    for module in ("syn", "boom", "hints", "ok"):
+        (workflows / f"{module}.yaml").write_text(GOOD.replace("name: w", f"name: {module}")
+                                                  + f"tools: ['tools.{module}:tool']\n")
+    env = {**os.environ, "AIRLOCK_PROJECT_DIR": str(tmp_path)}
+    expected = {"syn": "tools[0]: importing module 'tools.syn' failed: SyntaxError",
+                "boom": "tools[0]: importing module 'tools.boom' failed: KeyError: 'X'",
+                "hints": "tools[0]: tools.hints:tool: its type hints cannot be read: NameError"}
+    for module, problem in expected.items():
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(workflows / f"{module}.yaml")],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and f"{module}.yaml:6: {problem}" in done.stderr + done.stdout, done
+        assert "Traceback" not in done.stderr
+    served = subprocess.run([sys.executable, "-c", "from pathlib import Path; from engine.definitions import "
+                             f"DefinitionRegistry; print(sorted(s.name for s in DefinitionRegistry(Path('{workflows}'), "
+                             f"Path('{tmp_path}')).specs()))"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert served.returncode == 0 and served.stdout.strip() == "['ok']", served
