@@ -44,6 +44,9 @@ _QUICK = {"start_to_close_timeout": timedelta(seconds=30),
 _FACTS = {"start_to_close_timeout": timedelta(seconds=60),
           "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=4)}
 MAX_RECHECKS = 3
+# What one model request may carry: every request is a message in the run's history, which Temporal
+# refuses past 2 MB; a run reaching this ends (limit_reached) instead of failing a task it cannot write.
+MAX_CONVERSATION_BYTES = 1536 * 1024
 _TOOL = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": timedelta(seconds=10),
          "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10,
                                      non_retryable_error_types=["ToolExecutionError"])}
@@ -141,6 +144,10 @@ async def model_step(state: AgentState, klass: str) -> dict[str, Any]:
         return {"status": "limit_reached", "reason": over}
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                 "parameters": t.parameters}} for t in spec.tool_specs]
+    size = len(json.dumps([state["messages"], tools], ensure_ascii=False).encode("utf-8", errors="replace"))
+    if size > MAX_CONVERSATION_BYTES:
+        return {"status": "limit_reached", "reason": f"the conversation is {size} bytes; one model request "
+                                                     f"carries at most {MAX_CONVERSATION_BYTES}"}
     model = spec.model_for(klass)
     note_progress(step=step + 1, activity="calling the model", model=endpoint_label(model, model.script),
                   step_class=klass, usage=usage)

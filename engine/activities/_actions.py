@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ HEARTBEAT_EVERY_S = 2.0
 # Longer than one attempt of the tool activity (5 min): a dead worker's lease lapses after it.
 LOCK_LEASE = timedelta(minutes=6)
 LOCK_POLL_S = 0.2
+MAX_RESULT_BYTES = 256 * 1024  # a tool result, as the run history keeps it
 
 
 class ActionActivities(ActivitiesBase):
@@ -131,6 +133,10 @@ class ActionActivities(ActivitiesBase):
         try:
             result = plain(await _heartbeating(tool.func, tool.args_model.model_validate(call.args), ctx))
             ok, error = True, None
+            if (size := len(json.dumps(result, default=str).encode())) > MAX_RESULT_BYTES:
+                # The effect happened; what comes back must still fit the run's history.
+                activity.logger.warning("%s of %s returned %d bytes; keeping a note instead", call.tool, run_id, size)
+                result = {"result_too_large": f"{size} bytes; at most {MAX_RESULT_BYTES} are kept"}
         except AirlockError as exc:
             if exc.retryable:  # the node or a store is down: Temporal retries with backoff; the tool resumes
                 raise application_error(exc) from exc

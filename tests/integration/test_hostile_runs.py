@@ -123,3 +123,16 @@ async def test_an_answer_too_large_for_the_record_fails_the_run_with_the_reason(
     assert "the answer is 600000 bytes with 0 tool call(s)" in result.reason
     with Session(support.ledger(settings.db_url)) as session:
         assert session.exec(select(support.Refund)).all() == []
+
+
+async def test_a_conversation_past_what_history_can_carry_ends_the_run(client: Client, settings: Settings,
+                                                                       tmp_path: Path) -> None:
+    lookup = {"name": "lookup_order", "args": {"order_id": "A-1001"}}
+    turns = [{"content": "\u0001" * 70_000, "tool_calls": [lookup]}] * 6  # escaped as \u0001: six bytes each
+    spec = write_spec(tmp_path, turns, limits={"max_steps": 10, "max_tool_calls": 10})
+    result = await run_to_end(client, settings, spec, CUSTOMER)
+    assert result.status == "limit_reached" and result.reason
+    assert result.reason.startswith("the conversation is ") and "carries at most 1572864" in result.reason
+    with Session(make_engine(settings.db_url)) as session:
+        run = repo.get_run(session, run_id=result.run_id)
+    assert run is not None and run.status == "limit_reached"
