@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 REDACTED = "REDACTED"
-_TOKEN_LIKE = re.compile(r"^(?=.*\d)[A-Za-z0-9_-]{16,}$")  # long, with a digit: a key, not a word
+# A key, not a word: 12+ characters with a digit, or 24+ of anything a key is written with.
+_TOKEN_LIKE = re.compile(r"^(?:(?=.*\d)[A-Za-z0-9_.+=%~-]{12,}|[A-Za-z0-9_+=%~-]{24,})$")
+_PIECES = re.compile(r"[/?&=;:@#,\s]+")
 _SECRET_NAME = r"[\w.-]*(?:key|token|secret|pass|auth|sig|credential|session|jwt)[\w.-]*"
 _SECRET_PARAM = re.compile(rf"([?&;]{_SECRET_NAME}=)[^&#\s'\"<>()\\]+", re.IGNORECASE)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#'\"<>]+@")
@@ -39,9 +41,13 @@ def safe_url(url: str) -> str:
         return REDACTED
     if ":" in host:
         host = f"[{host}]"
+    else:  # a key as the first label (https://<key>.rpc.example.com)
+        host = ".".join(REDACTED if i == 0 and _TOKEN_LIKE.match(label) else label
+                        for i, label in enumerate(host.split(".")))
     if port:
         host += f":{port}"
-    path = "/".join(REDACTED if _TOKEN_LIKE.match(s) else s for s in parts.path.split("/"))
+    segments = (s.split(";")[0] for s in parts.path.split("/"))  # no ;params (/v3;apikey=...)
+    path = "/".join(REDACTED if _TOKEN_LIKE.match(s) else s for s in segments)
     return f"{parts.scheme}://{host}{path}" if parts.scheme else path
 
 
@@ -50,10 +56,14 @@ def _fragments(url: str) -> list[str]:
     try:
         parts = urlsplit(url)
         username, password = parts.username or "", parts.password or ""
-    except ValueError:
-        return []
-    found = [password, *(s for s in [username, *parts.path.split("/")] if _TOKEN_LIKE.match(s))]
-    found += [value for name, value in parse_qsl(parts.query)
+        query = parse_qsl(f"{parts.query}&{parts.fragment}&" + "&".join(
+            p for s in parts.path.split("/") for p in s.split(";")[1:]))  # query, fragment and ;params
+    except ValueError:  # not a URL Python reads: every key-like piece of it is a secret
+        return [p for p in _PIECES.split(url) if _TOKEN_LIKE.match(p) and len(p) >= _MIN_FRAGMENT]
+    pieces = [username, *(s.split(";")[0] for s in parts.path.split("/")), (parts.hostname or "").split(".")[0]]
+    found = [password, *(s for s in pieces if _TOKEN_LIKE.match(s)), *(p for p in _PIECES.split(parts.fragment)
+                                                                         if _TOKEN_LIKE.match(p))]
+    found += [value for name, value in query
               if re.fullmatch(_SECRET_NAME, name, re.IGNORECASE) or _TOKEN_LIKE.match(value)]
     return [f for f in found if len(f) >= _MIN_FRAGMENT]
 

@@ -140,3 +140,24 @@ async def test_an_unreachable_model_endpoint_is_named_without_its_key() -> None:
         await ModelClient(LlmSettings()).complete(_request(ModelSpec(name="gpt", base_url=closed, timeout_s=2)))
     assert "no model endpoint answered: gpt @ http://127.0.0.1:" in str(caught.value)
     assert not any(secret in _chain_of(caught.value) for secret in (PATH_KEY, QUERY_KEY, PASSWORD))
+
+
+@pytest.mark.parametrize("url, shown, key", [  # keys written the other ways providers write them
+    ("https://h.example/v3;apikey=SECRETSECRET", "https://h.example/v3", "SECRETSECRET"),
+    ("https://h.example/v3/abcdefghijklmnopqrstuvwxyzab", "https://h.example/v3/REDACTED",
+     "abcdefghijklmnopqrstuvwxyzab"),  # letters only
+    ("https://h.example/v3/ab.cd+ef=12345678", "https://h.example/v3/REDACTED", "ab.cd+ef=12345678"),
+    ("https://h.example/v3/a1b2c3d4e5f6g", "https://h.example/v3/REDACTED", "a1b2c3d4e5f6g"),  # 13 characters
+    ("https://k3y1234567890abcdef.rpc.example.com/x", "https://REDACTED.rpc.example.com/x", "k3y1234567890abcdef"),
+    ("https://h.example/x#token=abcdef1234567890", "https://h.example/x", "abcdef1234567890"),
+])
+def test_keys_in_other_places_of_a_url_are_redacted(url: str, shown: str, key: str) -> None:
+    assert safe_url(url) == shown
+    text = f"GET {url.split('//', 1)[1]} failed; then {url}"  # as libraries quote it: host and path, or all
+    assert key in text and key not in redact_text(text, url)
+
+
+def test_an_unparsable_configured_url_leaves_no_key_in_text() -> None:
+    url = "https://[h.example/x/k3y1234567890abcdefgh"  # a bracket urlsplit refuses
+    assert safe_url(url) == "REDACTED"
+    assert "k3y1234567890abcdefgh" not in redact_text("GET /x/k3y1234567890abcdefgh failed", url)
