@@ -11,7 +11,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import create_engine
 
 from engine.private import private_dir, private_file, tighten
@@ -19,9 +20,19 @@ from engine.private import private_dir, private_file, tighten
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL (any driver: ``sqlite+pysqlite:///...`` too), else None."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    path = parsed.database or ""
+    return path if parsed.get_backend_name() == "sqlite" and path not in ("", ":memory:") else None
+
+
 def _private_sqlite(url: str) -> None:
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    if not url.startswith("sqlite:///") or path in ("", ":memory:"):
+    path = _sqlite_file(url)
+    if path is None:
         return
     file = Path(path)
     if not file.parent.exists():
@@ -33,7 +44,7 @@ def _private_sqlite(url: str) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for SQLite (file, WAL, foreign keys) or PostgreSQL."""
-    if url.startswith("sqlite:///"):
+    if make_url(url).get_backend_name() == "sqlite":
         _private_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

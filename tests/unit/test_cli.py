@@ -127,3 +127,29 @@ def test_a_malformed_key_is_a_located_error_before_anything_connects(tmp_path: P
     result = runner.invoke(app, [command], env=env)
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output and "not a key" not in result.output
+
+
+def test_an_api_url_that_is_not_airlock_is_a_clear_error(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class NotAirlock(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's name
+            body = b"<html>a login page</html>" if "approvals" in self.path else b"[1, 2]"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotAirlock)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**ENV, "AIRLOCK_API__URL": f"http://127.0.0.1:{server.server_port}", "AIRLOCK_API__TOKEN": "alk_x"}
+        result = runner.invoke(app, ["approvals", "list"], env=env)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1 and "did not answer with the Airlock API's JSON" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from sqlalchemy import text
 
 from engine import stack
@@ -31,8 +33,9 @@ def test_folders_and_files_are_created_owner_only_and_older_ones_tightened(tmp_p
     assert mode(tmp_path / "secret") == 0o600 and (tmp_path / "secret").read_text() == "s3cret"
 
 
-def test_the_sqlite_database_and_its_wal_files_are_owner_only(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state' / 'airlock.db'}"
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite"])  # any SQLite driver in the URL
+def test_the_sqlite_database_and_its_wal_files_are_owner_only(tmp_path: Path, scheme: str) -> None:
+    url = f"{scheme}:///{tmp_path / 'state' / 'airlock.db'}"
     migrate(url)
     engine = make_engine(url)
     with engine.begin() as conn:  # a write: SQLite creates the WAL and shared-memory files
