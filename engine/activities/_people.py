@@ -40,11 +40,14 @@ class PeopleActivities(ActivitiesBase):
             try:
                 spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
                                                pin=req.definition_hash)
-            except AirlockError:
-                raise
             except Exception as exc:  # noqa: BLE001 - a broken definition: retrying cannot mend it
-                raise DefinitionError(f"{req.workflow}: its definition cannot be read: {type(exc).__name__}: "
-                                      f"{exc}") from None
+                refusal = exc if isinstance(exc, DefinitionError) else DefinitionError(
+                    f"{req.workflow}: its definition cannot be read: {type(exc).__name__}: {exc}")
+                # The requester is proven: the run they were told started shows why it ended.
+                await self._db(repo.record_refused_run, run_id=req.run_id, workflow=req.workflow,
+                               requested_by=person.name, tenant=req.tenant, workflow_run_id=info.workflow_run_id,
+                               reason=f"refused: {refusal}")
+                raise refusal from None
             await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
                            idempotency_key="", digest="", action="start", subject=person.name,
                            roles=person.roles, used_by=activity_key())

@@ -99,6 +99,19 @@ def register_run(session: Session, *, run: ResolvedRun) -> None:
     session.commit()
 
 
+def record_refused_run(session: Session, *, run_id: str, workflow: str, requested_by: str, tenant: str,
+                       workflow_run_id: str, reason: str) -> None:
+    """Record a run a verified person started but the worker could not resolve: ended, with why (idempotent).
+
+    It has no definition, so nothing is ever done for it (see :func:`resolved_run`).
+    """
+    if session.get(RunRow, run_id) is None:
+        session.add(RunRow(run_id=run_id, workflow=workflow[:200], version=0, requested_by=requested_by,
+                           tenant=tenant, status="failed", reason=reason[:2000], workflow_run_id=workflow_run_id,
+                           finished_at=utcnow()))
+        session.commit()
+
+
 def resolved_run(session: Session, *, run_id: str) -> ResolvedRun | None:
     """A run as the worker recorded it when it started (definition, verified requester), or None."""
     row = session.get(RunRow, run_id)

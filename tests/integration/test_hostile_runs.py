@@ -18,7 +18,7 @@ from engine.store.db import make_engine
 from engine.worker import build_worker
 from tests.conftest import DevChainNode
 from engine.spec import load_spec
-from tests.helpers import ROOT, refund, run_to_end, write_spec
+from tests.helpers import ROOT, refund, run_to_end, start_run, write_spec
 from tests.integration.test_treasury import ACME, TOKEN, pay, treasury_spec
 from tools import support
 
@@ -136,3 +136,15 @@ async def test_a_conversation_past_what_history_can_carry_ends_the_run(client: C
     with Session(make_engine(settings.db_url)) as session:
         run = repo.get_run(session, run_id=result.run_id)
     assert run is not None and run.status == "limit_reached"
+
+
+async def test_a_run_the_worker_cannot_resolve_is_recorded_as_refused(client: Client, settings: Settings) -> None:
+    async with build_worker(client, settings):
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec="support_refund",
+                                 run_input=CUSTOMER, definition_hash="sha256:" + "0" * 64)
+        result = await handle.result()
+    assert result.status == "failed" and result.reason and "refused:" in result.reason
+    with Session(make_engine(settings.db_url)) as session:
+        run = repo.get_run(session, run_id=handle.id)
+        assert run is not None and (run.status, run.requested_by) == ("failed", "alice")
+        assert run.reason and "refused:" in run.reason and repo.resolved_run(session, run_id=handle.id) is None
