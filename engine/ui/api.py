@@ -17,6 +17,7 @@ from engine.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
+from engine.ui.clients import temporal
 from engine.ui.auth import api_user, check_csrf, client_address, own_approval, own_run, uses_session
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -146,7 +147,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     own_approval(request, approval_id, user)
     if body.decision == "reject" and not (body.comment or "").strip():
         raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
-    return await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+    return await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))
 
@@ -157,7 +158,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    return await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+    return await edit_action(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
 
@@ -171,7 +172,7 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
         raise AccessDeniedError(f"{user.name} does not belong to tenant {body.tenant!r}")
     settings = request.app.state.settings
     spec = await asyncio.to_thread(definitions(request).resolve, body.workflow, version=body.version)
-    handle = await start_run(request.app.state.client, request.app.state.authority,
+    handle = await start_run(await temporal(request.app), request.app.state.authority,
                              task_queue=settings.temporal.task_queue, workflow=spec, run_input=body.input,
                              requested_by=user.name, tenant=body.tenant)
     return StartRunResponse(run_id=handle.id)
@@ -202,7 +203,7 @@ async def get_progress(request: Request, run_id: str, user: Approver = Depends(a
     """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
     with Session(request.app.state.engine) as session:
         own_run(session, run_id, user)
-    return await run_progress(request.app.state.client, run_id)
+    return await run_progress(await temporal(request.app), run_id)
 
 
 @router.get("/stats")

@@ -7,6 +7,8 @@ their HTTP status (``AirlockError.http_status``) and are rendered here only.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,25 +25,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from engine.config import Settings
-from engine.errors import AirlockError
+from engine.errors import AirlockError, StackError
 from engine.identity import Authority
 from engine.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
 from engine.policy import PolicyEngine
 from engine.ui import api, pages
+from engine.ui.clients import temporal
 from engine.ui.auth import NotSignedIn, secret_key
 from engine.ui.format import register_filters
 
 HERE = Path(__file__).parent
+logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 * MAX_INPUT_BYTES  # an input at its limit, with room for the rest of the body
 
 
 def create_app(settings: Settings, *, engine: Engine,
                connect: Callable[[], Awaitable[Client]]) -> FastAPI:
-    """Build the app; ``connect`` gives the Temporal client (called once, at startup)."""
+    """Build the app; ``connect`` gives the Temporal client (at startup, or at first need; see ``temporal``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.client = await connect()
+        app.state.client, app.state.connect, app.state.connecting = None, connect, asyncio.Lock()
+        try:
+            await temporal(app)
+        except StackError as exc:  # pages that read SQL still work; decisions connect when they need to
+            logger.warning("%s; connecting again when a request needs it", exc)
         yield
 
     app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,

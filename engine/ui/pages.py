@@ -13,6 +13,7 @@ from engine.errors import AirlockError, InputError
 from engine.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
+from engine.ui.clients import temporal
 from engine.ui.auth import (check_csrf, check_password, client_address, csrf_token, identify, own_approval, own_run,
                              page_user, sign_in, sign_out)
 
@@ -121,7 +122,7 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     progress = None
     if found.status in ("running", "waiting_approval"):  # ask the run where it is now (best effort)
         try:
-            progress = await asyncio.wait_for(run_progress(request.app.state.client, run_id), 5)
+            progress = await asyncio.wait_for(run_progress(await temporal(request.app), run_id), 5)
         except Exception:  # noqa: BLE001 - the recorded timeline is shown either way
             progress = None
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
@@ -170,7 +171,7 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         request.session["flash"] = {"kind": "error", "text": "A rejection needs a reason; it goes back to the model."}
     else:
         try:
-            result = await decide_approval(request.app.state.client, request.app.state.engine, request.app.state.authority,
+            result = await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
                                            source=client_address(request))
@@ -190,7 +191,7 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     own_approval(request, approval_id, user)
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
-        await edit_action(request.app.state.client, request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+        await edit_action(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
                           source=client_address(request))

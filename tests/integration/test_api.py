@@ -354,3 +354,33 @@ async def test_hostile_run_bodies_get_4xx_and_the_server_stays_up(web: Web) -> N
         login = await http.post("/login", data=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert login.status_code == 413
         assert (await http.get("/api/me")).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_ui_serves_while_temporal_is_down_and_says_so_when_it_needs_it(settings: Settings) -> None:
+    import threading
+
+    import uvicorn
+
+    from engine import stack
+    from engine.temporal import connect
+    from engine.ui.app import create_app
+
+    tokens = make_people(settings.db_url)
+    settings.temporal.address = f"127.0.0.1:{stack.free_port()}"  # nothing listens there
+    settings.ui.port = stack.free_port()
+    app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.ui.port}", timeout=30) as http:
+            assert (await http.get("/login")).status_code == 200
+            assert (await http.get("/api/approvals", headers=bearer(tokens["bob"]))).status_code == 200
+            start = await http.post("/api/runs", headers=bearer(tokens["alice"]), json={"workflow": "support_refund"})
+            assert start.status_code == 503 and "cannot reach Temporal" in start.json()["error"]
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
