@@ -93,7 +93,8 @@ async def test_hostile_bodies_get_a_4xx_with_a_reason_and_start_nothing(web: Web
             @given(approval=st.one_of(st.text(min_size=1, max_size=60), ODD_TEXT.filter(bool)),
                    action=st.sampled_from(["decision", "edit"]), body=DECISION_BODIES)
             def decide(approval: str, action: str, body: Any) -> None:
-                response = http.post(f"/api/approvals/{quote(approval, safe='')}/{action}", content=raw_body(body),
+                path = quote(approval, safe="", errors="surrogatepass")  # lone surrogates: bytes that are not UTF-8
+                response = http.post(f"/api/approvals/{path}/{action}", content=raw_body(body),
                                      headers={"content-type": "application/json"})
                 if response.status_code == 404 and "error" not in response.text:  # no such route (an odd path)
                     return
