@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import AirlockError, ApprovalError, InputError, NotFoundError
-from engine.models import ApprovalDecisionResult
+from engine.runtime.payloads import ApprovalDecisionResult
 from engine.store.repo import ApprovalView
 
 _BY_STATUS: dict[int, type[AirlockError]] = {404: NotFoundError, 409: ApprovalError, 422: InputError}

@@ -3,8 +3,8 @@
 An RPC node's URL and a model endpoint's ``base_url`` often carry a provider's
 API key: as a path segment (``/v3/<key>``), in the query (``?apikey=``), or as
 userinfo (``https://user:password@host``). Libraries put the URL, or its path
-and query, into their error messages. Each adapter (``engine.chain``,
-``engine.llm``) passes what it translates through :func:`redact_text` with its
+and query, into their error messages. Each adapter (``engine.adapters.chain``,
+``engine.adapters.llm``) passes what it translates through :func:`redact_text` with its
 own URLs and secrets, so reasons, SQL rows, Temporal history, the UI, the
 model's messages and logs only ever see :func:`safe_url`'s form; trace spans use
 :func:`safe_url` too.

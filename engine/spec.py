@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError, SpecIssue
-from engine.inputs import text_depth
+from engine.boundary.inputs import text_depth
 from engine.redact import safe_url
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
@@ -427,8 +427,8 @@ def _graph_problem(import_path: str) -> str | None:
     """Why a custom graph builder cannot be used (checked as the worker will: built, boundary in place), or None."""
     if (problem := _function_problem(import_path, 0)) is not None:
         return problem
-    from engine.definitions import check_graph  # the worker's own check; it imports this module
-    from engine.compiler import build_graph
+    from engine.runtime.definitions import check_graph  # the worker's own check; it imports this module
+    from engine.runtime.compiler import build_graph
 
     try:
         check_graph(build_graph(import_path), import_path)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from engine import stack
-from engine.chain import Chain
+from engine.local import processes as stack
+from engine.adapters.chain import Chain
 from engine.config import Settings
 from engine.store.db import migrate
-from engine.temporal import connect
+from engine.runtime.temporal import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,7 +201,7 @@ async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
 
     from engine.store.db import make_engine
     from engine.ui.app import create_app
-    from engine.worker import build_worker
+    from engine.runtime.worker import build_worker
 
     settings.ui.port = stack.free_port()
     app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
@@ -292,7 +292,7 @@ class DevChainNode:
 @pytest.fixture
 def devchain(tmp_path: Path) -> Iterator[DevChainNode]:
     """A fresh anvil with the demo token deployed and the treasury funded (100000 tUSD)."""
-    from engine import devchain as dev
+    from engine.local import devchain as dev
 
     port = stack.free_port()
     proc = stack.launch_anvil(port, tmp_path / "anvil.log", tethered=True)

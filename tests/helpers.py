@@ -11,12 +11,12 @@ from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle
 
 from engine.config import Settings
-from engine.models import RunResult
+from engine.runtime.payloads import RunResult
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import Engine
 
-from engine import runs
-from engine.identity import Authority
+from engine.runtime import runs
+from engine.boundary.identity import Authority
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import make_engine
@@ -24,7 +24,7 @@ from engine.store.repo import ApprovalView
 from engine.store.tables import UserRow
 from engine.store.users import Approver
 from tests.conftest import PASSWORD, signing_key
-from engine.worker import build_worker
+from engine.runtime.worker import build_worker
 from tools import support
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 from web3 import Web3
 
-from engine.chain import MAX_UINT256, Chain, from_units, to_units
-from engine.chain_tx import ChainAccess
+from engine.adapters.chain import MAX_UINT256, Chain, from_units, to_units
+from engine.adapters.chain_tx import ChainAccess
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
 from engine.toolkit import DecimalString, ToolContext, tool
 

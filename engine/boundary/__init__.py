@@ -1,29 +1,36 @@
 """The boundary: the deterministic checks one proposed tool call must pass.
 
-Order: validate arguments, gather facts, policy decision, approval, execute.
-Decisions are data; only the boundary turns them into outcomes.
+Order: validate arguments (``arguments``, within the limits of ``inputs``),
+gather facts, policy decision (``policy``, the OPA adapter, serving ``bundle``),
+approval by verified people (``identity``, ``people``), execute. Decisions are
+data (``decision``); only the boundary turns them into outcomes, and
+``messages`` tells the model what happened.
+
+The names below are imported on first use, so that a light module of this
+package (``inputs``, which the spec loader uses) does not pull in the rest.
 """
 
-from engine.boundary.decision import (
-    POLICY_INPUT_VERSION,
-    action_digest,
-    approval_id,
-    idempotency_key,
-    normalize_decision,
-    policy_document,
-    unavailable_decision,
-    with_approvers,
-)
-from engine.boundary.messages import tool_message
+from __future__ import annotations
 
-__all__ = [
-    "POLICY_INPUT_VERSION",
-    "action_digest",
-    "approval_id",
-    "idempotency_key",
-    "normalize_decision",
-    "policy_document",
-    "tool_message",
-    "unavailable_decision",
-    "with_approvers",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "POLICY_INPUT_VERSION": "decision",
+    "action_digest": "decision",
+    "approval_id": "decision",
+    "idempotency_key": "decision",
+    "normalize_decision": "decision",
+    "policy_document": "decision",
+    "unavailable_decision": "decision",
+    "with_approvers": "decision",
+    "tool_message": "messages",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'engine.boundary' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"engine.boundary.{_EXPORTS[name]}"), name)

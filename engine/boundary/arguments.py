@@ -1,7 +1,7 @@
 """The first check of a proposed call: its arguments, as text from the model (or an editor).
 
 The text is hostile input: it must be a JSON object within the input limits
-(``engine.inputs``) before the tool's own argument model reads it. Pure: no
+(``engine.boundary.inputs``) before the tool's own argument model reads it. Pure: no
 I/O, so the same check runs in the activity and in the fuzz tests.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import InputError
-from engine.inputs import MAX_ARGUMENT_BYTES, parse_object
-from engine.models import ValidateCallResult
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, parse_object
+from engine.runtime.payloads import ValidateCallResult
 
 
 def validation_problems(exc: ValidationError, root: str) -> str:

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from engine.models import PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 
 POLICY_INPUT_VERSION = 1
 UNAVAILABLE = "policy unavailable"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.boundary.decision import canonical_json
-from engine.models import ToolCallRecord
+from engine.runtime.payloads import ToolCallRecord
 
 
 def tool_message(call: ToolCallRecord) -> str:

@@ -70,7 +70,7 @@ def run_client_command(coro: Any) -> None:
         code = exit_code(exc)
     except KeyboardInterrupt:
         code = 130
-    from engine.tracing import flush_all
+    from engine.adapters.tracing import flush_all
 
     flush_all()  # spans of what this command started (tracing on)
     if not _process["hard_exit"]:
@@ -126,12 +126,12 @@ def _spec(path: Path, settings: Settings) -> WorkflowSpec:
 
 
 def parse_input(raw: str) -> dict[str, Any]:
-    """``--input``: a JSON object, or ``@file`` holding one (limits in ``engine.inputs``).
+    """``--input``: a JSON object, or ``@file`` holding one (limits in ``engine.boundary.inputs``).
 
     Raises:
         InputError: naming the file, line and column of the problem.
     """
-    from engine.inputs import MAX_INPUT_BYTES, parse_object
+    from engine.boundary.inputs import MAX_INPUT_BYTES, parse_object
 
     where = "--input"
     if raw.startswith("@"):
@@ -157,7 +157,7 @@ def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine
 
 
 async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
-    from engine.temporal import connect
+    from engine.runtime.temporal import connect
 
     try:
         return await connect(settings.temporal, settings.otel)
@@ -200,9 +200,9 @@ def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
     return person
 
 
-def authority(settings: Settings):  # noqa: ANN201 - engine.identity.Authority
+def authority(settings: Settings):  # noqa: ANN201 - engine.boundary.identity.Authority
     """The signer of this process's assertions (local mode: the key under the state folder)."""
-    from engine.identity import Authority
+    from engine.boundary.identity import Authority
 
     return Authority.from_settings(settings)
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 from sqlmodel import Session
 
-from engine import render
+from engine.cli import render
 from engine.cli._app import (
     PASSWORD_STDIN,
     _client,
@@ -100,7 +100,7 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
 def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[str],
          args: dict[str, Any] | None = None, password_stdin: bool = False) -> None:
     """Approve, reject or edit: through the API with a token, else locally as ``--as`` (with a password)."""
-    from engine.runs import decide_approval, edit_action
+    from engine.runtime.runs import decide_approval, edit_action
 
     settings = _settings()
     if (api := _api(settings)) is not None:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from engine import render
+from engine.cli import render
 from engine.cli._app import (
     PASSWORD_STDIN,
     _client,
@@ -28,6 +28,7 @@ from engine.cli._app import (
     runs_app,
 )
 from engine.config import Settings
+from engine.present import usage_of
 from engine.errors import InputError, SpecError
 from engine.spec import WorkflowSpec, load_spec
 
@@ -74,7 +75,7 @@ def run(
 
 async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any], user: str, tenant: str,
                wait: bool, as_json: bool) -> None:
-    from engine.runs import start_run
+    from engine.runtime.runs import start_run
 
     client = await _client(settings)
     handle = await start_run(client, authority(settings), task_queue=settings.temporal.task_queue, workflow=spec,
@@ -95,7 +96,7 @@ async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any]
 
 async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001, ANN202
     """Wait for the result; meanwhile print the run's progress as it changes (the ``get_progress`` query)."""
-    from engine.runs import run_progress
+    from engine.runtime.runs import run_progress
 
     task = asyncio.ensure_future(handle.result())
     shown: dict[str, str] = {}
@@ -130,7 +131,7 @@ def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow i
         _fail(f"no run {run_id} in {settings.db_url.split('@')[-1]}", 1)
     if as_json:
         print(json.dumps({"run": found.model_dump(mode="json", exclude={"result"}),
-                          "usage": render.usage_of(timeline),
+                          "usage": usage_of(timeline),
                           "timeline": [e.model_dump(mode="json") for e in timeline]}))
         return
     render.print_timeline(out, found, timeline, temporal_ui=settings.temporal.ui_url(run_id))
@@ -144,7 +145,7 @@ def stats_command(since: str = typer.Option("24h", "--since", help="Window: 90m,
     from sqlmodel import Session
 
     from engine.errors import InputError
-    from engine.stats import stats, window
+    from engine.store.stats import stats, window
 
     try:
         since_window = window(since, "--since")

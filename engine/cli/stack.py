@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from engine import localstack
+from engine.local import stack as localstack
 from engine.cli._app import _engine, _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
 from engine.errors import AirlockError
 
@@ -46,7 +46,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def keys() -> None:
     """Where the local assertion key pair is (generated once); workers elsewhere need the public key only."""
-    from engine.identity import local_key_files
+    from engine.boundary.identity import local_key_files
 
     private, public = local_key_files(_settings())
     out.print(f"private key (UI, API and local CLI sign with it): {private}\n"
@@ -57,8 +57,8 @@ def keys() -> None:
 @app.command()
 def worker() -> None:
     """Run a worker in the foreground (for deployments)."""
-    from engine.temporal import connect
-    from engine.worker import build_worker, check_settings
+    from engine.runtime.temporal import connect
+    from engine.runtime.worker import build_worker, check_settings
 
     settings = _settings()
 
@@ -81,7 +81,7 @@ def ui() -> None:
     """Serve the web UI and JSON API in the foreground."""
     import uvicorn
 
-    from engine.temporal import connect
+    from engine.runtime.temporal import connect
     from engine.ui.app import create_app
 
     settings = _settings()
@@ -101,7 +101,7 @@ def ui() -> None:
 def demo(workflow: str = typer.Option("treasury-payout", "--workflow", "-w",
                                       help="treasury-payout (on the local chain) or support-refund")) -> None:
     """Run a demo workflow end to end on the local stack (scripted model)."""
-    from engine.demo import run_demo
+    from engine.local.demo import run_demo
 
     settings = _settings()
 

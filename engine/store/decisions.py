@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from engine.models import PolicyDecision
+from engine.runtime.payloads import PolicyDecision
 from engine.store.tables import PolicyDecisionRow, utcnow
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from engine.models import (
+from engine.runtime.payloads import (
     CallModelInput,
     CallModelResult,
     CloseApprovalInput,

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session
 
-from engine.definitions import DefinitionRegistry
+from engine.runtime.definitions import DefinitionRegistry
 from engine.errors import AccessDeniedError, InputError
-from engine.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
-from engine.models import ApprovalDecisionResult, RunProgress
-from engine.runs import decide_approval, edit_action, run_progress, start_run
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
+from engine.runtime.payloads import ApprovalDecisionResult, RunProgress
+from engine.runtime.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
@@ -190,7 +190,7 @@ def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -
 @router.get("/runs/{run_id}/timeline")
 def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_user)) -> TimelineResponse:
     """Every recorded step of a run: model calls, validations, policy decisions, approvals, executions."""
-    from engine.render import usage_of
+    from engine.present import usage_of
 
     with Session(request.app.state.engine) as session:
         run = own_run(session, run_id, user)
@@ -210,7 +210,7 @@ async def get_progress(request: Request, run_id: str, user: Approver = Depends(a
 def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
               user: Approver = Depends(api_user)) -> dict[str, Any]:
     """The figures of ``airlock stats`` (``since``: 90m, 24h, 7d, ...)."""
-    from engine.stats import stats, window
+    from engine.store.stats import stats, window
 
     with Session(request.app.state.engine) as session:
         return stats(session, since=window(since), workflow=workflow or None, tenants=user.tenants)

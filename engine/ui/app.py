@@ -26,9 +26,9 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import AirlockError, StackError
-from engine.identity import Authority
-from engine.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
-from engine.policy import PolicyEngine
+from engine.boundary.identity import Authority
+from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
+from engine.boundary.policy import PolicyEngine
 from engine.ui import api, pages
 from engine.ui.clients import temporal
 from engine.ui.auth import NotSignedIn, secret_key

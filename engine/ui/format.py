@@ -7,8 +7,8 @@ from typing import Any
 
 from jinja2 import Environment
 
-from engine.chain import checksum
-from engine.render import args_summary, waited
+from engine.adapters.chain import checksum
+from engine.present import args_summary, waited
 
 
 def _find(data: Any, key: str) -> Any:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from engine.errors import AirlockError, InputError
-from engine.runs import decide_approval, edit_action, run_progress
+from engine.runtime.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
 from engine.ui.clients import temporal
@@ -113,7 +113,7 @@ async def detail_page(request: Request, approval_id: str, user: Approver = Depen
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str, user: Approver = Depends(page_user)) -> Response:
     """One run: its status, usage and every recorded step, with a link to the Temporal UI."""
-    from engine.render import usage_of
+    from engine.present import usage_of
 
     with Session(request.app.state.engine) as session:
         found = own_run(session, run_id, user)
@@ -137,7 +137,7 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
                user: Approver = Depends(page_user)) -> Response:
     """How runs went over a window: the figures of ``airlock stats``, with plots."""
     from engine.spec import parse_duration
-    from engine.stats import stats
+    from engine.store.stats import stats
     from engine.ui import charts
 
     if since not in STATS_WINDOWS:

@@ -11,9 +11,9 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine import stack
+from engine.local import processes as stack
 from engine.config import Settings
-from engine.devchain import dev_address, dev_key
+from engine.local.devchain import dev_address, dev_key
 from tests.helpers import decide_approval
 from engine.store.db import make_engine
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine import stack
+from engine.local import processes as stack
 from engine.config import Settings
 from tests.helpers import decide_approval, start_run
 from engine.store.db import make_engine

@@ -131,7 +131,7 @@ async def test_two_concurrent_approvals_one_wins(web: Web, tmp_path: Path) -> No
 
 
 async def _client(settings: Settings):  # noqa: ANN202
-    from engine.temporal import connect
+    from engine.runtime.temporal import connect
 
     return await connect(settings.temporal)
 
@@ -362,8 +362,8 @@ async def test_the_ui_serves_while_temporal_is_down_and_says_so_when_it_needs_it
 
     import uvicorn
 
-    from engine import stack
-    from engine.temporal import connect
+    from engine.local import processes as stack
+    from engine.runtime.temporal import connect
     from engine.ui.app import create_app
 
     tokens = make_people(settings.db_url)

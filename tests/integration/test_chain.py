@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import stack
-from engine.chain import Chain, to_units
+from engine.local import processes as stack
+from engine.adapters.chain import Chain, to_units
 from engine.errors import ChainUnavailableError
 from tests.conftest import ANVIL_ADDRESS, ANVIL_KEY
 

@@ -10,11 +10,11 @@ import pytest
 from eth_account import Account
 from sqlmodel import Session, select
 
-from engine import stack
-from engine.chain import Chain
-from engine.chain_tx import ChainAccess, Signer, TxSender
+from engine.local import processes as stack
+from engine.adapters.chain import Chain
+from engine.adapters.chain_tx import ChainAccess, Signer, TxSender
 from engine.config import ChainSettings
-from engine.devchain import dev_address, dev_key
+from engine.local.devchain import dev_address, dev_key
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
 from engine.store.db import make_engine
 from engine.store.tables import ChainTransactionRow

@@ -14,10 +14,10 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from engine.config import Settings
-from engine.models import RunResult
+from engine.runtime.payloads import RunResult
 from engine.store import users
 from engine.store.db import make_engine
-from engine.worker import build_worker
+from engine.runtime.worker import build_worker
 from tests.conftest import signing_key
 from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
 from tools import support

@@ -14,7 +14,7 @@ from engine.errors import ToolArgumentsError
 from tests.helpers import decide_approval, edit_action
 from engine.store import repo, users
 from engine.store.db import make_engine
-from engine.worker import build_worker
+from engine.runtime.worker import build_worker
 from tests.helpers import lead, wait_for_inbox, waiting_refund
 from tests.integration.test_runs import model_requests
 from tools import support

@@ -10,12 +10,12 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine import compiler
+from engine.runtime import compiler
 from engine.config import Settings
-from engine.models import RunResult
+from engine.runtime.payloads import RunResult
 from engine.store import repo
 from engine.store.db import make_engine
-from engine.worker import build_worker
+from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
 from engine.spec import load_spec
 from tests.helpers import ROOT, refund, run_to_end, start_run, write_spec

@@ -25,11 +25,11 @@ from temporalio.worker import Worker
 
 from engine.config import Settings
 from engine.errors import SpecError
-from engine.identity import Authority
-from engine.models import RunResult
+from engine.boundary.identity import Authority
+from engine.runtime.payloads import RunResult
 from engine.store.db import make_engine
 from engine.store.tables import PersonAssertionRow
-from engine.worker import build_worker
+from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
 from tests.helpers import (authority, decide_approval, edit_action, lead, refund, start_run, wait_for_inbox,
                            waiting_refund, write_spec)
@@ -37,7 +37,7 @@ from tests.integration.test_treasury import GLOBEX, OPS, STRANGER, balance, pay,
 from tools import support
 
 with workflow.unsafe.imports_passed_through():
-    from engine.models import ExecuteToolInput, ExecuteToolResult, PolicyDecision, ToolCallRecord
+    from engine.runtime.payloads import ExecuteToolInput, ExecuteToolResult, PolicyDecision, ToolCallRecord
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "cus_ana"}

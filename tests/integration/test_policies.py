@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from engine import stack
+from engine.local import processes as stack
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration

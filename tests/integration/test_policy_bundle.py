@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine import policybundle, stack
+from engine.boundary import bundle as policybundle
+from engine.local import processes as stack
 from engine.config import OpaSettings
-from engine.policy import PolicyEngine
+from engine.boundary.policy import PolicyEngine
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration

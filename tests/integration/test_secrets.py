@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy
 from temporalio.client import Client
 
-from engine import stack
+from engine.local import processes as stack
 from engine.config import ChainSettings, Settings
-from engine.models import RunResult
+from engine.runtime.payloads import RunResult
 from tests.conftest import ANVIL_KEY
 from tests.helpers import run_to_end, write_spec
 from tests.integration.test_runs import history_plaintext, model_requests

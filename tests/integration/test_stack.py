@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import policybundle, stack
+from engine.boundary import bundle as policybundle
+from engine.local import processes as stack
 from tests.conftest import Services, copy_workflows
 from tests.helpers import ROOT
 
@@ -72,7 +73,7 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
         demo = airlock("demo", timeout=180)
         assert demo.returncode == 0, demo.stderr + demo.stdout
         assert "treasury-payout v1): completed" in demo.stdout
-        from engine.chain import Chain
+        from engine.adapters.chain import Chain
 
         chain = Chain(f"http://127.0.0.1:{ports['anvil']}")
         token = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chain_tx import ChainAccess
+from engine.adapters.chain_tx import ChainAccess
 from engine.config import ChainSettings
-from engine.devchain import dev_address
+from engine.local.devchain import dev_address
 from engine.errors import ToolExecutionError
 from engine.store.db import make_engine
 from engine.toolkit import ToolContext

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHandle
 from sqlmodel import Session
 
 from engine.config import OpaSettings, Settings
-from engine.temporal import connect
+from engine.runtime.temporal import connect
 from tests.conftest import DevChainNode, Web
 from tests.helpers import ROOT, waiting_refund
 from tests.integration.test_api import make_people
@@ -195,7 +195,7 @@ async def test_inbox_drops_an_action_decided_elsewhere(browser: Browser, web: We
 
 async def test_a_payment_approval_shows_the_simulated_balance_changes(
         browser: Browser, chain_settings: Settings, devchain: DevChainNode, web: Web, tmp_path: Path) -> None:
-    from engine.devchain import dev_address
+    from engine.local.devchain import dev_address
     from engine.store import users
     from engine.store.db import make_engine
     from tests.integration.test_treasury import waiting_payment
@@ -239,7 +239,7 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     # The stats page: the same figures as `airlock stats`, plotted.
     from datetime import timedelta
 
-    from engine.stats import stats
+    from engine.store.stats import stats
 
     await page.get_by_role("link", name="Stats").click()
     await expect(page.get_by_role("heading", name="How runs went")).to_be_visible()

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.chain import CONTRACTS, MAX_UINT256, artifact, from_units, to_units
+from engine.adapters.chain import CONTRACTS, MAX_UINT256, artifact, from_units, to_units
 from engine.errors import InputError
 
 
@@ -52,5 +52,5 @@ def test_committed_artifact_was_built_from_the_committed_source() -> None:
     built = artifact("TreasuryToken")
     source = (CONTRACTS / built["source"]).read_text()
     assert built["sourceSha256"] == hashlib.sha256(source.encode()).hexdigest(), \
-        "rebuild: cd tools/contracts && npm install && npm run build"
+        "rebuild: cd engine/adapters/contracts && npm install && npm run build"
     assert built["bytecode"].startswith("0x60") and any(i.get("name") == "transfer" for i in built["abi"])

@@ -51,7 +51,7 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    from engine.stats import percentile
+    from engine.store.stats import percentile
 
     assert percentile([], 50) is None
     assert percentile([5.0], 95) == 5.0

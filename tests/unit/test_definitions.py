@@ -8,9 +8,9 @@ import pytest
 import yaml
 from langgraph.graph import END, START, StateGraph
 
-from engine import nodes
-from engine.compiler import add_boundary, agent_graph
-from engine.definitions import DefinitionRegistry, check_graph
+from engine.runtime import nodes
+from engine.runtime.compiler import add_boundary, agent_graph
+from engine.runtime.definitions import DefinitionRegistry, check_graph
 from engine.errors import DefinitionError, SpecError
 from engine.spec import add_import_roots, load_spec
 from engine.toolkit import check_import_path, import_object
@@ -161,7 +161,7 @@ def test_a_boundary_node_replaced_by_another_function_is_refused() -> None:
 
 
 def test_the_worker_refuses_to_start_with_an_unguarded_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import worker
+    from engine.runtime import worker
 
     _spec(tmp_path, name="custom", graph="workflows.graphs.receipt:receipt_graph")
     unguarded = _model_graph()

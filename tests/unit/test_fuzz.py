@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from engine.boundary.arguments import check_arguments
 from engine.cli import app
 from engine.errors import InputError, SpecError
-from engine.inputs import MAX_ARGUMENT_BYTES, MAX_DEPTH, MAX_INPUT_BYTES, parse_object
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_DEPTH, MAX_INPUT_BYTES, parse_object
 from engine.spec import WorkflowSpec, add_import_roots, load_spec
 from engine.toolkit import DECIMAL_TEXT, resolve_tool
 from tests.helpers import ROOT

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.errors import InputError, SpecError
-from engine.inputs import MAX_DEPTH, parse_object
+from engine.boundary.inputs import MAX_DEPTH, parse_object
 from engine.spec import load_spec, parse_duration
 from tests.helpers import ROOT
 
@@ -153,7 +153,7 @@ def test_broken_project_modules_are_located_errors_and_do_not_hide_good_workflow
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and f"{module}.yaml:6: {problem}" in done.stderr + done.stdout, done
         assert "Traceback" not in done.stderr
-    served = subprocess.run([sys.executable, "-c", "from pathlib import Path; from engine.definitions import "
+    served = subprocess.run([sys.executable, "-c", "from pathlib import Path; from engine.runtime.definitions import "
                              f"DefinitionRegistry; print(sorted(s.name for s in DefinitionRegistry(Path('{workflows}'), "
                              f"Path('{tmp_path}')).specs()))"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)

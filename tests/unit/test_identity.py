@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.config import Settings
 from engine.errors import AuthenticationError, InputError
-from engine.identity import Authority, Verifier, args_hash
+from engine.boundary.identity import Authority, Verifier, args_hash
 from engine.store.users import normalise_name
 
 KEY = Ed25519PrivateKey.generate()

@@ -14,13 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine import stack
-from engine.chain import Chain
-from engine.chain_tx import ChainAccess
+from engine.local import processes as stack
+from engine.adapters.chain import Chain
+from engine.adapters.chain_tx import ChainAccess
 from engine.config import ChainSettings, LlmSettings
 from engine.errors import ChainUnavailableError, ModelError
-from engine.llm import ModelClient
-from engine.models import CallModelInput
+from engine.adapters.llm import ModelClient
+from engine.runtime.payloads import CallModelInput
 from engine.redact import REDACTED, redact_text, safe_url
 from engine.spec import EndpointSpec, ModelSpec, endpoint_label
 

@@ -12,11 +12,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Replayer
 
-from engine import nodes
-from engine.compiler import AGENT_GRAPH, agent_graph
-from engine.llm import ModelClient
-from engine.models import CallModelResult
-from engine.workflow import AgentRunWorkflow
+from engine.runtime import nodes
+from engine.runtime.compiler import AGENT_GRAPH, agent_graph
+from engine.adapters.llm import ModelClient
+from engine.runtime.payloads import CallModelResult
+from engine.runtime.workflow import AgentRunWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
 

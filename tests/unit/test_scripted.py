@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from engine.scripted import create_app
+from engine.local.scripted import create_app
 
 
 def _script(tmp_path: Path) -> str:

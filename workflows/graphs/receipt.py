@@ -11,8 +11,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
-from engine.compiler import add_boundary
-from engine.nodes import AgentState, call_model
+from engine.graph import AgentState, add_boundary, call_model
 
 
 async def append_receipt(state: AgentState) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from engine.boundary import (action_digest, approval_id, idempotency_key, normalize_decision, policy_document,
                              tool_message, with_approvers)
-from engine.models import PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.spec import ModelSpec, WorkflowSpec
 
 

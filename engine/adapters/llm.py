@@ -1,0 +1,189 @@
+"""Model adapter: the only importer of ``openai``; translates its errors.
+
+Any OpenAI-compatible endpoint works. The ``scripted`` provider is the same
+code path pointed at the local replay endpoint (``engine.local.scripted``).
+
+A call tries the workflow's primary endpoint, then its ``fallbacks`` in order,
+when an endpoint times out, cannot be reached, answers 429 or 5xx, or answers
+something that is not a chat completion. A 4xx caused by our own request is
+not the endpoint's fault: it ends the call at once, with no fallback. Each
+endpoint has a circuit breaker: after ``BREAKER_FAILURES`` failures in a row it
+is skipped for ``BREAKER_COOLDOWN_S``. When every endpoint fails the activity
+fails retryably and Temporal tries again with backoff.
+
+Errors never carry an endpoint's key: the library's message is passed through
+``engine.redact.redact_text`` with the endpoint's URL and API key, and is not
+chained (Temporal records every cause, and logs print them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from engine.config import LlmSettings, secret_from_env
+from engine.errors import ModelError
+from engine.runtime.payloads import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
+from engine.spec import EndpointSpec, endpoint_label
+from engine.redact import redact_text, safe_url
+
+FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
+               openai.APIResponseValidationError)
+_TRACER = trace.get_tracer("airlock.llm")  # a span per endpoint request (openai's httpx2 has no instrumentation)
+BREAKER_FAILURES = 3
+MAX_ANSWER_BYTES = 512 * 1024
+MAX_ANSWER_CALLS = 64
+BREAKER_COOLDOWN_S = 30.0
+
+
+class RetryableModelError(ModelError):
+    """Every endpoint timed out, was unreachable, overloaded or answered nonsense: worth another round."""
+
+    retryable = True
+
+
+class _EndpointDown(Exception):
+    """This endpoint failed in a way another endpoint may not."""
+
+
+@dataclass
+class Breaker:
+    """Consecutive failures of one endpoint, and until when it is skipped."""
+
+    failures: int = 0
+    open_until: float = 0.0
+    clock: Any = field(default=time.monotonic, repr=False)
+
+    def is_open(self) -> bool:
+        return self.clock() < self.open_until
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= BREAKER_FAILURES:
+            self.open_until = self.clock() + BREAKER_COOLDOWN_S
+
+    def succeeded(self) -> None:
+        self.failures, self.open_until = 0, 0.0
+
+
+def _shown(text: str, endpoint: EndpointSpec, client: openai.AsyncOpenAI) -> str:
+    """A library's error text without the endpoint's URL secrets or its API key."""
+    key = client.api_key if endpoint.provider != "scripted" else None  # "scripted" is no secret, but a word
+    return redact_text(text, endpoint.base_url, str(client.base_url), secrets=[key])
+
+
+def cost_of(endpoint: EndpointSpec, input_tokens: int, output_tokens: int) -> float:
+    """Price of one call from the endpoint's per-1k token prices."""
+    return round(input_tokens / 1000 * endpoint.price_in_per_1k + output_tokens / 1000 * endpoint.price_out_per_1k,
+                 8)
+
+
+class ModelClient:
+    """Calls the model named by a workflow spec, falling back along its list."""
+
+    def __init__(self, settings: LlmSettings) -> None:
+        self._settings = settings
+        self._breakers: dict[str, Breaker] = {}
+
+    def breaker(self, endpoint: str) -> Breaker:
+        """The circuit breaker of one endpoint (by label, URL and key variable)."""
+        return self._breakers.setdefault(endpoint, Breaker())
+
+    def _client(self, endpoint: EndpointSpec, script: str | None, field: str) -> tuple[openai.AsyncOpenAI, str]:
+        if endpoint.provider == "scripted":
+            return openai.AsyncOpenAI(base_url=self._settings.scripted_url, api_key="scripted",
+                                      timeout=endpoint.timeout_s, max_retries=0), script or ""
+        key = secret_from_env(endpoint.api_key_env) if endpoint.api_key_env else None
+        if endpoint.api_key_env and not key:
+            raise ModelError(f"environment variable {endpoint.api_key_env} ({field}.api_key_env) is not set")
+        return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key or "none", timeout=endpoint.timeout_s,
+                                  max_retries=0), endpoint.name
+
+    async def complete(self, request: CallModelInput) -> CallModelResult:
+        """One chat completion with the workflow's tools, from the first endpoint that answers.
+
+        Raises:
+            RetryableModelError: no endpoint answered (each attempt is in the message).
+            ModelError: an endpoint refused our request (4xx), or a key is missing.
+        """
+        spec = request.model
+        endpoints: list[EndpointSpec] = [spec, *spec.fallbacks]
+        attempts: list[EndpointAttempt] = []
+        for index, endpoint in enumerate(endpoints):
+            label = endpoint_label(endpoint, spec.script)
+            breaker = self.breaker(f"{label}|{endpoint.base_url}|{endpoint.api_key_env}")  # the label hides keys
+            if breaker.is_open():
+                attempts.append(EndpointAttempt(endpoint=label, error="circuit open: skipped"))
+                continue
+            started = time.perf_counter()
+            try:
+                field = "model" if index == 0 else f"model.fallbacks[{index - 1}]"
+                result = await self._call(request, endpoint, label, field)
+            except _EndpointDown as exc:
+                breaker.failed()
+                attempts.append(EndpointAttempt(endpoint=label, error=str(exc),
+                                                latency_ms=round((time.perf_counter() - started) * 1000, 2)))
+                continue
+            breaker.succeeded()
+            latency = round((time.perf_counter() - started) * 1000, 2)
+            attempts.append(EndpointAttempt(endpoint=label, latency_ms=latency))
+            return result.model_copy(update={"attempts": attempts, "fallback_used": index > 0, "latency_ms": latency,
+                                             "cost": cost_of(endpoint, result.input_tokens, result.output_tokens)})
+        raise RetryableModelError("no model endpoint answered: " +
+                                  "; ".join(f"{a.endpoint}: {a.error}" for a in attempts))
+
+    async def _call(self, request: CallModelInput, endpoint: EndpointSpec, label: str,
+                    field: str) -> CallModelResult:
+        client, model = self._client(endpoint, request.model.script, field)
+        kwargs: dict[str, Any] = {"model": model, "messages": request.messages,
+                                  "temperature": request.model.temperature}
+        if request.tools:
+            kwargs["tools"] = request.tools
+        if request.model.max_tokens:
+            kwargs["max_tokens"] = request.model.max_tokens
+        if request.model.seed is not None:
+            kwargs["seed"] = request.model.seed
+        if request.output_schema is not None and request.model.response_format:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "final_answer", "schema": request.output_schema}}
+        try:
+            shown = Path(model).name if endpoint.provider == "scripted" else model  # a script's file, not its path
+            with _TRACER.start_as_current_span(f"chat {shown}", kind=SpanKind.CLIENT, attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": endpoint.provider,
+                    "gen_ai.request.model": shown, "http.request.method": "POST",
+                    "url.full": safe_url(str(client.base_url).rstrip("/") + "/chat/completions"),
+                    "airlock.endpoint": label}) as span:
+                async with client:
+                    response = await client.chat.completions.create(**kwargs)
+                usage = getattr(response, "usage", None)
+                if usage is not None:
+                    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens or 0)
+                    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens or 0)
+        except FALLBACK_ON as exc:
+            raise _EndpointDown(_shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
+        except openai.APIStatusError as exc:  # a 4xx: our request is wrong; another endpoint would refuse it too
+            raise ModelError(f"{label}: " + _shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
+        except openai.OpenAIError as exc:
+            raise _EndpointDown(_shown(f"{type(exc).__name__}: {exc}", endpoint, client)) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise _EndpointDown(_shown(f"malformed answer: {type(exc).__name__}: {exc}", endpoint, client)) from None
+        if not getattr(response, "choices", None):
+            raise _EndpointDown("the answer has no choices (not a chat completion)")
+        message = response.choices[0].message
+        calls = [ProposedCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+                 for c in message.tool_calls or [] if c.type == "function"]
+        size = len((message.content or "").encode()) + sum(len(f"{c.id}{c.name}{c.arguments}".encode()) for c in calls)
+        if size > MAX_ANSWER_BYTES or len(calls) > MAX_ANSWER_CALLS:
+            # Answers are recorded in the run's history, whose messages Temporal caps at a few MB.
+            raise _EndpointDown(f"the answer is {size} bytes with {len(calls)} tool call(s); at most "
+                                f"{MAX_ANSWER_BYTES} bytes and {MAX_ANSWER_CALLS} calls are accepted")
+        usage = response.usage
+        return CallModelResult(content=message.content, tool_calls=calls, model=response.model or model,
+                               provider_label=label, input_tokens=usage.prompt_tokens if usage else 0,
+                               output_tokens=usage.completion_tokens if usage else 0)

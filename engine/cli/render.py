@@ -1,0 +1,184 @@
+"""How runs and approvals look in a terminal (Rich) and as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from engine.present import args_summary, usage_of, waited
+from engine.runtime.payloads import RunProgress, RunResult, ToolCallRecord
+from engine.store.repo import ApprovalView, RunView, TimelineEntry
+
+_OUTCOME_STYLE = {"executed": "green", "denied": "red", "invalid": "yellow", "rejected": "red",
+                  "expired": "red", "failed": "red", "pending_approval": "cyan", "allowed": "green",
+                  "approved": "green"}
+
+
+def progress_lines(progress: RunProgress) -> dict[str, str]:
+    """What ``run --wait`` prints about a run's progress: one line per topic (the run, each gated action).
+
+    A topic's line is printed again only when its text changes.
+    """
+    usage = progress.usage or {}
+    doing = progress.activity
+    if doing == "calling the model" and progress.model:
+        doing = f"calling {progress.model}" + (f" ({progress.step_class} step)" if progress.step_class else "")
+    line = f"step {progress.step}: {doing}" if progress.step else doing
+    if usage.get("model_calls"):
+        line += f" · {usage['model_calls']} model call(s), {usage.get('tokens', 0)} tokens, cost {usage.get('cost', 0):g}"
+    lines = {"run": line}
+    for w in progress.waiting:
+        who = ", ".join(w.approvers) or "any approver"
+        line = (f"waiting for approval {w.approval_id}: {w.tool}({args_summary(w.args)}) — {'; '.join(w.reasons)}. "
+                f"Needs {w.needed} approval(s) from {who}; {len(w.approved_by)}/{w.needed} so far"
+                + (f" ({', '.join(w.approved_by)})" if w.approved_by else "")
+                + f". Approve with `airlock approve {w.approval_id} --as USER`.")
+        lines[w.approval_id] = line
+    return lines
+
+
+def call_json(call: ToolCallRecord) -> dict[str, Any]:
+    """One tool call as the ``--json`` output shows it."""
+    return {
+        "step": call.step, "tool": call.tool, "args": call.args,
+        "decision": call.decision.outcome if call.decision else None,
+        "reasons": call.decision.reasons if call.decision else [],
+        "policy_revision": call.decision.revision if call.decision else None,
+        "outcome": call.outcome, "error": call.error, "result": call.result,
+        "approval_id": call.approval_id,
+        "approved_by": [v.by for v in call.votes if v.decision == "approve"],
+        "edited_by": call.edited_by,
+    }
+
+
+def result_json(result: RunResult) -> str:
+    """The single JSON object of ``airlock run --wait --json``."""
+    return json.dumps({"run_id": result.run_id, "workflow": result.workflow, "version": result.version,
+                       "status": result.status, "reason": result.reason, "output": result.output,
+                       "steps": result.steps, "tool_calls": [call_json(c) for c in result.tool_calls]},
+                      default=str)
+
+
+def calls_table(calls: list[ToolCallRecord], title: str = "Tool calls") -> Table:
+    """A table of proposed calls: what the model asked, what the boundary did."""
+    table = Table(title=title, title_justify="left")
+    for col in ("step", "tool", "arguments", "policy", "outcome", "why"):
+        table.add_column(col, overflow="fold")
+    for c in calls:
+        why = "; ".join(c.decision.reasons) if c.decision else (c.error or "")
+        if c.votes:
+            why += " | " + ", ".join(f"{v.decision}d by {v.by}" for v in c.votes)
+        style = _OUTCOME_STYLE.get(c.outcome, "")
+        table.add_row(str(c.step), escape(c.tool), escape(args_summary(c.args or {"raw": c.raw_arguments})),
+                      c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", escape(why))
+    return table
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    """A run's outcome, readable."""
+    style = "green" if result.status == "completed" else "yellow"
+    console.print(f"run [bold]{result.run_id}[/] ({result.workflow} v{result.version}): "
+                  f"[{style}]{result.status}[/]" + (f" — {escape(result.reason)}" if result.reason else ""))
+    if result.tool_calls:
+        console.print(calls_table(result.tool_calls))
+    if result.output:
+        console.print(f"[bold]final answer:[/] {escape(result.output)}")
+
+
+def simulation_lines(facts: dict[str, Any]) -> list[str]:
+    """The simulated transaction of a chain action, as lines for a terminal."""
+    sim = facts.get("simulation")
+    if not isinstance(sim, dict):
+        return []
+    head = (f"simulation ({sim.get('method')}): [green]succeeds[/], gas {sim.get('gas_used')}" if sim.get("ok")
+            else f"simulation ({sim.get('method')}): [red]reverts: {sim.get('revert_reason')}[/]")
+    return [head, *(f"  {c['account']} {c['asset']}: {c['before']} → {c['after']} ({c['delta']})"
+                    for c in sim.get("balance_changes") or [])]
+
+
+def approval_panel(item: ApprovalView) -> Panel:
+    """One gated action with everything needed to decide it."""
+    lines = [f"[bold]{item.tool}[/] in {item.workflow} v{item.version}, run {item.run_id}",
+             *(f"  {k}: [bold]{v}[/]" for k, v in item.args.items()),
+             f"requested by: {item.requested_by} (tenant {item.tenant})",
+             f"model's reason: {item.model_reason or '-'}",
+             *simulation_lines(item.facts),
+             f"policy: {'; '.join(item.policy_reasons)}",
+             f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})",
+             f"policy revision: {item.policy_revision}",
+             f"action digest: {item.digest}",
+             f"expires: {item.expires_at.isoformat(timespec='minutes')}"]
+    return Panel("\n".join(lines), title=f"approval {item.approval_id} — {item.status}", title_align="left",
+                 expand=False)
+
+
+def approvals_table(items: list[ApprovalView]) -> Table:
+    """The inbox."""
+    table = Table(title="Approvals", title_justify="left")
+    for col in ("id", "workflow", "requested by", "tool", "arguments", "policy reasons", "waited", "expires",
+                "status"):
+        table.add_column(col, overflow="fold")
+    for a in items:
+        table.add_row(a.approval_id, f"{a.workflow} v{a.version}", a.requested_by, a.tool, args_summary(a.args),
+                      "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
+                      a.status)
+    return table
+
+
+_KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "approval": "cyan", "execution": "green",
+               "run": "bold"}
+
+
+def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry], temporal_ui: str) -> None:
+    """``airlock runs show``: the run, then every recorded step in order."""
+    style = "green" if run.status == "completed" else "yellow"
+    console.print(f"run [bold]{run.run_id}[/] ({run.workflow} v{run.version}) by {run.requested_by}, tenant "
+                  f"{run.tenant}: [{style}]{run.status}[/]" + (f" — {escape(run.reason)}" if run.reason else ""),
+                  highlight=False)
+    console.print(f"Temporal UI: {temporal_ui}", highlight=False)
+    table = Table(title="Timeline", title_justify="left")
+    for col in ("time", "step", "kind", "ms", "what happened"):
+        table.add_column(col, overflow="fold")
+    for e in timeline:
+        kind = _KIND_STYLE.get(e.kind, "default")
+        table.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
+                      f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", escape(e.summary))
+    console.print(table)
+    usage = usage_of(timeline)
+    console.print(f"model calls {usage['model_calls']}, tokens {usage['input_tokens']} in / {usage['output_tokens']} "
+                  f"out, cost {usage['cost']:g}, fallbacks {usage['fallbacks']}", highlight=False)
+    if run.output:
+        console.print(f"[bold]final answer:[/] {escape(run.output)}")
+
+
+def _shown(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.1f}%" if percent else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def print_stats(console: Console, figures: dict[str, Any]) -> None:
+    """``airlock stats`` as three small tables."""
+    runs, model, boundary = figures["runs"], figures["model"], figures["boundary"]
+    console.print(f"since {figures['since']}" + (f", workflow {figures['workflow']}" if figures["workflow"] else "")
+                  + f": {runs['total']} run(s), " + ", ".join(f"{n} {s}" for s, n in runs["by_status"].items())
+                  + f"; success rate {_shown(runs['success_rate'], True)}", highlight=False)
+    latency = Table(title="Latency per step (ms)", title_justify="left")
+    for column in ("step", "count", "p50", "p95"):
+        latency.add_column(column)
+    for kind, row in figures["latency_ms"].items():
+        latency.add_row(kind, str(row["count"]), _shown(row["p50"]), _shown(row["p95"]))
+    console.print(latency)
+    console.print(f"model: {model['calls']} call(s), {model['tokens']} tokens, cost {_shown(model['cost'])} "
+                  f"(per run {_shown(model['cost_per_run'])}, per successful run "
+                  f"{_shown(model['cost_per_successful_run'])}), tokens per run {_shown(model['tokens_per_run'])}, "
+                  f"fallback rate {_shown(model['fallback_rate'], True)}", highlight=False)
+    console.print(f"boundary: {boundary['decisions']} decision(s), denial rate "
+                  f"{_shown(boundary['denial_rate'], True)}, approval rate {_shown(boundary['approval_rate'], True)}, "
+                  f"{boundary['escalations']} escalation(s): "
+                  + (", ".join(f"{n} {s}" for s, n in boundary["approvals"].items()) or ""), highlight=False)

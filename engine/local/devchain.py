@@ -1,0 +1,89 @@
+"""The local development chain: anvil's published test accounts and the treasury demo token.
+
+``airlock up`` calls :func:`prepare` after starting anvil: it deploys the demo
+ERC-20 (``engine/adapters/contracts/TreasuryToken``) from the deployer account, funds the
+treasury account with it, and writes the treasury's key as an encrypted
+keystore under the state folder, which the worker is pointed at. The accounts
+come from anvil's well-known test mnemonic: worthless anywhere but a local node.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from engine.adapters.chain import Chain, to_units
+from engine.errors import StackError
+from engine.private import private_dir, write_private
+
+TEST_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_CHAIN_ID = 31337
+TOKEN = {"name": "Treasury USD", "symbol": "tUSD", "decimals": 6}
+SUPPLY = "10000000"
+TREASURY_FUNDING = "100000"
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def dev_key(index: int) -> str:
+    """The private key of anvil's test account ``index``."""
+    account = Account.from_mnemonic(TEST_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(account.key).hex()
+
+
+def dev_address(index: int) -> str:
+    """The address of anvil's test account ``index``."""
+    return str(Account.from_key(dev_key(index)).address)
+
+
+DEPLOYER, TREASURY = 0, 1
+# The first contract the deployer creates on a fresh anvil (nonce 0) always lands here; the demo
+# policy data allowlists this address.
+DEMO_TOKEN_ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+
+
+@dataclass(frozen=True)
+class DevChain:
+    """What :func:`prepare` set up."""
+
+    token: str
+    treasury: str
+    keystore: Path
+    password_file: Path
+
+
+def deploy_demo_token(chain: Chain) -> str:
+    """Deploy the demo token from the deployer and move the treasury's share to it (fresh node only)."""
+    token = chain.deploy_token(dev_key(DEPLOYER), supply_units=to_units(SUPPLY, TOKEN["decimals"]), **TOKEN)
+    chain.transfer_token(dev_key(DEPLOYER), token, dev_address(TREASURY),
+                         to_units(TREASURY_FUNDING, TOKEN["decimals"]))
+    return token
+
+
+def prepare(rpc_url: str, state_dir: Path) -> DevChain:
+    """Make the local chain ready for the treasury demo (idempotent).
+
+    Raises:
+        StackError: the node is not a fresh anvil and the demo token is not where the policy expects it.
+    """
+    chain = Chain(rpc_url)
+    if chain.chain_id() != DEV_CHAIN_ID:
+        raise StackError(f"{chain.shown_url} is chain {chain.chain_id()}, not the local dev chain {DEV_CHAIN_ID}")
+    if not chain.is_contract(DEMO_TOKEN_ADDRESS):
+        if chain.nonce(dev_address(DEPLOYER)) != 0:
+            raise StackError(f"the demo token is not at {DEMO_TOKEN_ADDRESS} and the deployer account has "
+                             "been used on this node; restart anvil (`airlock down && airlock up`)")
+        token = deploy_demo_token(chain)
+        assert token == DEMO_TOKEN_ADDRESS, token
+    keys = private_dir(state_dir / "keys")
+    keystore, password_file = keys / "treasury.keystore.json", keys / "treasury.password"
+    if not keystore.exists() or not password_file.exists():
+        password = secrets.token_urlsafe(24)
+        write_private(password_file, password)
+        write_private(keystore, json.dumps(Account.encrypt(dev_key(TREASURY), password)))
+    return DevChain(token=DEMO_TOKEN_ADDRESS, treasury=dev_address(TREASURY), keystore=keystore,
+                    password_file=password_file)

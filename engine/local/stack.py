@@ -1,0 +1,199 @@
+"""``airlock up / down / status``: the local stack as background processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from engine.local import devchain
+from engine.boundary import bundle as policybundle
+from engine.local import processes as stack
+from engine.config import Settings
+from engine.errors import ChainUnavailableError, StackError
+from engine.boundary.policy import PolicyEngine
+from engine.private import private_dir
+
+COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class ComponentStatus:
+    """One line of ``airlock status``."""
+
+    name: str
+    state: str  # running | stopped | external
+    address: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def addresses(settings: Settings) -> dict[str, tuple[str, int]]:
+    """Host and port of each component, from settings."""
+    return {
+        "temporal": _host_port(settings.temporal.address, 7233),
+        "opa": _host_port(settings.opa.url, 8181),
+        "anvil": _host_port(settings.chain.rpc_url, 8545),
+        "model": _host_port(settings.llm.scripted_url, 8600),
+    }
+
+
+def _is_ours(files: stack.StateFiles, name: str) -> stack.Service | None:
+    service = files.load(name)
+    if service and stack.pid_alive(service.pid):
+        return service
+    return None
+
+
+def status(settings: Settings) -> list[ComponentStatus]:
+    """What runs, where, and whether `airlock up` started it."""
+    files = stack.StateFiles(settings.state_dir or Path(".airlock"))
+    out = []
+    for name, (host, port) in addresses(settings).items():
+        ours = _is_ours(files, name)
+        address = f"{host}:{port}"
+        if ours:
+            out.append(ComponentStatus(name, "running", ours.address, ours.pid))
+        elif stack.port_open(host, port):
+            out.append(ComponentStatus(name, "external", address, detail="not started by airlock up"))
+        else:
+            out.append(ComponentStatus(name, "stopped", address))
+        if name == "opa" and out[-1].state != "stopped":
+            out[-1].detail = "; ".join(filter(None, [out[-1].detail, _served_bundle(settings)]))
+    worker = _is_ours(files, "worker")
+    out.append(ComponentStatus("worker", "running" if worker else "stopped",
+                               f"task queue {settings.temporal.task_queue}", worker.pid if worker else None))
+    ui = _is_ours(files, "ui")
+    ui_address = f"http://{settings.ui.host}:{settings.ui.port}"
+    ui_state = "running" if ui else ("external" if stack.port_open(settings.ui.host, settings.ui.port) else "stopped")
+    out.append(ComponentStatus("ui", ui_state, ui_address, ui.pid if ui else None))
+    return out
+
+
+def _served_revision(settings: Settings) -> str | None:
+    """``PolicyEngine.revision()`` from sync code that may itself run inside an event loop (the demo)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, PolicyEngine(settings.opa).revision()).result()
+
+
+def _served_bundle(settings: Settings) -> str:
+    revision = _served_revision(settings)
+    return f"bundle {revision}" if revision else "no policy bundle with a revision (decisions are denied)"
+
+
+def _policy_hint(settings: Settings) -> str:
+    """For an OPA `airlock up` started earlier: whether it still serves what the policies folder holds."""
+    try:
+        wanted = policybundle.policies_revision(settings.policies_dir or Path("policies"))
+    except (StackError, OSError, ValueError) as exc:
+        return f"; the policies folder cannot be bundled: {exc}"
+    served = _served_revision(settings)
+    if served == wanted:
+        return f", bundle {served}"
+    return (f", bundle {served}; the policies folder has changed since (now {wanted}): "
+            "`airlock down && airlock up` serves it")
+
+
+def up(settings: Settings, say: Callable[[str], None]) -> None:
+    """Start every component not already running (idempotent)."""
+    state = private_dir(settings.state_dir or Path(".airlock"))  # also tightens one an older version made
+    files = stack.StateFiles(state)
+    addr = addresses(settings)
+    launchers = {
+        "temporal": lambda port, log: stack.launch_temporal(port, settings.temporal.ui_port,
+                                                            state / "temporal.db", log),
+        "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,
+                                                  settings.project_dir, bundle=state / "policy-bundle.tar.gz"),
+        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir),
+        "model": lambda port, log: stack.launch_scripted(port, log),
+    }
+    for name, launch in launchers.items():
+        host, port = addr[name]
+        if _is_ours(files, name):
+            say(f"{name}: already running at {host}:{port}" + (_policy_hint(settings) if name == "opa" else ""))
+            continue
+        if host not in _LOOPBACK or stack.port_open(host, port):
+            say(f"{name}: using the one at {host}:{port} (not started here)")
+            continue
+        proc = launch(port, files.log(name))
+        files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
+        served = f", bundle {_served_revision(settings)}" if name == "opa" else ""
+        say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)}{served})")
+    chain_env = _prepare_chain(settings, state, say)
+    _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}", chain_env)
+    ui_address = f"{settings.ui.host}:{settings.ui.port}"
+    if not _is_ours(files, "ui") and stack.port_open(settings.ui.host, settings.ui.port):
+        say(f"ui: using the one at {ui_address} (not started here)")
+    else:
+        _start_child(settings, files, say, "ui", f"http://{ui_address}")
+
+
+def _prepare_chain(settings: Settings, state: Path, say: Callable[[str], None]) -> dict[str, str]:
+    """On the local dev chain: deploy the demo token, fund the treasury, point the worker at its keystore."""
+    host, _ = addresses(settings)["anvil"]
+    if settings.chain.chain_id != devchain.DEV_CHAIN_ID or host not in _LOOPBACK:
+        return {}
+    try:
+        ready = devchain.prepare(settings.chain.rpc_url, state)
+    except (StackError, ChainUnavailableError) as exc:
+        say(f"chain: the treasury demo is not available: {exc}")
+        return {}
+    say(f"chain: demo token tUSD at {ready.token}; treasury {ready.treasury} "
+        f"(key in the keystore {ready.keystore})")
+    if settings.chain.signer_key is not None or settings.chain.keystore_path is not None:
+        return {}  # a configured signer wins
+    return {"AIRLOCK_CHAIN__KEYSTORE_PATH": str(ready.keystore),
+            "AIRLOCK_CHAIN__KEYSTORE_PASSWORD_FILE": str(ready.password_file)}
+
+
+def _start_child(settings: Settings, files: stack.StateFiles, say: Callable[[str], None], name: str,
+                 address: str, extra_env: dict[str, str] | None = None) -> None:
+    """Start ``airlock worker`` or ``airlock ui`` in the background; wait for its ready line."""
+    if (service := _is_ours(files, name)) is not None:
+        say(f"{name}: already running at {service.address} (pid {service.pid})")
+        return
+    log = files.log(name)
+    size = log.stat().st_size if log.exists() else 0
+    env = {"AIRLOCK_PROJECT_DIR": str(settings.project_dir), "AIRLOCK_STATE_DIR": str(settings.state_dir),
+           "AIRLOCK_WORKFLOWS_DIR": str(settings.workflows_dir), "AIRLOCK_TOOLS_DIR": str(settings.tools_dir),
+           "AIRLOCK_POLICIES_DIR": str(settings.policies_dir), "AIRLOCK_DATABASE_URL": settings.db_url,
+           **(extra_env or {})}
+    proc = stack.launch_python(["-m", "engine.cli", name], log, env={**env, "PYTHONUNBUFFERED": "1"},
+                               cwd=settings.project_dir)
+    stack.wait_until(lambda: f"{name} ready" in log.read_text(errors="replace")[size:], name, proc, 60, log)
+    files.save(stack.Service(name, proc.pid, address, str(log)))
+    say(f"{name}: started at {address} (pid {proc.pid}, log {log})")
+
+
+def down(settings: Settings, say: Callable[[str], None]) -> None:
+    """Stop only what `airlock up` started, worker first."""
+    files = stack.StateFiles(settings.state_dir or Path(".airlock"))
+    for name in reversed(COMPONENTS):
+        service = files.load(name)
+        if service is None:
+            continue
+        if stack.pid_alive(service.pid):
+            stack.stop_process(service.pid)
+            say(f"{name}: stopped (pid {service.pid})")
+        files.forget(name)
+
+
+def wait_for_stack(settings: Settings, timeout: float = 30.0) -> None:
+    """Fail clearly when Temporal is not reachable."""
+    host, port = addresses(settings)["temporal"]
+    deadline = time.monotonic() + timeout
+    while not stack.port_open(host, port):
+        if time.monotonic() > deadline:
+            raise StackError(f"Temporal is not reachable at {host}:{port}; start it with `airlock up`")
+        time.sleep(0.2)
+

@@ -1,0 +1,178 @@
+"""Deciding and executing actions: policy on facts the worker reads, execution on the store's authority."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
+from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
+from engine.boundary.arguments import validation_problems
+from engine.errors import AirlockError, ToolArgumentsError
+from engine.runtime.payloads import (
+    EvaluatePolicyInput,
+    EvaluatePolicyResult,
+    ExecuteToolInput,
+    ExecuteToolResult,
+    ToolCallRecord,
+)
+from engine.redact import redact_text
+from engine.store import authority, decisions, repo
+from engine.toolkit import ToolContext, ToolDef
+
+HEARTBEAT_EVERY_S = 2.0
+# Longer than one attempt of the tool activity (5 min): a dead worker's lease lapses after it.
+LOCK_LEASE = timedelta(minutes=6)
+LOCK_POLL_S = 0.2
+MAX_RESULT_BYTES = 256 * 1024  # a tool result, as the run history keeps it
+
+
+class ActionActivities(ActivitiesBase):
+    """``evaluate_policy`` and ``execute_tool``."""
+
+    @activity.defn(name="evaluate_policy")
+    async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
+        """Read one call's facts and decide it. The policy input is built here, from the run's record,
+        the store and the chain: nothing in it comes from whoever drives the run but the arguments."""
+        run, call = await self._run(request.run_id), request.call
+        tool = self._tool_of(run, call.tool)
+        try:
+            args = tool.args_model.model_validate(call.args).model_dump(mode="json")
+        except ValidationError as exc:
+            raise application_error(ToolArgumentsError(validation_problems(exc, "(arguments)"))) from exc
+        key = idempotency_key(run.run_id, call)
+        decided = await self._db(decisions.actions_decided, run_id=run.run_id)
+        if decided >= run.spec.limits.max_tool_calls and not await self._db(decisions.key_decided, key=key):
+            raise ApplicationError(f"run {run.run_id} has had {decided} actions decided; the workflow allows "
+                                   f"{run.spec.limits.max_tool_calls} (limits.max_tool_calls)",
+                                   type="LimitError", non_retryable=True)
+        facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
+        call = call.model_copy(update={"args": args, "facts": facts})
+        executed = await self._db(repo.executed_calls, run_id=run.run_id)
+        document = policy_document(run, call, consequential=tool.consequential, executed=executed)
+        decision, raw, latency = await self._policy.decide(run.spec.policy, document)
+        decision = with_approvers(decision, run.spec.approval.approver_role)
+        decision_id = f"{run.run_id}:{activity.info().activity_id}"
+        decision = decision.model_copy(update={"decision_id": decision_id})
+        digest = action_digest(call.tool, args, facts, decision.revision)
+        approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
+        await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
+                       package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
+                       digest=digest, idempotency_key=key, approval_id=approval)
+        activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
+                             decision.reasons)
+        return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
+
+    @activity.defn(name="execute_tool")
+    async def execute_tool(self, request: ExecuteToolInput) -> ExecuteToolResult:
+        """Run an allowed action once. A retry finds the finished record and returns it."""
+        run, call = await self._run(request.run_id), request.call
+        tool = self._tool_of(run, call.tool)
+        key = idempotency_key(run.run_id, call)
+        done = await self._db(lambda s, **k: _finished(repo.get_execution(s, **k)), key=key)
+        if done is not None:
+            return done
+        digest = action_digest(call.tool, call.args, call.facts, call.decision.revision if call.decision else None)
+        clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
+        if not clearance.allowed:
+            activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
+            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
+        ctx = self._context(run, call.step, key)
+        lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
+            if tool.serialize else None
+        if lock is None:
+            return await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+        holder = activity_key()
+        await self._take_lock(lock, holder)
+        # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
+        # holder) resumes under the lease and no other action on the account runs in between.
+        ran = await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+        await self._db(authority.release_lock, key=lock, holder=holder)
+        return ran
+
+    def _shown_error(self, exc: Exception) -> str:
+        """A tool's failure as the record, the model and people see it: no keys from URLs in its text
+        (a tool's own HTTP client may quote the URL it called)."""
+        return redact_text(f"{type(exc).__name__}: {exc}", self._chain.settings.rpc_url if self._chain else None)
+
+    async def _take_lock(self, lock: str, holder: str) -> None:
+        """Wait (heartbeating) until this activity holds the lease on what its action touches."""
+        while not await self._db(authority.take_lock, key=lock, holder=holder, lease=LOCK_LEASE):
+            activity.heartbeat()
+            await asyncio.sleep(LOCK_POLL_S)
+
+    async def _run_cleared(self, tool: ToolDef, run_id: str, call: ToolCallRecord, key: str, digest: str,
+                           ctx: ToolContext) -> ExecuteToolResult:
+        """Re-check the policy revision and the facts, then run the tool once and record how it ended."""
+        started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
+        revision = call.decision.revision if call.decision else None
+        if not started_before and (current := await self._policy.revision()) != revision:
+            return ExecuteToolResult(ok=False, stale=True, changed=["policy revision"],
+                                     error=f"the policy changed since the decision ({revision} -> {current})")
+        if tool.facts is not None and not started_before:
+            # Re-verify right before acting. Skipped on a retry of an execution that already began: its
+            # effect may be under way (a transaction sent), and the tool resumes it instead of redoing it.
+            changed = _changed(call.facts, await self._facts(tool, call.args, ctx))
+            if changed:
+                activity.logger.info("facts of %s changed before execution: %s", call.call_id, changed)
+                return ExecuteToolResult(ok=False, stale=True, changed=changed,
+                                         error=f"facts changed since the decision: {', '.join(changed)}")
+        try:
+            await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
+                           tool=call.tool, args=call.args, digest=digest)
+        except AirlockError as exc:
+            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {exc}")
+        started = time.perf_counter()
+        try:
+            result = plain(await _heartbeating(tool.func, tool.args_model.model_validate(call.args), ctx))
+            ok, error = True, None
+            if (size := len(json.dumps(result, default=str).encode())) > MAX_RESULT_BYTES:
+                # The effect happened; what comes back must still fit the run's history.
+                activity.logger.warning("%s of %s returned %d bytes; keeping a note instead", call.tool, run_id, size)
+                result = {"result_too_large": f"{size} bytes; at most {MAX_RESULT_BYTES} are kept"}
+        except AirlockError as exc:
+            if exc.retryable:  # the node or a store is down: Temporal retries with backoff; the tool resumes
+                raise application_error(exc) from exc
+            result, ok, error = None, False, self._shown_error(exc)
+        except Exception as exc:  # noqa: BLE001 - a tool's own failure is reported to the model, not hidden
+            result, ok, error = None, False, self._shown_error(exc)
+        await self._db(repo.finish_execution, key=key, ok=ok, result=result, error=error,
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        return ExecuteToolResult(ok=ok, result=result, error=error)
+
+
+async def _heartbeating(fn: Any, *args: Any) -> Any:
+    """Run a blocking tool in a thread, heartbeating so a dead worker's attempt is retried within seconds."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any], path: str = "") -> list[str]:
+    """Dotted paths where two fact snapshots differ, ignoring ``volatile`` (nonce, gas, fees, block)."""
+    out: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        if not path and key == "volatile":
+            continue
+        a, b, where = before.get(key), after.get(key), f"{path}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, where + ".")
+        elif a != b:
+            out.append(where)
+    return out
+
+
+def _finished(row: Any) -> ExecuteToolResult | None:
+    if row is None or row.status == "started":
+        return None
+    return ExecuteToolResult(ok=row.status == "succeeded", result=row.result, error=row.error, replayed=True)

@@ -1,0 +1,136 @@
+"""What every activity shares: its dependencies, and the run it acts for.
+
+Nothing an activity is sent is taken as authority: the run's definition,
+requester and tenant come from what ``resolve_run`` verified and recorded,
+only for activities that run itself scheduled; tools are found by name in
+that definition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from engine.adapters.chain_tx import ChainAccess
+from engine.runtime.definitions import DefinitionRegistry
+from engine.errors import AirlockError
+from engine.boundary.identity import Verifier
+from engine.adapters.llm import ModelClient
+from engine.runtime.payloads import ResolvedRun
+from engine.boundary.policy import PolicyEngine
+from engine.spec import WorkflowSpec
+from engine.store import repo
+from engine.toolkit import ToolContext, ToolDef, resolve_tool
+
+
+def plain(value: Any) -> Any:
+    """A tool result as JSON-safe data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=str))
+
+
+class ActivitiesBase:
+    """Activities built with their dependencies (database, OPA, model client, definitions, verifier)."""
+
+    def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient,
+                 registry: DefinitionRegistry, verifier: Verifier, chain: ChainAccess | None = None) -> None:
+        self._engine = engine
+        self._database_url = database_url
+        self._policy = policy
+        self._model = model
+        self._chain = chain
+        self._registry = registry
+        self._verifier = verifier
+        self._tools: dict[str, ToolDef] = {}
+        self._runs: dict[str, ResolvedRun] = {}  # a run's resolved record never changes
+
+    def _tool(self, import_path: str) -> ToolDef:
+        if import_path not in self._tools:
+            self._tools[import_path] = resolve_tool(import_path)
+        return self._tools[import_path]
+
+    async def _run(self, run_id: str) -> ResolvedRun:
+        """The run as ``resolve_run`` recorded it, for an activity that run itself scheduled.
+
+        A run this worker never resolved has no authority, and no other workflow (a rogue one on the
+        task queue, or a later run reusing the id) may act for it.
+        """
+        if run_id not in self._runs:
+            found = await self._db(repo.resolved_run, run_id=run_id)
+            if found is None:
+                raise ApplicationError(f"no run {run_id} was resolved by a worker: nothing is done for it",
+                                       type="AuthenticationError", non_retryable=True)
+            self._runs[run_id] = found.model_copy(update={"spec": await self._definition(found.spec)})
+        run, info = self._runs[run_id], activity.info()
+        if (info.workflow_id, info.workflow_run_id) != (run_id, run.workflow_run_id):
+            raise ApplicationError(f"this activity was not scheduled by run {run_id} (it came from workflow "
+                                   f"{info.workflow_id}); nothing is done for it", type="AuthenticationError",
+                                   non_retryable=True)
+        return run
+
+    async def _definition(self, recorded: WorkflowSpec) -> WorkflowSpec:
+        """A recorded definition with its endpoint keys, from this worker's own copy of it (by hash).
+
+        The record keeps it without them (``spec.shown_spec``); a definition the worker no longer
+        has is used as recorded.
+        """
+        try:
+            return await asyncio.to_thread(self._registry.resolve, recorded.name, version=recorded.version,
+                                           pin=recorded.definition_hash)
+        except AirlockError:
+            return recorded
+
+    def _tool_of(self, run: ResolvedRun, name: str) -> ToolDef:
+        """A tool of the run's own definition, by the name the model used."""
+        spec_tool = run.spec.tool(name)
+        if spec_tool is None:
+            raise ApplicationError(f"{run.spec.name} v{run.spec.version} has no tool {name!r}",
+                                   type="ToolArgumentsError", non_retryable=True)
+        try:
+            return self._tool(spec_tool.import_path)
+        except ValueError as exc:
+            raise ApplicationError(f"tool {name}: {exc}", type="DefinitionError", non_retryable=True) from exc
+
+    async def _db(self, fn: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with Session(self._engine) as session:
+                return fn(session, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    def _context(self, run: ResolvedRun, step: int, key: str) -> ToolContext:
+        return ToolContext(run_id=run.run_id, step=step, idempotency_key=key, database_url=self._database_url,
+                           requested_by=run.requested_by, tenant=run.tenant, run_input=run.input,
+                           chain_id=run.spec.chain_id).with_chain(self._chain)
+
+    async def _facts(self, tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        """Run a tool's read-only facts function; engine errors keep their type and retryability."""
+        try:
+            facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(args),  # type: ignore[misc]
+                                            ctx)
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        return dict(plain(facts))
+
+
+def activity_key() -> str:
+    """This activity, the same across its retries (a retry may find its own earlier writes)."""
+    info = activity.info()
+    return f"{info.workflow_run_id}:{info.activity_id}"
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def application_error(exc: AirlockError) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable)

@@ -1,0 +1,107 @@
+"""Who starts a run and who decides its actions, proven in the worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error
+from engine.boundary.people import decision_refusal
+from engine.errors import AirlockError, ApprovalError, AuthenticationError, DefinitionError
+from engine.boundary.identity import args_hash
+from engine.runtime.payloads import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
+from engine.spec import shown_spec
+from engine.store import authority, decisions, repo, users
+from engine.store.users import Approver
+
+
+class PeopleActivities(ActivitiesBase):
+    """``resolve_run`` (the requester and the definition) and ``verify_person`` (a decision's signer)."""
+
+    @activity.defn(name="resolve_run")
+    async def resolve_run(self, request: ResolveRunInput) -> ResolveRunResult:
+        """Verify who starts the run, resolve its definition from this worker's own, and record both."""
+        req, info = request.request, activity.info()
+        try:
+            if info.workflow_id != req.run_id:
+                raise AuthenticationError(f"run {req.run_id} can only be resolved by its own workflow")
+            claims = self._verifier.verify(req.credential)
+            if claims.action != "start" or claims.run_id != req.run_id or claims.workflow != req.workflow:
+                raise AuthenticationError(f"the signed assertion is not for starting run {req.run_id} of "
+                                          f"{req.workflow}")
+            if (claims.input_hash, claims.version, claims.pin) != (args_hash(req.input), req.version,
+                                                                   req.definition_hash):
+                raise AuthenticationError("the signed assertion is for another input, version or definition pin")
+            if (claims.subject, claims.tenant) != (req.requested_by, req.tenant):
+                raise AuthenticationError(f"the request says {req.requested_by!r} in tenant {req.tenant!r}; "
+                                          f"the signed assertion says {claims.subject!r} in {claims.tenant!r}")
+            person = await self._member(claims.subject, req.tenant)
+            try:
+                spec = await asyncio.to_thread(self._registry.resolve, req.workflow, version=req.version,
+                                               pin=req.definition_hash)
+            except Exception as exc:  # noqa: BLE001 - a broken definition: retrying cannot mend it
+                refusal = exc if isinstance(exc, DefinitionError) else DefinitionError(
+                    f"{req.workflow}: its definition cannot be read: {type(exc).__name__}: {exc}")
+                # The requester is proven: the run they were told started shows why it ended.
+                await self._db(repo.record_refused_run, run_id=req.run_id, workflow=req.workflow,
+                               requested_by=person.name, tenant=req.tenant, workflow_run_id=info.workflow_run_id,
+                               reason=f"refused: {refusal}")
+                raise refusal from None
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
+                           idempotency_key="", digest="", action="start", subject=person.name,
+                           roles=person.roles, used_by=activity_key())
+            run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=req.tenant,
+                              input=req.input, workflow_run_id=info.workflow_run_id)
+            # The record and the workflow's history get the definition without endpoint keys; this worker
+            # keeps its own copy (and another finds it again by hash, see ``ActivitiesBase._run``).
+            shown = run.model_copy(update={"spec": shown_spec(spec)})
+            await self._db(repo.register_run, run=shown)
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        self._runs[run.run_id] = run
+        return ResolveRunResult(run=shown)
+
+    async def _member(self, name: str, tenant: str) -> Approver:
+        """The user an assertion names, from the user store, who must belong to ``tenant``.
+
+        Raises:
+            AuthenticationError: no such (enabled) user, or not one of the tenant's.
+        """
+        person = await self._db(users.get_user, name=name)
+        if person is None or person.name != name:
+            raise AuthenticationError(f"no user {name!r}")
+        if tenant not in person.tenants:
+            raise AuthenticationError(f"{person.name} does not belong to tenant {tenant!r}")
+        return person
+
+    @activity.defn(name="verify_person")
+    async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
+        """Check a person's signed assertion for one decision; roles and tenants come from the user store."""
+        run = await self._run(request.run_id)
+        try:
+            claims = self._verifier.verify(request.assertion)
+            bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
+            if bound != (request.action, request.run_id, request.approval_id, request.digest):
+                raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
+                                          f"{claims.digest}, not {request.action} of {request.approval_id} on "
+                                          f"{request.digest}")
+            if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
+                raise AuthenticationError("the signed assertion is for other arguments than this edit's")
+            decided = await self._db(decisions.decision_for_approval, approval_id=request.approval_id)
+            if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
+                raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
+                                          "for by this run's policy")
+            person = await self._member(claims.subject, run.tenant)
+            editors = await self._db(authority.editors_of, idempotency_key=decided.idempotency_key or "")
+            refusal = decision_refusal(person=person.name, roles=person.roles, requester=run.requested_by,
+                                       editors=editors, approvers=list(decided.result.get("approvers") or []))
+            if refusal is not None:  # refused before it is recorded: a refused person leaves no vote behind
+                raise ApprovalError(refusal)
+            await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
+                           approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
+                           digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
+                           used_by=activity_key())
+        except AirlockError as exc:
+            raise application_error(exc) from exc
+        return VerifiedPerson(name=person.name, roles=person.roles, tenants=person.tenants)

@@ -1,0 +1,68 @@
+"""Spec → LangGraph ``StateGraph``. Pure: no I/O, nothing started.
+
+Every workflow spec runs on the same agent graph: the spec travels in the
+state, so one registered graph serves them all. A Python workflow can build a
+custom graph with :func:`add_boundary`, which wires the same boundary nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from engine.runtime import nodes
+from engine.runtime.nodes import AgentState
+from engine.spec import WorkflowSpec
+from engine.toolkit import import_object
+
+AGENT_GRAPH = "airlock.agent"
+_IN_WORKFLOW = {"execute_in": "workflow"}
+
+
+def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "call_model",
+                 end: str = END) -> StateGraph:
+    """Add the boundary (check → approve → execute) between two nodes.
+
+    ``after`` must leave ``proposed`` tool calls, or a ``status`` to go to
+    ``end``; the boundary returns to ``then`` with the tool results appended.
+    """
+    graph.add_node("check_tool_calls", nodes.check_tool_calls, metadata=dict(_IN_WORKFLOW))
+    graph.add_node("await_approval", nodes.await_approval, metadata=dict(_IN_WORKFLOW))
+    graph.add_node("execute_tools", nodes.execute_tools, metadata=dict(_IN_WORKFLOW))
+    graph.add_conditional_edges(after, nodes.route_after_model, {"end": end, "check_tool_calls": "check_tool_calls"})
+    graph.add_conditional_edges("check_tool_calls", nodes.route_after_check,
+                                {"await_approval": "await_approval", "execute_tools": "execute_tools"})
+    graph.add_conditional_edges("await_approval", nodes.route_after_approval,
+                                {"check_tool_calls": "check_tool_calls", "execute_tools": "execute_tools"})
+    graph.add_conditional_edges("execute_tools", nodes.route_after_execute,
+                                {"check_tool_calls": "check_tool_calls", "then": then})
+    return graph
+
+
+def agent_graph() -> StateGraph:
+    """The default graph: the model proposes, the boundary decides, repeat."""
+    graph = StateGraph(AgentState)
+    graph.add_node("call_model", nodes.call_model, metadata=dict(_IN_WORKFLOW))
+    graph.add_edge(START, "call_model")
+    return add_boundary(graph)
+
+
+def graph_name(spec: WorkflowSpec) -> str:
+    """The name under which the worker registers this spec's graph."""
+    return f"custom:{spec.graph}" if spec.graph else AGENT_GRAPH
+
+
+def build_graph(import_path: str) -> StateGraph:
+    """Import a custom graph builder ``module:function`` and call it."""
+    graph = import_object(import_path)()
+    if not isinstance(graph, StateGraph):
+        raise TypeError(f"{import_path} must return a langgraph StateGraph, got {type(graph).__name__}")
+    return graph
+
+
+def initial_state(request_dump: dict[str, Any], spec: WorkflowSpec, user_message: str) -> AgentState:
+    """The state a run starts from."""
+    return AgentState(request=request_dump, step=0, proposed=[], calls=[], status=None, reason=None, output=None,
+                      messages=[{"role": "system", "content": spec.prompt_text or ""},
+                                {"role": "user", "content": user_message}])

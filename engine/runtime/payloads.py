@@ -1,0 +1,400 @@
+"""Payloads that cross Temporal: our own pydantic models, never library objects.
+
+Every activity takes one ``<Name>Input`` and returns one ``<Name>Result`` so
+fields can be added later without breaking history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.spec import ModelSpec, WorkflowSpec
+
+Outcome = Literal[
+    "proposed",  # not checked yet (or edited by a person and to be checked again)
+    "invalid",  # arguments failed the schema; never reached policy
+    "denied",  # policy said no (or could not answer)
+    "allowed",  # policy allowed; not yet executed
+    "pending_approval",  # waiting for people
+    "approved",  # people approved; not yet executed
+    "rejected",  # a person rejected it
+    "expired",  # nobody decided in time
+    "executed",  # ran, with a result
+    "failed",  # ran and raised
+]
+RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached", "failed"]
+
+
+class RunRequest(BaseModel):
+    """What starts a run: a workflow's name, never its definition. ``run_id`` is the Temporal workflow id.
+
+    The worker resolves the definition itself (``version`` and ``definition_hash`` pin one).
+    ``credential`` is the requester's signed assertion (``engine.boundary.identity``); ``requested_by``
+    and ``tenant`` must match it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    definition_hash: str | None = Field(default=None, max_length=100)
+    input: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str = Field(max_length=64)
+    tenant: str = Field(default="default", max_length=64)
+    run_id: str = Field(min_length=1, max_length=200)
+    credential: str = Field(default="", max_length=4096)
+
+
+class ResolvedRun(BaseModel):
+    """A run as the worker resolved it: its definition and its verified requester."""
+
+    run_id: str
+    spec: WorkflowSpec
+    requested_by: str
+    tenant: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    workflow_run_id: str | None = None  # the Temporal run that resolved it; its activities serve no other
+
+
+class PolicyDecision(BaseModel):
+    """A normalized OPA decision. ``outcome`` is what the boundary acts on."""
+
+    allow: bool = False
+    require_approval: bool = False
+    approvers: list[str] = Field(default_factory=list)
+    min_approvals: int = 1
+    reasons: list[str] = Field(default_factory=list)
+    outcome: Literal["allow", "deny", "require_approval"] = "deny"
+    revision: str | None = None
+    decision_id: str | None = None
+
+
+class ApprovalVote(BaseModel):
+    """One person's decision on a gated action."""
+
+    by: str
+    decision: Literal["approve", "reject", "edit"]
+    comment: str | None = None
+    at: datetime
+    digest: str = ""
+    source: str | None = None
+
+
+class ToolCallRecord(BaseModel):
+    """One proposed tool call and everything the boundary did with it."""
+
+    call_id: str
+    step: int
+    index: int
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    raw_arguments: str = ""
+    reason: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    decision: PolicyDecision | None = None
+    outcome: Outcome = "proposed"
+    error: str | None = None
+    result: Any = None
+    approval_id: str | None = None
+    digest: str | None = None
+    votes: list[ApprovalVote] = Field(default_factory=list)
+    revision: int = 0
+    edited_by: str | None = None
+    editors: list[str] = Field(default_factory=list)  # everyone who edited this action so far
+    previous_args: dict[str, Any] | None = None
+    rechecks: int = 0
+    recheck_reason: str | None = None
+
+
+class RunResult(BaseModel):
+    """How a run ended."""
+
+    run_id: str
+    workflow: str
+    version: int
+    status: RunStatus
+    reason: str | None = None
+    output: str | None = None
+    steps: int = 0
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)  # model_calls, tokens, cost
+    structured: dict[str, Any] | None = None  # the final answer, validated against spec.output_schema
+
+
+# --- activities --------------------------------------------------------------
+
+
+class ResolveRunInput(BaseModel):
+    request: RunRequest
+
+
+class ResolveRunResult(BaseModel):
+    run: ResolvedRun
+
+
+class RecordRunInput(BaseModel):
+    run_id: str
+    status: RunStatus
+    result: RunResult | None = None
+
+
+class RecordRunResult(BaseModel):
+    ok: bool = True
+
+
+class CallModelInput(BaseModel):
+    """One model call. The worker takes the model, tools, prices and budgets from the run's own
+    definition (the fields below ``step_class`` are overwritten from it): a request cannot point a
+    run at another endpoint or key."""
+
+    run_id: str
+    step: int
+    model: ModelSpec
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    workflow: str = ""
+    version: int = 0
+    tenant: str = "default"
+    prompt_hash: str | None = None
+    daily_cost_cap: float | None = None
+    step_class: str | None = None  # which route chose the model (see spec.STEP_CLASSES)
+    output_schema: dict[str, Any] | None = None  # asked of the final answer as a JSON-schema response format
+
+
+class ProposedCall(BaseModel):
+    id: str
+    name: str
+    arguments: str
+
+
+class EndpointAttempt(BaseModel):
+    """One endpoint tried for a model call, and why it did not answer (None when it did)."""
+
+    endpoint: str
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+class CallModelResult(BaseModel):
+    content: str | None = None
+    tool_calls: list[ProposedCall] = Field(default_factory=list)
+    model: str
+    provider_label: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    fallback_used: bool = False
+    attempts: list[EndpointAttempt] = Field(default_factory=list)
+    refused: str | None = None  # a budget said no before any endpoint was called
+
+
+class GuardInputInput(BaseModel):
+    """The user's message; the guard (size limit, redaction hook) is the run's own definition's."""
+
+    run_id: str
+    message: str
+
+
+class GuardInputResult(BaseModel):
+    message: str
+    redacted: bool = False
+
+
+class ValidateCallInput(BaseModel):
+    """The tool is looked up by name in the run's own definition; ``step``/``call_id`` put the
+    result on the run's timeline."""
+
+    run_id: str
+    tool: str
+    raw_arguments: str
+    step: int | None = None
+    call_id: str | None = None
+
+
+class ValidateCallResult(BaseModel):
+    ok: bool
+    args: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ValidateOutputInput(BaseModel):
+    """A final answer checked against the workflow's output model (recorded on the timeline)."""
+
+    run_id: str
+    step: int
+    content: str | None
+
+
+class ValidateOutputResult(BaseModel):
+    ok: bool
+    value: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class EvaluatePolicyInput(BaseModel):
+    """One call whose arguments were validated; the worker reads its facts and builds the policy input itself."""
+
+    run_id: str
+    call: ToolCallRecord
+
+
+class EvaluatePolicyResult(BaseModel):
+    """The decision, on the facts the worker read itself (also shown to the approver)."""
+
+    decision: PolicyDecision
+    digest: str
+    facts: dict[str, Any] = Field(default_factory=dict)
+    approval_id: str | None = None
+
+
+class OpenApprovalsInput(BaseModel):
+    """The inbox rows are built from the worker's own decision records; ``calls`` only name them."""
+
+    run_id: str
+    expires_at: datetime
+    calls: list[ToolCallRecord]
+
+
+class OpenApprovalsResult(BaseModel):
+    opened: int
+
+
+class CloseApprovalInput(BaseModel):
+    approval_id: str
+    run_id: str = ""
+    digest: str = ""
+    status: Literal["pending", "approved", "rejected", "expired", "edited"]
+    votes: list[ApprovalVote] = Field(default_factory=list)
+    reason: str | None = None
+
+
+class CloseApprovalResult(BaseModel):
+    ok: bool = True
+
+
+class ExecuteToolInput(BaseModel):
+    """The action to run; the worker finds the tool in the run's definition and checks its authority."""
+
+    run_id: str
+    call: ToolCallRecord
+
+
+class ExecuteToolResult(BaseModel):
+    """``stale``: the facts read again right before executing differ from the ones
+    policy (and approval) saw, in the listed ``changed`` fields; nothing ran."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    replayed: bool = False
+    stale: bool = False
+    changed: list[str] = Field(default_factory=list)
+    refused: bool = False  # the store holds no decision (or approvals) authorising exactly this action
+
+
+class VerifyPersonInput(BaseModel):
+    """A person's signed assertion, and what it must be bound to."""
+
+    run_id: str
+    approval_id: str
+    digest: str
+    action: Literal["approve", "reject", "edit"]
+    assertion: str
+    args: dict[str, Any] | None = None
+
+
+class VerifiedPerson(BaseModel):
+    """Who the assertion proves, with roles and tenants read from the user store."""
+
+    name: str
+    roles: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+
+
+# --- approvals (update / query) ----------------------------------------------
+
+
+class ApprovalDecisionInput(BaseModel):
+    """The payload of the ``decide_approval`` update.
+
+    ``assertion`` is the person's signed assertion (``engine.boundary.identity``) bound
+    to this approval, ``digest`` and ``decision``: who decides, and with which
+    roles, comes from it and the user store, never from the caller. ``digest``
+    is the action digest the person was shown: a decision on anything else is
+    refused. ``source`` says where the decision came from (address, CLI).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval_id: str
+    decision: Literal["approve", "reject"]
+    digest: str
+    assertion: str
+    comment: str | None = Field(default=None, max_length=2000)
+    source: str | None = Field(default=None, max_length=200)
+
+
+class ApprovalEditInput(BaseModel):
+    """The payload of the ``edit_action`` update: new arguments for the same tool.
+
+    The edited action is a new action: validated, fact-checked and decided by
+    policy again, with a new digest; it needs approval again if policy says so.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval_id: str
+    digest: str
+    args: dict[str, Any]
+    assertion: str
+    comment: str | None = Field(default=None, max_length=2000)
+    source: str | None = Field(default=None, max_length=200)
+
+
+class ApprovalDecisionResult(BaseModel):
+    approval_id: str
+    status: Literal["pending", "approved", "rejected", "edited"]
+    approvals: int
+    needed: int
+
+
+class WaitingApproval(BaseModel):
+    """One gated action as progress shows it: who may decide, and who has."""
+
+    approval_id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    needed: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    expires_at: datetime | None = None
+
+
+class RunProgress(BaseModel):
+    """What the ``get_progress`` query answers: where a run is now."""
+
+    status: RunStatus = "running"
+    step: int = 0
+    activity: str = "starting"  # e.g. "calling the model", "checking transfer_token", "executing transfer_token"
+    model: str | None = None
+    step_class: str | None = None
+    waiting: list[WaitingApproval] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
+
+
+class PendingAction(BaseModel):
+    """What the ``get_pending_actions`` query answers per gated action."""
+
+    approval_id: str
+    run_id: str
+    call: ToolCallRecord
+    requested_by: str
+    expires_at: datetime
+    status: Literal["pending", "approved", "rejected", "expired", "edited"] = "pending"
+    reason: str | None = None
+    edited_args: dict[str, Any] | None = None

@@ -1,0 +1,75 @@
+"""The Airlock worker: the workflow, its activities and the registered graphs."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from langgraph.graph import StateGraph
+from temporalio.client import Client
+from temporalio.langgraph import LangGraphPlugin
+from temporalio.worker import Worker
+
+from engine.runtime.activities import AirlockActivities
+from engine.adapters.chain_tx import ChainAccess, Signer
+from engine.runtime.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
+from engine.config import Settings
+from engine.runtime.definitions import DefinitionRegistry, check_graph
+from engine.boundary.identity import Verifier
+from engine.adapters.llm import ModelClient
+from engine.boundary.policy import PolicyEngine
+from engine.spec import add_import_roots
+from engine.store.db import make_engine, migrate
+from engine.adapters.tracing import RunTracingInterceptor, Tracing
+from engine.runtime.workflow import AgentRunWorkflow
+
+logger = logging.getLogger(__name__)
+
+
+def graphs_for(registry: DefinitionRegistry) -> dict[str, StateGraph]:
+    """The default agent graph plus every custom graph a served spec names, each checked.
+
+    Raises:
+        DefinitionError: a custom graph could reach a tool without the boundary.
+    """
+    graphs: dict[str, StateGraph] = {AGENT_GRAPH: agent_graph()}
+    for spec in registry.specs():
+        if spec.graph and graph_name(spec) not in graphs:
+            graph = build_graph(spec.graph)
+            check_graph(graph, f"{spec.source}: graph {spec.graph}")
+            graphs[graph_name(spec)] = graph
+    registry.graphs = set(graphs)
+    return graphs
+
+
+def check_settings(settings: Settings) -> None:
+    """Read the keys a worker needs, so a malformed one is a located error before anything connects.
+
+    Raises:
+        InputError: naming the setting (or file) and what is wrong with it.
+    """
+    Verifier.from_settings(settings)
+    Signer.from_settings(settings.chain)
+
+
+def build_worker(client: Client, settings: Settings) -> Worker:
+    """A worker for the configured task queue, with its dependencies built."""
+    add_import_roots(*settings.import_roots)
+    url = settings.db_url
+    migrate(url)
+    db = make_engine(url)
+    registry = DefinitionRegistry(settings.workflows_dir or Path("workflows"), settings.project_dir)
+    plugin = LangGraphPlugin(graphs=graphs_for(registry),
+                             default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
+    activities = AirlockActivities(engine=db, database_url=url, policy=PolicyEngine(settings.opa),
+                                   model=ModelClient(settings.llm), registry=registry,
+                                   verifier=Verifier.from_settings(settings),
+                                   chain=ChainAccess.from_settings(settings.chain, db))
+    tracing = Tracing(settings.otel)
+    traced = any(isinstance(i, RunTracingInterceptor) for i in client.config()["interceptors"])
+    worker = Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],
+                    activities=activities.all(), plugins=[plugin],
+                    interceptors=[] if traced else tracing.interceptors)  # a traced client's apply already
+    worker.tracing = tracing  # type: ignore[attr-defined]  # flushed by whoever stops the worker
+    return worker

@@ -1,0 +1,303 @@
+"""The Temporal workflow: one durable run of an agent graph.
+
+The graph runs inside the workflow through ``temporalio-langgraph``. When the
+boundary needs people, the graph interrupts; the workflow records the inbox
+rows, exposes the pending actions through ``get_pending_actions`` and waits
+durably for ``decide_approval`` updates or the approval timeout, then resumes
+the graph with the verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+    from temporalio.langgraph import graph as registered_graph
+
+    from engine.boundary.people import decision_refusal
+    from engine.runtime.compiler import graph_name, initial_state
+    from engine.runtime.nodes import failure_reason
+    from engine.runtime.payloads import (
+        ApprovalDecisionInput,
+        ApprovalDecisionResult,
+        ApprovalEditInput,
+        ApprovalVote,
+        CloseApprovalInput,
+        CloseApprovalResult,
+        GuardInputInput,
+        GuardInputResult,
+        OpenApprovalsInput,
+        OpenApprovalsResult,
+        PendingAction,
+        RecordRunInput,
+        RecordRunResult,
+        ResolvedRun,
+        ResolveRunInput,
+        ResolveRunResult,
+        RunRequest,
+        RunProgress,
+        RunResult,
+        RunStatus,
+        ToolCallRecord,
+        ValidateCallInput,
+        ValidateCallResult,
+        VerifiedPerson,
+        VerifyPersonInput,
+        WaitingApproval,
+    )
+    from pydantic import ValidationError
+
+_RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
+
+
+def user_message(run_input: dict) -> str:
+    """The first user turn: ``input.message`` when given, else the input as JSON."""
+    message = run_input.get("message")
+    return message if isinstance(message, str) else json.dumps(run_input, sort_keys=True)
+
+
+@workflow.defn(name="AgentRunWorkflow")
+class AgentRunWorkflow:
+    """Runs one agent workflow spec to completion."""
+
+    def __init__(self) -> None:
+        self._request: ResolvedRun | None = None
+        self._status: RunStatus = "running"
+        self._pending: dict[str, PendingAction] = {}
+        self._progress = RunProgress()
+
+    @workflow.run
+    async def run(self, payload: Any) -> RunResult:
+        # The payload is checked here, not by the converter: a malformed request ends the run with a
+        # reason instead of failing its workflow task forever.
+        if not isinstance(payload, dict):
+            return self._refused(workflow.info().workflow_id, "?", "malformed run request: expected a JSON "
+                                 f"object, got {type(payload).__name__}")
+        try:
+            asked = RunRequest.model_validate(payload)
+        except ValidationError as exc:
+            return self._refused(str(payload.get("run_id") or workflow.info().workflow_id)[:200],
+                                 str(payload.get("workflow") or "?")[:200], f"malformed run request: {exc}")
+        try:
+            resolved = await workflow.execute_activity("resolve_run", ResolveRunInput(request=asked),
+                                                       result_type=ResolveRunResult, **_RECORD)
+        except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
+            return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 - e.g. a definition this workflow cannot decode
+            return self._refused(asked.run_id, asked.workflow, f"refused: {type(exc).__name__}: {exc}"[:2000])
+        request = self._request = resolved.run
+        try:
+            result = await self._drive(request)
+        except Exception as exc:  # noqa: BLE001 - a bug, or something validation missed
+            # Raising here would fail the workflow task, and Temporal retries a failed task forever while
+            # the run looks alive. End the run instead, with the reason, and close what waits for people.
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+            workflow.logger.error("run %s failed: %s", request.run_id, reason)
+            for pending in self._pending.values():
+                if pending.status == "pending":
+                    pending.status, pending.reason = "expired", f"the run failed ({reason})"
+                    await self._close(pending)
+            result = RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
+                               status="failed", reason=reason)
+        self._status = result.status
+        self.note_progress(activity="finished", usage=result.usage)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
+        return result
+
+    async def _drive(self, request: ResolvedRun) -> RunResult:
+        """Run the graph to its end, pausing for people at each interrupt."""
+        app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": request.run_id}}
+        try:
+            message = user_message(request.input)
+            if request.spec.input_guard is not None:  # only runs of guarded workflows schedule this activity
+                self.note_progress(activity="checking the input")
+                guarded = await workflow.execute_activity(
+                    "guard_input", GuardInputInput(run_id=request.run_id, message=message),
+                    result_type=GuardInputResult, **_RECORD)
+                message = guarded.message
+            state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec, message), config)
+            while "__interrupt__" in state:
+                actions = [ToolCallRecord.model_validate(a) for a in state["__interrupt__"][0].value["actions"]]
+                verdicts = await self._wait_for_people(request, actions)
+                state = await app.ainvoke(Command(resume=verdicts), config)
+        except ActivityError as exc:
+            # An activity gave up (a model that refuses our request, a store that stays down): end the
+            # run cleanly with what the graph had, so the index and the caller see why.
+            snapshot = await app.aget_state(config)
+            state = {**snapshot.values, "status": "failed", "reason": failure_reason(exc)}
+        calls = [ToolCallRecord.model_validate(c) for c in state.get("calls") or []]
+        calls += [ToolCallRecord.model_validate(c) for c in state.get("proposed") or []]
+        return RunResult(run_id=request.run_id, workflow=request.spec.name, version=request.spec.version,
+                         status=state.get("status") or "failed", reason=state.get("reason"),
+                         output=state.get("output"), steps=state.get("step", 0), tool_calls=calls,
+                         usage=state.get("usage") or {}, structured=state.get("structured"))
+
+    def _refused(self, run_id: str, name: str, reason: str) -> RunResult:
+        self._status = "failed"
+        self.note_progress(activity="refused")
+        workflow.logger.warning("run %s refused: %s", run_id, reason)
+        return RunResult(run_id=run_id, workflow=name, version=0, status="failed", reason=reason)
+
+    async def _wait_for_people(self, request: ResolvedRun, actions: list[ToolCallRecord]) -> dict[str, dict]:
+        expires_at = workflow.now() + request.spec.approval.timeout
+        self._pending = {a.approval_id or "": PendingAction(approval_id=a.approval_id or "", run_id=request.run_id,
+                                                           call=a, requested_by=request.requested_by,
+                                                           expires_at=expires_at) for a in actions}
+        self._status = "waiting_approval"
+        self.note_progress(activity="waiting for approval")
+        await workflow.execute_activity(
+            "open_approvals", OpenApprovalsInput(run_id=request.run_id, expires_at=expires_at, calls=actions),
+            result_type=OpenApprovalsResult, **_RECORD)
+        try:
+            await workflow.wait_condition(lambda: all(p.status != "pending" for p in self._pending.values()),
+                                          timeout=expires_at - workflow.now())
+        except TimeoutError:
+            for pending in self._pending.values():
+                if pending.status == "pending":
+                    pending.status, pending.reason = "expired", "approval expired"
+                    await self._close(pending)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._status = "running"
+        return {p.approval_id: {"outcome": p.status, "reason": p.reason, "args": p.edited_args,
+                                "by": p.call.votes[-1].by if p.call.votes else None,
+                                "votes": [v.model_dump(mode="json") for v in p.call.votes]}
+                for p in self._pending.values()}
+
+    async def _record(self, record: RecordRunInput) -> None:
+        await workflow.execute_activity("record_run", record, result_type=RecordRunResult, **_RECORD)
+
+    async def _close(self, pending: PendingAction) -> None:
+        await workflow.execute_activity(
+            "close_approval", CloseApprovalInput(approval_id=pending.approval_id, run_id=pending.run_id,
+                                                 digest=pending.call.digest or "", status=pending.status,
+                                                 votes=pending.call.votes, reason=pending.reason),
+            result_type=CloseApprovalResult, **_RECORD)
+
+    async def _verify(self, approval_id: str, digest: str, action: str, assertion: str,
+                      args: dict | None = None) -> VerifiedPerson:
+        """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
+        try:
+            return await workflow.execute_activity(
+                "verify_person", VerifyPersonInput(run_id=self._request.run_id if self._request else "",
+                                                   approval_id=approval_id, digest=digest, action=action,
+                                                   assertion=assertion, args=args),
+                result_type=VerifiedPerson, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3))
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type or "AuthenticationError") from None
+            raise ApplicationError(str(cause or exc), type="AuthenticationError") from None
+
+    @workflow.update(name="decide_approval")
+    async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
+        """Record one person's approve/reject; quorum turns it into a verdict."""
+        person = await self._verify(decision.approval_id, decision.digest, decision.decision, decision.assertion)
+        self._check_person(decision.approval_id, person, decision.digest)  # again: others decided meanwhile
+        pending = self._pending[decision.approval_id]
+        pending.call.votes.append(ApprovalVote(by=person.name, decision=decision.decision, comment=decision.comment,
+                                               at=workflow.now(), digest=decision.digest, source=decision.source))
+        needed = pending.call.decision.min_approvals if pending.call.decision else 1
+        approvals = len({v.by for v in pending.call.votes if v.decision == "approve"})
+        if decision.decision == "reject":
+            pending.status, pending.reason = "rejected", decision.comment
+        elif approvals >= needed:
+            pending.status = "approved"
+        await self._close(pending)
+        return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,  # type: ignore[arg-type]
+                                      approvals=approvals, needed=needed)
+
+    @decide_approval.validator
+    def _check_decision(self, decision: ApprovalDecisionInput) -> None:
+        self._check_action(decision.approval_id, decision.digest)
+        if decision.decision == "reject" and not (decision.comment or "").strip():
+            raise ApplicationError("a rejection needs a reason", type="ApprovalError")
+
+    @workflow.update(name="edit_action")
+    async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
+        """Replace a gated action's arguments; the new action goes through the whole boundary again."""
+        pending = self._pending[edit.approval_id]
+        valid = await workflow.execute_activity(
+            "validate_tool_call", ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
+                                                    raw_arguments=json.dumps(edit.args)),
+            result_type=ValidateCallResult, **_RECORD)
+        if not valid.ok:  # refused before anything changes (or anyone counts as its editor)
+            raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
+        person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
+        self._check_person(edit.approval_id, person, edit.digest)
+        if pending.status != "pending":  # decided while the arguments were being checked
+            raise ApplicationError(f"approval {edit.approval_id} is already {pending.status}", type="ApprovalError")
+        pending.call.votes.append(ApprovalVote(by=person.name, decision="edit", comment=edit.comment,
+                                               at=workflow.now(), digest=edit.digest, source=edit.source))
+        pending.status, pending.edited_args, pending.reason = "edited", valid.args, edit.comment
+        await self._close(pending)
+        return ApprovalDecisionResult(approval_id=pending.approval_id, status="edited", approvals=0,
+                                      needed=pending.call.decision.min_approvals if pending.call.decision else 1)
+
+    @edit_action.validator
+    def _check_edit(self, edit: ApprovalEditInput) -> None:
+        self._check_action(edit.approval_id, edit.digest)
+
+    def _check_action(self, approval_id: str, digest: str) -> PendingAction:
+        """Rules on the action alone, checked before anything is accepted into history."""
+        pending = self._pending.get(approval_id)
+        if pending is None:
+            raise ApplicationError(f"no pending approval {approval_id} in this run", type="NotFoundError")
+        if pending.status != "pending":
+            raise ApplicationError(f"approval {approval_id} is already {pending.status}", type="ApprovalError")
+        if workflow.now() >= pending.expires_at:
+            raise ApplicationError(f"approval {approval_id} expired at {pending.expires_at.isoformat()}",
+                                   type="ApprovalError")
+        if digest != pending.call.digest:
+            raise ApplicationError(f"approval {approval_id} is bound to action {pending.call.digest}; "
+                                   f"the decision was made on {digest or 'nothing'}: reload and decide again",
+                                   type="ApprovalError")
+        return pending
+
+    def _check_person(self, approval_id: str, person: VerifiedPerson, digest: str) -> None:
+        """The rules every decision obeys, for a person the worker verified; raising refuses it."""
+        pending = self._check_action(approval_id, digest)
+        refusal = decision_refusal(person=person.name, roles=person.roles, requester=pending.requested_by,
+                                   editors=pending.call.editors,
+                                   approvers=pending.call.decision.approvers if pending.call.decision else [])
+        if refusal is not None:
+            raise ApplicationError(refusal, type="ApprovalError")
+        if any(v.by == person.name for v in pending.call.votes):
+            raise ApplicationError(f"{person.name} already decided approval {approval_id}", type="ApprovalError")
+
+    @workflow.query(name="get_pending_actions")
+    def get_pending_actions(self) -> list[PendingAction]:
+        """Gated actions of this run that still wait for people."""
+        return [p for p in self._pending.values() if p.status == "pending"]
+
+    def note_progress(self, **fields: object) -> None:
+        """Called by the graph's nodes as they go (see ``engine.runtime.nodes.note_progress``)."""
+        self._progress = self._progress.model_copy(update=fields)
+
+    @workflow.query(name="get_progress")
+    def get_progress(self) -> RunProgress:
+        """Where the run is now: step, what it is doing, and for gated actions who may approve and who did."""
+        waiting = [WaitingApproval(
+            approval_id=p.approval_id, tool=p.call.tool, args=p.call.args, expires_at=p.expires_at,
+            reasons=p.call.decision.reasons if p.call.decision else [],
+            approvers=p.call.decision.approvers if p.call.decision else [],
+            needed=p.call.decision.min_approvals if p.call.decision else 1,
+            approved_by=[v.by for v in p.call.votes if v.decision == "approve"])
+            for p in self._pending.values() if p.status == "pending"]
+        return self._progress.model_copy(update={"status": self._status, "waiting": waiting})
+
+    @workflow.query(name="get_status")
+    def get_status(self) -> str:
+        """``running``, ``waiting_approval`` or how the run ended."""
+        return self._status
+
