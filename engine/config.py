@@ -66,7 +66,6 @@ class LlmSettings(BaseModel):
     """Model endpoints. `scripted_url` is the offline replay endpoint."""
 
     scripted_url: str = "http://127.0.0.1:8600/v1"
-    timeout_s: float = 60.0
 
 
 class UiSettings(BaseModel):

@@ -6,7 +6,6 @@
     ├── SpecError                   a workflow spec is invalid       (http 422)
     ├── InputError                  run input is invalid             (http 422)
     ├── ToolArgumentsError          proposed args fail the schema    (http 422)
-    ├── PolicyUnavailableError      OPA unreachable / undefined      (retryable, http 503)
     ├── ApprovalError               an approval cannot be decided    (http 409)
     ├── AuthenticationError         who is asking cannot be proven   (http 401)
     ├── AccessDeniedError           proven, but not theirs to see or do (http 403)
@@ -77,13 +76,6 @@ class ToolArgumentsError(AirlockError):
     """Arguments proposed by the model do not match the tool's schema."""
 
     http_status = 422
-
-
-class PolicyUnavailableError(AirlockError):
-    """The policy engine could not produce a well-formed decision."""
-
-    retryable = True
-    http_status = 503
 
 
 class ApprovalError(AirlockError):

@@ -180,6 +180,11 @@ class ToolSpec(_Frozen):
     consequential: bool
     parameters: dict[str, Any]
 
+    def function_schema(self) -> dict[str, Any]:
+        """The tool as an OpenAI-compatible endpoint is told about it."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
 
 class WorkflowSpec(_Frozen):
     """One agent workflow. Unknown keys are errors."""

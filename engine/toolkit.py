@@ -108,17 +108,6 @@ class ToolDef:
     facts: Callable[..., dict[str, Any]] | None
     serialize: Callable[..., str] | None = None
 
-    def json_schema(self) -> dict[str, Any]:
-        """The argument schema as the model sees it (OpenAI function format)."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.args_model.model_json_schema(),
-            },
-        }
-
 
 def tool(
     *,

@@ -1,4 +1,5 @@
-"""Who may decide a gated action: one rule, used by the worker's verification, the run and execution."""
+"""Who may decide a gated action, and how: one place for each rule, used by the worker's verification,
+the run, execution and every door people decide through (pages, API, CLI)."""
 
 from __future__ import annotations
 
@@ -18,4 +19,11 @@ def decision_refusal(*, person: str, roles: list[str], requester: str, editors: 
     if not set(approvers) & set(roles):
         return (f"{person} does not hold a role that may decide this action "
                 f"(needs one of: {', '.join(approvers) or 'none named'})")
+    return None
+
+
+def rejection_problem(decision: str, comment: str | None) -> str | None:
+    """Why this decision cannot be taken as it is (a rejection must say why: it goes back to the model), or None."""
+    if decision == "reject" and not (comment or "").strip():
+        return "a rejection needs a reason; it goes back to the model"
     return None

@@ -101,14 +101,6 @@ class PolicyEngine:
         result = body.get("result")
         return {str(k).lower(): str(v) for k, v in result.items()} if isinstance(result, dict) else {}
 
-    async def healthy(self) -> bool:
-        """Whether OPA answers its health check."""
-        try:
-            async with self._client() as client:
-                return bool(await client.check_health())
-        except _OPA_ERRORS:
-            return False
-
 
 def _revision(bundles: Any, field: str) -> str | None:
     """One revision for the bundles OPA serves (``{name: {"revision": ...}}`` from provenance, or

@@ -113,10 +113,9 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _spec(path: Path, settings: Settings) -> WorkflowSpec:
     if not path.exists() and settings.workflows_dir:  # a bare name: look in the workflows folder
-        for candidate in (settings.workflows_dir / f"{path}{ext}" for ext in (".yaml", ".yml", ".py")):
-            if candidate.is_file():
-                path = candidate
-                break
+        from engine.runtime.definitions import spec_file
+
+        path = spec_file(settings.workflows_dir, str(path)) or path
     try:
         return load_spec(path, project_dir=settings.project_dir)
     except SpecError as exc:

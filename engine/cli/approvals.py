@@ -26,10 +26,12 @@ from engine.cli._app import (
     approvals_app,
     authenticate,
     authority,
+    exit_code,
     out,
     run_client_command,
     users_app,
 )
+from engine.boundary.people import rejection_problem
 from engine.config import Settings
 from engine.errors import AirlockError, InputError
 from engine.store.repo import ApprovalView
@@ -128,7 +130,7 @@ def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[s
                                                decision=action,  # type: ignore[arg-type]
                                                approver=approver, comment=comment, source=f"cli:{_host()}")
         except AirlockError as exc:
-            _fail(str(exc))
+            _fail(str(exc), exit_code(exc))
         _print_outcome(approval_id, result)
 
     run_client_command(go())
@@ -202,8 +204,8 @@ def reject(approval_id: str, as_user: Optional[str] = _AS,
            reason: str = typer.Option(..., "--reason", help="Goes back to the model."),
            password_stdin: bool = PASSWORD_STDIN) -> None:
     """Reject a pending action; the reason goes back to the model."""
-    if not reason.strip():
-        _fail("--reason must not be empty", 2)
+    if (problem := rejection_problem("reject", reason)) is not None:
+        _fail(f"--reason: {problem}", 2)
     _act(approval_id, as_user, "reject", reason, password_stdin=password_stdin)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,14 +185,3 @@ def down(settings: Settings, say: Callable[[str], None]) -> None:
             stack.stop_process(service.pid)
             say(f"{name}: stopped (pid {service.pid})")
         files.forget(name)
-
-
-def wait_for_stack(settings: Settings, timeout: float = 30.0) -> None:
-    """Fail clearly when Temporal is not reachable."""
-    host, port = addresses(settings)["temporal"]
-    deadline = time.monotonic() + timeout
-    while not stack.port_open(host, port):
-        if time.monotonic() > deadline:
-            raise StackError(f"Temporal is not reachable at {host}:{port}; start it with `airlock up`")
-        time.sleep(0.2)
-

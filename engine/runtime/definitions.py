@@ -26,12 +26,19 @@ _BOUNDARY = {"check_tool_calls": nodes.check_tool_calls, "await_approval": nodes
              "execute_tools": nodes.execute_tools}
 
 
+SPEC_SUFFIXES = (".yaml", ".yml", ".py")
+
+
 def spec_files(workflows_dir: Path) -> list[Path]:
     """Workflow definitions in a folder (YAML and Python)."""
     if not workflows_dir.is_dir():
         return []
-    return sorted(p for p in workflows_dir.iterdir() if p.suffix in (".yaml", ".yml", ".py")
-                  and not p.name.startswith("_"))
+    return sorted(p for p in workflows_dir.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith("_"))
+
+
+def spec_file(workflows_dir: Path, name: str) -> Path | None:
+    """The definition file a bare workflow name means (``support_refund`` → ``support_refund.yaml``), or None."""
+    return next((p for p in (workflows_dir / f"{name}{ext}" for ext in SPEC_SUFFIXES) if p.is_file()), None)
 
 
 class DefinitionRegistry:

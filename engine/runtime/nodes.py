@@ -142,8 +142,7 @@ async def model_step(state: AgentState, klass: str) -> dict[str, Any]:
     usage = dict(state.get("usage") or {"model_calls": 0, "tokens": 0, "cost": 0.0})
     if (over := over_budget(spec.limits, usage)) is not None:
         return {"status": "limit_reached", "reason": over}
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                "parameters": t.parameters}} for t in spec.tool_specs]
+    tools = [t.function_schema() for t in spec.tool_specs]
     size = len(json.dumps([state["messages"], tools], ensure_ascii=False).encode("utf-8", errors="replace"))
     if size > MAX_CONVERSATION_BYTES:
         return {"status": "limit_reached", "reason": f"the conversation is {size} bytes; one model request "

@@ -108,6 +108,11 @@ class ToolCallRecord(BaseModel):
     rechecks: int = 0
     recheck_reason: str | None = None
 
+    @property
+    def approvals_needed(self) -> int:
+        """How many distinct people must approve: what the policy said, else one."""
+        return self.decision.min_approvals if self.decision else 1
+
 
 class RunResult(BaseModel):
     """How a run ended."""

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from engine.boundary.arguments import validation_problems
+from engine.boundary.people import rejection_problem
 from engine.errors import ApprovalError, AuthenticationError, InputError, NotFoundError, ToolArgumentsError
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document
 from engine.boundary.identity import Authority
@@ -68,11 +69,6 @@ async def start_run(client: Client, authority: Authority, *, task_queue: str, wo
                                        memo={"workflow": name, "requested_by": requested_by})
 
 
-async def run_result(client: Client, run_id: str) -> RunResult:
-    """Wait for a run to end and return its result."""
-    return await client.get_workflow_handle(run_id, result_type=RunResult).result()
-
-
 async def run_progress(client: Client, run_id: str) -> RunProgress:
     """Ask a run where it is: step, what it is doing, who it waits for (Temporal query)."""
     handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
@@ -100,6 +96,8 @@ async def decide_approval(client: Client, engine: Engine, authority: Authority, 
         ApprovalError: the run refused the decision.
         AuthenticationError: the run could not verify who decided.
     """
+    if (problem := rejection_problem(decision, comment)) is not None:
+        raise InputError(problem)
     approval, handle = _pending(client, engine, approval_id)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,

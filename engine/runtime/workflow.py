@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from langgraph.types import Command
     from temporalio.langgraph import graph as registered_graph
 
-    from engine.boundary.people import decision_refusal
+    from engine.boundary.people import decision_refusal, rejection_problem
     from engine.runtime.compiler import graph_name, initial_state
     from engine.runtime.nodes import failure_reason
     from engine.runtime.payloads import (
@@ -207,7 +207,7 @@ class AgentRunWorkflow:
         pending = self._pending[decision.approval_id]
         pending.call.votes.append(ApprovalVote(by=person.name, decision=decision.decision, comment=decision.comment,
                                                at=workflow.now(), digest=decision.digest, source=decision.source))
-        needed = pending.call.decision.min_approvals if pending.call.decision else 1
+        needed = pending.call.approvals_needed
         approvals = len({v.by for v in pending.call.votes if v.decision == "approve"})
         if decision.decision == "reject":
             pending.status, pending.reason = "rejected", decision.comment
@@ -220,8 +220,8 @@ class AgentRunWorkflow:
     @decide_approval.validator
     def _check_decision(self, decision: ApprovalDecisionInput) -> None:
         self._check_action(decision.approval_id, decision.digest)
-        if decision.decision == "reject" and not (decision.comment or "").strip():
-            raise ApplicationError("a rejection needs a reason", type="ApprovalError")
+        if (problem := rejection_problem(decision.decision, decision.comment)) is not None:
+            raise ApplicationError(problem, type="ApprovalError")
 
     @workflow.update(name="edit_action")
     async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
@@ -242,7 +242,7 @@ class AgentRunWorkflow:
         pending.status, pending.edited_args, pending.reason = "edited", valid.args, edit.comment
         await self._close(pending)
         return ApprovalDecisionResult(approval_id=pending.approval_id, status="edited", approvals=0,
-                                      needed=pending.call.decision.min_approvals if pending.call.decision else 1)
+                                      needed=pending.call.approvals_needed)
 
     @edit_action.validator
     def _check_edit(self, edit: ApprovalEditInput) -> None:
@@ -291,7 +291,7 @@ class AgentRunWorkflow:
             approval_id=p.approval_id, tool=p.call.tool, args=p.call.args, expires_at=p.expires_at,
             reasons=p.call.decision.reasons if p.call.decision else [],
             approvers=p.call.decision.approvers if p.call.decision else [],
-            needed=p.call.decision.min_approvals if p.call.decision else 1,
+            needed=p.call.approvals_needed,
             approved_by=[v.by for v in p.call.votes if v.decision == "approve"])
             for p in self._pending.values() if p.status == "pending"]
         return self._progress.model_copy(update={"status": self._status, "waiting": waiting})

@@ -145,8 +145,6 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    if body.decision == "reject" and not (body.comment or "").strip():
-        raise InputError("a rejection needs a reason in 'comment'; it goes back to the model")
     return await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
+from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, InputError
 from engine.runtime.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
@@ -89,10 +90,11 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
     """Why this user may not decide this item (shown; the run enforces it anyway)."""
     if item.status != "pending":
         return f"This action is {item.status}."
-    if user.name == item.requested_by:
-        return "You started this run, so someone else must decide its actions."
-    if item.approvers and not set(item.approvers) & set(user.roles):
-        return f"Deciding needs the role {' or '.join(item.approvers)}; you hold {', '.join(user.roles) or 'none'}."
+    refusal = decision_refusal(person=user.name, roles=user.roles, requester=item.requested_by,
+                               editors={v["by"] for v in item.votes if v.get("decision") == "edit"},
+                               approvers=item.approvers)
+    if refusal is not None:
+        return f"You may not decide this action: {refusal}."
     if any(v["by"] == user.name for v in item.votes):
         return "You already decided this action."
     return None
@@ -167,8 +169,6 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
     own_approval(request, approval_id, user)
     if decision not in ("approve", "reject"):
         request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
-    elif decision == "reject" and not comment.strip():
-        request.session["flash"] = {"kind": "error", "text": "A rejection needs a reason; it goes back to the model."}
     else:
         try:
             result = await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority,

@@ -133,7 +133,7 @@ async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, sett
         assert run_id.startswith(spec.name + "-")
         [item] = await wait_for_inbox(settings.db_url, run_id)
         code, _, err = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", " ")
-        assert code == 2 and "--reason must not be empty" in err
+        assert code == 2 and "--reason: a rejection needs a reason" in err
         code, out, _ = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", "duplicate")
         assert code == 0 and "rejected" in out
         result = await client.get_workflow_handle(run_id, result_type=RunResult).result()

@@ -101,7 +101,7 @@ async def test_without_the_role_one_sees_but_cannot_decide(browser: Browser, web
     page = await signed_in(browser, web, "dave")
     await page.get_by_role("link", name="issue_refund").click()
     await expect(page.get_by_text("180.00 EUR")).to_be_visible()
-    await expect(page.locator("[data-blocked]")).to_contain_text("Deciding needs the role support-leads")
+    await expect(page.locator("[data-blocked]")).to_contain_text("does not hold a role that may decide this action (needs one of: support-leads)")
     assert await page.get_by_role("button", name="Approve").count() == 0
 
 
@@ -110,7 +110,7 @@ async def test_requester_is_refused_even_by_a_forged_form(browser: Browser, web:
     approval_id, _ = await start(web, tmp_path)
     page = await signed_in(browser, web, "alice", width=390)  # phone width
     await page.goto(f"{web.url}/approvals/{approval_id}")
-    await expect(page.locator("[data-blocked]")).to_contain_text("You started this run")
+    await expect(page.locator("[data-blocked]")).to_contain_text("started this run and cannot decide its actions")
     await page.screenshot(path=str(ARTIFACTS / "detail-390.png"), full_page=True)
     csrf = await page.evaluate("document.querySelector('input[name=csrf]').value")
     digest = (await page.locator("code.digest").inner_text()).strip()

@@ -50,8 +50,7 @@ class RunActivities(ActivitiesBase):
             "model": spec.model_for(request.step_class or "plan"), "workflow": spec.name, "version": spec.version,
             "tenant": run.tenant, "prompt_hash": spec.prompt_hash, "daily_cost_cap": spec.limits.daily_cost,
             "output_schema": spec.output_json_schema,
-            "tools": [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                        "parameters": t.parameters}} for t in spec.tool_specs]})
+            "tools": [t.function_schema() for t in spec.tool_specs]})
         if request.daily_cost_cap is not None:
             spent = await self._db(repo.cost_today, tenant=request.tenant, workflow=request.workflow)
             if spent >= request.daily_cost_cap:
