@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any, TypedDict, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 
 from langgraph.types import interrupt
 from pydantic import BaseModel
@@ -19,23 +20,21 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.boundary import tool_message
+from engine.runtime import contract
 from engine.runtime.payloads import (
     CallModelInput,
-    CallModelResult,
     EvaluatePolicyInput,
-    EvaluatePolicyResult,
     ExecuteToolInput,
-    ExecuteToolResult,
     PolicyDecision,
     ResolvedRun,
     ToolCallRecord,
     ValidateCallInput,
-    ValidateCallResult,
     ValidateOutputInput,
-    ValidateOutputResult,
+    Verdict,
 )
 from engine.spec import endpoint_label
 
+A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 _QUICK = {"start_to_close_timeout": timedelta(seconds=30),
@@ -69,8 +68,9 @@ class AgentState(TypedDict, total=False):
     repairing: bool
 
 
-async def _act(name: str, arg: BaseModel, result_type: type[R], opts: dict[str, Any] = _QUICK) -> R:
-    return await workflow.execute_activity(name, arg, result_type=result_type, **opts)
+async def _act(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str, Any] = _QUICK) -> R:
+    """Call an activity through its declaration (``engine.runtime.contract``): typed input and result."""
+    return await workflow.execute_activity(declared, arg, **opts)
 
 
 def failure_reason(exc: ActivityError) -> str:
@@ -95,14 +95,21 @@ def _with(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
     return ToolCallRecord.model_validate({**call.model_dump(mode="json"), **dumped})
 
 
+@runtime_checkable
+class ProgressSink(Protocol):
+    """What a workflow running this graph offers its nodes: a place to say where the run is."""
+
+    def note_progress(self, **fields: Any) -> None: ...
+
+
 def note_progress(**fields: Any) -> None:
     """Tell the running workflow what the graph is doing now (answers its ``get_progress`` query)."""
     try:
-        note = getattr(workflow.instance(), "note_progress", None)
+        instance = workflow.instance()
     except RuntimeError:  # not inside a workflow (a node called directly)
         return
-    if note is not None:
-        note(**fields)
+    if isinstance(instance, ProgressSink):
+        instance.note_progress(**fields)
 
 
 def _repairs(state: AgentState) -> int:
@@ -151,11 +158,10 @@ async def model_step(state: AgentState, klass: str) -> dict[str, Any]:
     note_progress(step=step + 1, activity="calling the model", model=endpoint_label(model, model.script),
                   step_class=klass, usage=usage)
     budget = sum(e.timeout_s for e in [model, *model.fallbacks]) + 5
-    result = await _act("call_model", CallModelInput(
+    result = await _act(contract.call_model, CallModelInput(
         run_id=request.run_id, step=step + 1, model=model, messages=state["messages"], tools=tools,
         workflow=spec.name, version=spec.version, tenant=request.tenant, prompt_hash=spec.prompt_hash,
         daily_cost_cap=spec.limits.daily_cost, step_class=klass, output_schema=spec.output_json_schema),
-        CallModelResult,
         {"start_to_close_timeout": timedelta(seconds=budget),
          "retry_policy": RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ModelError"])})
     if result.refused:
@@ -189,8 +195,8 @@ async def _final_answer(request: ResolvedRun, state: AgentState, step: int, cont
     if not spec.output_schema:
         return {"status": "completed", "output": content}
     note_progress(activity="validating the final answer")
-    checked = await _act("validate_output", ValidateOutputInput(run_id=request.run_id, step=step, content=content),
-                         ValidateOutputResult)
+    checked = await _act(contract.validate_output, ValidateOutputInput(run_id=request.run_id, step=step,
+                                                                      content=content))
     if checked.ok:
         return {"status": "completed", "output": content, "structured": checked.value}
     repairs = state.get("output_repairs", 0) + 1
@@ -230,15 +236,15 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
         available = ", ".join(t.name for t in request.spec.tool_specs)
         return _with(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
     note_progress(activity=f"checking {call.tool}")
-    valid = await _act("validate_tool_call", ValidateCallInput(
+    valid = await _act(contract.validate_tool_call, ValidateCallInput(
         run_id=request.run_id, tool=call.tool, raw_arguments=call.raw_arguments, step=call.step,
-        call_id=call.call_id), ValidateCallResult)
+        call_id=call.call_id))
     if not valid.ok:
         return _with(call, outcome="invalid", error=valid.error)
     call = _with(call, args=valid.args)
     try:  # the worker reads the facts itself and decides on them
-        decided = await _act("evaluate_policy", EvaluatePolicyInput(run_id=request.run_id, call=call),
-                             EvaluatePolicyResult, _FACTS)
+        decided = await _act(contract.evaluate_policy, EvaluatePolicyInput(run_id=request.run_id, call=call),
+                             _FACTS)
     except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
         return _with(call, outcome="denied", decision=PolicyDecision(
             outcome="deny", reasons=["facts unavailable", failure_reason(exc)]))
@@ -252,18 +258,18 @@ async def await_approval(state: AgentState) -> dict[str, Any]:
     """Pause the graph until people decide; the workflow carries the wait."""
     calls = _records(state.get("proposed"))
     pending = [c.model_dump(mode="json") for c in calls if c.outcome == "pending_approval"]
-    verdicts: dict[str, dict[str, Any]] = interrupt({"actions": pending})
+    answered = interrupt({"actions": pending})  # the workflow resumes with {approval_id: Verdict as JSON}
+    verdicts = {key: Verdict.model_validate(value) for key, value in answered.items()}
     decided = []
     for call in calls:
         verdict = verdicts.get(call.approval_id or "") if call.outcome == "pending_approval" else None
-        if verdict is not None and verdict["outcome"] == "edited":
-            call = _with(call, outcome="proposed", raw_arguments=json.dumps(verdict["args"]), args={}, facts={},
+        if verdict is not None and verdict.outcome == "edited":
+            editor = verdict.by or ""
+            call = _with(call, outcome="proposed", raw_arguments=json.dumps(verdict.args), args={}, facts={},
                          decision=None, digest=None, approval_id=None, votes=[], revision=call.revision + 1,
-                         edited_by=verdict["by"], editors=sorted({*call.editors, verdict["by"]}),
-                         previous_args=call.args)
+                         edited_by=editor, editors=sorted({*call.editors, editor}), previous_args=call.args)
         elif verdict is not None:
-            call = _with(call, outcome=verdict["outcome"], error=verdict.get("reason"),
-                         votes=verdict.get("votes", []))
+            call = _with(call, outcome=verdict.outcome, error=verdict.reason, votes=verdict.votes)
         decided.append(call.model_dump(mode="json"))
     return {"proposed": decided}
 
@@ -288,7 +294,7 @@ async def execute_tools(state: AgentState) -> dict[str, Any]:
 async def _execute_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRecord:
     note_progress(activity=f"executing {call.tool}")
     try:
-        ran = await _act("execute_tool", ExecuteToolInput(run_id=request.run_id, call=call), ExecuteToolResult, _TOOL)
+        ran = await _act(contract.execute_tool, ExecuteToolInput(run_id=request.run_id, call=call), _TOOL)
     except ActivityError as exc:  # retries exhausted (node down): report it, never guess
         return _with(call, outcome="failed", error=failure_reason(exc))
     if ran.refused:  # the store holds no authority for exactly this action: it never ran

@@ -392,6 +392,16 @@ class RunProgress(BaseModel):
     usage: dict[str, Any] = Field(default_factory=dict)
 
 
+class Verdict(BaseModel):
+    """What people made of one gated action: the run resumes its graph with one per approval id."""
+
+    outcome: Literal["approved", "rejected", "expired", "edited", "pending"]
+    reason: str | None = None
+    args: dict[str, Any] | None = None  # the corrected arguments, when edited
+    by: str | None = None  # who decided last (the editor, when edited)
+    votes: list[ApprovalVote] = Field(default_factory=list)
+
+
 class PendingAction(BaseModel):
     """What the ``get_pending_actions`` query answers per gated action."""
 

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.langgraph import graph as registered_graph
 
     from engine.boundary.people import decision_refusal, rejection_problem
+    from engine.runtime import contract
     from engine.runtime.compiler import graph_name, initial_state
     from engine.runtime.nodes import failure_reason
     from engine.runtime.payloads import (
@@ -31,25 +32,20 @@ with workflow.unsafe.imports_passed_through():
         ApprovalEditInput,
         ApprovalVote,
         CloseApprovalInput,
-        CloseApprovalResult,
         GuardInputInput,
-        GuardInputResult,
         OpenApprovalsInput,
-        OpenApprovalsResult,
         PendingAction,
         RecordRunInput,
-        RecordRunResult,
         ResolvedRun,
         ResolveRunInput,
-        ResolveRunResult,
         RunRequest,
         RunProgress,
         RunResult,
         RunStatus,
         ToolCallRecord,
         ValidateCallInput,
-        ValidateCallResult,
         VerifiedPerson,
+        Verdict,
         VerifyPersonInput,
         WaitingApproval,
     )
@@ -87,8 +83,8 @@ class AgentRunWorkflow:
             return self._refused(str(payload.get("run_id") or workflow.info().workflow_id)[:200],
                                  str(payload.get("workflow") or "?")[:200], f"malformed run request: {exc}")
         try:
-            resolved = await workflow.execute_activity("resolve_run", ResolveRunInput(request=asked),
-                                                       result_type=ResolveRunResult, **_RECORD)
+            resolved = await workflow.execute_activity(contract.resolve_run, ResolveRunInput(request=asked),
+                                                       **_RECORD)
         except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
             return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
         except Exception as exc:  # noqa: BLE001 - e.g. a definition this workflow cannot decode
@@ -122,8 +118,7 @@ class AgentRunWorkflow:
             if request.spec.input_guard is not None:  # only runs of guarded workflows schedule this activity
                 self.note_progress(activity="checking the input")
                 guarded = await workflow.execute_activity(
-                    "guard_input", GuardInputInput(run_id=request.run_id, message=message),
-                    result_type=GuardInputResult, **_RECORD)
+                    contract.guard_input, GuardInputInput(run_id=request.run_id, message=message), **_RECORD)
                 message = guarded.message
             state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec, message), config)
             while "__interrupt__" in state:
@@ -156,8 +151,8 @@ class AgentRunWorkflow:
         self._status = "waiting_approval"
         self.note_progress(activity="waiting for approval")
         await workflow.execute_activity(
-            "open_approvals", OpenApprovalsInput(run_id=request.run_id, expires_at=expires_at, calls=actions),
-            result_type=OpenApprovalsResult, **_RECORD)
+            contract.open_approvals, OpenApprovalsInput(run_id=request.run_id, expires_at=expires_at, calls=actions),
+            **_RECORD)
         try:
             await workflow.wait_condition(lambda: all(p.status != "pending" for p in self._pending.values()),
                                           timeout=expires_at - workflow.now())
@@ -168,30 +163,30 @@ class AgentRunWorkflow:
                     await self._close(pending)
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._status = "running"
-        return {p.approval_id: {"outcome": p.status, "reason": p.reason, "args": p.edited_args,
-                                "by": p.call.votes[-1].by if p.call.votes else None,
-                                "votes": [v.model_dump(mode="json") for v in p.call.votes]}
+        return {p.approval_id: Verdict(outcome=p.status, reason=p.reason, args=p.edited_args,
+                                       by=p.call.votes[-1].by if p.call.votes else None,
+                                       votes=p.call.votes).model_dump(mode="json")
                 for p in self._pending.values()}
 
     async def _record(self, record: RecordRunInput) -> None:
-        await workflow.execute_activity("record_run", record, result_type=RecordRunResult, **_RECORD)
+        await workflow.execute_activity(contract.record_run, record, **_RECORD)
 
     async def _close(self, pending: PendingAction) -> None:
         await workflow.execute_activity(
-            "close_approval", CloseApprovalInput(approval_id=pending.approval_id, run_id=pending.run_id,
-                                                 digest=pending.call.digest or "", status=pending.status,
-                                                 votes=pending.call.votes, reason=pending.reason),
-            result_type=CloseApprovalResult, **_RECORD)
+            contract.close_approval, CloseApprovalInput(approval_id=pending.approval_id, run_id=pending.run_id,
+                                                        digest=pending.call.digest or "", status=pending.status,
+                                                        votes=pending.call.votes, reason=pending.reason),
+            **_RECORD)
 
     async def _verify(self, approval_id: str, digest: str, action: str, assertion: str,
                       args: dict | None = None) -> VerifiedPerson:
         """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
         try:
             return await workflow.execute_activity(
-                "verify_person", VerifyPersonInput(run_id=self._request.run_id if self._request else "",
-                                                   approval_id=approval_id, digest=digest, action=action,
-                                                   assertion=assertion, args=args),
-                result_type=VerifiedPerson, start_to_close_timeout=timedelta(seconds=30),
+                contract.verify_person, VerifyPersonInput(run_id=self._request.run_id if self._request else "",
+                                                          approval_id=approval_id, digest=digest, action=action,
+                                                          assertion=assertion, args=args),
+                start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3))
         except ActivityError as exc:
             cause = exc.cause
@@ -228,9 +223,9 @@ class AgentRunWorkflow:
         """Replace a gated action's arguments; the new action goes through the whole boundary again."""
         pending = self._pending[edit.approval_id]
         valid = await workflow.execute_activity(
-            "validate_tool_call", ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
-                                                    raw_arguments=json.dumps(edit.args)),
-            result_type=ValidateCallResult, **_RECORD)
+            contract.validate_tool_call, ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
+                                                           raw_arguments=json.dumps(edit.args)),
+            **_RECORD)
         if not valid.ok:  # refused before anything changes (or anyone counts as its editor)
             raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
         person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
