@@ -25,7 +25,7 @@ from engine.boundary import bundle as policybundle
 from engine.errors import StackError
 from engine.private import open_log, private_dir, tighten, write_private
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: engine/local/processes.py
 
 
 @dataclass
