@@ -6,6 +6,8 @@ package airlock.support_refund
 
 import rego.v1
 
+import data.airlock.envelope
+
 _tools := {"lookup_order", "issue_refund"}
 
 _auto_limit := 50
@@ -15,32 +17,7 @@ _approval_limit := 500
 # METADATA
 # description: The decision for one proposed tool call (its input contract is in the README under The boundary and the policy contract).
 # entrypoint: true
-decision := {
-	"allow": count(deny) == 0,
-	"require_approval": _needs_approval,
-	"approvers": ["support-leads"],
-	"min_approvals": 1,
-	"reasons": _reasons,
-}
-
-default _needs_approval := false
-
-_needs_approval if {
-	count(deny) == 0
-	count(approval) > 0
-}
-
-_reasons := deny if count(deny) > 0
-
-_reasons := approval if {
-	count(deny) == 0
-	count(approval) > 0
-}
-
-_reasons := allowed if {
-	count(deny) == 0
-	count(approval) == 0
-}
+decision := envelope.decision(deny, approval, allowed, ["support-leads"])
 
 _refund if input.tool.name == "issue_refund"
 

@@ -13,6 +13,8 @@ package airlock.treasury_payout
 
 import rego.v1
 
+import data.airlock.envelope
+
 _cfg := data.airlock.treasury
 
 _reads := {"get_balance", "get_allowance", "token_metadata", "transaction_status"}
@@ -24,32 +26,7 @@ _allowances := {"approve_token", "revoke_approval"}
 # METADATA
 # description: The decision for one proposed tool call (its input contract is in the README under The boundary and the policy contract).
 # entrypoint: true
-decision := {
-	"allow": count(deny) == 0,
-	"require_approval": _needs_approval,
-	"approvers": ["treasury-approvers"],
-	"min_approvals": 1,
-	"reasons": _reasons,
-}
-
-default _needs_approval := false
-
-_needs_approval if {
-	count(deny) == 0
-	count(approval) > 0
-}
-
-_reasons := deny if count(deny) > 0
-
-_reasons := approval if {
-	count(deny) == 0
-	count(approval) > 0
-}
-
-_reasons := allowed if {
-	count(deny) == 0
-	count(approval) == 0
-}
+decision := envelope.decision(deny, approval, allowed, ["treasury-approvers"])
 
 _tool := input.tool.name
 
