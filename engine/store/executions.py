@@ -1,0 +1,74 @@
+"""Tool executions: each allowed action's execution, keyed by its idempotency key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from engine.errors import AuthenticationError
+from engine.store.tables import ToolExecutionRow, utcnow
+
+
+class Execution(BaseModel):
+    """One execution of an allowed action, as recorded."""
+
+    idempotency_key: str
+    run_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    digest: str | None
+    status: str  # started | succeeded | failed
+    result: Any = None
+    error: str | None = None
+    attempts: int
+    latency_ms: float
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+def executed_calls(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """``{tool, args}`` of a run's executions that succeeded, oldest first (for the policy input)."""
+    rows = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id,
+                                                       ToolExecutionRow.status == "succeeded")
+                        .order_by(col(ToolExecutionRow.started_at))).all()
+    return [{"tool": r.tool, "args": r.args} for r in rows]
+
+
+def get_execution(session: Session, *, key: str) -> Execution | None:
+    """The execution recorded under an idempotency key, or None."""
+    row = session.get(ToolExecutionRow, key)
+    return Execution.model_validate(row, from_attributes=True) if row else None
+
+
+def start_execution(session: Session, *, key: str, run_id: str, call_id: str, tool: str,
+                    args: dict[str, Any], digest: str) -> None:
+    """Mark an execution of the authorised action ``digest`` as started (or count one more attempt).
+
+    Raises:
+        AuthenticationError: another action already started under this key.
+    """
+    row = session.get(ToolExecutionRow, key)
+    if row is None:
+        row = ToolExecutionRow(idempotency_key=key, run_id=run_id, call_id=call_id, tool=tool, args=args,
+                               status="started", digest=digest)
+    elif row.digest != digest:
+        raise AuthenticationError(f"another action ({row.tool}, {row.digest}) already started under {key}")
+    else:
+        row.attempts += 1
+    session.add(row)
+    session.commit()
+
+
+def finish_execution(session: Session, *, key: str, ok: bool, result: Any, error: str | None,
+                     latency_ms: float) -> None:
+    """Record how an execution ended."""
+    row = session.get(ToolExecutionRow, key)
+    assert row is not None, f"execution {key} was never started"
+    row.status = "succeeded" if ok else "failed"
+    row.result, row.error, row.latency_ms, row.finished_at = result, error, latency_ms, utcnow()
+    session.add(row)
+    session.commit()
