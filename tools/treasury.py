@@ -15,29 +15,17 @@ an approval stale; every other fact is checked again right before sending.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
-from web3 import Web3
 
-from engine.adapters.chain import MAX_UINT256, Chain, from_units, to_units
+from engine.adapters.chain import MAX_UINT256, Chain, checked_address, from_units, to_units
 from engine.adapters.chain_tx import ChainAccess
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
 from engine.toolkit import DecimalString, ToolContext, tool
 
 
-
-def _address(value: str) -> str:
-    if not (isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", value)):
-        raise ValueError("not an EVM address (0x followed by 40 hex digits)")
-    checksummed = Web3.to_checksum_address(value)
-    if value not in (checksummed, value.lower(), "0x" + value[2:].upper()):
-        raise ValueError(f"bad EIP-55 checksum (did you mean {checksummed}?)")
-    return checksummed
-
-
-Address = Annotated[str, AfterValidator(_address), Field(description="EVM address, EIP-55 checksummed")]
+Address = Annotated[str, AfterValidator(checked_address), Field(description="EVM address, EIP-55 checksummed")]
 Amount = Annotated[DecimalString, Field(description="Decimal amount in token units, e.g. \"250.5\"")]
 ChainId = Annotated[int, Field(ge=1, le=2**63 - 1, description="Chain id the action is meant for (anvil: 31337)")]
 Memo = Annotated[str, Field(default="", max_length=200, description="What the payment is for (invoice number)")]

@@ -7,6 +7,8 @@ strings with the token's real ``decimals``. Keys never leave this module's
 callers' settings: they are passed in, used to sign, and never logged. Errors
 name the node by :attr:`Chain.shown_url` and carry no trace of its key: the
 library's message is redacted, and not chained (Temporal records every cause).
+With ``chain_tx`` (signing), it is also the only importer of ``eth_account``:
+:func:`mnemonic_key`, :func:`key_address` and :func:`encrypt_key` serve the dev chain.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
+from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
@@ -39,6 +42,22 @@ def checksum(value: str) -> str | None:
     if isinstance(value, str) and Web3.is_address(value):
         return Web3.to_checksum_address(value)
     return None
+
+
+def checked_address(value: str) -> str:
+    """``value`` in its EIP-55 checksummed form, for addresses typed by a model or a person.
+
+    Accepts ``0x`` and 40 hex digits, all lower case, all upper case, or mixed case with the right checksum.
+
+    Raises:
+        ValueError: not such an address, or mixed case with a wrong checksum (the message names the right form).
+    """
+    if not (isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", value)):
+        raise ValueError("not an EVM address (0x followed by 40 hex digits)")
+    checksummed = Web3.to_checksum_address(value)
+    if value not in (checksummed, value.lower(), "0x" + value[2:].upper()):
+        raise ValueError(f"bad EIP-55 checksum (did you mean {checksummed}?)")
+    return checksummed
 
 
 def to_units(amount: str | Decimal, decimals: int) -> int:
@@ -119,6 +138,27 @@ def _revert_reason(exc: ContractLogicError) -> str:
         return decode_revert(data)
     message = str(exc.message or exc).removeprefix("execution reverted: ").removeprefix("execution reverted")
     return message or "reverted without a reason"
+
+
+def mnemonic_key(mnemonic: str, index: int) -> str:
+    """The private key (0x-hex) of account ``index`` of a BIP-39 mnemonic (path ``m/44'/60'/0'/0/index``).
+
+    For the local dev chain's published test accounts. eth-account calls its mnemonic support
+    unaudited and wants it switched on: that happens here, on first use, not at import.
+    """
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(account.key).hex()
+
+
+def key_address(private_key: str) -> str:
+    """The checksummed address of a private key's account."""
+    return str(Account.from_key(private_key).address)
+
+
+def encrypt_key(private_key: str, password: str) -> dict[str, Any]:
+    """An encrypted keystore document of the key: what ``chain_tx.Signer.from_settings`` decrypts."""
+    return dict(Account.encrypt(private_key, password))
 
 
 @dataclass(frozen=True)

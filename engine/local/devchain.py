@@ -14,9 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_account import Account
-
-from engine.adapters.chain import Chain, to_units
+from engine.adapters.chain import Chain, encrypt_key, key_address, mnemonic_key, to_units
 from engine.errors import StackError
 from engine.private import private_dir, write_private
 
@@ -26,18 +24,15 @@ TOKEN = {"name": "Treasury USD", "symbol": "tUSD", "decimals": 6}
 SUPPLY = "10000000"
 TREASURY_FUNDING = "100000"
 
-Account.enable_unaudited_hdwallet_features()
-
 
 def dev_key(index: int) -> str:
     """The private key of anvil's test account ``index``."""
-    account = Account.from_mnemonic(TEST_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-    return "0x" + bytes(account.key).hex()
+    return mnemonic_key(TEST_MNEMONIC, index)
 
 
 def dev_address(index: int) -> str:
     """The address of anvil's test account ``index``."""
-    return str(Account.from_key(dev_key(index)).address)
+    return key_address(dev_key(index))
 
 
 DEPLOYER, TREASURY = 0, 1
@@ -84,6 +79,6 @@ def prepare(rpc_url: str, state_dir: Path) -> DevChain:
     if not keystore.exists() or not password_file.exists():
         password = secrets.token_urlsafe(24)
         write_private(password_file, password)
-        write_private(keystore, json.dumps(Account.encrypt(dev_key(TREASURY), password)))
+        write_private(keystore, json.dumps(encrypt_key(dev_key(TREASURY), password)))
     return DevChain(token=DEMO_TOKEN_ADDRESS, treasury=dev_address(TREASURY), keystore=keystore,
                     password_file=password_file)
