@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
+from engine.adapters.tracing import client_span
 from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
 from engine.runtime.payloads import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
@@ -35,7 +34,6 @@ from engine.redact import redact_text, safe_url
 
 FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,
                openai.APIResponseValidationError)
-_TRACER = trace.get_tracer("airlock.llm")  # a span per endpoint request (openai's httpx2 has no instrumentation)
 BREAKER_FAILURES = 3
 MAX_ANSWER_BYTES = 512 * 1024
 MAX_ANSWER_CALLS = 64
@@ -154,11 +152,12 @@ class ModelClient:
                 "name": "final_answer", "schema": request.output_schema}}
         try:
             shown = Path(model).name if endpoint.provider == "scripted" else model  # a script's file, not its path
-            with _TRACER.start_as_current_span(f"chat {shown}", kind=SpanKind.CLIENT, attributes={
+            # A span per endpoint request: openai's httpx2 has no instrumentation.
+            with client_span(f"chat {shown}", {
                     "gen_ai.operation.name": "chat", "gen_ai.provider.name": endpoint.provider,
                     "gen_ai.request.model": shown, "http.request.method": "POST",
                     "url.full": safe_url(str(client.base_url).rstrip("/") + "/chat/completions"),
-                    "airlock.endpoint": label}) as span:
+                    "airlock.endpoint": label}, scope="airlock.llm") as span:
                 async with client:
                     response = await client.chat.completions.create(**kwargs)
                 usage = getattr(response, "usage", None)

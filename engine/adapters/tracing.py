@@ -13,15 +13,22 @@ Span attributes are what Temporal and the HTTP instrumentations put there,
 with URLs as ``engine.redact.safe_url`` shows them (scheme, host and path,
 token-like path segments such as an RPC provider's API key replaced); headers
 and payloads, and so secrets, are never attached.
+
+This module is the only importer of ``opentelemetry``: other modules open
+their own spans through :func:`client_span`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 
@@ -138,6 +145,28 @@ def flush_all() -> None:
     """Send every span this process buffered (before it exits)."""
     if _state["fanout"] is not None:
         _state["fanout"].force_flush(5000)
+
+
+class SpanAttributes(Protocol):
+    """What the body of :func:`client_span` may do with its span."""
+
+    def set_attribute(self, key: str, value: Any) -> None: ...
+
+
+@lru_cache(maxsize=None)
+def _tracer(scope: str) -> Any:
+    return trace.get_tracer(scope)  # a proxy until a provider is set, then the provider's tracer
+
+
+@contextmanager
+def client_span(name: str, attributes: Mapping[str, Any], *, scope: str) -> Iterator[SpanAttributes]:
+    """A client span for one outgoing request that no HTTP instrumentation sees, under the current span.
+
+    Without tracing it records nothing. An exception leaving the block is recorded on the span, which
+    is then marked failed. ``scope`` names the instrumenting module (e.g. ``airlock.llm``).
+    """
+    with _tracer(scope).start_as_current_span(name, kind=SpanKind.CLIENT, attributes=dict(attributes)) as span:
+        yield span
 
 
 def run_trace_carrier(run_id: str) -> dict[str, str]:
