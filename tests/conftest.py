@@ -199,12 +199,12 @@ async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
 
     import uvicorn
 
-    from engine.store.db import make_engine
+    from engine.store.db import Database
     from engine.ui.app import create_app
     from engine.runtime.worker import build_worker
 
     settings.ui.port = stack.free_port()
-    app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
+    app = create_app(settings, db=Database(settings.db_url), connect=lambda: connect(settings.temporal))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="warning",
                                            proxy_headers=False))  # as `airlock ui` serves it
     thread = threading.Thread(target=server.run, daemon=True)

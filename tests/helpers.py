@@ -13,13 +13,12 @@ from temporalio.client import Client, WorkflowHandle
 from engine.config import Settings
 from engine.runtime.payloads import RunResult
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy.engine import Engine
 
 from engine.runtime import runs
 from engine.boundary.identity import Authority
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
 from engine.store.tables import UserRow
 from engine.store.users import Approver
@@ -75,9 +74,9 @@ def authority() -> Authority:
     return Authority(serialization.load_pem_private_key(signing_key().encode(), password=None))  # type: ignore[arg-type]
 
 
-def grant(engine: Engine, person: Approver) -> Approver:
+def grant(db: Database, person: Approver) -> Approver:
     """Make sure the user store gives ``person`` (at least) these roles: the run reads roles from there."""
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         row = session.get(UserRow, person.name)
         if row is None:
             users.add_user(session, name=person.name, password=PASSWORD, roles=person.roles)
@@ -97,14 +96,14 @@ async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec | str
                                 requested_by=requested_by, **kwargs)
 
 
-async def decide_approval(client: Client, engine: Engine, *, approver: Approver, **kwargs: Any) -> Any:
+async def decide_approval(client: Client, db: Database, *, approver: Approver, **kwargs: Any) -> Any:
     """``approver`` decides (granted its roles in the user store first), signed as the UI would sign it."""
-    return await runs.decide_approval(client, engine, authority(), approver=grant(engine, approver), **kwargs)
+    return await runs.decide_approval(client, db, authority(), approver=grant(db, approver), **kwargs)
 
 
-async def edit_action(client: Client, engine: Engine, *, approver: Approver, **kwargs: Any) -> Any:
+async def edit_action(client: Client, db: Database, *, approver: Approver, **kwargs: Any) -> Any:
     """``approver`` edits (granted its roles in the user store first), signed as the UI would sign it."""
-    return await runs.edit_action(client, engine, authority(), approver=grant(engine, approver), **kwargs)
+    return await runs.edit_action(client, db, authority(), approver=grant(db, approver), **kwargs)
 
 
 async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any],

@@ -158,3 +158,9 @@ class RefundOutcome(BaseModel):
     customer_id: str = Field(pattern=r"^cus_[a-z0-9]+$")
     refunded_orders: list[str] = Field(default_factory=list, description="Order ids refunded in this run")
     message: str = Field(min_length=1, description="What to tell the customer")
+
+
+def list_refunds(database_url: str) -> list[Refund]:
+    """Every refund in the ledger, oldest first (for the demo's closing summary)."""
+    with Session(ledger(database_url)) as session:
+        return list(session.exec(select(Refund).order_by(Refund.refund_id)).all())  # type: ignore[arg-type]

@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from engine.adapters.chain import Chain, Receipt
 from engine.config import ChainSettings
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
-from engine.store.tables import ChainSenderRow, ChainTransactionRow, utcnow
+from engine.store import chain_txs
+from engine.store.chain_txs import ChainTx, SignedTx
+from engine.store.db import Database
 
 # A signed transaction whose broadcast was never acknowledged keeps its nonce this
 # long; after that, a node that does not know it lets the nonce be used again
@@ -114,7 +112,7 @@ class SentTx:
 class TxSender:
     """Sends transactions from one signer on one chain, each action at most once."""
 
-    def __init__(self, chain: Chain, db: Engine, signer: Signer, *, chain_id: int, confirmations: int = 1,
+    def __init__(self, chain: Chain, db: Database, signer: Signer, *, chain_id: int, confirmations: int = 1,
                  receipt_timeout_s: float = 120.0, poll_s: float = 0.2) -> None:
         self.chain, self.db, self.signer = chain, db, signer
         self.chain_id, self.confirmations = chain_id, confirmations
@@ -137,58 +135,30 @@ class TxSender:
 
     # --- signing ----------------------------------------------------------------------
 
-    def _get(self, key: str) -> ChainTransactionRow | None:
-        with Session(self.db) as session:
-            return session.get(ChainTransactionRow, key)
+    def _get(self, key: str) -> ChainTx | None:
+        return self.db.call(chain_txs.get_transaction, key=key)
 
     def _sign_and_record(self, key: str, tx: dict[str, Any], action: dict[str, Any], asset: str | None,
-                         amount_units: int | None) -> ChainTransactionRow:
+                         amount_units: int | None) -> ChainTx:
         sender = self.signer.address
         call = {"from": sender, "to": tx["to"], "data": tx.get("data") or "0x", "value": int(tx.get("value") or 0)}
         gas = self.chain.estimate_gas(call)  # a transaction that would revert is refused here, unsigned
         fees = self.chain.fees()
-        with _sender_lock(self.chain_id, sender), Session(self.db) as session:
-            self._lock_sender(session, sender)
-            existing = session.get(ChainTransactionRow, key)
-            if existing is not None:  # a concurrent attempt of the same action recorded it first
-                return existing
-            nonce = self._next_nonce(session, sender)
+
+        def sign(nonce: int) -> SignedTx:
             full = {"to": call["to"], "data": call["data"], "value": call["value"], "nonce": nonce,
                     "gas": gas * 12 // 10, "chainId": self.chain_id, "type": 2, **fees}
             raw, tx_hash = self.signer.sign(full)
-            row = ChainTransactionRow(idempotency_key=key, chain_id=self.chain_id, sender=sender, nonce=nonce,
-                                      tx_hash=tx_hash, raw_tx=raw, tx={**full, "from": sender}, action=action,
-                                      asset=asset, amount_units=None if amount_units is None else str(amount_units),
-                                      status="signed")
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            return SignedTx(tx_hash=tx_hash, raw_tx=raw, tx={**full, "from": sender})
 
-    def _lock_sender(self, session: Session, sender: str) -> None:
-        if session.get(ChainSenderRow, (self.chain_id, sender)) is None:
-            session.add(ChainSenderRow(chain_id=self.chain_id, address=sender))
-            try:
-                session.commit()
-            except IntegrityError:  # another process added it
-                session.rollback()
-        session.execute(update(ChainSenderRow)
-                        .where(col(ChainSenderRow.chain_id) == self.chain_id, col(ChainSenderRow.address) == sender)
-                        .values(locked_at=utcnow()))
-
-    def _next_nonce(self, session: Session, sender: str) -> int:
-        """The node's pending nonce, or past every transaction of ours still on its way."""
-        on_chain = self.chain.nonce(sender)
-        cutoff = utcnow() - RESERVE_UNSENT
-        rows = session.exec(select(ChainTransactionRow).where(
-            ChainTransactionRow.chain_id == self.chain_id, ChainTransactionRow.sender == sender,
-            col(ChainTransactionRow.status).in_(("signed", "sent")), ChainTransactionRow.nonce >= on_chain)).all()
-        held = [r.nonce for r in rows if r.status == "sent" or _aware(r.created_at) >= cutoff]
-        return max([on_chain, *(n + 1 for n in held)])
+        with _sender_lock(self.chain_id, sender):  # a concurrent attempt that recorded first wins
+            return self.db.call(chain_txs.record_signed, key=key, chain_id=self.chain_id, sender=sender,
+                                on_chain_nonce=lambda: self.chain.nonce(sender), reserve_unsent=RESERVE_UNSENT,
+                                sign=sign, action=action, asset=asset, amount_units=amount_units)
 
     # --- sending and waiting -------------------------------------------------------------
 
-    def _finish(self, row: ChainTransactionRow) -> SentTx:
+    def _finish(self, row: ChainTx) -> SentTx:
         if row.status in ("mined", "reverted"):
             return self._result(row, replayed=True)
         if row.status == "dropped":
@@ -202,7 +172,7 @@ class TxSender:
             receipt = self._wait(row, receipt)
         return self._record(row, receipt)
 
-    def _broadcast(self, row: ChainTransactionRow) -> None:
+    def _broadcast(self, row: ChainTx) -> None:
         try:
             self.chain.send_raw(row.raw_tx)
         except ChainUnavailableError as exc:
@@ -216,7 +186,7 @@ class TxSender:
             return
         self._update(row.idempotency_key, status="sent", broadcasts=row.broadcasts + 1)
 
-    def _wait(self, row: ChainTransactionRow, receipt: Receipt | None = None) -> Receipt:
+    def _wait(self, row: ChainTx, receipt: Receipt | None = None) -> Receipt:
         deadline = time.monotonic() + self.receipt_timeout_s
         while True:
             receipt = receipt or self.chain.receipt(row.tx_hash)
@@ -228,29 +198,21 @@ class TxSender:
                                             "it stays recorded and a retry waits for the same transaction")
             time.sleep(self.poll_s)
 
-    def _record(self, row: ChainTransactionRow, receipt: Receipt) -> SentTx:
+    def _record(self, row: ChainTx, receipt: Receipt) -> SentTx:
         reason = None
         if receipt.status != 1:
             tx = {k: row.tx[k] for k in ("from", "to", "data", "value")}
             reason = self.chain.revert_reason(row.tx_hash, tx, receipt.block_number)
         fresh = self._update(row.idempotency_key, status="mined" if receipt.status == 1 else "reverted",
                              block_number=receipt.block_number, gas_used=receipt.gas_used, revert_reason=reason,
-                             mined_at=utcnow())
+                             mined_at=datetime.now(timezone.utc))
         return self._result(fresh, replayed=False)
 
-    def _update(self, key: str, **values: Any) -> ChainTransactionRow:
-        with Session(self.db) as session:
-            row = session.get(ChainTransactionRow, key)
-            assert row is not None
-            for name, value in values.items():
-                setattr(row, name, value)
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+    def _update(self, key: str, **values: Any) -> ChainTx:
+        return self.db.call(chain_txs.update_transaction, key=key, **values)
 
     @staticmethod
-    def _result(row: ChainTransactionRow, *, replayed: bool) -> SentTx:
+    def _result(row: ChainTx, *, replayed: bool) -> SentTx:
         if row.status == "reverted":
             reason = row.revert_reason or "reverted without a reason"
             raise TransactionRevertedError(f"transaction {row.tx_hash} reverted in block {row.block_number}: "
@@ -260,16 +222,8 @@ class TxSender:
 
     def sent_since(self, asset: str | None, since: datetime) -> int:
         """Smallest units of ``asset`` this sender sent (or has on its way) since ``since``."""
-        with Session(self.db) as session:
-            rows = session.exec(select(ChainTransactionRow).where(
-                ChainTransactionRow.chain_id == self.chain_id, ChainTransactionRow.sender == self.signer.address,
-                ChainTransactionRow.asset == asset,
-                col(ChainTransactionRow.status).in_(("signed", "sent", "mined")))).all()
-        return sum(int(r.amount_units or 0) for r in rows if _aware(r.created_at) >= since)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return self.db.call(chain_txs.units_sent_since, chain_id=self.chain_id, sender=self.signer.address,
+                            asset=asset, since=since)
 
 
 class ChainAccess:
@@ -278,7 +232,7 @@ class ChainAccess:
     The signing key stays inside; tools never see it.
     """
 
-    def __init__(self, settings: ChainSettings, db: Engine, signer: Signer | None) -> None:
+    def __init__(self, settings: ChainSettings, db: Database, signer: Signer | None) -> None:
         self.settings = settings
         self.chain = Chain(settings.rpc_url, timeout_s=settings.rpc_timeout_s)
         self.chain_id = settings.chain_id
@@ -288,7 +242,7 @@ class ChainAccess:
             receipt_timeout_s=settings.receipt_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: ChainSettings, db: Engine) -> "ChainAccess":
+    def from_settings(cls, settings: ChainSettings, db: Database) -> "ChainAccess":
         """Built once per worker; a bad keystore fails here, at start."""
         return cls(settings, db, Signer.from_settings(settings))
 

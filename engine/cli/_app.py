@@ -147,12 +147,11 @@ def parse_input(raw: str) -> dict[str, Any]:
     return parse_object(raw, where)
 
 
-def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine
-    from engine.store.db import make_engine, migrate
+def _database(settings: Settings):  # noqa: ANN202 - engine.store.db.Database
+    """The configured database, migrated only if it is behind (the worker and UI migrate when they start)."""
+    from engine.store.db import Database
 
-    engine = make_engine(settings.db_url)  # first: it creates the state folder of a SQLite file
-    migrate(settings.db_url)
-    return engine
+    return Database(settings.db_url).ready()
 
 
 async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
@@ -173,27 +172,25 @@ def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
     The password comes from stdin (``--password-stdin``) or a prompt on a terminal; nobody acts
     as someone else by naming them.
     """
-    from sqlmodel import Session
-
     from engine.store import users
 
-    with Session(_engine(settings)) as session:
-        if settings.api.token is not None:
-            person = users.user_for_token(session, token=settings.api.token.get_secret_value())
-            if person is None:
-                _fail("AIRLOCK_API__TOKEN is not a valid token")
-            if as_user and users.get_user(session, name=as_user) != person:
-                _fail(f"--as {as_user} does not match the API token's user {person.name}")
-            return person
-        if not as_user:
-            _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        elif sys.stdin.isatty():
-            password = typer.prompt(f"password for {as_user}", hide_input=True)
-        else:
-            _fail(f"--as {as_user}: give the password with --password-stdin (or use an API token)", 2)
-        person = users.authenticate(session, name=as_user, password=password)
+    db = _database(settings)
+    if settings.api.token is not None:
+        person = db.call(users.user_for_token, token=settings.api.token.get_secret_value())
+        if person is None:
+            _fail("AIRLOCK_API__TOKEN is not a valid token")
+        if as_user and db.call(users.get_user, name=as_user) != person:
+            _fail(f"--as {as_user} does not match the API token's user {person.name}")
+        return person
+    if not as_user:
+        _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt(f"password for {as_user}", hide_input=True)
+    else:
+        _fail(f"--as {as_user}: give the password with --password-stdin (or use an API token)", 2)
+    person = db.call(users.authenticate, name=as_user, password=password)
     if person is None:
         _fail(f"--as {as_user}: wrong user name or password")
     return person

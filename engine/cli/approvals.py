@@ -12,13 +12,12 @@ import sys
 from typing import Any, Optional
 
 import typer
-from sqlmodel import Session
 
 from engine.cli import render
 from engine.cli._app import (
     PASSWORD_STDIN,
     _client,
-    _engine,
+    _database,
     _fail,
     _host,
     _settings,
@@ -63,8 +62,7 @@ def approvals_list(
         except AirlockError as exc:
             _fail(str(exc))
     else:
-        with Session(_engine(settings)) as session:
-            items = repo.list_approvals(session, status=status, run_id=run_id)
+        items = _database(settings).call(repo.list_approvals, status=status, run_id=run_id)
     if as_json:
         print(json.dumps([i.model_dump(mode="json") for i in items]))
     elif not items:
@@ -82,8 +80,7 @@ def _load(settings: Settings, approval_id: str) -> ApprovalView:
             return api.approval(approval_id)
         except AirlockError as exc:
             _fail(str(exc))
-    with Session(_engine(settings)) as session:
-        item = repo.get_approval(session, approval_id=approval_id)
+    item = _database(settings).call(repo.get_approval, approval_id=approval_id)
     if item is None:
         _fail(f"no approval {approval_id}")
     return item
@@ -117,16 +114,16 @@ def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[s
         _print_outcome(approval_id, result)
         return
     approver = authenticate(settings, user, password_stdin)
-    engine, signer = _engine(settings), authority(settings)
+    db, signer = _database(settings), authority(settings)
 
     async def go() -> None:
         client = await _client(settings)
         try:
             if action == "edit":
-                result = await edit_action(client, engine, signer, approval_id=approval_id, approver=approver,
+                result = await edit_action(client, db, signer, approval_id=approval_id, approver=approver,
                                            args=args or {}, comment=comment, source=f"cli:{_host()}")
             else:
-                result = await decide_approval(client, engine, signer, approval_id=approval_id,
+                result = await decide_approval(client, db, signer, approval_id=approval_id,
                                                decision=action,  # type: ignore[arg-type]
                                                approver=approver, comment=comment, source=f"cli:{_host()}")
         except AirlockError as exc:
@@ -155,8 +152,8 @@ def users_add(
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "password", hide_input=True, confirmation_prompt=True)
     try:
-        with Session(_engine(_settings())) as session:
-            user = users.add_user(session, name=name, password=password, roles=roles, tenants=tenants or None)
+        user = _database(_settings()).call(users.add_user, name=name, password=password, roles=roles,
+                                           tenants=tenants or None)
     except InputError as exc:
         _fail(str(exc), 2)
     out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}; tenants {', '.join(user.tenants)}",
@@ -168,8 +165,7 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Approver accounts and their roles."""
     from engine.store import users
 
-    with Session(_engine(_settings())) as session:
-        items = users.list_users(session)
+    items = _database(_settings()).call(users.list_users)
     if as_json:
         print(json.dumps([u.model_dump() for u in items]))
         return
@@ -183,8 +179,7 @@ def users_token(name: str, label: str = typer.Option("", "--label")) -> None:
     from engine.store import users
 
     try:
-        with Session(_engine(_settings())) as session:
-            print(users.create_token(session, user=name, label=label))
+        print(_database(_settings()).call(users.create_token, user=name, label=label))
     except InputError as exc:
         _fail(str(exc), 2)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
 
-from engine.cli._app import _engine, _fail, _settings, app, out
+from engine.cli._app import _database, _fail, _settings, app, out
+
+if TYPE_CHECKING:
+    from engine.store.repo import PromptVersion
 
 prompts_app = typer.Typer(help="Prompt versions: the system prompt and tool schemas each workflow version ran with.",
                           no_args_is_help=True)
@@ -18,12 +22,9 @@ app.add_typer(prompts_app, name="prompts")
 @prompts_app.command("list")
 def list_versions(workflow: str = typer.Argument(..., help="Workflow name.")) -> None:
     """Every recorded prompt version of a workflow."""
-    from sqlmodel import Session
-
     from engine.store import repo
 
-    with Session(_engine(_settings())) as session:
-        versions = repo.prompt_versions(session, workflow=workflow)
+    versions = _database(_settings()).call(repo.prompt_versions, workflow=workflow)
     if not versions:
         _fail(f"no recorded prompt versions of workflow {workflow!r} (they are recorded when a run starts)")
     for v in versions:
@@ -36,12 +37,10 @@ def diff(workflow: str = typer.Argument(..., help="Workflow name."),
          old: int = typer.Argument(..., help="Older workflow version."),
          new: int = typer.Argument(..., help="Newer workflow version.")) -> None:
     """What changed in the system prompt and the tool schemas between two workflow versions."""
-    from sqlmodel import Session
-
     from engine.store import repo
 
-    with Session(_engine(_settings())) as session:
-        found = {v: repo.prompt_version(session, workflow=workflow, version=v) for v in (old, new)}
+    db = _database(_settings())
+    found = {v: db.call(repo.prompt_version, workflow=workflow, version=v) for v in (old, new)}
     missing = [str(v) for v, row in found.items() if row is None]
     if missing:
         _fail(f"workflow {workflow!r} has no recorded prompt for version(s) {', '.join(missing)} "
@@ -58,7 +57,7 @@ def diff(workflow: str = typer.Argument(..., help="Workflow name."),
         out.print(Text(line, style=style), highlight=False)
 
 
-def _text(version) -> list[str]:  # noqa: ANN001 - a PromptVersionRow
+def _text(version: PromptVersion) -> list[str]:
     lines = ["# system prompt", *version.prompt_text.splitlines()]
     for tool in version.tools:
         lines += [f"# tool {tool['name']}", *json.dumps(tool, indent=2, sort_keys=True).splitlines()]

@@ -14,7 +14,7 @@ from engine.cli import render
 from engine.cli._app import (
     PASSWORD_STDIN,
     _client,
-    _engine,
+    _database,
     _fail,
     _settings,
     _spec,
@@ -119,14 +119,12 @@ async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001,
 def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow id)."),
          as_json: bool = typer.Option(False, "--json", help="Print the run and its timeline as JSON.")) -> None:
     """A run's timeline: model calls, policy decisions, approvals and executions, with latency and cost."""
-    from sqlmodel import Session
-
     from engine.store import repo
 
     settings = _settings()
-    with Session(_engine(settings)) as session:
-        found = repo.get_run(session, run_id=run_id)
-        timeline = repo.run_timeline(session, run_id=run_id)
+    db = _database(settings)
+    found = db.call(repo.get_run, run_id=run_id)
+    timeline = db.call(repo.run_timeline, run_id=run_id)
     if found is None:
         _fail(f"no run {run_id} in {settings.db_url.split('@')[-1]}", 1)
     if as_json:
@@ -142,8 +140,6 @@ def stats_command(since: str = typer.Option("24h", "--since", help="Window: 90m,
                   workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
                   as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")) -> None:
     """Runs by status, success rate, latency per step kind, tokens and cost, denials, approvals, fallbacks."""
-    from sqlmodel import Session
-
     from engine.errors import InputError
     from engine.store.stats import stats, window
 
@@ -151,8 +147,7 @@ def stats_command(since: str = typer.Option("24h", "--since", help="Window: 90m,
         since_window = window(since, "--since")
     except InputError as exc:
         _fail(str(exc), 2)
-    with Session(_engine(_settings())) as session:
-        figures = stats(session, since=since_window, workflow=workflow)
+    figures = _database(_settings()).call(stats, since=since_window, workflow=workflow)
     if as_json:
         print(json.dumps(figures))
         return

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from engine.local import stack as localstack
-from engine.cli._app import _engine, _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
+from engine.cli._app import _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
 from engine.errors import AirlockError
 
 
@@ -82,11 +82,12 @@ def ui() -> None:
     import uvicorn
 
     from engine.runtime.temporal import connect
+    from engine.store.db import Database
     from engine.ui.app import create_app
 
     settings = _settings()
     try:
-        web = create_app(settings, engine=_engine(settings), connect=lambda: connect(settings.temporal, settings.otel))
+        web = create_app(settings, db=Database(settings.db_url).migrate(), connect=lambda: connect(settings.temporal, settings.otel))
     except AirlockError as exc:
         _fail(str(exc), exit_code(exc))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)

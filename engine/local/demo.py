@@ -15,8 +15,6 @@ import asyncio
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
 from engine.local import stack as localstack
 from engine.cli import render
@@ -27,7 +25,7 @@ from engine.runtime.payloads import RunResult
 from engine.runtime.runs import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
-from engine.store.db import make_engine, migrate
+from engine.store.db import Database
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.runtime.temporal import connect
@@ -44,11 +42,10 @@ def _stack_and_accounts(settings: Settings, console: Console) -> Approver:
     """Start the stack; create the demo accounts (alice asks, bob approves)."""
     console.rule("1. local stack")
     localstack.up(settings, lambda line: console.print("  " + line, highlight=False))
-    migrate(settings.db_url)
-    with Session(make_engine(settings.db_url)) as session:
-        users.add_user(session, name=REQUESTER, password=DEMO_PASSWORD, roles=["support", "treasury"])
-        approver = users.add_user(session, name=APPROVER, password=DEMO_PASSWORD,
-                                  roles=["support-leads", "treasury-approvers"])
+    db = Database(settings.db_url).migrate()
+    db.call(users.add_user, name=REQUESTER, password=DEMO_PASSWORD, roles=["support", "treasury"])
+    approver = db.call(users.add_user, name=APPROVER, password=DEMO_PASSWORD,
+                       roles=["support-leads", "treasury-approvers"])
     console.print(f"  demo accounts: {REQUESTER} (support, treasury), {APPROVER} (support-leads, "
                   f"treasury-approvers), password {DEMO_PASSWORD}")
     return approver
@@ -124,10 +121,9 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
         settings, console, spec, {"customer_id": "cus_ana",
                                   "message": "My lamp broke, my chair came late and I want the desk refunded."},
         approver, "3. a gated action waits durably for a person", "late delivery confirmed with the carrier")
-    with Session(support.ledger(settings.db_url)) as session:
-        refunds = session.exec(select(support.Refund).order_by(support.Refund.refund_id)).all()  # type: ignore[arg-type]
-        console.print("ledger (support_refunds): " + (", ".join(f"{r.order_id} {r.amount} {r.currency}"
-                                                               for r in refunds) or "empty"), highlight=False)
+    refunds = support.list_refunds(settings.db_url)
+    console.print("ledger (support_refunds): " + (", ".join(f"{r.order_id} {r.amount} {r.currency}"
+                                                           for r in refunds) or "empty"), highlight=False)
 
 
 async def _run_with_one_approval(settings: Settings, console: Console, spec: WorkflowSpec, run_input: dict,
@@ -141,12 +137,12 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
     console.print(f"  {REQUESTER} started run {handle.id} of {spec.name} v{spec.version} "
                   f"with the [bold]scripted model[/] ({spec.model.script})", highlight=False)
     console.print(f"  Temporal UI: {settings.temporal.ui_url(handle.id)}", highlight=False)
-    engine = make_engine(settings.db_url)
-    pending = await _first_pending(engine, handle)
+    db = Database(settings.db_url)
+    pending = await _first_pending(db, handle)
     console.rule(heading)
     console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
-    outcome = await decide_approval(client, engine, signer, approval_id=pending.approval_id, decision="approve",
+    outcome = await decide_approval(client, db, signer, approval_id=pending.approval_id, decision="approve",
                                     approver=approver, comment=comment, digest=pending.digest, source="airlock demo")
     console.print(f"  $ airlock approve {pending.approval_id} --as {APPROVER}  →  {outcome.status}", highlight=False)
     result = await handle.result()
@@ -155,11 +151,10 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Wor
     return result
 
 
-async def _first_pending(engine: Engine, handle: WorkflowHandle) -> ApprovalView:
+async def _first_pending(db: Database, handle: WorkflowHandle) -> ApprovalView:
     """Wait until the run's first approval is in the inbox."""
     for _ in range(600):
-        with Session(engine) as session:
-            pending = repo.list_approvals(session, run_id=handle.id)
+        pending = db.call(repo.list_approvals, run_id=handle.id)
         if pending:
             return pending[0]
         description = await handle.describe()

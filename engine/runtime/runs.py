@@ -10,8 +10,6 @@ import uuid
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -32,6 +30,7 @@ from engine.runtime.payloads import (
 )
 from engine.spec import WorkflowSpec
 from engine.store import repo
+from engine.store.db import Database
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
 from engine.runtime.workflow import AgentRunWorkflow
@@ -81,7 +80,7 @@ async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:
     return await handle.query(AgentRunWorkflow.get_pending_actions)
 
 
-async def decide_approval(client: Client, engine: Engine, authority: Authority, *, approval_id: str,
+async def decide_approval(client: Client, db: Database, authority: Authority, *, approval_id: str,
                           decision: Literal["approve", "reject"], approver: Approver, comment: str | None = None,
                           digest: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
     """Approve or reject a gated action, across all runs, as ``approver`` (authenticated by the caller).
@@ -98,7 +97,7 @@ async def decide_approval(client: Client, engine: Engine, authority: Authority, 
     """
     if (problem := rejection_problem(decision, comment)) is not None:
         raise InputError(problem)
-    approval, handle = _pending(client, engine, approval_id)
+    approval, handle = _pending(client, db, approval_id)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
                                  digest=digest, action=decision)
@@ -107,7 +106,7 @@ async def decide_approval(client: Client, engine: Engine, authority: Authority, 
         comment=comment, source=source))
 
 
-async def edit_action(client: Client, engine: Engine, authority: Authority, *, approval_id: str,
+async def edit_action(client: Client, db: Database, authority: Authority, *, approval_id: str,
                       approver: Approver, args: dict[str, Any], digest: str | None = None,
                       comment: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
     """Correct a gated action's arguments; it goes through validation, facts and policy again.
@@ -119,7 +118,7 @@ async def edit_action(client: Client, engine: Engine, authority: Authority, *, a
         ToolArgumentsError: the edited arguments do not fit the tool's schema.
     """
     check_document(args, "args", MAX_ARGUMENT_BYTES)
-    approval, handle = _pending(client, engine, approval_id)
+    approval, handle = _pending(client, db, approval_id)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
                                  digest=digest, action="edit", args=args)
@@ -136,9 +135,8 @@ def _payload(model: type[T], **fields: Any) -> T:
         raise InputError(validation_problems(exc, "(decision)")) from None
 
 
-def _pending(client: Client, engine: Engine, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:
-    with Session(engine) as session:
-        approval = repo.get_approval(session, approval_id=approval_id)
+def _pending(client: Client, db: Database, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:
+    approval = db.call(repo.get_approval, approval_id=approval_id)
     if approval is None:
         raise NotFoundError(f"no approval {approval_id}")
     if approval.status != "pending":

@@ -20,7 +20,7 @@ from engine.boundary.identity import Verifier
 from engine.adapters.llm import ModelClient
 from engine.boundary.policy import PolicyEngine
 from engine.spec import add_import_roots
-from engine.store.db import make_engine, migrate
+from engine.store.db import Database
 from engine.adapters.tracing import RunTracingInterceptor, Tracing
 from engine.runtime.workflow import AgentRunWorkflow
 
@@ -56,13 +56,11 @@ def check_settings(settings: Settings) -> None:
 def build_worker(client: Client, settings: Settings) -> Worker:
     """A worker for the configured task queue, with its dependencies built."""
     add_import_roots(*settings.import_roots)
-    url = settings.db_url
-    migrate(url)
-    db = make_engine(url)
+    db = Database(settings.db_url).migrate()
     registry = DefinitionRegistry(settings.workflows_dir or Path("workflows"), settings.project_dir)
     plugin = LangGraphPlugin(graphs=graphs_for(registry),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
-    activities = AirlockActivities(engine=db, database_url=url, policy=PolicyEngine(settings.opa),
+    activities = AirlockActivities(db=db, policy=PolicyEngine(settings.opa),
                                    model=ModelClient(settings.llm), registry=registry,
                                    verifier=Verifier.from_settings(settings),
                                    chain=ChainAccess.from_settings(settings.chain, db))

@@ -1,4 +1,8 @@
-"""Engines and migrations.
+"""The database: one :class:`Database` per process, its engine, migrations and sessions.
+
+Code outside ``engine.store`` holds a ``Database`` and calls repository
+functions through :meth:`Database.call`; it never opens a session or imports
+SQLAlchemy itself.
 
 A SQLite file is created owner-only (0600, in a 0700 folder when the folder is new) before SQLite
 opens it; SQLite gives its WAL and shared-memory files the database file's mode.
@@ -6,18 +10,25 @@ opens it; SQLite gives its WAL and shared-memory files the database file's mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlmodel import create_engine
+from sqlmodel import Session, create_engine
 
 from engine.private import private_dir, private_file, tighten
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _sqlite_file(url: str) -> str | None:
@@ -59,11 +70,57 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
-    _private_sqlite(url)
+def _config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    return config
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent)."""
+    _private_sqlite(url)
+    command.upgrade(_config(url), "head")
+
+
+class Database:
+    """One database, built once per process from its URL and handed to whatever reads or writes it.
+
+    Processes that own the schema (worker, UI, ``airlock up``, ``airlock db upgrade``) call
+    :meth:`migrate`; short commands call :meth:`ready`, which migrates only a database that is
+    not yet at the newest revision (a fresh SQLite file, say).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)  # first: it creates the state folder of a SQLite file
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.split('@')[-1]})"
+
+    def migrate(self) -> Database:
+        """Bring the schema to the newest revision (idempotent)."""
+        migrate(self.url)
+        return self
+
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest revision."""
+        heads = set(ScriptDirectory.from_config(_config(self.url)).get_heads())
+        with self.engine.connect() as connection:
+            return set(MigrationContext.configure(connection).get_current_heads()) == heads
+
+    def ready(self) -> Database:
+        """This database, migrated first only if it is behind."""
+        return self if self.at_head() else self.migrate()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for repository functions that must share one transaction (store-internal)."""
+        with Session(self.engine) as session:
+            yield session
+
+    def call(self, fn: Callable[Concatenate[Session, _P], _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(session, **kwargs)`` in a session of its own: how code outside the store uses a repository."""
+        with Session(self.engine) as session:
+            return fn(session, *args, **kwargs)

@@ -170,3 +170,21 @@ def events_for(session: Session, *, approval_id: str) -> list[EventView]:
     rows = session.exec(select(ApprovalEventRow).where(ApprovalEventRow.approval_id == approval_id)
                         .order_by(col(ApprovalEventRow.at))).all()
     return [EventView.model_validate(r, from_attributes=True) for r in rows]
+
+
+def sign_in(session: Session, *, name: str, password: str, account: str, address: str, max_failures: int,
+            max_per_address: int, window_s: int) -> tuple[Approver | None, int]:
+    """The account if the password is right, throttled per ``account`` at ``address`` and per ``address``.
+
+    Returns:
+        ``(account or None, 0)``, or ``(None, seconds to wait)`` while this account at this address (or
+        this address) has failed too often: the password is then not even checked.
+    """
+    attempt, wait = signin.begin_attempt(session, user=account, address=address, max_failures=max_failures,
+                                         max_per_address=max_per_address, window_s=window_s)
+    if attempt is None:
+        return None, wait
+    user = authenticate(session, name=name, password=password)
+    if user is not None:
+        signin.succeeded(session, user=account, address=address)
+    return user, 0

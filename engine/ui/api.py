@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlmodel import Session
 
 from engine.runtime.definitions import DefinitionRegistry
 from engine.errors import AccessDeniedError, InputError
@@ -125,9 +124,8 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
                    tool: str | None = None, role: str | None = None, page: int = 1,
                    user: Approver = Depends(api_user)) -> InboxPage:
     """The inbox, newest first; ``status=`` (empty) lists every status."""
-    with Session(request.app.state.engine) as session:
-        items, total = repo.inbox(session, tenants=user.tenants, status=status or None, workflow=workflow, tool=tool, role=role,
-                                  page=page, page_size=request.app.state.settings.ui.page_size)
+    items, total = request.app.state.db.call(repo.inbox, tenants=user.tenants, status=status or None, workflow=workflow, tool=tool, role=role,
+                                             page=page, page_size=request.app.state.settings.ui.page_size)
     return InboxPage(items=items, total=total, page=page)
 
 
@@ -135,8 +133,7 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
 def get_approval(request: Request, approval_id: str, user: Approver = Depends(api_user)) -> ApprovalDetail:
     """One gated action and its audit trail."""
     item = own_approval(request, approval_id, user)
-    with Session(request.app.state.engine) as session:
-        return ApprovalDetail(approval=item, events=users.events_for(session, approval_id=approval_id))
+    return ApprovalDetail(approval=item, events=request.app.state.db.call(users.events_for, approval_id=approval_id))
 
 
 @router.post("/approvals/{approval_id}/decision")
@@ -145,7 +142,7 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    return await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+    return await decide_approval(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))
 
@@ -156,7 +153,7 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    return await edit_action(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+    return await edit_action(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
 
@@ -179,9 +176,8 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
 @router.get("/runs/{run_id}")
 def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
     """A run's status, its pending actions and, once it ended, its result."""
-    with Session(request.app.state.engine) as session:
-        run = own_run(session, run_id, user)
-        pending = repo.list_approvals(session, run_id=run_id)
+    run = own_run(request, run_id, user)
+    pending = request.app.state.db.call(repo.list_approvals, run_id=run_id)
     return RunStatusResponse(run=run, pending=pending)
 
 
@@ -190,17 +186,15 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
     """Every recorded step of a run: model calls, validations, policy decisions, approvals, executions."""
     from engine.present import usage_of
 
-    with Session(request.app.state.engine) as session:
-        run = own_run(session, run_id, user)
-        timeline = repo.run_timeline(session, run_id=run_id)
+    run = own_run(request, run_id, user)
+    timeline = request.app.state.db.call(repo.run_timeline, run_id=run_id)
     return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
 
 
 @router.get("/runs/{run_id}/progress")
 async def get_progress(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunProgress:
     """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
-    with Session(request.app.state.engine) as session:
-        own_run(session, run_id, user)
+    own_run(request, run_id, user)
     return await run_progress(await temporal(request.app), run_id)
 
 
@@ -210,5 +204,4 @@ def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
     """The figures of ``airlock stats`` (``since``: 90m, 24h, 7d, ...)."""
     from engine.store.stats import stats, window
 
-    with Session(request.app.state.engine) as session:
-        return stats(session, since=window(since), workflow=workflow or None, tenants=user.tenants)
+    return request.app.state.db.call(stats, since=window(since), workflow=workflow or None, tenants=user.tenants)

@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +28,7 @@ from engine.errors import AirlockError, StackError
 from engine.boundary.identity import Authority
 from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
 from engine.boundary.policy import PolicyEngine
+from engine.store.db import Database
 from engine.ui import api, pages
 from engine.ui.clients import temporal
 from engine.ui.auth import NotSignedIn, secret_key
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 * MAX_INPUT_BYTES  # an input at its limit, with room for the rest of the body
 
 
-def create_app(settings: Settings, *, engine: Engine,
+def create_app(settings: Settings, *, db: Database,
                connect: Callable[[], Awaitable[Client]]) -> FastAPI:
     """Build the app; ``connect`` gives the Temporal client (at startup, or at first need; see ``temporal``)."""
 
@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, engine: Engine,
 
     app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
-    app.state.settings, app.state.engine = settings, engine
+    app.state.settings, app.state.db = settings, db
     app.state.policy = PolicyEngine(settings.opa)  # for the labels the policy data knows
     app.state.authority = Authority.from_settings(settings)  # signs what signed-in people decide
     templates = Jinja2Templates(directory=str(HERE / "templates"))

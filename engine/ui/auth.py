@@ -13,7 +13,6 @@ import secrets
 from pathlib import Path
 
 from fastapi import HTTPException, Request
-from sqlmodel import Session
 
 from engine.config import Settings
 from engine.errors import InputError, NotFoundError
@@ -72,32 +71,24 @@ def check_password(request: Request, name: str, password: str) -> tuple[Approver
     """
     ui = request.app.state.settings.ui
     account, address = _account(name), client_address(request) or "unknown"
-    with Session(request.app.state.engine) as session:
-        attempt, wait = signin.begin_attempt(session, user=account, address=address,
-                                             max_failures=ui.sign_in_max_failures,
-                                             max_per_address=ui.sign_in_max_failures_per_address,
-                                             window_s=ui.sign_in_window_s)
-        if attempt is None:
-            return None, wait
-        user = users.authenticate(session, name=name, password=password)
-        if user is not None:
-            signin.succeeded(session, user=account, address=address)
-        return user, 0
+    return request.app.state.db.call(users.sign_in, name=name, password=password, account=account, address=address,
+                                     max_failures=ui.sign_in_max_failures,
+                                     max_per_address=ui.sign_in_max_failures_per_address,
+                                     window_s=ui.sign_in_window_s)
 
 
 def sign_in(request: Request, user: Approver) -> None:
     """Start a fresh session for ``user`` (new id and CSRF token: no fixation)."""
     request.session.clear()
-    with Session(request.app.state.engine) as session:
-        session_id = signin.start_session(session, user=user.name, ttl_s=request.app.state.settings.ui.session_ttl_s)
+    session_id = request.app.state.db.call(signin.start_session, user=user.name,
+                                           ttl_s=request.app.state.settings.ui.session_ttl_s)
     request.session.update({SESSION_ID: session_id, SESSION_CSRF: secrets.token_urlsafe(32)})
 
 
 def sign_out(request: Request) -> None:
     """End this session on the server, so a copy of the cookie is worth nothing either."""
     if session_id := request.session.get(SESSION_ID):
-        with Session(request.app.state.engine) as session:
-            signin.end_session(session, session_id=str(session_id))
+        request.app.state.db.call(signin.end_session, session_id=str(session_id))
     request.session.clear()
 
 
@@ -114,18 +105,17 @@ def identify(request: Request) -> Approver | None:
     """
     state = request.app.state
     settings: Settings = state.settings
-    with Session(state.engine) as session:
-        if (token := _bearer(request)) is not None:
-            return users.user_for_token(session, token=token) if token else None
-        if (name := proxied_user(request)) is not None:
-            return users.get_user(session, name=name)
-        session_id = request.session.get(SESSION_ID)
-        name = session_id and signin.session_user(session, session_id=str(session_id),
-                                                  ttl_s=settings.ui.session_ttl_s)
-        if not name:
-            request.session.clear()
-            return None
-        return users.get_user(session, name=name)
+    db = state.db
+    if (token := _bearer(request)) is not None:
+        return db.call(users.user_for_token, token=token) if token else None
+    if (name := proxied_user(request)) is not None:
+        return db.call(users.get_user, name=name)
+    session_id = request.session.get(SESSION_ID)
+    name = session_id and db.call(signin.session_user, session_id=str(session_id), ttl_s=settings.ui.session_ttl_s)
+    if not name:
+        request.session.clear()
+        return None
+    return db.call(users.get_user, name=name)
 
 
 def page_user(request: Request) -> Approver:
@@ -169,9 +159,9 @@ def in_tenants(user: Approver, tenant: str, what: str) -> None:
         raise NotFoundError(f"no {what}")
 
 
-def own_run(session: Session, run_id: str, user: Approver) -> RunView:
+def own_run(request: Request, run_id: str, user: Approver) -> RunView:
     """A run of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
-    run = repo.get_run(session, run_id=run_id)
+    run = request.app.state.db.call(repo.get_run, run_id=run_id)
     what = f"run {run_id} (a run appears once its worker has started it)"
     if run is None:
         raise NotFoundError(f"no {what}")
@@ -181,8 +171,7 @@ def own_run(session: Session, run_id: str, user: Approver) -> RunView:
 
 def own_approval(request: Request, approval_id: str, user: Approver) -> ApprovalView:
     """An approval of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
-    with Session(request.app.state.engine) as session:
-        item = repo.get_approval(session, approval_id=approval_id)
+    item = request.app.state.db.call(repo.get_approval, approval_id=approval_id)
     if item is None:
         raise NotFoundError(f"no approval {approval_id}")
     in_tenants(user, item.tenant, f"approval {approval_id}")

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session
 
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, InputError
@@ -64,10 +63,10 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
 def _inbox_context(request: Request, user: Approver, workflow: str | None, tool: str | None, role: str | None,
                    page: int) -> dict[str, Any]:
     settings = request.app.state.settings
-    with Session(request.app.state.engine) as session:
-        items, total = repo.inbox(session, tenants=user.tenants, workflow=workflow or None, tool=tool or None,
-                                  role=role or None, page=page, page_size=settings.ui.page_size)
-        facets = repo.inbox_facets(session, tenants=user.tenants)
+    db = request.app.state.db
+    items, total = db.call(repo.inbox, tenants=user.tenants, workflow=workflow or None, tool=tool or None,
+                           role=role or None, page=page, page_size=settings.ui.page_size)
+    facets = db.call(repo.inbox_facets, tenants=user.tenants)
     pages = max(1, -(-total // settings.ui.page_size))
     return {"items": items, "total": total, "page": min(max(page, 1), pages), "pages": pages, "facets": facets,
             "filters": {"workflow": workflow or "", "tool": tool or "", "role": role or ""}}
@@ -103,9 +102,8 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
     item = own_approval(request, approval_id, user)
-    with Session(request.app.state.engine) as session:
-        timeline = repo.run_timeline(session, run_id=item.run_id)
-        events = users.events_for(session, approval_id=approval_id)
+    timeline = request.app.state.db.call(repo.run_timeline, run_id=item.run_id)
+    events = request.app.state.db.call(users.events_for, approval_id=approval_id)
     temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
     names = await request.app.state.policy.labels()
     return _render(request, "detail.html", user=user, item=item, timeline=timeline, events=events,
@@ -117,9 +115,8 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     """One run: its status, usage and every recorded step, with a link to the Temporal UI."""
     from engine.present import usage_of
 
-    with Session(request.app.state.engine) as session:
-        found = own_run(session, run_id, user)
-        timeline = repo.run_timeline(session, run_id=run_id)
+    found = own_run(request, run_id, user)
+    timeline = request.app.state.db.call(repo.run_timeline, run_id=run_id)
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     progress = None
     if found.status in ("running", "waiting_approval"):  # ask the run where it is now (best effort)
@@ -144,9 +141,9 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
 
     if since not in STATS_WINDOWS:
         raise InputError(f"since: choose one of {', '.join(STATS_WINDOWS)}, not {since!r}")
-    with Session(request.app.state.engine) as session:
-        figures = stats(session, since=parse_duration(since), workflow=workflow or None, tenants=user.tenants)
-        workflows = repo.workflow_names(session, tenants=user.tenants)
+    figures = request.app.state.db.call(stats, since=parse_duration(since), workflow=workflow or None,
+                                        tenants=user.tenants)
+    workflows = request.app.state.db.call(repo.workflow_names, tenants=user.tenants)
     series, latency, boundary = figures["series"], figures["latency_ms"], figures["boundary"]
     per = series["unit"]
     plots = [
@@ -171,7 +168,7 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
     else:
         try:
-            result = await decide_approval(await temporal(request.app), request.app.state.engine, request.app.state.authority,
+            result = await decide_approval(await temporal(request.app), request.app.state.db, request.app.state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
                                            source=client_address(request))
@@ -191,7 +188,7 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     own_approval(request, approval_id, user)
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
-        await edit_action(await temporal(request.app), request.app.state.engine, request.app.state.authority, approval_id=approval_id,
+        await edit_action(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
                           source=client_address(request))

@@ -15,7 +15,7 @@ from engine.local import processes as stack
 from engine.config import Settings
 from engine.local.devchain import dev_address, dev_key
 from tests.helpers import decide_approval
-from engine.store.db import make_engine
+from engine.store.db import Database
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow
 from engine.store.users import Approver
 from tests.conftest import DevChainNode
@@ -32,15 +32,15 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
     env = {"AIRLOCK_CHAIN__RPC_URL": devchain.url, "AIRLOCK_CHAIN__KEYSTORE_PATH": str(devchain.keystore),
            "AIRLOCK_CHAIN__KEYSTORE_PASSWORD_FILE": str(devchain.password_file)}
     log = tmp_path / "worker.log"
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     first = start_worker(settings, log, env)
     second = None
     try:
         handle, item = await waiting_payment(client, settings, tmp_path)
         devchain.rpc("evm_setAutomine", False)  # the transaction will sit in the pool: no receipt yet
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                               approver=Approver(name="bob", roles=["treasury-approvers"]))
-        row = await _sent(engine)
+        row = await _sent(db.engine)
         os.killpg(first.pid, signal.SIGKILL)  # after the send, before the receipt
         first.wait(10)
         devchain.rpc("evm_mine")
@@ -54,7 +54,7 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
     assert call.outcome == "executed" and call.result["tx_hash"] == row.tx_hash
     assert devchain.chain.nonce(devchain.treasury) == 1  # exactly one transaction left the treasury
     assert devchain.chain.token_balance(TOKEN, globex) == tusd("4800")
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         [recorded] = session.exec(select(ChainTransactionRow)).all()
         [execution] = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == handle.id)).all()
     assert (recorded.status, recorded.broadcasts) == ("mined", 1)

@@ -13,7 +13,7 @@ from temporalio.client import Client
 from engine.local import processes as stack
 from engine.config import Settings
 from tests.helpers import decide_approval, start_run
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.tables import ToolExecutionRow
 from tests.conftest import signing_key
 from tests.helpers import lead, ROOT, refund, wait_for_inbox, write_spec
@@ -49,7 +49,7 @@ async def test_killed_worker_resumes_and_executes_once(client: Client, settings:
         os.killpg(first.pid, signal.SIGKILL)  # no graceful shutdown
         first.wait(10)
         second = start_worker(settings, log)
-        await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+        await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
                               decision="approve", approver=lead("bob"))
         result = await handle.result()
     finally:

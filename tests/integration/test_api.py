@@ -16,7 +16,7 @@ from sqlmodel import Session
 from engine.config import Settings
 from tests.helpers import start_run
 from engine.store import users
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from tests.conftest import Web
 from tests.helpers import ROOT, refund, wait_for_inbox, waiting_refund, write_spec
 from tools import support
@@ -369,7 +369,7 @@ async def test_the_ui_serves_while_temporal_is_down_and_says_so_when_it_needs_it
     tokens = make_people(settings.db_url)
     settings.temporal.address = f"127.0.0.1:{stack.free_port()}"  # nothing listens there
     settings.ui.port = stack.free_port()
-    app = create_app(settings, engine=make_engine(settings.db_url), connect=lambda: connect(settings.temporal))
+    app = create_app(settings, db=Database(settings.db_url), connect=lambda: connect(settings.temporal))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.ui.port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -16,7 +16,7 @@ from engine.adapters.chain_tx import ChainAccess, Signer, TxSender
 from engine.config import ChainSettings
 from engine.local.devchain import dev_address, dev_key
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.tables import ChainTransactionRow
 from tests.conftest import DevChainNode
 
@@ -26,7 +26,7 @@ ACME = dev_address(2)
 
 
 def sender(devchain: DevChainNode, db_url: str, **options: float) -> TxSender:
-    return TxSender(devchain.chain, make_engine(db_url), Signer(dev_key(1)), chain_id=31337, **options)  # type: ignore[arg-type]
+    return TxSender(devchain.chain, Database(db_url), Signer(dev_key(1)), chain_id=31337, **options)  # type: ignore[arg-type]
 
 
 def pay(devchain: DevChainNode, units: int, to: str = ACME) -> dict[str, object]:
@@ -129,7 +129,7 @@ def test_waits_for_the_configured_confirmations(devchain: DevChainNode, db_url: 
 
 
 def test_unreachable_node_during_send_is_retryable_and_signs_nothing(db_url: str, devchain: DevChainNode) -> None:
-    dead = TxSender(Chain(f"http://127.0.0.1:{stack.free_port()}", timeout_s=1), make_engine(db_url),
+    dead = TxSender(Chain(f"http://127.0.0.1:{stack.free_port()}", timeout_s=1), Database(db_url),
                     Signer(dev_key(1)), chain_id=31337)
     with pytest.raises(ChainUnavailableError) as exc:
         dead.send_once("run:1:0", pay(devchain, 1))
@@ -140,7 +140,7 @@ def test_unreachable_node_during_send_is_retryable_and_signs_nothing(db_url: str
 def test_keys_come_from_a_keystore_and_never_show(devchain: DevChainNode, tmp_path: Path, db_url: str) -> None:
     secret = dev_key(1)
     settings = ChainSettings(**devchain.chain_settings())  # type: ignore[arg-type]
-    access = ChainAccess.from_settings(settings, make_engine(db_url))
+    access = ChainAccess.from_settings(settings, Database(db_url))
     assert access.address == devchain.treasury
     assert secret.removeprefix("0x") not in repr(access) + repr(access.sender().signer) + repr(settings)
     wrong = tmp_path / "wrong"

@@ -13,7 +13,7 @@ from engine.config import Settings
 from engine.errors import ToolArgumentsError
 from tests.helpers import decide_approval, edit_action
 from engine.store import repo, users
-from engine.store.db import make_engine
+from engine.store.db import Database
 from engine.runtime.worker import build_worker
 from tests.helpers import lead, wait_for_inbox, waiting_refund
 from tests.integration.test_runs import model_requests
@@ -29,10 +29,10 @@ def _refunded(db_url: str) -> int:
 
 async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
         client: Client, settings: Settings, tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path)
-        edited = await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+        edited = await edit_action(client, db, approval_id=item.approval_id, approver=lead("bob"),
                                    args={"order_id": "A-1002", "amount": "40.00", "reason": "partial delay"},
                                    digest=item.digest, comment="40 is what we agreed on the phone")
         assert edited.status == "edited"
@@ -44,7 +44,7 @@ async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
     assert _refunded(settings.db_url) == 40
     told = json.loads([m for m in requests[-1].messages if m["role"] == "tool"][-1]["content"])
     assert told["note"].startswith("bob edited the arguments before approving")
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         old = repo.get_approval(session, approval_id=item.approval_id)
         assert old and old.status == "edited"
         [event] = users.events_for(session, approval_id=item.approval_id)
@@ -53,32 +53,32 @@ async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
 
 async def test_edit_that_still_needs_approval_gets_a_new_digest(client: Client, settings: Settings,
                                                                 tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path)
-        await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+        await edit_action(client, db, approval_id=item.approval_id, approver=lead("bob"),
                           args={"order_id": "A-1002", "amount": "120.00", "reason": "delay"}, digest=item.digest)
         [second] = await wait_for_inbox(settings.db_url, handle.id)  # only the new action is pending
         assert second.approval_id != item.approval_id and second.digest != item.digest
         assert second.args["amount"] == "120.00"
         assert _refunded(settings.db_url) == 0
-        await decide_approval(client, engine, approval_id=second.approval_id, decision="approve",
+        await decide_approval(client, db, approval_id=second.approval_id, decision="approve",
                               approver=lead("carol"), digest=second.digest)
         result = await handle.result()
     assert result.tool_calls[0].outcome == "executed" and _refunded(settings.db_url) == 120
 
 
 async def test_edit_cannot_skip_a_rule(client: Client, settings: Settings, tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path)
         with pytest.raises(ToolArgumentsError, match="amount"):
-            await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+            await edit_action(client, db, approval_id=item.approval_id, approver=lead("bob"),
                               args={"order_id": "A-1002", "amount": "-3", "reason": "x"}, digest=item.digest)
-        with Session(engine) as session:
+        with Session(db.engine) as session:
             unchanged = repo.get_approval(session, approval_id=item.approval_id)
             assert unchanged and unchanged.status == "pending"
-        await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+        await edit_action(client, db, approval_id=item.approval_id, approver=lead("bob"),
                           args={"order_id": "A-1002", "amount": "900.00", "reason": "all of it"}, digest=item.digest)
         result = await handle.result()
     [call] = result.tool_calls

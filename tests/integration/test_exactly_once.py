@@ -20,7 +20,7 @@ from engine.runtime.payloads import ExecuteToolInput, PolicyDecision, ResolvedRu
 from engine.boundary.policy import PolicyEngine
 from engine.spec import load_spec
 from engine.store import decisions, repo
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.tables import ToolExecutionRow
 from engine.toolkit import ToolContext
 from tests.helpers import ROOT
@@ -32,7 +32,7 @@ KEY = "run-1:1:0"
 
 
 def _activities(settings: Settings) -> AirlockActivities:
-    return AirlockActivities(engine=make_engine(settings.db_url), database_url=settings.db_url,
+    return AirlockActivities(db=Database(settings.db_url),
                              policy=PolicyEngine(settings.opa), model=ModelClient(LlmSettings()),
                              registry=DefinitionRegistry(settings.workflows_dir, ROOT),
                              verifier=Verifier.from_settings(settings))

@@ -27,7 +27,7 @@ from engine.config import Settings
 from engine.errors import SpecError
 from engine.boundary.identity import Authority
 from engine.runtime.payloads import RunResult
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.tables import PersonAssertionRow
 from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
@@ -92,7 +92,7 @@ async def test_a_forged_definition_in_the_request_is_refused_and_nothing_is_paid
 
 async def test_a_started_run_keeps_its_definition_when_the_file_changes(client: Client, settings: Settings,
                                                                       tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path, amount="120.00")
     # The definition changes (another tool set and prompt; the old file is gone) and a new worker starts:
@@ -101,14 +101,14 @@ async def test_a_started_run_keeps_its_definition_when_the_file_changes(client: 
     changed = write_spec(tmp_path, [{"content": "other"}], "changed.yaml", system_prompt="A different prompt.",
                          tools=["tools.support:lookup_order"])
     async with build_worker(client, settings):
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=lead("bob"))
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve", approver=lead("bob"))
         result = await handle.result()
         fresh = await (await start_run(client, task_queue=settings.temporal.task_queue, spec=changed,
                                        run_input=CUSTOMER)).result()
     assert result.status == "completed" and result.tool_calls[0].outcome == "executed"
     assert refunds(settings.db_url) == [("A-1002", Decimal("120.00"))]
     assert fresh.status == "completed" and fresh.output == "other"
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         from engine.store.tables import RunRow
 
         hashes = {r.run_id: r.definition_hash for r in session.exec(select(RunRow)).all()}
@@ -253,17 +253,17 @@ async def test_an_assertion_is_good_for_one_approval_once(client: Client, settin
 
 async def test_an_editor_cannot_approve_the_action_he_edited(client: Client, settings: Settings,
                                                              web_less_worker: Any, tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     handle, item = await waiting_refund(client, settings, tmp_path, amount="120.00")
-    await edit_action(client, engine, approval_id=item.approval_id, approver=lead("bob"),
+    await edit_action(client, db, approval_id=item.approval_id, approver=lead("bob"),
                       args={**item.args, "amount": "60.00"}, comment="agreed 60")
     edited = next(i for i in await wait_for_inbox(settings.db_url, handle.id, 1) if i.approval_id != item.approval_id)
     from engine.errors import ApprovalError
 
     with pytest.raises(ApprovalError, match="bob edited this action and cannot decide it"):
-        await decide_approval(client, engine, approval_id=edited.approval_id, decision="approve",
+        await decide_approval(client, db, approval_id=edited.approval_id, decision="approve",
                               approver=lead("bob"))
-    await decide_approval(client, engine, approval_id=edited.approval_id, decision="approve", approver=lead("carol"))
+    await decide_approval(client, db, approval_id=edited.approval_id, decision="approve", approver=lead("carol"))
     result = await handle.result()
     assert [(c.outcome, c.args["amount"], c.editors) for c in result.tool_calls] == [("executed", "60.00", ["bob"])]
     assert refunds(settings.db_url) == [("A-1002", Decimal("60.00"))]
@@ -289,9 +289,9 @@ async def test_approval_with_no_approvers_falls_back_to_the_spec_or_is_denied(
             from engine.store.users import Approver
 
             with pytest.raises(ApprovalError, match="dave does not hold a role that may decide"):
-                await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+                await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
                                       decision="approve", approver=Approver(name="dave", roles=["support"]))
-            await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+            await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
                                   decision="approve", approver=lead("bob"))
             result = await handle.result()
     [call] = result.tool_calls
@@ -366,12 +366,12 @@ async def test_simultaneous_approvals_never_pass_the_daily_limit_together(
     """20,190 tUSD sent today and a 40,000 limit; three rounds of four payments approved at the same instant,
     each round sized so that exactly one more fits: one goes each time, the others are denied."""
     settings = chain_settings
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         first = await start_run(client, task_queue=settings.temporal.task_queue, run_input={},
                                 spec=treasury_spec(tmp_path, pay(GLOBEX, "20190"), file="first.yaml"))
         [item] = await wait_for_inbox(settings.db_url, first.id)
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve", approver=OPS)
         assert (await first.result()).tool_calls[0].outcome == "executed"
         sent = 20190
         for round_, amount in enumerate((10000, 5000, 4000)):  # 30190, 35190, 39190: a second never fits
@@ -381,7 +381,7 @@ async def test_simultaneous_approvals_never_pass_the_daily_limit_together(
                        for i in range(4)]
             items = [(await wait_for_inbox(settings.db_url, h.id))[0] for h in handles]
             assert {i.facts["sent_today"] for i in items} == {str(sent)}  # each decided on the same total
-            await asyncio.gather(*(decide_approval(client, engine, approval_id=i.approval_id, decision="approve",
+            await asyncio.gather(*(decide_approval(client, db, approval_id=i.approval_id, decision="approve",
                                                    approver=OPS) for i in items))
             results = await asyncio.gather(*(h.result() for h in handles))
             calls = [r.tool_calls[0] for r in results]

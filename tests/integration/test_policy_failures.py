@@ -17,7 +17,7 @@ from engine.boundary.policy import PolicyEngine
 from engine.runtime.runs import run_progress
 from tests.helpers import decide_approval, start_run
 from engine.store import decisions
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.users import Approver
 from engine.runtime.worker import build_worker
 from tests.helpers import refund, run_to_end, wait_for_inbox, write_spec
@@ -73,13 +73,13 @@ async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Set
     support.reset_demo_ledger(settings.db_url)
     spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "5.00")]}, {"content": "ok"}],
                       policy="airlock.test.quorum")
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
                                  run_input=CUSTOMER, requested_by="alice")
         [item] = await wait_for_inbox(settings.db_url, handle.id)
         assert item.min_approvals == 2
-        first = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+        first = await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                       approver=OPS_BOB)
         assert (first.status, first.approvals, first.needed) == ("pending", 1, 2)
         progress = await run_progress(client, handle.id)  # what `airlock run --wait` shows
@@ -89,10 +89,10 @@ async def test_quorum_needs_two_distinct_approvers(client: Client, settings: Set
         assert "Needs 2 approval(s) from treasury-ops; 1/2 so far (bob)." in \
             render.progress_lines(progress)[item.approval_id]
         with pytest.raises(ApprovalError, match="bob already decided"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                   approver=OPS_BOB)
         assert _ledger_empty(settings.db_url)
-        second = await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+        second = await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                        approver=OPS_CAROL)
         assert second.status == "approved"
         result = await handle.result()

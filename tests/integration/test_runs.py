@@ -17,7 +17,7 @@ from engine.runtime.runs import pending_actions
 from tests.helpers import decide_approval, start_run
 from engine.spec import load_spec
 from engine.store import decisions, repo, users
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.users import Approver
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
 from engine.runtime.worker import build_worker
@@ -73,7 +73,7 @@ async def test_demo_workflow_allows_approves_and_denies(client: Client, settings
         assert item.approvers == ["support-leads"] and item.digest.startswith("sha256:")
         [pending] = await pending_actions(client, handle.id)
         assert pending.approval_id == item.approval_id
-        outcome = await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+        outcome = await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
                                         decision="approve", approver=lead("bob"), comment="ok")
         assert outcome.status == "approved"
         result = await handle.result()
@@ -87,8 +87,8 @@ async def test_demo_workflow_allows_approves_and_denies(client: Client, settings
     ]
     assert result.tool_calls[3].decision.reasons == ["refunds above 500 are not allowed (asked 900.00)"]
     assert sorted(refunds(settings.db_url)) == [("A-1001", "25.00"), ("A-1002", "180.00")]
-    engine = make_engine(settings.db_url)
-    with Session(engine) as session:
+    db = Database(settings.db_url)
+    with Session(db.engine) as session:
         decisions = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == handle.id)).all()
         assert len(decisions) == 4
         assert all(d.revision and d.revision.startswith("sha256:") for d in decisions)
@@ -119,28 +119,28 @@ async def test_invalid_arguments_return_to_model_and_skip_policy(client: Client,
 
 
 async def test_requester_cannot_approve_own_run(client: Client, settings: Settings, tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path, "100.00")
         with pytest.raises(ApprovalError, match="alice started this run"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                   approver=lead("alice"))
         assert refunds(settings.db_url) == []
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                               approver=lead("bob"))
         result = await handle.result()
         with pytest.raises(ApprovalError, match="already approved"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                   approver=lead("carol"))
     assert result.tool_calls[0].outcome == "executed"
     assert refunds(settings.db_url) == [("A-1002", "100.00")]
 
 
 async def test_rejection_reason_reaches_model(client: Client, settings: Settings, tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path, "300.00")
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="reject",
+        await decide_approval(client, db, approval_id=item.approval_id, decision="reject",
                               approver=lead("bob"), comment="customer already got a voucher")
         result = await handle.result()
         requests = await model_requests(client, handle.id)
@@ -149,7 +149,7 @@ async def test_rejection_reason_reaches_model(client: Client, settings: Settings
     assert last_tool_message(requests) == {"ok": False,
                                            "error": "rejected by approver: customer already got a voucher"}
     assert refunds(settings.db_url) == []
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         row = repo.get_approval(session, approval_id=item.approval_id)
         assert row and row.status == "rejected" and row.reason == "customer already got a voucher"
 
@@ -232,20 +232,20 @@ async def test_openai_provider_reads_key_from_env_and_never_records_it(
 
 async def test_role_digest_and_audit_rules_hold_in_the_run(client: Client, settings: Settings,
                                                            tmp_path: Path) -> None:
-    engine = make_engine(settings.db_url)
+    db = Database(settings.db_url)
     async with build_worker(client, settings):
         handle, item = await waiting_refund(client, settings, tmp_path, "100.00")
         with pytest.raises(ApprovalError, match=r"dave does not hold a role .* \(needs one of: support-leads\)"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                   approver=Approver(name="dave", roles=["support"]))
         with pytest.raises(ApprovalError, match="is bound to action sha256:"):
-            await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                                   approver=lead("bob"), digest="sha256:something-else")
         assert refunds(settings.db_url) == []
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve",
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve",
                               approver=lead("bob"), digest=item.digest, source="203.0.113.9", comment="fine")
         await handle.result()
-    with Session(engine) as session:
+    with Session(db.engine) as session:
         [event] = users.events_for(session, approval_id=item.approval_id)
     assert (event.actor, event.action, event.digest, event.source, event.comment) == (
         "bob", "approve", item.digest, "203.0.113.9", "fine")

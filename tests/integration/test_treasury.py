@@ -15,7 +15,7 @@ from engine.config import Settings
 from engine.local.devchain import DEPLOYER, dev_address, dev_key
 from tests.helpers import decide_approval, start_run
 from engine.spec import WorkflowSpec, load_spec
-from engine.store.db import make_engine
+from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
 from engine.store.tables import ChainTransactionRow, PolicyDecisionRow
 from engine.store.users import Approver
@@ -86,7 +86,7 @@ async def test_the_demo_workflow_pays_waits_and_refuses(client: Client, chain_se
         assert item.facts["chain"]["matches"] and item.facts["sent_today"] == "250"
         assert item.policy_reasons == ["payments above 1000 tUSD need one approval by treasury-approvers"]
         assert balance(devchain, GLOBEX) == 0  # nothing moves before the approval
-        await decide_approval(client, make_engine(settings.db_url), approval_id=item.approval_id,
+        await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
                               decision="approve", approver=OPS, comment="Q4 freight confirmed")
         result = await handle.result()
 
@@ -161,12 +161,12 @@ async def test_unreachable_node_denies_the_action(client: Client, settings: Sett
 
 async def test_funds_moved_after_approval_send_the_action_back_through_policy(
         client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
-    engine = make_engine(chain_settings.db_url)
+    db = Database(chain_settings.db_url)
     async with build_worker(client, chain_settings):
         handle, item = await waiting_payment(client, chain_settings, tmp_path)
         # Someone drains the treasury between the approval request and the approval.
         devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("96000"))
-        await decide_approval(client, engine, approval_id=item.approval_id, decision="approve", approver=OPS)
+        await decide_approval(client, db, approval_id=item.approval_id, decision="approve", approver=OPS)
         result = await handle.result()
     [call] = result.tool_calls
     assert call.outcome == "denied" and call.rechecks == 1
@@ -178,17 +178,17 @@ async def test_funds_moved_after_approval_send_the_action_back_through_policy(
 
 async def test_changed_facts_ask_for_a_fresh_approval(client: Client, chain_settings: Settings,
                                                       devchain: DevChainNode, tmp_path: Path) -> None:
-    engine = make_engine(chain_settings.db_url)
+    db = Database(chain_settings.db_url)
     async with build_worker(client, chain_settings):
         handle, first = await waiting_payment(client, chain_settings, tmp_path)
         devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("1000"))
-        await decide_approval(client, engine, approval_id=first.approval_id, decision="approve", approver=OPS)
+        await decide_approval(client, db, approval_id=first.approval_id, decision="approve", approver=OPS)
         [second] = [i for i in await wait_for_inbox(chain_settings.db_url, handle.id)
                     if i.approval_id != first.approval_id] or [None]
         assert second is not None and second.digest != first.digest
         assert second.facts["sender"]["token_balance"] == "99000"
         assert balance(devchain, GLOBEX) == 0  # still nothing: the first approval was for another state
-        await decide_approval(client, engine, approval_id=second.approval_id, decision="approve", approver=OPS)
+        await decide_approval(client, db, approval_id=second.approval_id, decision="approve", approver=OPS)
         result = await handle.result()
     [call] = result.tool_calls
     assert (call.outcome, call.rechecks) == ("executed", 1)

@@ -8,7 +8,7 @@ from engine.adapters.chain_tx import ChainAccess
 from engine.config import ChainSettings
 from engine.local.devchain import dev_address
 from engine.errors import ToolExecutionError
-from engine.store.db import make_engine
+from engine.store.db import Database
 from engine.toolkit import ToolContext
 from tests.conftest import DevChainNode
 from tools import treasury as t
@@ -19,7 +19,7 @@ SPENDER, FRIEND = dev_address(4), dev_address(5)
 
 def context(devchain: DevChainNode, db_url: str, key: str = "run:1:0", signer: bool = True) -> ToolContext:
     settings = ChainSettings(**(devchain.chain_settings() if signer else {"rpc_url": devchain.url}))  # type: ignore[arg-type]
-    access = ChainAccess.from_settings(settings, make_engine(db_url))
+    access = ChainAccess.from_settings(settings, Database(db_url))
     return ToolContext(run_id="run", step=1, idempotency_key=key, database_url=db_url, requested_by="alice",
                        tenant="default").with_chain(access)
 

@@ -14,8 +14,6 @@ import json
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,6 +26,7 @@ from engine.runtime.payloads import ResolvedRun
 from engine.boundary.policy import PolicyEngine
 from engine.spec import WorkflowSpec
 from engine.store import repo
+from engine.store.db import Database
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
 
@@ -41,10 +40,9 @@ def plain(value: Any) -> Any:
 class ActivitiesBase:
     """Activities built with their dependencies (database, OPA, model client, definitions, verifier)."""
 
-    def __init__(self, *, engine: Engine, database_url: str, policy: PolicyEngine, model: ModelClient,
-                 registry: DefinitionRegistry, verifier: Verifier, chain: ChainAccess | None = None) -> None:
-        self._engine = engine
-        self._database_url = database_url
+    def __init__(self, *, db: Database, policy: PolicyEngine, model: ModelClient, registry: DefinitionRegistry,
+                 verifier: Verifier, chain: ChainAccess | None = None) -> None:
+        self._database = db
         self._policy = policy
         self._model = model
         self._chain = chain
@@ -101,14 +99,11 @@ class ActivitiesBase:
             raise ApplicationError(f"tool {name}: {exc}", type="DefinitionError", non_retryable=True) from exc
 
     async def _db(self, fn: Any, **kwargs: Any) -> Any:
-        def run() -> Any:
-            with Session(self._engine) as session:
-                return fn(session, **kwargs)
-
-        return await asyncio.to_thread(run)
+        """``fn(session, **kwargs)``, a repository function, off the event loop."""
+        return await asyncio.to_thread(self._database.call, fn, **kwargs)
 
     def _context(self, run: ResolvedRun, step: int, key: str) -> ToolContext:
-        return ToolContext(run_id=run.run_id, step=step, idempotency_key=key, database_url=self._database_url,
+        return ToolContext(run_id=run.run_id, step=step, idempotency_key=key, database_url=self._database.url,
                            requested_by=run.requested_by, tenant=run.tenant, run_input=run.input,
                            chain_id=run.spec.chain_id).with_chain(self._chain)
 
