@@ -1,7 +1,7 @@
 """Support tools: look up an order and issue a refund into a SQL ledger.
 
 The ledger lives in the Airlock database (tables ``support_orders`` and
-``support_refunds``). A refund row is keyed by the action's idempotency key,
+``support_refunds``, created by the store's migrations). A refund row is keyed by the action's idempotency key,
 so a retried execution returns the first refund instead of paying twice.
 """
 
@@ -17,8 +17,9 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field as Column
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, SQLModel, select
 
+from engine.store.db import Database
 from engine.toolkit import DecimalText, ToolContext, tool
 
 ORDER_ID = r"^[A-Z]-\d{4}$"
@@ -48,10 +49,8 @@ class Refund(SQLModel, table=True):
 
 @lru_cache(maxsize=8)
 def ledger(database_url: str) -> Engine:
-    """The ledger's engine, with its tables created on first use."""
-    engine = create_engine(database_url)
-    SQLModel.metadata.create_all(engine, tables=[Order.__table__, Refund.__table__])  # type: ignore[list-item]
-    return engine
+    """The ledger's engine; a database not yet migrated (so without the ledger's tables) is migrated first."""
+    return Database(database_url).ready().engine
 
 
 DEMO_ORDERS = [
