@@ -87,7 +87,8 @@ def ui() -> None:
 
     settings = _settings()
     try:
-        web = create_app(settings, db=Database(settings.db_url).migrate(), connect=lambda: connect(settings.temporal, settings.otel))
+        web = create_app(settings, db=Database(settings.db_url).migrate(),
+                         connect=lambda: connect(settings.temporal, settings.otel))
     except AirlockError as exc:
         _fail(str(exc), exit_code(exc))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
