@@ -24,8 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.errors import SpecError, SpecIssue
 from engine.boundary.inputs import text_depth
+from engine.errors import SpecError, SpecIssue
 from engine.redact import safe_url
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
@@ -136,7 +136,8 @@ class LimitsSpec(_Frozen):
     max_cost: float | None = Field(default=None, gt=0, le=10**6,
                                    description="model cost over the run, in price units")
     daily_cost: float | None = Field(default=None, gt=0, le=10**7,
-                                     description="model cost per tenant and workflow per UTC day, checked before each call")
+                                     description="model cost per tenant and workflow per UTC day, checked before "
+                                                 "each call")
 
 
 STEP_CLASSES = {
@@ -150,8 +151,9 @@ class ApprovalSpec(_Frozen):
     """How long a gated action waits, and who approves by default."""
 
     timeout: timedelta = timedelta(hours=24)
-    approver_role: str | None = Field(default=None, min_length=1, max_length=64, description="who approves when the policy names no "
-                                                                 "approvers; with neither, the action is denied")
+    approver_role: str | None = Field(default=None, min_length=1, max_length=64,
+                                      description="who approves when the policy names no approvers; with neither, "
+                                                  "the action is denied")
 
     _parse = field_validator("timeout", mode="before")(parse_duration)
 
@@ -203,8 +205,9 @@ class WorkflowSpec(_Frozen):
     chain_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     input_guard: InputGuardSpec | None = None
     routes: dict[str, ModelSpec] = Field(
-        default_factory=dict, max_length=len(STEP_CLASSES), description="step class -> the model for those steps (e.g. a cheaper one for "
-                                          "tool_results); other steps use 'model'")
+        default_factory=dict, max_length=len(STEP_CLASSES),
+        description="step class -> the model for those steps (e.g. a cheaper one for tool_results); other steps "
+                    "use 'model'")
     output_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
                                       description="import path of a pydantic model the final answer must match")
 
@@ -432,8 +435,8 @@ def _graph_problem(import_path: str) -> str | None:
     """Why a custom graph builder cannot be used (checked as the worker will: built, boundary in place), or None."""
     if (problem := _function_problem(import_path, 0)) is not None:
         return problem
-    from engine.runtime.definitions import check_graph  # the worker's own check; it imports this module
     from engine.runtime.compiler import build_graph
+    from engine.runtime.definitions import check_graph  # the worker's own check; it imports this module
 
     try:
         check_graph(build_graph(import_path), import_path)

@@ -22,15 +22,15 @@ from pathlib import Path
 import yaml
 from sqlmodel import Session
 
-from engine.local import processes as stack
-from engine.config import Settings
 from engine.boundary.identity import Authority
+from engine.config import Settings
+from engine.local import processes as stack
 from engine.runtime.runs import decide_approval, start_run
+from engine.runtime.temporal import connect
+from engine.runtime.worker import build_worker
 from engine.spec import load_spec
 from engine.store import repo, users
 from engine.store.db import make_engine, migrate
-from engine.runtime.temporal import connect
-from engine.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from engine.local import processes as stack
 from engine.adapters.chain import Chain
 from engine.config import Settings
-from engine.store.db import migrate
+from engine.local import processes as stack
 from engine.runtime.temporal import connect
+from engine.store.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,9 +199,9 @@ async def web(client: Client, settings: Settings) -> AsyncIterator[Web]:
 
     import uvicorn
 
+    from engine.runtime.worker import build_worker
     from engine.store.db import Database
     from engine.ui.app import create_app
-    from engine.runtime.worker import build_worker
 
     settings.ui.port = stack.free_port()
     app = create_app(settings, db=Database(settings.db_url), connect=lambda: connect(settings.temporal))

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle
 
-from engine.config import Settings
-from engine.runtime.payloads import RunResult
-from cryptography.hazmat.primitives import serialization
-
-from engine.runtime import runs
 from engine.boundary.identity import Authority
+from engine.config import Settings
+from engine.runtime import runs
+from engine.runtime.payloads import RunResult
+from engine.runtime.worker import build_worker
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import Database, make_engine
@@ -23,7 +23,6 @@ from engine.store.repo import ApprovalView
 from engine.store.tables import UserRow
 from engine.store.users import Approver
 from tests.conftest import PASSWORD, signing_key
-from engine.runtime.worker import build_worker
 from tools import support
 
 ROOT = Path(__file__).resolve().parent.parent

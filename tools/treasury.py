@@ -24,7 +24,6 @@ from engine.adapters.chain_tx import ChainAccess
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
 from engine.toolkit import DecimalString, ToolContext, tool
 
-
 Address = Annotated[str, AfterValidator(checked_address), Field(description="EVM address, EIP-55 checksummed")]
 Amount = Annotated[DecimalString, Field(description="Decimal amount in token units, e.g. \"250.5\"")]
 ChainId = Annotated[int, Field(ge=1, le=2**63 - 1, description="Chain id the action is meant for (anvil: 31337)")]
@@ -198,7 +197,8 @@ class _Facts:
     def party(self, key: str, address: str) -> None:
         self.data[key] = {"address": address, "is_contract": self.chain.is_contract(address)}
 
-    def transaction(self, tx: dict[str, Any], watch: list[tuple[str, str | None]], symbols: dict[str | None, tuple[str, int]]) -> None:
+    def transaction(self, tx: dict[str, Any], watch: list[tuple[str, str | None]],
+                    symbols: dict[str | None, tuple[str, int]]) -> None:
         """Nonce, gas and fees (volatile), and the simulation with its balance changes."""
         volatile = self.data["volatile"]
         volatile["nonce"] = self.chain.nonce(tx["from"])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,8 @@ def decode_revert(data: str | bytes | None) -> str:
         if known:
             name, types = known
             values = abi_decode(types, body)
-            shown = ", ".join(Web3.to_checksum_address(v) if t == "address" else str(v) for t, v in zip(types, values))
+            shown = ", ".join(Web3.to_checksum_address(v) if t == "address" else str(v)
+                              for t, v in zip(types, values, strict=True))
             return f"{name}({shown})"
     except Exception:  # noqa: BLE001 - undecodable data is still reported, as hex
         pass
@@ -270,8 +271,8 @@ class Chain:
             full["gas"] = self._w3.eth.estimate_gas(full)
             full.update(self.fees())
             signed = account.sign_transaction(full)
-            receipt = self._w3.eth.wait_for_transaction_receipt(self._w3.eth.send_raw_transaction(signed.raw_transaction),
-                                                                timeout=30)
+            sent = self._w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self._w3.eth.wait_for_transaction_receipt(sent, timeout=30)
             if receipt.status != 1:
                 raise ChainUnavailableError(f"{what} reverted (tx {receipt.transactionHash.hex()})")
             return receipt

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from engine.errors import InputError
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, parse_object
+from engine.errors import InputError
 from engine.runtime.payloads import ValidateCallResult
 
 

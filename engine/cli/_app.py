@@ -21,7 +21,6 @@ from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
 from engine.spec import WorkflowSpec, add_import_roots, load_spec
 
-
 app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
                   no_args_is_help=True, add_completion=False)
 

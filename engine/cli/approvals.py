@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from engine.boundary.people import rejection_problem
 from engine.cli import render
 from engine.cli._app import (
     PASSWORD_STDIN,
@@ -30,7 +31,6 @@ from engine.cli._app import (
     run_client_command,
     users_app,
 )
-from engine.boundary.people import rejection_problem
 from engine.config import Settings
 from engine.errors import AirlockError, InputError
 from engine.store.repo import ApprovalView

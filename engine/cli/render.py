@@ -30,7 +30,8 @@ def progress_lines(progress: RunProgress) -> dict[str, str]:
         doing = f"calling {progress.model}" + (f" ({progress.step_class} step)" if progress.step_class else "")
     line = f"step {progress.step}: {doing}" if progress.step else doing
     if usage.get("model_calls"):
-        line += f" · {usage['model_calls']} model call(s), {usage.get('tokens', 0)} tokens, cost {usage.get('cost', 0):g}"
+        line += (f" · {usage['model_calls']} model call(s), {usage.get('tokens', 0)} tokens, "
+                 f"cost {usage.get('cost', 0):g}")
     lines = {"run": line}
     for w in progress.waiting:
         who = ", ".join(w.approvers) or "any approver"

@@ -28,8 +28,8 @@ from engine.cli._app import (
     runs_app,
 )
 from engine.config import Settings
-from engine.present import usage_of
 from engine.errors import InputError, SpecError
+from engine.present import usage_of
 from engine.spec import WorkflowSpec, load_spec
 
 

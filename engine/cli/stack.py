@@ -9,9 +9,9 @@ import sys
 
 import typer
 
-from engine.local import stack as localstack
 from engine.cli._app import _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
 from engine.errors import AirlockError
+from engine.local import stack as localstack
 
 
 @app.command()

@@ -15,21 +15,21 @@ import asyncio
 
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import WorkflowHandle
 
-from engine.local import stack as localstack
+from engine.boundary.identity import Authority
 from engine.cli import render
 from engine.config import Settings
 from engine.errors import InputError, StackError
-from engine.boundary.identity import Authority
+from engine.local import stack as localstack
 from engine.runtime.payloads import RunResult
 from engine.runtime.runs import decide_approval, start_run
+from engine.runtime.temporal import connect
 from engine.spec import WorkflowSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import Database
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
-from engine.runtime.temporal import connect
-from temporalio.client import WorkflowHandle
 
 REQUESTER, APPROVER = "alice", "bob"
 DEMO_PASSWORD = "airlock-demo"  # demo accounts only; real ones come from `airlock users add`
@@ -77,8 +77,8 @@ INVOICES = [
 
 
 async def _treasury_demo(settings: Settings, console: Console, approver: Approver) -> None:
-    from engine.local import devchain
     from engine.adapters.chain import Chain, from_units
+    from engine.local import devchain
 
     spec = load_spec(settings.workflows_dir / "treasury_payout.yaml", project_dir=settings.project_dir)
     chain = Chain(settings.chain.rpc_url)

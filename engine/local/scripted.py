@@ -101,7 +101,8 @@ def create_app() -> FastAPI:
         if turn.tool_calls:
             message["tool_calls"] = [
                 {"id": f"call_{turn_no + 1}_{i}", "type": "function",
-                 "function": {"name": c.name, "arguments": c.raw_arguments if c.raw_arguments is not None else json.dumps(c.args)}}
+                 "function": {"name": c.name,
+                              "arguments": c.raw_arguments if c.raw_arguments is not None else json.dumps(c.args)}}
                 for i, c in enumerate(turn.tool_calls)
             ]
         prompt = json.dumps(messages)

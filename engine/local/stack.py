@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from engine.local import devchain
 from engine.boundary import bundle as policybundle
-from engine.local import processes as stack
+from engine.boundary.policy import PolicyEngine
 from engine.config import Settings
 from engine.errors import ChainUnavailableError, StackError
-from engine.boundary.policy import PolicyEngine
+from engine.local import devchain
+from engine.local import processes as stack
 from engine.private import private_dir
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from langgraph.graph import StateGraph
 
-from engine.runtime import nodes
 from engine.errors import DefinitionError, SpecError
+from engine.runtime import nodes
 from engine.spec import WorkflowSpec, load_spec
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class DefinitionRegistry:
             self.reload()
             found = self._matching(workflow, version, pin)
         if not found:
-            have = sorted({f"{s.name} v{s.version} ({s.definition_hash})" for s in self._matching(workflow, None, None)})
+            have = sorted({f"{s.name} v{s.version} ({s.definition_hash})"
+                           for s in self._matching(workflow, None, None)})
             wanted = workflow + (f" v{version}" if version else "") + (f" pinned to {pin}" if pin else "")
             raise DefinitionError(f"this worker has no definition of {wanted}; "
                                   + (f"it has: {', '.join(have)}" if have else f"nothing named {workflow!r} in "
@@ -125,7 +126,7 @@ def check_graph(graph: StateGraph, where: str) -> None:
             problems.append(f"node {name!r} reuses a boundary step outside the boundary")
     missing = sorted(set(_BOUNDARY) - set(graph.nodes))
     if missing:
-        problems.append(f"the boundary is missing ({', '.join(missing)}): build it with engine.runtime.compiler.add_boundary")
+        problems.append(f"the boundary is missing ({', '.join(missing)}): build it with engine.graph.add_boundary")
     for start, end in graph.edges:
         if end in ("await_approval", "execute_tools") and start not in _BOUNDARY:
             problems.append(f"edge {start} -> {end} skips the boundary's checks")

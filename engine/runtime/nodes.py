@@ -9,8 +9,8 @@ Temporal's converter unchanged. Nothing here has side effects before
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 
 from langgraph.types import interrupt

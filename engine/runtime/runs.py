@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from engine.boundary.arguments import validation_problems
+from engine.boundary.identity import Authority
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document
 from engine.boundary.people import rejection_problem
 from engine.errors import ApprovalError, AuthenticationError, InputError, NotFoundError, ToolArgumentsError
-from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document
-from engine.boundary.identity import Authority
 from engine.runtime.payloads import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
@@ -28,12 +28,12 @@ from engine.runtime.payloads import (
     RunRequest,
     RunResult,
 )
+from engine.runtime.workflow import AgentRunWorkflow
 from engine.spec import WorkflowSpec
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.repo import ApprovalView
 from engine.store.users import Approver
-from engine.runtime.workflow import AgentRunWorkflow
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from engine.config import OtelSettings, TemporalSettings
 from engine.adapters.tracing import Tracing
+from engine.config import OtelSettings, TemporalSettings
 
 
 async def connect(settings: TemporalSettings, otel: OtelSettings | None = None) -> Client:

@@ -11,18 +11,18 @@ from temporalio.client import Client
 from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Worker
 
-from engine.runtime.activities import AirlockActivities
 from engine.adapters.chain_tx import ChainAccess, Signer
-from engine.runtime.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
-from engine.config import Settings
-from engine.runtime.definitions import DefinitionRegistry, check_graph
-from engine.boundary.identity import Verifier
 from engine.adapters.llm import ModelClient
+from engine.adapters.tracing import RunTracingInterceptor, Tracing
+from engine.boundary.identity import Verifier
 from engine.boundary.policy import PolicyEngine
+from engine.config import Settings
+from engine.runtime.activities import AirlockActivities
+from engine.runtime.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
+from engine.runtime.definitions import DefinitionRegistry, check_graph
+from engine.runtime.workflow import AgentRunWorkflow
 from engine.spec import add_import_roots
 from engine.store.db import Database
-from engine.adapters.tracing import RunTracingInterceptor, Tracing
-from engine.runtime.workflow import AgentRunWorkflow
 
 logger = logging.getLogger(__name__)
 

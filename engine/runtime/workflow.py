@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
+    from pydantic import ValidationError
     from temporalio.langgraph import graph as registered_graph
 
     from engine.boundary.people import decision_refusal, rejection_problem
@@ -38,18 +39,17 @@ with workflow.unsafe.imports_passed_through():
         RecordRunInput,
         ResolvedRun,
         ResolveRunInput,
-        RunRequest,
         RunProgress,
+        RunRequest,
         RunResult,
         RunStatus,
         ToolCallRecord,
         ValidateCallInput,
-        VerifiedPerson,
         Verdict,
+        VerifiedPerson,
         VerifyPersonInput,
         WaitingApproval,
     )
-    from pydantic import ValidationError
 
 _RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
 

@@ -111,8 +111,9 @@ def stats(session: Session, *, since: timedelta, workflow: str | None = None,
         "model": {"calls": len(models), "tokens": tokens, "cost": round(cost, 8),
                   "tokens_per_run": round(tokens / len(runs), 2) if runs else None,
                   "cost_per_run": round(cost / len(runs), 8) if runs else None,
-                  "cost_per_successful_run": round(sum(m.cost for m in models if m.run_id in completed) / len(completed), 8)
-                  if completed else None,
+                  "cost_per_successful_run":
+                      round(sum(m.cost for m in models if m.run_id in completed) / len(completed), 8)
+                      if completed else None,
                   "fallback_rate": _rate(sum(1 for m in models if m.fallback_used), len(models))},
         "boundary": {"decisions": len(decisions), "denial_rate": _rate(outcomes.get("deny", 0), len(decisions)),
                      "approval_rate": _rate(outcomes.get("require_approval", 0), len(decisions)),

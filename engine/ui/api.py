@@ -8,16 +8,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.runtime.definitions import DefinitionRegistry
-from engine.errors import AccessDeniedError, InputError
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
+from engine.errors import AccessDeniedError, InputError
+from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ApprovalDecisionResult, RunProgress
 from engine.runtime.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView, TimelineEntry
 from engine.store.users import Approver, EventView
-from engine.ui.clients import temporal
 from engine.ui.auth import api_user, check_csrf, client_address, own_approval, own_run, uses_session
+from engine.ui.clients import temporal
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -124,8 +124,9 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
                    tool: str | None = None, role: str | None = None, page: int = 1,
                    user: Approver = Depends(api_user)) -> InboxPage:
     """The inbox, newest first; ``status=`` (empty) lists every status."""
-    items, total = request.app.state.db.call(repo.inbox, tenants=user.tenants, status=status or None, workflow=workflow, tool=tool, role=role,
-                                             page=page, page_size=request.app.state.settings.ui.page_size)
+    items, total = request.app.state.db.call(repo.inbox, tenants=user.tenants, status=status or None,
+                                             workflow=workflow, tool=tool, role=role, page=page,
+                                             page_size=request.app.state.settings.ui.page_size)
     return InboxPage(items=items, total=total, page=page)
 
 
@@ -142,7 +143,8 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    return await decide_approval(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
+    state = request.app.state
+    return await decide_approval(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))
 
@@ -153,7 +155,8 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    return await edit_action(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
+    state = request.app.state
+    return await edit_action(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
 

@@ -23,15 +23,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from engine.config import Settings
-from engine.errors import AirlockError, StackError
 from engine.boundary.identity import Authority
 from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
 from engine.boundary.policy import PolicyEngine
+from engine.config import Settings
+from engine.errors import AirlockError, StackError
 from engine.store.db import Database
 from engine.ui import api, pages
-from engine.ui.clients import temporal
 from engine.ui.auth import NotSignedIn, secret_key
+from engine.ui.clients import temporal
 from engine.ui.format import register_filters
 
 HERE = Path(__file__).parent

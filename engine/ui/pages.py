@@ -13,9 +13,19 @@ from engine.errors import AirlockError, InputError
 from engine.runtime.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
+from engine.ui.auth import (
+    check_csrf,
+    check_password,
+    client_address,
+    csrf_token,
+    identify,
+    own_approval,
+    own_run,
+    page_user,
+    sign_in,
+    sign_out,
+)
 from engine.ui.clients import temporal
-from engine.ui.auth import (check_csrf, check_password, client_address, csrf_token, identify, own_approval, own_run,
-                             page_user, sign_in, sign_out)
 
 router = APIRouter(include_in_schema=False)
 
@@ -168,7 +178,8 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
     else:
         try:
-            result = await decide_approval(await temporal(request.app), request.app.state.db, request.app.state.authority,
+            state = request.app.state
+            result = await decide_approval(await temporal(request.app), state.db, state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
                                            source=client_address(request))
@@ -188,7 +199,8 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     own_approval(request, approval_id, user)
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
-        await edit_action(await temporal(request.app), request.app.state.db, request.app.state.authority, approval_id=approval_id,
+        state = request.app.state
+        await edit_action(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
                           source=client_address(request))

@@ -11,15 +11,15 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine.local import processes as stack
 from engine.config import Settings
+from engine.local import processes as stack
 from engine.local.devchain import dev_address, dev_key
-from tests.helpers import decide_approval
 from engine.store.db import Database
 from engine.store.tables import ChainTransactionRow, ToolExecutionRow
 from engine.store.users import Approver
 from tests.conftest import DevChainNode
 from tests.faults.test_worker_restart import start_worker
+from tests.helpers import decide_approval
 from tests.integration.test_treasury import TOKEN, tusd, waiting_payment
 
 pytestmark = pytest.mark.faults

@@ -10,13 +10,12 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine.local import processes as stack
 from engine.config import Settings
-from tests.helpers import decide_approval, start_run
+from engine.local import processes as stack
 from engine.store.db import Database, make_engine
 from engine.store.tables import ToolExecutionRow
 from tests.conftest import signing_key
-from tests.helpers import lead, ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, decide_approval, lead, refund, start_run, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.faults

@@ -14,11 +14,10 @@ import pytest
 from sqlmodel import Session
 
 from engine.config import Settings
-from tests.helpers import start_run
 from engine.store import users
 from engine.store.db import Database, make_engine
 from tests.conftest import Web
-from tests.helpers import ROOT, refund, wait_for_inbox, waiting_refund, write_spec
+from tests.helpers import ROOT, refund, start_run, wait_for_inbox, waiting_refund, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -268,7 +267,8 @@ async def test_inbox_filters_and_pages(web: Web, tmp_path: Path) -> None:
 
 async def test_expired_action_cannot_be_decided(web: Web, tmp_path: Path) -> None:
     tokens = make_people(web.settings.db_url)
-    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "90.00", approval={"timeout": "2s"})
+    handle, item = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "90.00",
+                                        approval={"timeout": "2s"})
     result = await handle.result()  # nobody decides within two seconds
     assert result.tool_calls[0].outcome == "expired"
     async with httpx.AsyncClient(base_url=web.url, headers=bearer(tokens["bob"])) as http:

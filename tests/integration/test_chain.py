@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.local import processes as stack
 from engine.adapters.chain import Chain, to_units
 from engine.errors import ChainUnavailableError
+from engine.local import processes as stack
 from tests.conftest import ANVIL_ADDRESS, ANVIL_KEY
 
 pytestmark = pytest.mark.integration

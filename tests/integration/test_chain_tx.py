@@ -10,12 +10,12 @@ import pytest
 from eth_account import Account
 from sqlmodel import Session, select
 
-from engine.local import processes as stack
 from engine.adapters.chain import Chain
 from engine.adapters.chain_tx import ChainAccess, Signer, TxSender
 from engine.config import ChainSettings
-from engine.local.devchain import dev_address, dev_key
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
+from engine.local import processes as stack
+from engine.local.devchain import dev_address, dev_key
 from engine.store.db import Database, make_engine
 from engine.store.tables import ChainTransactionRow
 from tests.conftest import DevChainNode

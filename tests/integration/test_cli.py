@@ -15,9 +15,9 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.runtime.payloads import RunResult
+from engine.runtime.worker import build_worker
 from engine.store import users
 from engine.store.db import make_engine
-from engine.runtime.worker import build_worker
 from tests.conftest import signing_key
 from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
 from tools import support

@@ -11,11 +11,10 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import ToolArgumentsError
-from tests.helpers import decide_approval, edit_action
+from engine.runtime.worker import build_worker
 from engine.store import repo, users
 from engine.store.db import Database
-from engine.runtime.worker import build_worker
-from tests.helpers import lead, wait_for_inbox, waiting_refund
+from tests.helpers import decide_approval, edit_action, lead, wait_for_inbox, waiting_refund
 from tests.integration.test_runs import model_requests
 from tools import support
 

@@ -10,14 +10,14 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from engine.runtime.activities import AirlockActivities
-from engine.boundary import action_digest
-from engine.config import LlmSettings, Settings
-from engine.runtime.definitions import DefinitionRegistry
-from engine.boundary.identity import Verifier
 from engine.adapters.llm import ModelClient
-from engine.runtime.payloads import ExecuteToolInput, PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.boundary import action_digest
+from engine.boundary.identity import Verifier
 from engine.boundary.policy import PolicyEngine
+from engine.config import LlmSettings, Settings
+from engine.runtime.activities import AirlockActivities
+from engine.runtime.definitions import DefinitionRegistry
+from engine.runtime.payloads import ExecuteToolInput, PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.spec import load_spec
 from engine.store import decisions, repo
 from engine.store.db import Database, make_engine

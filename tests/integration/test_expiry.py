@@ -9,13 +9,12 @@ from sqlmodel import Session
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from engine.local import processes as stack
 from engine.config import Settings
-from tests.helpers import start_run
+from engine.local import processes as stack
+from engine.runtime.worker import build_worker
 from engine.store import repo
 from engine.store.db import make_engine
-from engine.runtime.worker import build_worker
-from tests.helpers import refund, write_spec
+from tests.helpers import refund, start_run, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration

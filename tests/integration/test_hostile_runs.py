@@ -10,14 +10,14 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine.runtime import compiler
 from engine.config import Settings
+from engine.runtime import compiler
 from engine.runtime.payloads import RunResult
+from engine.runtime.worker import build_worker
+from engine.spec import load_spec
 from engine.store import repo
 from engine.store.db import make_engine
-from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
-from engine.spec import load_spec
 from tests.helpers import ROOT, refund, run_to_end, start_run, write_spec
 from tests.integration.test_treasury import ACME, TOKEN, pay, treasury_spec
 from tools import support
@@ -95,7 +95,8 @@ async def test_tool_arguments_past_the_limits_are_invalid_and_never_run(client: 
         {"name": "issue_refund", "raw_arguments": '["A-1001", "1.00", "a list"]'},
         {"name": "issue_refund", "raw_arguments": '{"order_id": "A-1001", "amount": "1.00"'},
     ]
-    spec = write_spec(tmp_path, [{"tool_calls": odd}, {"content": "done"}], limits={"max_tool_calls": 10, "max_repairs": 5})
+    spec = write_spec(tmp_path, [{"tool_calls": odd}, {"content": "done"}],
+                      limits={"max_tool_calls": 10, "max_repairs": 5})
     result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "completed", result.reason
     errors = [c.error for c in result.tool_calls]

@@ -23,16 +23,25 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ActivityError
 from temporalio.worker import Worker
 
+from engine.boundary.identity import Authority
 from engine.config import Settings
 from engine.errors import SpecError
-from engine.boundary.identity import Authority
 from engine.runtime.payloads import RunResult
+from engine.runtime.worker import build_worker
 from engine.store.db import Database, make_engine
 from engine.store.tables import PersonAssertionRow
-from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
-from tests.helpers import (authority, decide_approval, edit_action, lead, refund, start_run, wait_for_inbox,
-                           waiting_refund, write_spec)
+from tests.helpers import (
+    authority,
+    decide_approval,
+    edit_action,
+    lead,
+    refund,
+    start_run,
+    wait_for_inbox,
+    waiting_refund,
+    write_spec,
+)
 from tests.integration.test_treasury import GLOBEX, OPS, STRANGER, balance, pay, treasury_spec, tusd
 from tools import support
 

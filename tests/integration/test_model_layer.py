@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.parametrize("db_url", ["sqlit
 LOOKUP = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]}
 
 
-def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
-                **model: Any) -> Any:
+def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[str, Any]],
+                spec_file: str = "spec.yaml", **model: Any) -> Any:
     """Primary: the scripted endpoint made to fail with ``kind``; fallback: the scripted endpoint itself."""
     script = tmp_path / spec_file.replace(".yaml", ".turns.yaml").replace("spec.turns", "turns")
     base = settings.llm.scripted_url.removesuffix("/v1") + f"/fault/{kind}/v1"

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 
 from engine.boundary import bundle as policybundle
-from engine.local import processes as stack
-from engine.config import OpaSettings
 from engine.boundary.policy import PolicyEngine
+from engine.config import OpaSettings
+from engine.local import processes as stack
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration

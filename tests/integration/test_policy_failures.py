@@ -8,19 +8,18 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
+from engine.boundary.policy import PolicyEngine
 from engine.cli import render
-from engine.local import processes as stack
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
+from engine.local import processes as stack
 from engine.runtime.payloads import RunResult
-from engine.boundary.policy import PolicyEngine
 from engine.runtime.runs import run_progress
-from tests.helpers import decide_approval, start_run
+from engine.runtime.worker import build_worker
 from engine.store import decisions
 from engine.store.db import Database, make_engine
 from engine.store.users import Approver
-from engine.runtime.worker import build_worker
-from tests.helpers import refund, run_to_end, wait_for_inbox, write_spec
+from tests.helpers import decide_approval, refund, run_to_end, start_run, wait_for_inbox, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,23 @@ from engine.config import Settings
 from engine.errors import ApprovalError
 from engine.runtime.payloads import CallModelInput
 from engine.runtime.runs import pending_actions
-from tests.helpers import decide_approval, start_run
+from engine.runtime.worker import build_worker
 from engine.spec import load_spec
 from engine.store import decisions, repo, users
 from engine.store.db import Database, make_engine
-from engine.store.users import Approver
 from engine.store.tables import PolicyDecisionRow, ToolExecutionRow
-from engine.runtime.worker import build_worker
-from tests.helpers import ROOT, lead, refund, run_to_end, wait_for_inbox, waiting_refund, write_spec
+from engine.store.users import Approver
+from tests.helpers import (
+    ROOT,
+    decide_approval,
+    lead,
+    refund,
+    run_to_end,
+    start_run,
+    wait_for_inbox,
+    waiting_refund,
+    write_spec,
+)
 from tools import support
 
 pytestmark = pytest.mark.integration

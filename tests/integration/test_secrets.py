@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy
 from temporalio.client import Client
 
-from engine.local import processes as stack
 from engine.config import ChainSettings, Settings
+from engine.local import processes as stack
 from engine.runtime.payloads import RunResult
 from tests.conftest import ANVIL_KEY
 from tests.helpers import run_to_end, write_spec
@@ -38,7 +38,8 @@ def sql_dump(db_url: str) -> str:
     tables = sqlalchemy.MetaData()
     tables.reflect(engine)
     with engine.connect() as conn:
-        text = "\n".join(repr(tuple(row)) for table in tables.sorted_tables for row in conn.execute(sqlalchemy.select(table)))
+        text = "\n".join(repr(tuple(row)) for table in tables.sorted_tables
+                         for row in conn.execute(sqlalchemy.select(table)))
     engine.dispose()
     return text
 

@@ -127,7 +127,7 @@ async def test_parallel_guesses_get_no_more_tries_than_the_limit(web: Web) -> No
         forms = [_csrf((await http.get("/login")).text) for http in clients]
         answers = await asyncio.gather(*(
             http.post("/login", data={"username": "alice", "password": f"guess-{i}", "csrf": csrf})
-            for i, (http, csrf) in enumerate(zip(clients, forms))))
+            for i, (http, csrf) in enumerate(zip(clients, forms, strict=True))))
     finally:
         for http in clients:
             await http.aclose()

@@ -12,13 +12,12 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.client import Client
 
-from engine.local import processes as stack
-from engine.config import Settings
-from tests.helpers import start_run
-from engine.runtime.temporal import connect
 from engine.adapters.tracing import Tracing, run_trace_carrier
+from engine.config import Settings
+from engine.local import processes as stack
+from engine.runtime.temporal import connect
 from engine.runtime.worker import build_worker
-from tests.helpers import write_spec
+from tests.helpers import start_run, write_spec
 from tests.integration.test_treasury import ACME, pay, treasury_spec
 from tools import support
 

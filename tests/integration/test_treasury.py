@@ -13,15 +13,14 @@ from temporalio.client import Client, WorkflowHandle
 from engine.adapters.chain import to_units
 from engine.config import Settings
 from engine.local.devchain import DEPLOYER, dev_address, dev_key
-from tests.helpers import decide_approval, start_run
+from engine.runtime.worker import build_worker
 from engine.spec import WorkflowSpec, load_spec
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
 from engine.store.tables import ChainTransactionRow, PolicyDecisionRow
 from engine.store.users import Approver
-from engine.runtime.worker import build_worker
 from tests.conftest import DevChainNode
-from tests.helpers import ROOT, wait_for_inbox
+from tests.helpers import ROOT, decide_approval, start_run, wait_for_inbox
 
 pytestmark = pytest.mark.integration
 
@@ -142,8 +141,8 @@ async def test_denied_before_approval_on_chain_facts(client: Client, chain_setti
 
 async def test_unreachable_node_denies_the_action(client: Client, settings: Settings, devchain: DevChainNode,
                                                   tmp_path: Path) -> None:
-    from engine.local import processes as stack
     from engine.config import ChainSettings
+    from engine.local import processes as stack
 
     settings.chain = ChainSettings(**devchain.chain_settings(rpc_url=f"http://127.0.0.1:{stack.free_port()}",
                                                              rpc_timeout_s=1))  # type: ignore[arg-type]

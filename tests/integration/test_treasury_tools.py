@@ -6,8 +6,8 @@ import pytest
 
 from engine.adapters.chain_tx import ChainAccess
 from engine.config import ChainSettings
-from engine.local.devchain import dev_address
 from engine.errors import ToolExecutionError
+from engine.local.devchain import dev_address
 from engine.store.db import Database
 from engine.toolkit import ToolContext
 from tests.conftest import DevChainNode

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from temporalio.client import WorkflowHandle
 from sqlmodel import Session
+from temporalio.client import WorkflowHandle
 
 from engine.config import OpaSettings, Settings
 from engine.runtime.temporal import connect
@@ -101,7 +101,8 @@ async def test_without_the_role_one_sees_but_cannot_decide(browser: Browser, web
     page = await signed_in(browser, web, "dave")
     await page.get_by_role("link", name="issue_refund").click()
     await expect(page.get_by_text("180.00 EUR")).to_be_visible()
-    await expect(page.locator("[data-blocked]")).to_contain_text("does not hold a role that may decide this action (needs one of: support-leads)")
+    await expect(page.locator("[data-blocked]")).to_contain_text(
+        "does not hold a role that may decide this action (needs one of: support-leads)")
     assert await page.get_by_role("button", name="Approve").count() == 0
 
 

@@ -24,7 +24,8 @@ def test_to_units_refuses_what_the_token_cannot_hold(amount: str) -> None:
         to_units(amount, 6)
 
 
-@pytest.mark.parametrize("amount", ["\u0663", "\u0661\u0662.5", "\uff11", "\u09e8"])  # Arabic-Indic, full-width, Bengali
+# Arabic-Indic, full-width and Bengali digits
+@pytest.mark.parametrize("amount", ["\u0663", "\u0661\u0662.5", "\uff11", "\u09e8"])
 def test_only_ascii_digits_are_amounts(amount: str) -> None:
     assert Decimal(amount) > 0  # what used to read them as numbers
     with pytest.raises(InputError, match="not a decimal number of ASCII digits"):
@@ -41,7 +42,8 @@ def test_precision_is_checked_exactly_past_28_digits() -> None:
 
 
 def test_huge_amounts_round_trip_exactly() -> None:
-    assert from_units(MAX_UINT256, 18) == "115792089237316195423570985008687907853269984665640564039457.584007913129639935"
+    assert from_units(MAX_UINT256, 18) == ("115792089237316195423570985008687907853269984665640564039457"
+                                           ".584007913129639935")
     assert to_units(from_units(10**48 - 1, 18), 18) == 10**48 - 1  # 30 whole digits: the most an amount has
     assert from_units(5, 0) == "5" and to_units("5", 0) == 5
     with pytest.raises(InputError):

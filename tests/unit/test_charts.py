@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.ui.charts import HEIGHT, bars, columns, _nice_max
+from engine.ui.charts import HEIGHT, _nice_max, bars, columns
 
 
 @pytest.mark.parametrize(("value", "top"), [(0, 1.0), (0.003, 0.005), (1, 1), (3, 5), (12, 20), (101, 200)])

@@ -117,8 +117,10 @@ SIGNING = "AIRLOCK_AUTH__SIGNING_KEY: the assertion signing key is not an unencr
 
 @pytest.mark.parametrize("command, setting, message", [  # the UI signs; workers verify and hold the chain key
     ("worker", "AIRLOCK_AUTH__SIGNING_KEY", SIGNING), ("ui", "AIRLOCK_AUTH__SIGNING_KEY", SIGNING),
-    ("worker", "AIRLOCK_AUTH__VERIFY_KEY", "AIRLOCK_AUTH__VERIFY_KEY: the assertion verify key is not a PEM public key"),
-    ("worker", "AIRLOCK_CHAIN__SIGNER_KEY", "AIRLOCK_CHAIN__SIGNER_KEY: the chain signing key is not a valid private key"),
+    ("worker", "AIRLOCK_AUTH__VERIFY_KEY",
+     "AIRLOCK_AUTH__VERIFY_KEY: the assertion verify key is not a PEM public key"),
+    ("worker", "AIRLOCK_CHAIN__SIGNER_KEY",
+     "AIRLOCK_CHAIN__SIGNER_KEY: the chain signing key is not a valid private key"),
 ])
 def test_a_malformed_key_is_a_located_error_before_anything_connects(tmp_path: Path, command: str, setting: str,
                                                                     message: str) -> None:

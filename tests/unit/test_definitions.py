@@ -8,10 +8,10 @@ import pytest
 import yaml
 from langgraph.graph import END, START, StateGraph
 
+from engine.errors import DefinitionError, SpecError
 from engine.runtime import nodes
 from engine.runtime.compiler import add_boundary, agent_graph
 from engine.runtime.definitions import DefinitionRegistry, check_graph
-from engine.errors import DefinitionError, SpecError
 from engine.spec import add_import_roots, load_spec
 from engine.toolkit import check_import_path, import_object
 from tests.helpers import ROOT

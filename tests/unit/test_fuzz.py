@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from engine.boundary.arguments import check_arguments
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_DEPTH, MAX_INPUT_BYTES, parse_object
 from engine.cli import app
 from engine.errors import InputError, SpecError
-from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_DEPTH, MAX_INPUT_BYTES, parse_object
 from engine.spec import WorkflowSpec, add_import_roots, load_spec
 from engine.toolkit import DECIMAL_TEXT, resolve_tool
 from tests.helpers import ROOT
@@ -162,7 +162,8 @@ ALIASES = st.builds(lambda n: "a: &a [x, x]\n" + "".join(f"b{i}: &b{i} [*{'a' if
 SPEC_TEXT = st.one_of(
     st.builds(spec_text, st.builds(mutated, st.lists(st.tuples(SPEC_PATHS, JSONISH), min_size=1, max_size=4))),
     st.builds(lambda s, extra: s + extra, st.builds(spec_text, st.just(GOOD_SPEC)),
-              st.sampled_from(["name: twice\n", "\n: :\n", "\t- x\n", "!!python/object:os.system {}\n", "x: !!binary AA\n"])),
+              st.sampled_from(["name: twice\n", "\n: :\n", "\t- x\n", "!!python/object:os.system {}\n",
+                               "x: !!binary AA\n"])),
     ALIASES, st.text(max_size=300), st.binary(max_size=300),
     st.builds(lambda n: "name: " + "x" * n + "\n", st.integers(0, 600_000)),
 )
@@ -237,7 +238,8 @@ def argument_text(draw: st.DrawFn, tool: str) -> str:
 
 
 ARGUMENT_TEXT = st.sampled_from(sorted(HONEST)).flatmap(lambda tool: st.tuples(st.just(tool), st.one_of(
-    argument_text(tool), argument_text(tool), argument_text(tool), st.builds(as_json_text, JSONISH), DEEP_TEXT, st.text(max_size=100),
+    argument_text(tool), argument_text(tool), argument_text(tool), st.builds(as_json_text, JSONISH), DEEP_TEXT,
+    st.text(max_size=100),
     st.builds(lambda n: json.dumps({"reason": "x" * n}), st.integers(MAX_ARGUMENT_BYTES - 100, 4 * MAX_ARGUMENT_BYTES)),
 )))
 

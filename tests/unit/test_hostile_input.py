@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from engine.boundary.inputs import MAX_DEPTH, parse_object
 from engine.cli import app
 from engine.errors import InputError, SpecError
-from engine.boundary.inputs import MAX_DEPTH, parse_object
 from engine.spec import load_spec, parse_duration
 from tests.helpers import ROOT
 
@@ -124,7 +124,8 @@ def test_import_paths_must_name_the_right_kind_of_thing(tmp_path: Path, line: st
 BROKEN_MODULES = {
     "syn.py": "def lookup(:\n",
     "boom.py": "raise KeyError('X')\n",
-    "hints.py": ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nfrom pydantic import BaseModel\n"
+    "hints.py": ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
+                 "from pydantic import BaseModel\n"
                  "if TYPE_CHECKING:\n    from decimal import Decimal\n\n\nclass Args(BaseModel):\n    n: int\n\n\n"
                  "def tool(args: Args, ctx: Decimal) -> dict:\n    return {}\n"),
     "ok.py": ("from pydantic import BaseModel\n\n\nclass Args(BaseModel):\n    n: int\n\n\n"
@@ -154,7 +155,8 @@ def test_broken_project_modules_are_located_errors_and_do_not_hide_good_workflow
         assert done.returncode == 2 and f"{module}.yaml:6: {problem}" in done.stderr + done.stdout, done
         assert "Traceback" not in done.stderr
     served = subprocess.run([sys.executable, "-c", "from pathlib import Path; from engine.runtime.definitions import "
-                             f"DefinitionRegistry; print(sorted(s.name for s in DefinitionRegistry(Path('{workflows}'), "
+                             "DefinitionRegistry; print(sorted(s.name for s in "
+                             f"DefinitionRegistry(Path('{workflows}'), "
                              f"Path('{tmp_path}')).specs()))"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert served.returncode == 0 and served.stdout.strip() == "['ok']", served

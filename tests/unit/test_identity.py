@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from engine.boundary.identity import Authority, Verifier, args_hash
 from engine.config import Settings
 from engine.errors import AuthenticationError, InputError
-from engine.boundary.identity import Authority, Verifier, args_hash
 from engine.store.users import normalise_name
 
 KEY = Ed25519PrivateKey.generate()

@@ -6,12 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import text
 
-from engine.local import processes as stack
-from engine.config import Settings
 from engine.boundary.identity import local_key_files
+from engine.config import Settings
+from engine.local import processes as stack
 from engine.private import private_dir, private_file, write_private
 from engine.store.db import make_engine, migrate
 from engine.ui.auth import secret_key

@@ -14,14 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.local import processes as stack
 from engine.adapters.chain import Chain
 from engine.adapters.chain_tx import ChainAccess
+from engine.adapters.llm import ModelClient
 from engine.config import ChainSettings, LlmSettings
 from engine.errors import ChainUnavailableError, ModelError
-from engine.adapters.llm import ModelClient
-from engine.runtime.payloads import CallModelInput
+from engine.local import processes as stack
 from engine.redact import REDACTED, redact_text, safe_url
+from engine.runtime.payloads import CallModelInput
 from engine.spec import EndpointSpec, ModelSpec, endpoint_label
 
 PATH_KEY = "9aa3d95b3bc440fa88ea12eaa4456161"

@@ -12,9 +12,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Replayer
 
+from engine.adapters.llm import ModelClient
 from engine.runtime import nodes
 from engine.runtime.compiler import AGENT_GRAPH, agent_graph
-from engine.adapters.llm import ModelClient
 from engine.runtime.payloads import CallModelResult
 from engine.runtime.workflow import AgentRunWorkflow
 

@@ -32,7 +32,8 @@ def test_bad_addresses_are_refused_with_the_reason(value: str, message: str) -> 
         transfer(to=value)
 
 
-@pytest.mark.parametrize("amount", ["-1", "1e6", "1,000", "", "0x10", "12.5.1", "\u0663", "1\uff10", " 1", "1\n", 12.5, 3])
+@pytest.mark.parametrize("amount", ["-1", "1e6", "1,000", "", "0x10", "12.5.1", "\u0663", "1\uff10", " 1", "1\n",
+                                    12.5, 3])
 def test_amounts_are_plain_decimal_strings(amount: str) -> None:
     with pytest.raises(ValidationError, match="amount"):
         transfer(amount=amount)

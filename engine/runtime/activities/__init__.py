@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.runtime.activities._actions import ActionActivities
 from engine.boundary.arguments import validation_problems
+from engine.runtime.activities._actions import ActionActivities
 from engine.runtime.activities._people import PeopleActivities
 from engine.runtime.activities._run import RunActivities
 

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
 from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
 from engine.boundary.arguments import validation_problems
 from engine.errors import AirlockError, ToolArgumentsError
+from engine.redact import redact_text
+from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
 from engine.runtime.payloads import (
     EvaluatePolicyInput,
     EvaluatePolicyResult,
@@ -23,7 +24,6 @@ from engine.runtime.payloads import (
     ExecuteToolResult,
     ToolCallRecord,
 )
-from engine.redact import redact_text
 from engine.store import authority, decisions, repo
 from engine.toolkit import ToolContext, ToolDef
 

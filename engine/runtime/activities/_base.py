@@ -18,12 +18,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from engine.adapters.chain_tx import ChainAccess
-from engine.runtime.definitions import DefinitionRegistry
-from engine.errors import AirlockError
-from engine.boundary.identity import Verifier
 from engine.adapters.llm import ModelClient
-from engine.runtime.payloads import ResolvedRun
+from engine.boundary.identity import Verifier
 from engine.boundary.policy import PolicyEngine
+from engine.errors import AirlockError
+from engine.runtime.definitions import DefinitionRegistry
+from engine.runtime.payloads import ResolvedRun
 from engine.spec import WorkflowSpec
 from engine.store import repo
 from engine.store.db import Database

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.runtime.activities._base import ActivitiesBase, short_hash
 from engine.boundary.arguments import check_arguments, validation_problems
 from engine.errors import ModelError
+from engine.runtime.activities._base import ActivitiesBase, short_hash
 from engine.runtime.payloads import (
     CallModelInput,
     CallModelResult,

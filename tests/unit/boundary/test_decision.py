@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from engine.boundary import (action_digest, approval_id, idempotency_key, normalize_decision, policy_document,
-                             tool_message, with_approvers)
+from engine.boundary import (
+    action_digest,
+    approval_id,
+    idempotency_key,
+    normalize_decision,
+    policy_document,
+    tool_message,
+    with_approvers,
+)
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.spec import ModelSpec, WorkflowSpec
 

@@ -8,10 +8,9 @@ Until now ``tools.support`` created these tables itself on first use, so a
 database may already have them; they are created here only where missing.
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0008'
 down_revision = '0007'
