@@ -31,3 +31,40 @@ def usage_of(timeline: list[TimelineEntry]) -> dict[str, Any]:
             "output_tokens": sum(m.get("output_tokens", 0) for m in models),
             "cost": round(sum(m.get("cost", 0.0) for m in models), 8),
             "fallbacks": sum(1 for m in models if m.get("fallback_used"))}
+
+
+class TimelineLine(TimelineEntry):
+    """A timeline entry with the sentence the terminal, the pages and the API show for it."""
+
+    summary: str
+
+
+def described(timeline: list[TimelineEntry]) -> list[TimelineLine]:
+    """Each entry of a run's timeline with its sentence."""
+    return [TimelineLine(**e.model_dump(), summary=_sentence(e.kind, e.data)) for e in timeline]
+
+
+def _sentence(kind: str, d: dict[str, Any]) -> str:
+    if kind == "model":
+        failed = [a for a in d.get("attempts") or [] if a.get("error")]
+        text = (f"{d['model']} via {d['endpoint']}" + (f" [{d['step_class']}]" if d.get("step_class") else "") +
+                f": {d['input_tokens']} in / {d['output_tokens']} out tokens, "
+                f"cost {d['cost']:g}, {d['tool_calls']} tool call(s) proposed")
+        if d.get("fallback_used") or failed:
+            text += " — fallback after " + "; ".join(f"{a['endpoint']}: {a['error']}" for a in failed)
+        return text
+    if kind == "validation":
+        what = "arguments of " + d["subject"] if d["kind"] == "tool_arguments" else "final answer"
+        return f"{what}: " + ("valid" if d["ok"] else f"invalid — {d['error']}")
+    if kind == "policy":
+        return f"{d['tool']}: {d['outcome']} — {'; '.join(d['reasons'])} (revision {d['revision']})"
+    if kind == "execution":
+        tx = d.get("tx_hash")
+        return f"{d['tool']}: {d['status']}" + (f" — {d['error']}" if d.get("error") else "") + (
+            f" (tx {tx})" if tx else "")
+    if kind == "approval" and d.get("action") == "request":
+        return (f"{d['approval_id']} requested for {d['tool']}: needs {d['min_approvals']} of "
+                f"{', '.join(d['approvers']) or 'anyone'}")
+    if kind == "approval":
+        return f"{d['actor']} {d['action']}d {d['approval_id']}" + (f": {d['comment']}" if d.get("comment") else "")
+    return f"run {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")

@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from engine.present import args_summary, usage_of, waited
+from engine.present import TimelineLine, args_summary, usage_of, waited
 from engine.runtime.payloads import RunProgress, RunResult, ToolCallRecord
-from engine.store.repo import ApprovalView, RunView, TimelineEntry
+from engine.store.repo import ApprovalView, RunView
 
 _OUTCOME_STYLE = {"executed": "green", "denied": "red", "invalid": "yellow", "rejected": "red",
                   "expired": "red", "failed": "red", "pending_approval": "cyan", "allowed": "green",
@@ -135,7 +135,7 @@ _KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "ap
                "run": "bold"}
 
 
-def print_timeline(console: Console, run: RunView, timeline: list[TimelineEntry], temporal_ui: str) -> None:
+def print_timeline(console: Console, run: RunView, timeline: list[TimelineLine], temporal_ui: str) -> None:
     """``airlock runs show``: the run, then every recorded step in order."""
     style = "green" if run.status == "completed" else "yellow"
     console.print(f"run [bold]{run.run_id}[/] ({run.workflow} v{run.version}) by {run.requested_by}, tenant "

@@ -29,7 +29,7 @@ from engine.cli._app import (
 )
 from engine.config import Settings
 from engine.errors import InputError, SpecError
-from engine.present import usage_of
+from engine.present import described, usage_of
 from engine.spec import WorkflowSpec, load_spec
 
 
@@ -124,7 +124,7 @@ def show(run_id: str = typer.Argument(..., help="The run id (Temporal workflow i
     settings = _settings()
     db = _database(settings)
     found = db.call(repo.get_run, run_id=run_id)
-    timeline = db.call(repo.run_timeline, run_id=run_id)
+    timeline = described(db.call(repo.run_timeline, run_id=run_id))
     if found is None:
         _fail(f"no run {run_id} in {settings.db_url.split('@')[-1]}", 1)
     if as_json:

@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
 from engine.errors import AccessDeniedError, InputError
+from engine.present import TimelineLine, described
 from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ApprovalDecisionResult, RunProgress
 from engine.runtime.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
-from engine.store.repo import ApprovalView, RunView, TimelineEntry
+from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver, EventView
 from engine.ui.auth import api_user, check_csrf, client_address, own_approval, own_run, uses_session
 from engine.ui.clients import temporal
@@ -96,7 +97,7 @@ class TimelineResponse(BaseModel):
 
     run: RunView
     usage: dict[str, Any]
-    timeline: list[TimelineEntry]
+    timeline: list[TimelineLine]
 
 
 def definitions(request: Request) -> DefinitionRegistry:
@@ -190,7 +191,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
     from engine.present import usage_of
 
     run = own_run(request, run_id, user)
-    timeline = request.app.state.db.call(repo.run_timeline, run_id=run_id)
+    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=run_id))
     return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, InputError
+from engine.present import described
 from engine.runtime.runs import decide_approval, edit_action, run_progress
 from engine.store import repo, users
 from engine.store.users import Approver
@@ -112,7 +113,7 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
     item = own_approval(request, approval_id, user)
-    timeline = request.app.state.db.call(repo.run_timeline, run_id=item.run_id)
+    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=item.run_id))
     events = request.app.state.db.call(users.events_for, approval_id=approval_id)
     temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
     names = await request.app.state.policy.labels()
@@ -126,7 +127,7 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     from engine.present import usage_of
 
     found = own_run(request, run_id, user)
-    timeline = request.app.state.db.call(repo.run_timeline, run_id=run_id)
+    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=run_id))
     temporal_url = request.app.state.settings.temporal.ui_url(run_id)
     progress = None
     if found.status in ("running", "waiting_approval"):  # ask the run where it is now (best effort)

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 
 from engine.config import Settings
+from engine.present import described
 from engine.runtime import compiler
 from engine.runtime.payloads import RunResult
 from engine.runtime.worker import build_worker
@@ -50,7 +51,7 @@ async def test_a_bug_inside_the_workflow_fails_the_run_instead_of_looping(
     assert (result.status, result.reason) == ("failed", "internal error: KeyError: 'refund_id'")
     with Session(make_engine(settings.db_url)) as session:
         run = repo.get_run(session, run_id=result.run_id)
-        timeline = repo.run_timeline(session, run_id=result.run_id)
+        timeline = described(repo.run_timeline(session, run_id=result.run_id))
     assert run is not None and (run.status, run.reason) == ("failed", "internal error: KeyError: 'refund_id'")
     assert timeline[-1].kind == "run" and timeline[-1].summary == "run failed — internal error: KeyError: 'refund_id'"
 

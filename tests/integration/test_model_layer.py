@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 
 from engine.config import Settings
+from engine.present import described
 from engine.store import repo
 from engine.store.db import make_engine
 from engine.store.tables import ModelCallRow
@@ -57,7 +58,7 @@ async def test_the_fallback_answers_when_the_primary_fails(client: Client, setti
     assert rows[0].cost == pytest.approx(rows[0].input_tokens / 1000 * 0.1 + rows[0].output_tokens / 1000 * 0.2)
     assert result.usage["model_calls"] == 2
     with Session(make_engine(settings.db_url)) as session:
-        timeline = repo.run_timeline(session, run_id=result.run_id)
+        timeline = described(repo.run_timeline(session, run_id=result.run_id))
     models = [e for e in timeline if e.kind == "model"]
     assert len(models) == 2 and "fallback after" in models[0].summary and error in models[0].summary
     assert [e.kind for e in timeline] == ["model", "validation", "policy", "execution", "model", "run"]
@@ -229,7 +230,7 @@ async def test_a_final_answer_that_misses_the_output_schema_is_repaired(client: 
     assert result.structured == ANSWER
     assert [r.step_class for r in model_rows(settings, result.run_id)] == ["plan", "repair"]
     with Session(make_engine(settings.db_url)) as session:
-        timeline = repo.run_timeline(session, run_id=result.run_id)
+        timeline = described(repo.run_timeline(session, run_id=result.run_id))
     checks = [e for e in timeline if e.kind == "validation"]
     assert [e.data["ok"] for e in checks] == [False, True]
     assert "customer_id: String should match pattern" in checks[0].summary
