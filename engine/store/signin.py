@@ -110,7 +110,7 @@ def begin_attempt(session: Session, *, user: str, address: str, max_failures: in
     wait = _wait(session, user=user, address=address, max_failures=max_failures, max_per_address=max_per_address,
                  window_s=window_s, now=now, excluding=attempt)
     if wait:
-        session.execute(delete(SignInFailureRow).where(SignInFailureRow.failure_id == attempt))
+        session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.failure_id) == attempt))
         session.commit()
         return None, wait
     return attempt, 0
@@ -118,5 +118,6 @@ def begin_attempt(session: Session, *, user: str, address: str, max_failures: in
 
 def succeeded(session: Session, *, user: str, address: str) -> None:
     """The password was right: forget the failures of ``user`` from ``address`` (the attempt among them)."""
-    session.execute(delete(SignInFailureRow).where(SignInFailureRow.user == user, SignInFailureRow.address == address))
+    session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.user) == user,
+                                                  col(SignInFailureRow.address) == address))
     session.commit()

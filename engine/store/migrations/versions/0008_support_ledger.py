@@ -9,7 +9,7 @@ database may already have them; they are created here only where missing.
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = '0008'
