@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,7 +24,7 @@ def waited(since: datetime) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def usage_of(timeline: list[TimelineEntry]) -> dict[str, Any]:
+def usage_of(timeline: Sequence[TimelineEntry]) -> dict[str, Any]:
     """Model calls, tokens, cost and fallbacks of a run, from its timeline."""
     models = [e.data for e in timeline if e.kind == "model"]
     return {"model_calls": len(models),

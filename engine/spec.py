@@ -55,7 +55,7 @@ def parse_duration(value: Any) -> Any:
 class _StrictLoader(yaml.SafeLoader):
     """YAML for specs: no aliases (a few bytes of them expand to gigabytes) and no duplicate keys."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a spec",

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
+from eth_typing import HexStr
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.types import RPCEndpoint, TxParams
 
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
 from engine.redact import redact_text, safe_url
@@ -101,10 +103,11 @@ def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
 def decode_revert(data: str | bytes | None) -> str:
     """A readable revert reason from revert data: ``Error(string)``, ``Panic(code)`` or an ERC-20 custom error."""
     if isinstance(data, str):
+        text = data
         try:
-            data = bytes.fromhex(data.removeprefix("0x"))
+            data = bytes.fromhex(text.removeprefix("0x"))
         except ValueError:
-            return data or "reverted without a reason"
+            return text or "reverted without a reason"
     if not data:
         return "reverted without a reason"
     selector, body = bytes(data[:4]), bytes(data[4:])
@@ -159,7 +162,7 @@ def key_address(private_key: str) -> str:
 
 def encrypt_key(private_key: str, password: str) -> dict[str, Any]:
     """An encrypted keystore document of the key: what ``chain_tx.Signer.from_settings`` decrypts."""
-    return dict(Account.encrypt(private_key, password))
+    return dict(Account.encrypt(HexStr(private_key), password))
 
 
 @dataclass(frozen=True)
@@ -268,13 +271,13 @@ class Chain:
         def send() -> Any:
             full = {**tx, "from": account.address, "chainId": self._w3.eth.chain_id,
                     "nonce": self._w3.eth.get_transaction_count(account.address, "pending")}
-            full["gas"] = self._w3.eth.estimate_gas(full)
+            full["gas"] = self._w3.eth.estimate_gas(_tx_params(full))
             full.update(self.fees())
             signed = account.sign_transaction(full)
             sent = self._w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self._w3.eth.wait_for_transaction_receipt(sent, timeout=30)
-            if receipt.status != 1:
-                raise ChainUnavailableError(f"{what} reverted (tx {receipt.transactionHash.hex()})")
+            if receipt["status"] != 1:
+                raise ChainUnavailableError(f"{what} reverted (tx {receipt['transactionHash'].hex()})")
             return receipt
 
         return self._read(what, send)
@@ -325,7 +328,8 @@ class Chain:
         calls = [_call({"from": tx["from"], "to": t, "data": self.erc20_data("balanceOf", Web3.to_checksum_address(a))})
                  for a, t in reads]
         payload = [{"blockStateCalls": [{"calls": [*calls, _call(tx), *calls]}], "validation": False}, "latest"]
-        response = self._read("eth_simulateV1", lambda: self._w3.provider.make_request("eth_simulateV1", payload))
+        response = self._read("eth_simulateV1", lambda: self._w3.provider.make_request(RPCEndpoint("eth_simulateV1"),
+                                                                                           payload))
         if "error" in response:
             raise ChainUnavailableError(self._shown(f"eth_simulateV1 at {self.shown_url} failed: "
                                                     f"{response['error']}"))
@@ -342,8 +346,8 @@ class Chain:
             out["balance_changes"].append({"account": Web3.to_checksum_address(account), "asset": token,
                                            "before": before, "after": after, "delta": after - before})
         value = int(tx.get("value") or 0)
-        for account, token in watch:
-            if token is None:
+        for account, asset in watch:
+            if asset is None:
                 before = self.native_balance(account)
                 sign = -1 if Web3.to_checksum_address(account) == Web3.to_checksum_address(tx["from"]) else 1
                 delta = sign * value if ok else 0
@@ -354,7 +358,7 @@ class Chain:
     def send_raw(self, raw: str) -> None:
         """Broadcast a signed transaction; one the node already has is not an error."""
         try:
-            self._read("eth_sendRawTransaction", lambda: self._w3.eth.send_raw_transaction(raw))
+            self._read("eth_sendRawTransaction", lambda: self._w3.eth.send_raw_transaction(HexStr(raw)))
         except ChainUnavailableError as exc:
             if "already known" in str(exc).lower() or "already imported" in str(exc).lower():
                 return
@@ -364,7 +368,7 @@ class Chain:
         """Whether the node knows the transaction (pending or mined)."""
         def read() -> bool:
             try:
-                self._w3.eth.get_transaction(tx_hash)
+                self._w3.eth.get_transaction(HexStr(tx_hash))
                 return True
             except TransactionNotFound:
                 return False
@@ -374,7 +378,7 @@ class Chain:
         """The receipt of a mined transaction, or None while it is not mined."""
         def read() -> Receipt | None:
             try:
-                r = self._w3.eth.get_transaction_receipt(tx_hash)
+                r = self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
             except TransactionNotFound:
                 return None
             return Receipt(tx_hash=tx_hash, status=int(r["status"]), block_number=int(r["blockNumber"]),
@@ -389,7 +393,8 @@ class Chain:
         the state it met); nodes without it get a replay by ``eth_call`` on the block before.
         """
         try:
-            reply = self._w3.provider.make_request("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])
+            reply = self._w3.provider.make_request(RPCEndpoint("debug_traceTransaction"),
+                                                 [tx_hash, {"tracer": "callTracer"}])
             trace = reply.get("result") or {}
             if trace.get("output") or trace.get("error"):
                 output = trace.get("output")
@@ -408,11 +413,20 @@ class Chain:
 ERC20_PLACEHOLDER = "0x0000000000000000000000000000000000000001"
 
 
-def _call(tx: dict[str, Any]) -> dict[str, Any]:
+def _tx_params(tx: dict[str, Any]) -> TxParams:
+    """``tx`` as web3's ``TxParams``.
+
+    A cast: web3 formats what it is given, so it takes hex-string quantities and plain-string
+    addresses and calldata, where ``TxParams`` names ``Wei``, ``ChecksumAddress`` and ``HexStr``.
+    """
+    return cast(TxParams, tx)
+
+
+def _call(tx: dict[str, Any]) -> TxParams:
     """A call object for ``eth_call`` / ``eth_estimateGas`` / ``eth_simulateV1`` (hex quantities)."""
     out: dict[str, Any] = {"from": Web3.to_checksum_address(tx["from"]), "to": Web3.to_checksum_address(tx["to"])}
     if tx.get("data"):
         out["data"] = tx["data"]
     if tx.get("value"):
         out["value"] = hex(int(tx["value"]))
-    return out
+    return _tx_params(out)

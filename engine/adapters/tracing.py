@@ -181,7 +181,8 @@ class RunTracingInbound(TracingWorkflowInboundInterceptor):
     def _load_workflow_context_carrier(self) -> Any:
         carrier = super()._load_workflow_context_carrier()
         if not carrier:
-            carrier = self._workflow_context_carrier = run_trace_carrier(workflow.info().workflow_id)
+            derived: dict[str, list[str] | str] = {**run_trace_carrier(workflow.info().workflow_id)}
+            carrier = self._workflow_context_carrier = derived
         return carrier
 
 

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.runtime.payloads import PolicyDecision, PolicyOutcome, ResolvedRun, ToolCallRecord
 
 POLICY_INPUT_VERSION = 1
 UNAVAILABLE = "policy unavailable"
@@ -77,7 +77,7 @@ def normalize_decision(result: Any, revision: str | None) -> PolicyDecision:
     )
     if not well_formed:
         return unavailable_decision(f"decision is malformed: {canonical_json(result)[:200]}", revision)
-    outcome = "require_approval" if approval else ("allow" if allow else "deny")
+    outcome: PolicyOutcome = "require_approval" if approval else ("allow" if allow else "deny")
     return PolicyDecision(
         allow=allow,
         require_approval=approval,

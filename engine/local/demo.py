@@ -80,6 +80,7 @@ async def _treasury_demo(settings: Settings, console: Console, approver: Approve
     from engine.adapters.chain import Chain, from_units
     from engine.local import devchain
 
+    assert settings.workflows_dir is not None  # Settings resolves it after loading
     spec = load_spec(settings.workflows_dir / "treasury_payout.yaml", project_dir=settings.project_dir)
     chain = Chain(settings.chain.rpc_url)
     token = devchain.DEMO_TOKEN_ADDRESS
@@ -110,6 +111,7 @@ async def _treasury_demo(settings: Settings, console: Console, approver: Approve
 
 
 async def _support_demo(settings: Settings, console: Console, approver: Approver) -> None:
+    assert settings.workflows_dir is not None  # Settings resolves it after loading
     spec = load_spec(settings.workflows_dir / "support_refund.yaml", project_dir=settings.project_dir)
 
     from tools import support  # the example's own tool module (on the project path now)

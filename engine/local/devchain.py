@@ -13,6 +13,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from engine.adapters.chain import Chain, encrypt_key, key_address, mnemonic_key, to_units
 from engine.errors import StackError
@@ -20,7 +21,17 @@ from engine.private import private_dir, write_private
 
 TEST_MNEMONIC = "test test test test test test test test test test test junk"
 DEV_CHAIN_ID = 31337
-TOKEN = {"name": "Treasury USD", "symbol": "tUSD", "decimals": 6}
+
+
+class TokenInfo(TypedDict):
+    """The demo token's constructor arguments, besides its supply."""
+
+    name: str
+    symbol: str
+    decimals: int
+
+
+TOKEN: TokenInfo = {"name": "Treasury USD", "symbol": "tUSD", "decimals": 6}
 SUPPLY = "10000000"
 TREASURY_FUNDING = "100000"
 

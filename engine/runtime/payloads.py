@@ -26,6 +26,7 @@ Outcome = Literal[
     "failed",  # ran and raised
 ]
 RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached", "failed"]
+PolicyOutcome = Literal["allow", "deny", "require_approval"]
 
 
 class RunRequest(BaseModel):
@@ -67,7 +68,7 @@ class PolicyDecision(BaseModel):
     approvers: list[str] = Field(default_factory=list)
     min_approvals: int = 1
     reasons: list[str] = Field(default_factory=list)
-    outcome: Literal["allow", "deny", "require_approval"] = "deny"
+    outcome: PolicyOutcome = "deny"
     revision: str | None = None
     decision_id: str | None = None
 

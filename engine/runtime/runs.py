@@ -63,9 +63,9 @@ async def start_run(client: Client, authority: Authority, *, task_queue: str, wo
                          requested_by=requested_by, tenant=tenant, run_id=run_id,
                          credential=authority.start(user=requested_by, run_id=run_id, workflow=name, tenant=tenant,
                                                     run_input=run_input, version=version, pin=definition_hash))
+    # The result type (RunResult) comes from the run method's annotation.
     return await client.start_workflow(AgentRunWorkflow.run, request.model_dump(mode="json"), id=run_id,
-                                       task_queue=task_queue, result_type=RunResult,
-                                       memo={"workflow": name, "requested_by": requested_by})
+                                       task_queue=task_queue, memo={"workflow": name, "requested_by": requested_by})
 
 
 async def run_progress(client: Client, run_id: str) -> RunProgress:

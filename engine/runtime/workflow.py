@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -51,7 +51,10 @@ with workflow.unsafe.imports_passed_through():
         WaitingApproval,
     )
 
-_RECORD = {"start_to_close_timeout": timedelta(seconds=30)}
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+_RECORD_TIMEOUT = timedelta(seconds=30)  # start_to_close of the workflow's own activities
 
 
 def user_message(run_input: dict) -> str:
@@ -84,7 +87,7 @@ class AgentRunWorkflow:
                                  str(payload.get("workflow") or "?")[:200], f"malformed run request: {exc}")
         try:
             resolved = await workflow.execute_activity(contract.resolve_run, ResolveRunInput(request=asked),
-                                                       **_RECORD)
+                                                       start_to_close_timeout=_RECORD_TIMEOUT)
         except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
             return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
         except Exception as exc:  # noqa: BLE001 - e.g. a definition this workflow cannot decode
@@ -112,13 +115,14 @@ class AgentRunWorkflow:
     async def _drive(self, request: ResolvedRun) -> RunResult:
         """Run the graph to its end, pausing for people at each interrupt."""
         app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
-        config = {"configurable": {"thread_id": request.run_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": request.run_id}}
         try:
             message = user_message(request.input)
             if request.spec.input_guard is not None:  # only runs of guarded workflows schedule this activity
                 self.note_progress(activity="checking the input")
                 guarded = await workflow.execute_activity(
-                    contract.guard_input, GuardInputInput(run_id=request.run_id, message=message), **_RECORD)
+                    contract.guard_input, GuardInputInput(run_id=request.run_id, message=message),
+                    start_to_close_timeout=_RECORD_TIMEOUT)
                 message = guarded.message
             state = await app.ainvoke(initial_state(request.model_dump(mode="json"), request.spec, message), config)
             while "__interrupt__" in state:
@@ -152,7 +156,7 @@ class AgentRunWorkflow:
         self.note_progress(activity="waiting for approval")
         await workflow.execute_activity(
             contract.open_approvals, OpenApprovalsInput(run_id=request.run_id, expires_at=expires_at, calls=actions),
-            **_RECORD)
+            start_to_close_timeout=_RECORD_TIMEOUT)
         try:
             await workflow.wait_condition(lambda: all(p.status != "pending" for p in self._pending.values()),
                                           timeout=expires_at - workflow.now())
@@ -169,17 +173,17 @@ class AgentRunWorkflow:
                 for p in self._pending.values()}
 
     async def _record(self, record: RecordRunInput) -> None:
-        await workflow.execute_activity(contract.record_run, record, **_RECORD)
+        await workflow.execute_activity(contract.record_run, record, start_to_close_timeout=_RECORD_TIMEOUT)
 
     async def _close(self, pending: PendingAction) -> None:
         await workflow.execute_activity(
             contract.close_approval, CloseApprovalInput(approval_id=pending.approval_id, run_id=pending.run_id,
                                                         digest=pending.call.digest or "", status=pending.status,
                                                         votes=pending.call.votes, reason=pending.reason),
-            **_RECORD)
+            start_to_close_timeout=_RECORD_TIMEOUT)
 
-    async def _verify(self, approval_id: str, digest: str, action: str, assertion: str,
-                      args: dict | None = None) -> VerifiedPerson:
+    async def _verify(self, approval_id: str, digest: str, action: Literal["approve", "reject", "edit"],
+                      assertion: str, args: dict | None = None) -> VerifiedPerson:
         """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
         try:
             return await workflow.execute_activity(
@@ -209,6 +213,7 @@ class AgentRunWorkflow:
         elif approvals >= needed:
             pending.status = "approved"
         await self._close(pending)
+        # pending.status is "expired" only if the approval timed out while this vote was being closed.
         return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,  # type: ignore[arg-type]
                                       approvals=approvals, needed=needed)
 
@@ -225,7 +230,7 @@ class AgentRunWorkflow:
         valid = await workflow.execute_activity(
             contract.validate_tool_call, ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
                                                            raw_arguments=json.dumps(edit.args)),
-            **_RECORD)
+            start_to_close_timeout=_RECORD_TIMEOUT)
         if not valid.ok:  # refused before anything changes (or anyone counts as its editor)
             raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
         person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)

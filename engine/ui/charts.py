@@ -72,7 +72,7 @@ def columns(label: str, buckets: list[str], series: dict[str, list[float]], unit
     slot = plot_w / max(1, len(buckets))
     bar_w = max(2.0, slot * 0.7)
     for i, bucket in enumerate(buckets):
-        x, y = LEFT + i * slot + (slot - bar_w) / 2, TOP + plot_h
+        x, y = LEFT + i * slot + (slot - bar_w) / 2, float(TOP + plot_h)
         for name, values in series.items():
             if values[i] <= 0:
                 continue

@@ -109,9 +109,9 @@ class ActivitiesBase:
 
     async def _facts(self, tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """Run a tool's read-only facts function; engine errors keep their type and retryability."""
+        assert tool.facts is not None, "callers ask only for the facts of tools that have them"
         try:
-            facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(args),  # type: ignore[misc]
-                                            ctx)
+            facts = await asyncio.to_thread(tool.facts, tool.args_model.model_validate(args), ctx)
         except AirlockError as exc:
             raise application_error(exc) from exc
         return dict(plain(facts))
