@@ -101,8 +101,9 @@ def _settings() -> Settings:
 
 
 def exit_code(exc: AirlockError) -> int:
-    """2 for what the caller can fix (input, spec, settings, identity), 1 for the rest."""
-    return 2 if 400 <= exc.http_status < 500 else 1
+    """2 for input the caller can correct (a bad input, spec, setting or name: HTTP 400/422), 1 for the rest
+    (a refusal, something missing, a service down)."""
+    return 2 if exc.http_status in (400, 422) else 1
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
