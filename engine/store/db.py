@@ -10,8 +10,7 @@ opens it; SQLite gives its WAL and shared-memory files the database file's mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -113,12 +112,6 @@ class Database:
     def ready(self) -> Database:
         """This database, migrated first only if it is behind."""
         return self if self.at_head() else self.migrate()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session for repository functions that must share one transaction (store-internal)."""
-        with Session(self.engine) as session:
-            yield session
 
     def call(self, fn: Callable[Concatenate[Session, _P], _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """``fn(session, **kwargs)`` in a session of its own: how code outside the store uses a repository."""
