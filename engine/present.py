@@ -8,6 +8,8 @@ from typing import Any
 
 from engine.store.repo import TimelineEntry
 
+_PAST = {"approve": "approved", "reject": "rejected", "edit": "edited"}
+
 
 def args_summary(args: dict[str, Any], width: int = 60) -> str:
     """``k=v, k=v`` on one line, shortened to ``width``."""
@@ -67,5 +69,6 @@ def _sentence(kind: str, d: dict[str, Any]) -> str:
         return (f"{d['approval_id']} requested for {d['tool']}: needs {d['min_approvals']} of "
                 f"{', '.join(d['approvers']) or 'anyone'}")
     if kind == "approval":
-        return f"{d['actor']} {d['action']}d {d['approval_id']}" + (f": {d['comment']}" if d.get("comment") else "")
+        done = _PAST.get(d["action"], d["action"])
+        return f"{d['actor']} {done} {d['approval_id']}" + (f": {d['comment']}" if d.get("comment") else "")
     return f"run {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")

@@ -27,6 +27,8 @@ NOW = datetime.now(timezone.utc)
     ("approval", {"approval_id": "ap", "action": "request", "tool": "pay", "min_approvals": 2, "approvers": []},
      "ap requested for pay: needs 2 of anyone"),
     ("approval", {"approval_id": "ap", "action": "approve", "actor": "bob", "comment": "ok"}, "bob approved ap: ok"),
+    ("approval", {"approval_id": "ap", "action": "reject", "actor": "bob", "comment": "no"}, "bob rejected ap: no"),
+    ("approval", {"approval_id": "ap", "action": "edit", "actor": "bob"}, "bob edited ap"),
     ("run", {"status": "failed", "reason": "boom"}, "run failed — boom"),
 ])
 def test_each_kind_of_entry_reads_as_one_sentence(kind: str, data: dict[str, Any], sentence: str) -> None:
