@@ -363,7 +363,8 @@ class ApprovalEditInput(BaseModel):
 
 class ApprovalDecisionResult(BaseModel):
     approval_id: str
-    status: Literal["pending", "approved", "rejected", "edited"]
+    # "expired": the approval timed out while this vote was being recorded (the vote counts for nothing).
+    status: Literal["pending", "approved", "rejected", "edited", "expired"]
     approvals: int
     needed: int
 

@@ -214,7 +214,7 @@ class AgentRunWorkflow:
             pending.status = "approved"
         await self._close(pending)
         # pending.status is "expired" only if the approval timed out while this vote was being closed.
-        return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,  # type: ignore[arg-type]
+        return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,
                                       approvals=approvals, needed=needed)
 
     @decide_approval.validator
