@@ -26,7 +26,7 @@ _OPA_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionsError, Quer
                PolicyNotFoundError, OSError, ValueError, KeyError)
 
 
-class PolicyEngine:
+class OpaPolicy:
     """Asks OPA for one decision per proposed tool call."""
 
     def __init__(self, settings: OpaSettings) -> None:
@@ -43,7 +43,7 @@ class PolicyEngine:
         return AsyncOpaClient(host=self._host, port=self._port, ssl=self._ssl, token=self._token,
                               retries=2, timeout=self._timeout)
 
-    async def decide(self, package: str, document: dict[str, Any]) -> tuple[PolicyDecision, Any, float]:
+    async def evaluate(self, package: str, document: dict[str, Any]) -> tuple[PolicyDecision, Any, float]:
         """Return (decision, raw OPA result, latency ms). Never raises for OPA trouble."""
         started = time.perf_counter()
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.boundary import bundle as policybundle
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
 from engine.errors import ChainUnavailableError, StackError
 from engine.local import devchain
@@ -80,9 +80,9 @@ def status(settings: Settings) -> list[ComponentStatus]:
 
 
 def _served_revision(settings: Settings) -> str | None:
-    """``PolicyEngine.revision()`` from sync code that may itself run inside an event loop (the demo)."""
+    """``OpaPolicy.revision()`` from sync code that may itself run inside an event loop (the demo)."""
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, PolicyEngine(settings.opa).revision()).result()
+        return pool.submit(asyncio.run, OpaPolicy(settings.opa).revision()).result()
 
 
 def _served_bundle(settings: Settings) -> str:

@@ -15,7 +15,7 @@ from engine.adapters.chain_tx import ChainAccess, Signer
 from engine.adapters.llm import ModelClient
 from engine.adapters.tracing import RunTracingInterceptor, Tracing
 from engine.boundary.identity import Verifier
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
 from engine.runtime.activities import AirlockActivities
 from engine.runtime.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
@@ -60,7 +60,7 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     registry = DefinitionRegistry(settings.workflows_dir or Path("workflows"), settings.project_dir)
     plugin = LangGraphPlugin(graphs=graphs_for(registry),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
-    activities = AirlockActivities(db=db, policy=PolicyEngine(settings.opa),
+    activities = AirlockActivities(db=db, policy=OpaPolicy(settings.opa),
                                    model=ModelClient(settings.llm), registry=registry,
                                    verifier=Verifier.from_settings(settings),
                                    chain=ChainAccess.from_settings(settings.chain, db))

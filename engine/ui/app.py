@@ -25,7 +25,7 @@ from temporalio.client import Client
 
 from engine.boundary.identity import Authority
 from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
 from engine.errors import AirlockError, StackError
 from engine.store.db import Database
@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, db: Database,
     app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.settings, app.state.db = settings, db
-    app.state.policy = PolicyEngine(settings.opa)  # for the labels the policy data knows
+    app.state.policy = OpaPolicy(settings.opa)  # for the labels the policy data knows
     app.state.authority = Authority.from_settings(settings)  # signs what signed-in people decide
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)

@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from engine.adapters.llm import ModelClient
 from engine.boundary import action_digest
 from engine.boundary.identity import Verifier
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.config import LlmSettings, Settings
 from engine.runtime.activities import AirlockActivities
 from engine.runtime.definitions import DefinitionRegistry
@@ -33,7 +33,7 @@ KEY = "run-1:1:0"
 
 def _activities(settings: Settings) -> AirlockActivities:
     return AirlockActivities(db=Database(settings.db_url),
-                             policy=PolicyEngine(settings.opa), model=ModelClient(LlmSettings()),
+                             policy=OpaPolicy(settings.opa), model=ModelClient(LlmSettings()),
                              registry=DefinitionRegistry(settings.workflows_dir, ROOT),
                              verifier=Verifier.from_settings(settings))
 
@@ -48,7 +48,7 @@ def _env(workflow_id: str = "run-1", workflow_run_id: str = "wr-1") -> ActivityE
 async def _recorded(settings: Settings, outcome: str = "allow", **args: Any) -> ExecuteToolInput:
     """A resolved run and a decision on its one refund, as the worker records them; the call to execute."""
     spec = load_spec(ROOT / "workflows/support_refund.yaml", project_dir=ROOT)
-    revision = await PolicyEngine(settings.opa).revision()
+    revision = await OpaPolicy(settings.opa).revision()
     decision = PolicyDecision(allow=outcome == "allow", outcome=outcome, revision=revision)  # type: ignore[arg-type]
     facts = support.refund_facts(support.RefundArgs(**ARGS), _ctx(settings))
     call = ToolCallRecord(call_id="call_1_0", step=1, index=0, tool="issue_refund", outcome="allowed",

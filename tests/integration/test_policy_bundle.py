@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from engine.boundary import bundle as policybundle
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.config import OpaSettings
 from engine.local import processes as stack
 from tests.helpers import ROOT
@@ -73,8 +73,8 @@ def _copy_policies(target: Path, **data_patch: dict) -> Path:
 
 async def test_writes_through_the_rest_api_are_refused(tmp_path: Path) -> None:
     with _serving(ROOT / "policies", tmp_path) as url:
-        engine = PolicyEngine(OpaSettings(url=url))
-        before, _, _ = await engine.decide(PACKAGE, _payment(STRANGER))
+        opa = OpaPolicy(OpaSettings(url=url))
+        before, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
         async with aiohttp.ClientSession() as http:
             add_payee = await http.put(f"{url}/v1/data/airlock/treasury/payees/{STRANGER}", json="Mallory Ltd")
             new_policy = await http.put(f"{url}/v1/policies/x", data=ALLOW_EVERYTHING,
@@ -82,7 +82,7 @@ async def test_writes_through_the_rest_api_are_refused(tmp_path: Path) -> None:
             drop_payees = await http.delete(f"{url}/v1/data/airlock/treasury/payees")
             patch = await http.patch(f"{url}/v1/data", json=[{"op": "add", "path": "/evil", "value": 1}])
             payees = await (await http.get(f"{url}/v1/data/airlock/treasury/payees")).json()
-        after, _, _ = await engine.decide(PACKAGE, _payment(STRANGER))
+        after, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
     assert [r.status for r in (add_payee, new_policy, drop_payees, patch)] == [401, 401, 401, 401]
     assert STRANGER not in payees["result"] and len(payees["result"]) == 2
     assert before.outcome == after.outcome == "deny"
@@ -102,9 +102,9 @@ async def test_revision_covers_data_and_is_the_served_bundles(tmp_path: Path) ->
     for folder in (plain, more_payees):
         run_dir = tmp_path / f"run-{folder.name}"
         with _serving(folder, run_dir) as url:
-            engine = PolicyEngine(OpaSettings(url=url))
-            decision, _, _ = await engine.decide(PACKAGE, _payment(STRANGER))
-            served = await engine.revision()
+            opa = OpaPolicy(OpaSettings(url=url))
+            decision, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+            served = await opa.revision()
         assert decision.revision == served == _manifest(run_dir / "policy-bundle.tar.gz")["revision"]
         assert served == policybundle.policies_revision(folder)
         seen[folder.name] = decision
@@ -117,13 +117,13 @@ async def test_package_no_module_declares_is_denied(tmp_path: Path) -> None:
     # A data document at the decision's path is not a policy: it must not decide.
     folder = _copy_policies(tmp_path / "p", shadow={"decision": {"allow": True, "reasons": ["from data"]}})
     with _serving(folder, tmp_path) as url:
-        engine = PolicyEngine(OpaSettings(url=url))
-        served = await engine.revision()
+        opa = OpaPolicy(OpaSettings(url=url))
+        served = await opa.revision()
         for package in ("airlock.nobody", "airlock.shadow"):
-            decision, _, _ = await engine.decide(package, _payment(STRANGER))
+            decision, _, _ = await opa.evaluate(package, _payment(STRANGER))
             assert decision.outcome == "deny" and decision.revision == served
             assert decision.reasons == ["policy unavailable", f"no policy module declares package {package}"]
-        declared, _, _ = await engine.decide(PACKAGE, _payment(STRANGER))
+        declared, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
     assert "policy unavailable" not in declared.reasons and declared.revision == served
 
 
@@ -137,9 +137,9 @@ async def test_opa_serving_no_bundle_is_denied(tmp_path: Path) -> None:
                             start_new_session=True)
     try:
         stack.wait_until(lambda: stack.http_ok(f"http://127.0.0.1:{port}/health"), "opa", proc, 30)
-        engine = PolicyEngine(OpaSettings(url=f"http://127.0.0.1:{port}"))
-        decision, _, _ = await engine.decide(PACKAGE, _payment(STRANGER))
-        assert await engine.revision() is None
+        opa = OpaPolicy(OpaSettings(url=f"http://127.0.0.1:{port}"))
+        decision, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+        assert await opa.revision() is None
     finally:
         stack.stop_process(proc)
         log.close()

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.cli import render
 from engine.config import OpaSettings, Settings
 from engine.errors import ApprovalError
@@ -108,13 +108,13 @@ async def test_revision_changes_when_policy_changes(tmp_path: Path) -> None:
     policy = folder / "rev.rego"
     policy.write_text('package airlock.rev\nimport rego.v1\ndecision := {"allow": true, "reasons": ["v1"]}\n')
     port = stack.free_port()
-    engine = PolicyEngine(OpaSettings(url=f"http://127.0.0.1:{port}"))
+    opa = OpaPolicy(OpaSettings(url=f"http://127.0.0.1:{port}"))
     decisions = []
     for text in (policy.read_text(), policy.read_text().replace("true", "false").replace("v1", "v2")):
         policy.write_text(text)  # OPA serves a bundle until it stops: a change takes a new start, as with `airlock up`
         proc = stack.launch_opa(port, folder, tmp_path / "opa.log", tethered=True)
         try:
-            decisions.append((await engine.decide("airlock.rev", {}))[0])
+            decisions.append((await opa.evaluate("airlock.rev", {}))[0])
         finally:
             stack.stop_process(proc)
     first, second = decisions

@@ -57,7 +57,7 @@ class ActionActivities(ActivitiesBase):
         call = call.model_copy(update={"args": args, "facts": facts})
         executed = await self._db(repo.executed_calls, run_id=run.run_id)
         document = policy_document(run, call, consequential=tool.consequential, executed=executed)
-        decision, raw, latency = await self._policy.decide(run.spec.policy, document)
+        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
         decision = with_approvers(decision, run.spec.approval.approver_role)
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision = decision.model_copy(update={"decision_id": decision_id})

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from engine.adapters.chain_tx import ChainAccess
 from engine.adapters.llm import ModelClient
 from engine.boundary.identity import Verifier
-from engine.boundary.policy import PolicyEngine
+from engine.boundary.policy import OpaPolicy
 from engine.errors import AirlockError
 from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ResolvedRun
@@ -40,7 +40,7 @@ def plain(value: Any) -> Any:
 class ActivitiesBase:
     """Activities built with their dependencies (database, OPA, model client, definitions, verifier)."""
 
-    def __init__(self, *, db: Database, policy: PolicyEngine, model: ModelClient, registry: DefinitionRegistry,
+    def __init__(self, *, db: Database, policy: OpaPolicy, model: ModelClient, registry: DefinitionRegistry,
                  verifier: Verifier, chain: ChainAccess | None = None) -> None:
         self._database = db
         self._policy = policy
