@@ -32,7 +32,7 @@ from web3.types import RPCEndpoint, TxParams
 
 from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
 from engine.redact import redact_text, safe_url
-from engine.toolkit import DECIMAL_TEXT
+from engine.toolkit import decimal_text
 
 CONTRACTS = Path(__file__).resolve().parent / "contracts"  # package data: abi + bytecode, and their source
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
@@ -72,8 +72,10 @@ def to_units(amount: str | Decimal, decimals: int) -> int:
         InputError: not an ASCII decimal string, or more fractional digits than ``decimals``.
     """
     text = str(amount)
-    if re.fullmatch(DECIMAL_TEXT, text, flags=re.ASCII) is None:
-        raise InputError(f"amount {text[:80]!r} is not a decimal number of ASCII digits")
+    try:
+        decimal_text(text)  # the rule tools validate amounts with
+    except ValueError:
+        raise InputError(f"amount {text[:80]!r} is not a decimal number of ASCII digits") from None
     whole, _, fraction = text.partition(".")
     if fraction[decimals:].strip("0"):
         raise InputError(f"amount {text} does not fit a token with {decimals} decimals")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_INPUT_BYTES, check_document
+from engine.boundary.inputs import MAX_INPUT_BYTES, check_document
 from engine.errors import AccessDeniedError, InputError
 from engine.present import TimelineLine, described
 from engine.runtime.definitions import DefinitionRegistry
@@ -40,14 +40,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _bounded(value: dict[str, Any], where: str, limit: int) -> dict[str, Any]:
-    try:
-        check_document(value, where, limit)
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
 class DecisionRequest(_Request):
     """``digest`` is the action digest the decision was made on (from the approval)."""
 
@@ -57,16 +49,11 @@ class DecisionRequest(_Request):
 
 
 class EditRequest(_Request):
-    """New arguments for the same tool; ``digest`` is the action being corrected."""
+    """New arguments for the same tool; ``digest`` is the action being corrected (limits: ``runs.edit_action``)."""
 
     digest: str = Field(max_length=200)
     args: dict[str, Any]
     comment: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("args")
-    @classmethod
-    def _bounded_args(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(value, "args", MAX_ARGUMENT_BYTES)
 
 
 class StartRunRequest(_Request):
@@ -80,7 +67,11 @@ class StartRunRequest(_Request):
     @field_validator("input")
     @classmethod
     def _bounded_input(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(value, "input", MAX_INPUT_BYTES)
+        try:
+            check_document(value, "input", MAX_INPUT_BYTES)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class StartRunResponse(BaseModel):
