@@ -16,7 +16,7 @@ from engine.config import Settings
 from engine.runtime import runs
 from engine.runtime.payloads import RunResult
 from engine.runtime.worker import build_worker
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import ResolvedSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
@@ -35,7 +35,7 @@ def refund(order_id: str, amount: str, reason: str = "item arrived damaged") -> 
 
 
 def write_spec(tmp_path: Path, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
-               **overrides: Any) -> WorkflowSpec:
+               **overrides: Any) -> ResolvedSpec:
     """A support-refund spec whose scripted model answers ``turns``.
 
     Written into ``tmp_path``, the folder the test's worker serves (see the ``settings`` fixture).
@@ -88,7 +88,7 @@ def grant(db: Database, person: Approver) -> Approver:
     return found
 
 
-async def start_run(client: Client, *, task_queue: str, spec: WorkflowSpec | str, run_input: dict[str, Any],
+async def start_run(client: Client, *, task_queue: str, spec: ResolvedSpec | str, run_input: dict[str, Any],
                     requested_by: str = "alice", **kwargs: Any) -> WorkflowHandle:
     """Start a run as ``requested_by`` (a test account), pinned to ``spec``, signed as the CLI would sign it."""
     return await runs.start_run(client, authority(), task_queue=task_queue, workflow=spec, run_input=run_input,
@@ -105,7 +105,7 @@ async def edit_action(client: Client, db: Database, *, approver: Approver, **kwa
     return await runs.edit_action(client, db, authority(), approver=grant(db, approver), **kwargs)
 
 
-async def run_to_end(client: Client, settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any],
+async def run_to_end(client: Client, settings: Settings, spec: ResolvedSpec, run_input: dict[str, Any],
                      requested_by: str = "alice") -> RunResult:
     """Start a run on a fresh in-process worker and wait for its result."""
     async with build_worker(client, settings):

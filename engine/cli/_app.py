@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
-from engine.spec import WorkflowSpec, add_import_roots, load_spec
+from engine.spec import ResolvedSpec, add_import_roots, load_spec
 
 app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
                   no_args_is_help=True, add_completion=False)
@@ -111,7 +111,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _spec(path: Path, settings: Settings) -> WorkflowSpec:
+def _spec(path: Path, settings: Settings) -> ResolvedSpec:
     if not path.exists() and settings.workflows_dir:  # a bare name: look in the workflows folder
         from engine.runtime.definitions import spec_file
 

@@ -30,7 +30,7 @@ from engine.cli._app import (
 from engine.config import Settings
 from engine.errors import InputError, SpecError
 from engine.present import described, usage_of
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import ResolvedSpec, load_spec
 
 
 @app.command()
@@ -73,7 +73,7 @@ def run(
     run_client_command(_run(settings, spec, run_input, person.name, tenant, wait, as_json))
 
 
-async def _run(settings: Settings, spec: WorkflowSpec, run_input: dict[str, Any], user: str, tenant: str,
+async def _run(settings: Settings, spec: ResolvedSpec, run_input: dict[str, Any], user: str, tenant: str,
                wait: bool, as_json: bool) -> None:
     from engine.runtime.runs import start_run
 

@@ -18,7 +18,7 @@ from langgraph.graph import StateGraph
 
 from engine.errors import DefinitionError, SpecError
 from engine.runtime import nodes
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import ResolvedSpec, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +46,14 @@ class DefinitionRegistry:
 
     def __init__(self, workflows_dir: Path, project_dir: Path) -> None:
         self._dir, self._project = workflows_dir, project_dir
-        self._specs: dict[str, tuple[Path, WorkflowSpec]] = {}  # definition hash -> (file, spec)
+        self._specs: dict[str, tuple[Path, ResolvedSpec]] = {}  # definition hash -> (file, spec)
         self._lock = threading.Lock()
         self.graphs: set[str] | None = None  # custom graphs a worker registered at start (None: not a worker)
         self.reload()
 
     def reload(self) -> None:
         """Read the workflows folder again; a bad file is skipped (``airlock validate`` details it)."""
-        found: dict[str, tuple[Path, WorkflowSpec]] = {}
+        found: dict[str, tuple[Path, ResolvedSpec]] = {}
         for path in spec_files(self._dir):
             try:
                 spec = load_spec(path, project_dir=self._project)
@@ -67,17 +67,17 @@ class DefinitionRegistry:
         with self._lock:
             self._specs.update(found)
 
-    def specs(self) -> list[WorkflowSpec]:
+    def specs(self) -> list[ResolvedSpec]:
         with self._lock:
             return [spec for _, spec in self._specs.values()]
 
-    def _matching(self, workflow: str, version: int | None, pin: str | None) -> list[WorkflowSpec]:
+    def _matching(self, workflow: str, version: int | None, pin: str | None) -> list[ResolvedSpec]:
         with self._lock:
             entries = list(self._specs.values())
         named = [s for p, s in entries if workflow in (s.name, p.stem, p.name)]
         return [s for s in named if version in (None, s.version) and pin in (None, s.definition_hash)]
 
-    def resolve(self, workflow: str, *, version: int | None = None, pin: str | None = None) -> WorkflowSpec:
+    def resolve(self, workflow: str, *, version: int | None = None, pin: str | None = None) -> ResolvedSpec:
         """The definition a run request names: the newest version unless one is pinned.
 
         Raises:

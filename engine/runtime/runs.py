@@ -29,7 +29,7 @@ from engine.runtime.payloads import (
     RunResult,
 )
 from engine.runtime.workflow import AgentRunWorkflow
-from engine.spec import WorkflowSpec
+from engine.spec import ResolvedSpec
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.repo import ApprovalView
@@ -43,18 +43,18 @@ def new_run_id(workflow: str) -> str:
     return f"{workflow}-{uuid.uuid4().hex[:12]}"
 
 
-async def start_run(client: Client, authority: Authority, *, task_queue: str, workflow: str | WorkflowSpec,
+async def start_run(client: Client, authority: Authority, *, task_queue: str, workflow: str | ResolvedSpec,
                     run_input: dict[str, Any], requested_by: str, tenant: str = "default",
                     run_id: str | None = None, version: int | None = None,
                     definition_hash: str | None = None) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
     """Start a durable run as ``requested_by``, a person the caller has authenticated.
 
     The request names the workflow; the worker resolves its definition. A
-    loaded :class:`WorkflowSpec` pins exactly that definition (name, version
-    and content hash). ``authority`` signs the requester's assertion, which the
-    worker verifies.
+    :class:`ResolvedSpec` (what ``load_spec`` returns) pins exactly that
+    definition (name, version and content hash). ``authority`` signs the
+    requester's assertion, which the worker verifies.
     """
-    if isinstance(workflow, WorkflowSpec):
+    if isinstance(workflow, ResolvedSpec):
         name, version, definition_hash = workflow.name, workflow.version, workflow.definition_hash
     else:
         name = workflow

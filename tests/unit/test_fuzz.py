@@ -28,7 +28,7 @@ from engine.boundary.arguments import check_arguments
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, MAX_DEPTH, MAX_INPUT_BYTES, parse_object
 from engine.cli import app
 from engine.errors import InputError, SpecError
-from engine.spec import WorkflowSpec, add_import_roots, load_spec
+from engine.spec import ResolvedSpec, add_import_roots, load_spec
 from engine.toolkit import DECIMAL_TEXT, resolve_tool
 from tests.helpers import ROOT
 
@@ -198,7 +198,7 @@ def test_any_spec_loads_or_every_problem_is_located(tmp_path: Path, text: str | 
                 exc.issues
             problems = exc.issues
         else:
-            assert isinstance(spec, WorkflowSpec)
+            assert isinstance(spec, ResolvedSpec)
             problems = []
     result = runner.invoke(app, ["validate", str(path)], env=ENV)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

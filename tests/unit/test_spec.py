@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from engine.errors import SpecError
-from engine.spec import load_spec
+from engine.spec import ResolvedSpec, WorkflowSpec, definition_hash, load_spec
 from tests.helpers import ROOT
 
 GOOD = """\
@@ -149,3 +152,38 @@ def test_unknown_step_classes_and_output_models_are_located(tmp_path: Path) -> N
         in issues
     assert any(i.startswith(f"{path}:16: routes.summarize.script: script file ") for i in issues)
     assert f"{path}:17: output_schema: tools.support:RefundArgs_ is not a pydantic model class" in issues
+
+
+@pytest.mark.parametrize("line", ["source: elsewhere.yaml", "prompt_text: Obey me.", "prompt_hash: abc",
+                                  "tool_specs: []", "output_json_schema: {}", "definition_hash: sha256:0"])
+def test_what_the_loader_fills_in_is_not_the_authors_to_set(tmp_path: Path, line: str) -> None:
+    path = _write(tmp_path, GOOD + line + "\n")
+    assert _issues(path) == [f"{path}:13: {line.split(':')[0]}: unknown key"]
+
+
+def test_a_python_spec_may_not_hand_over_a_resolved_one(tmp_path: Path) -> None:
+    good = _write(tmp_path, GOOD)
+    module = tmp_path / "resolved_spec.py"
+    module.write_text(f"from engine.spec import load_spec\n\nspec = load_spec({str(good)!r})\n")
+    issues = _issues(module)
+    assert f"{module}:1: prompt_text: unknown key" in issues and f"{module}:1: tool_specs: unknown key" in issues
+
+
+def test_a_loaded_spec_is_resolved_and_hashed_as_recorded(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, GOOD), project_dir=ROOT)
+    assert isinstance(spec, ResolvedSpec) and spec.definition_hash == definition_hash(spec)
+    assert spec.source == str(tmp_path / "spec.yaml")
+    # The JSON a run's history holds: the authored fields, then what the loader filled in (recorded runs replay).
+    assert list(spec.model_dump(mode="json"))[-6:] == ["source", "prompt_text", "prompt_hash", "tool_specs",
+                                                       "output_json_schema", "definition_hash"]
+    assert ResolvedSpec.model_validate(spec.model_dump(mode="json")) == spec
+    assert set(ResolvedSpec.model_fields) - set(WorkflowSpec.model_fields) == set(list(spec.model_dump())[-6:])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tests/histories").glob("*.json")), ids=lambda p: p.name)
+def test_a_recorded_runs_definition_has_todays_fields_and_validates(path: Path) -> None:
+    payloads = [base64.b64decode(data) for data in re.findall(r'"data": *"([A-Za-z0-9+/=]+)"', path.read_text())]
+    [recorded] = {json.dumps(json.loads(p)["run"]["spec"]) for p in payloads if p.startswith(b'{"run":{')}
+    spec = json.loads(recorded)
+    assert list(spec) == list(ResolvedSpec.model_fields)
+    assert ResolvedSpec.model_validate(spec).model_dump(mode="json") == spec

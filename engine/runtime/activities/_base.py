@@ -24,7 +24,7 @@ from engine.boundary.policy import OpaPolicy
 from engine.errors import AirlockError
 from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ResolvedRun
-from engine.spec import WorkflowSpec
+from engine.spec import ResolvedSpec
 from engine.store import repo
 from engine.store.db import Database
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
@@ -75,7 +75,7 @@ class ActivitiesBase:
                                    non_retryable=True)
         return run
 
-    async def _definition(self, recorded: WorkflowSpec) -> WorkflowSpec:
+    async def _definition(self, recorded: ResolvedSpec) -> ResolvedSpec:
         """A recorded definition with its endpoint keys, from this worker's own copy of it (by hash).
 
         The record keeps it without them (``spec.shown_spec``); a definition the worker no longer

@@ -16,7 +16,7 @@ from engine.boundary import (
     with_approvers,
 )
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
-from engine.spec import ModelSpec, WorkflowSpec
+from engine.spec import ModelSpec, ResolvedSpec
 
 
 @pytest.mark.parametrize("raw, outcome", [
@@ -60,7 +60,9 @@ def _call(**kw: object) -> ToolCallRecord:
 
 
 def test_policy_document_has_the_contract_shape() -> None:
-    spec = WorkflowSpec(name="w", version=2, model=ModelSpec(), system_prompt="p", policy="airlock.w")
+    spec = ResolvedSpec(name="w", version=2, model=ModelSpec(), system_prompt="p", policy="airlock.w", source="w.yaml",
+                        prompt_text="p", prompt_hash="0" * 64, tool_specs=[], output_json_schema=None,
+                        definition_hash="sha256:" + "0" * 64)
     request = ResolvedRun(spec=spec, input={"customer_id": "c1"}, requested_by="alice", tenant="acme", run_id="r")
     executed = [{"tool": "issue_refund", "args": {"amount": "5"}}]
     doc = policy_document(request, _call(facts={"x": 1}), consequential=True, executed=executed)
