@@ -1,42 +1,32 @@
-"""Chain adapter: the only importer of ``web3``; translates its errors.
+"""Chain adapter: the client of one JSON-RPC node, the only importer of ``web3``; translates its errors.
 
-Read-only calls (chain id, balances, token metadata, allowance, code) and the
-deployment of the demo token. Amounts cross this module as integers in the
-token's smallest unit; :func:`to_units` / :func:`from_units` convert decimal
-strings with the token's real ``decimals``. Keys never leave this module's
-callers' settings: they are passed in, used to sign, and never logged. Errors
-name the node by :attr:`Chain.shown_url` and carry no trace of its key: the
-library's message is redacted, and not chained (Temporal records every cause).
-With ``chain_tx`` (signing), it is also the only importer of ``eth_account``:
-:func:`mnemonic_key`, :func:`key_address` and :func:`encrypt_key` serve the dev chain.
+Reads (chain id, balances, token metadata, allowance, code, nonce, fees), the
+checks made before a transaction is signed (gas estimate, ``eth_simulateV1``),
+broadcasting transactions signed elsewhere, and their receipts and revert
+reasons. It holds no key: signing is ``chain_tx`` (the boundary's sender) and
+``chain_keys`` (the local dev chain's set-up); values (amounts, contract
+artifacts, revert data) are ``chain_codec``. Errors name the node by
+:attr:`Chain.shown_url` and carry no trace of its key: the library's message is
+redacted, and not chained (Temporal records every cause).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, cast
 
 import requests
-from eth_abi import decode as abi_decode
-from eth_account import Account
 from eth_typing import HexStr
-from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 from web3.types import RPCEndpoint, TxParams
 
-from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
+from engine.adapters.chain_codec import artifact, decode_revert
+from engine.errors import ChainUnavailableError, TransactionRevertedError
 from engine.redact import redact_text, safe_url
-from engine.toolkit import decimal_text
 
-CONTRACTS = Path(__file__).resolve().parent / "contracts"  # package data: abi + bytecode, and their source
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
-MAX_UINT256 = 2**256 - 1
 
 
 def checksum(value: str) -> str | None:
@@ -62,74 +52,6 @@ def checked_address(value: str) -> str:
     return checksummed
 
 
-def to_units(amount: str | Decimal, decimals: int) -> int:
-    """``"12.5"`` with 6 decimals → ``12500000``, exactly; refuses more precision than the token has.
-
-    Integer arithmetic on the digits: ``Decimal`` arithmetic would round past 28 digits and let
-    ``1.00000000000000000000000000001`` through as 1.
-
-    Raises:
-        InputError: not an ASCII decimal string, or more fractional digits than ``decimals``.
-    """
-    text = str(amount)
-    try:
-        decimal_text(text)  # the rule tools validate amounts with
-    except ValueError:
-        raise InputError(f"amount {text[:80]!r} is not a decimal number of ASCII digits") from None
-    whole, _, fraction = text.partition(".")
-    if fraction[decimals:].strip("0"):
-        raise InputError(f"amount {text} does not fit a token with {decimals} decimals")
-    return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
-
-
-def from_units(units: int, decimals: int) -> str:
-    """``12500000`` with 6 decimals → ``"12.5"``, exactly (also for 78-digit amounts)."""
-    whole, fraction = divmod(abs(units), 10**decimals)
-    text = str(whole) + (f".{fraction:0{decimals}d}".rstrip("0") if fraction else "")
-    return "-" + text if units < 0 else text
-
-
-_ERROR_STRING = function_signature_to_4byte_selector("Error(string)")
-_PANIC = function_signature_to_4byte_selector("Panic(uint256)")
-
-
-def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
-    errors = {}
-    for entry in artifact("TreasuryToken")["abi"]:
-        if entry["type"] == "error":
-            types = [i["type"] for i in entry["inputs"]]
-            errors[function_signature_to_4byte_selector(f"{entry['name']}({','.join(types)})")] = (entry["name"], types)
-    return errors
-
-
-def decode_revert(data: str | bytes | None) -> str:
-    """A readable revert reason from revert data: ``Error(string)``, ``Panic(code)`` or an ERC-20 custom error."""
-    if isinstance(data, str):
-        text = data
-        try:
-            data = bytes.fromhex(text.removeprefix("0x"))
-        except ValueError:
-            return text or "reverted without a reason"
-    if not data:
-        return "reverted without a reason"
-    selector, body = bytes(data[:4]), bytes(data[4:])
-    try:
-        if selector == _ERROR_STRING:
-            return str(abi_decode(["string"], body)[0])
-        if selector == _PANIC:
-            return f"panic 0x{abi_decode(['uint256'], body)[0]:02x}"
-        known = _custom_errors().get(selector)
-        if known:
-            name, types = known
-            values = abi_decode(types, body)
-            shown = ", ".join(Web3.to_checksum_address(v) if t == "address" else str(v)
-                              for t, v in zip(types, values, strict=True))
-            return f"{name}({shown})"
-    except Exception:  # noqa: BLE001 - undecodable data is still reported, as hex
-        pass
-    return "reverted with data 0x" + bytes(data).hex()
-
-
 class _Reverted(ChainUnavailableError):
     """A read the contract reverted (``reason`` decoded), as :meth:`Chain.estimate_gas` tells apart."""
 
@@ -146,27 +68,6 @@ def _revert_reason(exc: ContractLogicError) -> str:
     return message or "reverted without a reason"
 
 
-def mnemonic_key(mnemonic: str, index: int) -> str:
-    """The private key (0x-hex) of account ``index`` of a BIP-39 mnemonic (path ``m/44'/60'/0'/0/index``).
-
-    For the local dev chain's published test accounts. eth-account calls its mnemonic support
-    unaudited and wants it switched on: that happens here, on first use, not at import.
-    """
-    Account.enable_unaudited_hdwallet_features()
-    account = Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
-    return "0x" + bytes(account.key).hex()
-
-
-def key_address(private_key: str) -> str:
-    """The checksummed address of a private key's account."""
-    return str(Account.from_key(private_key).address)
-
-
-def encrypt_key(private_key: str, password: str) -> dict[str, Any]:
-    """An encrypted keystore document of the key: what ``chain_tx.Signer.from_settings`` decrypts."""
-    return dict(Account.encrypt(HexStr(private_key), password))
-
-
 @dataclass(frozen=True)
 class Receipt:
     """What the chain says about a mined transaction."""
@@ -175,6 +76,7 @@ class Receipt:
     status: int
     block_number: int
     gas_used: int
+    contract_address: str | None = None  # what a deployment created
 
 
 @dataclass(frozen=True)
@@ -185,12 +87,6 @@ class TokenInfo:
     name: str
     symbol: str
     decimals: int
-
-
-@lru_cache(maxsize=None)
-def artifact(name: str) -> dict[str, Any]:
-    """A compiled contract (``engine/adapters/contracts/<name>.json``: abi, bytecode), read once; do not mutate."""
-    return json.loads((CONTRACTS / f"{name}.json").read_text())
 
 
 class Chain:
@@ -251,40 +147,7 @@ class Chain:
         fn = self._token(token).functions.allowance(Web3.to_checksum_address(owner), Web3.to_checksum_address(spender))
         return int(self._read("allowance()", fn.call))
 
-    def deploy_token(self, private_key: str, *, name: str, symbol: str, decimals: int, supply_units: int) -> str:
-        """Deploy the demo ERC-20 from the key's account; return its address."""
-        compiled = artifact("TreasuryToken")
-        factory = self._w3.eth.contract(abi=compiled["abi"], bytecode=compiled["bytecode"])
-        data = factory.constructor(name, symbol, decimals, supply_units).data_in_transaction
-        receipt = self.send_direct(private_key, {"data": data}, f"deploying {symbol}")
-        return str(receipt["contractAddress"])
-
-    def transfer_token(self, private_key: str, token: str, to: str, units: int) -> str:
-        """Move tokens from the key's account (set-up and tests; agents go through the boundary)."""
-        receipt = self.send_direct(private_key, {"to": Web3.to_checksum_address(token),
-                                                 "data": self.erc20_data("transfer", Web3.to_checksum_address(to),
-                                                                         units)}, "token transfer")
-        return "0x" + bytes(receipt["transactionHash"]).hex()
-
-    def send_direct(self, private_key: str, tx: dict[str, Any], what: str) -> Any:
-        """Sign, send and await one transaction outside the boundary (set-up only: no record, no retry)."""
-        account = self._w3.eth.account.from_key(private_key)
-
-        def send() -> Any:
-            full = {**tx, "from": account.address, "chainId": self._w3.eth.chain_id,
-                    "nonce": self._w3.eth.get_transaction_count(account.address, "pending")}
-            full["gas"] = self._w3.eth.estimate_gas(_tx_params(full))
-            full.update(self.fees())
-            signed = account.sign_transaction(full)
-            sent = self._w3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = self._w3.eth.wait_for_transaction_receipt(sent, timeout=30)
-            if receipt["status"] != 1:
-                raise ChainUnavailableError(f"{what} reverted (tx {receipt['transactionHash'].hex()})")
-            return receipt
-
-        return self._read(what, send)
-
-    # --- transactions --------------------------------------------------------------
+    # --- transactions (signed elsewhere) -------------------------------------------------
 
     def nonce(self, address: str) -> int:
         """The next nonce of ``address``, counting transactions still in the node's pool."""
@@ -383,8 +246,9 @@ class Chain:
                 r = self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
             except TransactionNotFound:
                 return None
+            created = r.get("contractAddress")
             return Receipt(tx_hash=tx_hash, status=int(r["status"]), block_number=int(r["blockNumber"]),
-                           gas_used=int(r["gasUsed"]))
+                           gas_used=int(r["gasUsed"]), contract_address=str(created) if created else None)
         return self._read("eth_getTransactionReceipt", read)
 
     def revert_reason(self, tx_hash: str, tx: dict[str, Any], block_number: int) -> str:
@@ -425,8 +289,13 @@ def _tx_params(tx: dict[str, Any]) -> TxParams:
 
 
 def _call(tx: dict[str, Any]) -> TxParams:
-    """A call object for ``eth_call`` / ``eth_estimateGas`` / ``eth_simulateV1`` (hex quantities)."""
-    out: dict[str, Any] = {"from": Web3.to_checksum_address(tx["from"]), "to": Web3.to_checksum_address(tx["to"])}
+    """A call object for ``eth_call`` / ``eth_estimateGas`` / ``eth_simulateV1`` (hex quantities).
+
+    Without ``to`` it is a deployment (``data`` is the contract's code and constructor arguments).
+    """
+    out: dict[str, Any] = {"from": Web3.to_checksum_address(tx["from"])}
+    if tx.get("to"):
+        out["to"] = Web3.to_checksum_address(tx["to"])
     if tx.get("data"):
         out["data"] = tx["data"]
     if tx.get("value"):

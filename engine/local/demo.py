@@ -77,7 +77,8 @@ INVOICES = [
 
 
 async def _treasury_demo(settings: Settings, console: Console, approver: Approver) -> None:
-    from engine.adapters.chain import Chain, from_units
+    from engine.adapters.chain import Chain
+    from engine.adapters.chain_codec import from_units
     from engine.local import devchain
 
     assert settings.workflows_dir is not None  # Settings resolves it after loading

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from engine.adapters.chain import Chain, encrypt_key, key_address, mnemonic_key, to_units
+from engine.adapters.chain import Chain
+from engine.adapters.chain_codec import to_units
+from engine.adapters.chain_keys import deploy_token, encrypt_key, key_address, mnemonic_key, transfer_token
 from engine.errors import StackError
 from engine.private import private_dir, write_private
 
@@ -64,9 +66,9 @@ class DevChain:
 
 def deploy_demo_token(chain: Chain) -> str:
     """Deploy the demo token from the deployer and move the treasury's share to it (fresh node only)."""
-    token = chain.deploy_token(dev_key(DEPLOYER), supply_units=to_units(SUPPLY, TOKEN["decimals"]), **TOKEN)
-    chain.transfer_token(dev_key(DEPLOYER), token, dev_address(TREASURY),
-                         to_units(TREASURY_FUNDING, TOKEN["decimals"]))
+    token = deploy_token(chain, dev_key(DEPLOYER), supply_units=to_units(SUPPLY, TOKEN["decimals"]), **TOKEN)
+    transfer_token(chain, dev_key(DEPLOYER), token, dev_address(TREASURY),
+                   to_units(TREASURY_FUNDING, TOKEN["decimals"]))
     return token
 
 

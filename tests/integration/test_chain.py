@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.adapters.chain import Chain, to_units
+from engine.adapters.chain import Chain
+from engine.adapters.chain_codec import to_units
+from engine.adapters.chain_keys import deploy_token
 from engine.errors import ChainUnavailableError
 from engine.local import processes as stack
 from tests.conftest import ANVIL_ADDRESS, ANVIL_KEY
@@ -16,7 +18,7 @@ def test_deploy_and_read_the_demo_token(anvil: str) -> None:
     chain = Chain(anvil)
     assert chain.chain_id() == 31337
     supply = to_units("1000000", 6)
-    token = chain.deploy_token(ANVIL_KEY, name="Treasury USD", symbol="tUSD", decimals=6, supply_units=supply)
+    token = deploy_token(chain, ANVIL_KEY, name="Treasury USD", symbol="tUSD", decimals=6, supply_units=supply)
     info = chain.token_info(token)
     assert (info.name, info.symbol, info.decimals) == ("Treasury USD", "tUSD", 6)
     assert chain.token_balance(token, ANVIL_ADDRESS) == supply

@@ -10,7 +10,8 @@ import yaml
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowHandle
 
-from engine.adapters.chain import to_units
+from engine.adapters.chain_codec import to_units
+from engine.adapters.chain_keys import deploy_token, transfer_token
 from engine.config import Settings
 from engine.local.devchain import DEPLOYER, dev_address, dev_key
 from engine.runtime.worker import build_worker
@@ -112,12 +113,12 @@ async def test_the_demo_workflow_pays_waits_and_refuses(client: Client, chain_se
 
 async def test_denied_before_approval_on_chain_facts(client: Client, chain_settings: Settings,
                                                      devchain: DevChainNode, tmp_path: Path) -> None:
-    impostor = devchain.chain.deploy_token(dev_key(5), name="Treasury USD", symbol="tUSD", decimals=6,
-                                           supply_units=tusd("1000000"))
+    impostor = deploy_token(devchain.chain, dev_key(5), name="Treasury USD", symbol="tUSD", decimals=6,
+                            supply_units=tusd("1000000"))
     spec = treasury_spec(tmp_path, pay(ACME, "10", chain_id=1), pay(ACME, "10", token=impostor),
                          pay(ACME, "10", token=dev_address(6)), pay(ACME, "2000000"), pay(ACME, "0.0000001"))
     # Leave the treasury 500 tUSD, then ask for 900 (within limits, beyond the balance).
-    devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("99500"))
+    transfer_token(devchain.chain, dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("99500"))
     spec_more = treasury_spec(tmp_path, pay(GLOBEX, "900"), file="more.yaml")
     async with build_worker(client, chain_settings):
         results = []
@@ -164,7 +165,7 @@ async def test_funds_moved_after_approval_send_the_action_back_through_policy(
     async with build_worker(client, chain_settings):
         handle, item = await waiting_payment(client, chain_settings, tmp_path)
         # Someone drains the treasury between the approval request and the approval.
-        devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("96000"))
+        transfer_token(devchain.chain, dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("96000"))
         await decide_approval(client, db, approval_id=item.approval_id, decision="approve", approver=OPS)
         result = await handle.result()
     [call] = result.tool_calls
@@ -180,7 +181,7 @@ async def test_changed_facts_ask_for_a_fresh_approval(client: Client, chain_sett
     db = Database(chain_settings.db_url)
     async with build_worker(client, chain_settings):
         handle, first = await waiting_payment(client, chain_settings, tmp_path)
-        devchain.chain.transfer_token(dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("1000"))
+        transfer_token(devchain.chain, dev_key(1), TOKEN, dev_address(DEPLOYER), tusd("1000"))
         await decide_approval(client, db, approval_id=first.approval_id, decision="approve", approver=OPS)
         [second] = [i for i in await wait_for_inbox(chain_settings.db_url, handle.id)
                     if i.approval_id != first.approval_id] or [None]

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.adapters.chain import CONTRACTS, MAX_UINT256, artifact, from_units, to_units
+from engine.adapters.chain_codec import CONTRACTS, MAX_UINT256, artifact, from_units, to_units
 from engine.errors import InputError
 
 

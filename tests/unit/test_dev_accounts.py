@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from engine.adapters.chain import encrypt_key
+from engine.adapters.chain_keys import encrypt_key
 from engine.adapters.chain_tx import Signer
 from engine.config import ChainSettings
 from engine.local.devchain import DEPLOYER, TREASURY, dev_address, dev_key

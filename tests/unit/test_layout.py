@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # library (top-level import name, or a dotted prefix) -> the only modules that may import it
 OWNERS: dict[str, set[str]] = {
     "web3": {"engine/adapters/chain.py"},
-    "eth_abi": {"engine/adapters/chain.py"},
-    "eth_utils": {"engine/adapters/chain.py"},
+    "eth_abi": {"engine/adapters/chain_codec.py"},
+    "eth_utils": {"engine/adapters/chain_codec.py"},
     "hexbytes": {"engine/adapters/chain.py"},
-    "eth_account": {"engine/adapters/chain.py", "engine/adapters/chain_tx.py"},
+    "eth_account": {"engine/adapters/chain_tx.py", "engine/adapters/chain_keys.py"},
     "openai": {"engine/adapters/llm.py"},
     "opentelemetry": {"engine/adapters/tracing.py"},
     "temporalio.contrib.opentelemetry": {"engine/adapters/tracing.py"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engine.adapters.chain import decode_revert
+from engine.adapters.chain_codec import decode_revert
 from tools.treasury import ApproveArgs, TokenTransferArgs
 
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
