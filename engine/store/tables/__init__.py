@@ -1,0 +1,38 @@
+"""SQLModel tables: the run index and the audit trail, one module per aggregate.
+
+Import the rows from here: importing this package registers every table on
+``SQLModel.metadata``, which the migrations (``engine/store/migrations/env.py``)
+are checked against. Rows never leave the store raw: repository functions
+return our pydantic models or plain dicts.
+
+- ``_runs``: a run and its model side (run index, model calls, schema checks, prompts, definitions);
+- ``_actions``: an action's path to its effect (policy decisions, executions, leases, chain transactions);
+- ``_people``: approvals and the people behind them (events, assertions, accounts, tokens, sessions).
+"""
+
+from __future__ import annotations
+
+from engine.store.tables._actions import (
+    ActionLockRow,
+    ChainSenderRow,
+    ChainTransactionRow,
+    PolicyDecisionRow,
+    ToolExecutionRow,
+)
+from engine.store.tables._clock import utcnow
+from engine.store.tables._people import (
+    ApiTokenRow,
+    ApprovalEventRow,
+    ApprovalRow,
+    PersonAssertionRow,
+    SignInFailureRow,
+    UiSessionRow,
+    UserRow,
+)
+from engine.store.tables._runs import ModelCallRow, PromptVersionRow, RunRow, ValidationRow, WorkflowDefinitionRow
+
+__all__ = [
+    "ActionLockRow", "ApiTokenRow", "ApprovalEventRow", "ApprovalRow", "ChainSenderRow", "ChainTransactionRow",
+    "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow", "RunRow", "SignInFailureRow",
+    "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow", "WorkflowDefinitionRow", "utcnow",
+]

@@ -1,0 +1,111 @@
+"""Tables of an action's path to its effect: policy decisions, executions, action leases, chain transactions.
+
+What makes an effect happen at most once, on the authority of a recorded decision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from engine.store.tables._clock import utcnow
+
+
+class PolicyDecisionRow(SQLModel, table=True):
+    """One policy decision with its input, result and the revision that made it.
+
+    Written only by the worker's ``evaluate_policy`` activity, which builds the
+    input itself; execution looks here for its authority (``digest`` and
+    ``idempotency_key``). Each re-decision of an action (edited, or its facts
+    changed) is its own row.
+    """
+
+    __tablename__ = "policy_decisions"
+
+    decision_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    call_id: str
+    tool: str
+    package: str
+    revision: str | None = None
+    digest: str | None = Field(default=None, index=True)
+    idempotency_key: str | None = Field(default=None, index=True)
+    approval_id: str | None = Field(default=None, index=True)
+    outcome: str
+    input: dict[str, Any] = Field(sa_column=Column(JSON))
+    result: dict[str, Any] = Field(sa_column=Column(JSON))
+    raw: Any = Field(default=None, sa_column=Column(JSON))
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ToolExecutionRow(SQLModel, table=True):
+    """One execution of an allowed action, keyed by its idempotency key."""
+
+    __tablename__ = "tool_executions"
+
+    idempotency_key: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    call_id: str
+    tool: str
+    args: dict[str, Any] = Field(sa_column=Column(JSON))
+    digest: str | None = None  # the authorised action it runs: a retry must be of the same one
+    status: str
+    result: Any = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    attempts: int = 1
+    latency_ms: float = 0.0
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class ActionLockRow(SQLModel, table=True):
+    """A lease on what a consequential action touches (an account), held from the re-check to the effect.
+
+    A lease, not a database lock: it is held across network calls and survives
+    no longer than ``expires_at`` if its worker dies.
+    """
+
+    __tablename__ = "action_locks"
+
+    lock_key: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime
+    acquired_at: datetime = Field(default_factory=utcnow)
+
+
+class ChainSenderRow(SQLModel, table=True):
+    """A signing account on one chain; its row is locked while a nonce is handed out."""
+
+    __tablename__ = "chain_senders"
+
+    chain_id: int = Field(primary_key=True)
+    address: str = Field(primary_key=True)
+    locked_at: datetime | None = None
+
+
+class ChainTransactionRow(SQLModel, table=True):
+    """One signed transaction, recorded before it is sent, keyed by the action's idempotency key."""
+
+    __tablename__ = "chain_transactions"
+
+    idempotency_key: str = Field(primary_key=True)
+    chain_id: int = Field(index=True)
+    sender: str = Field(index=True)
+    nonce: int
+    tx_hash: str = Field(unique=True)
+    raw_tx: str
+    tx: dict[str, Any] = Field(sa_column=Column(JSON))
+    action: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    asset: str | None = Field(default=None, index=True)
+    amount_units: str | None = None
+    status: str  # signed | sent | mined | reverted | dropped
+    block_number: int | None = None
+    gas_used: int | None = None
+    revert_reason: str | None = None
+    broadcasts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    mined_at: datetime | None = None

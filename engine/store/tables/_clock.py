@@ -1,0 +1,10 @@
+"""The clock rows are stamped with outside workflows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for rows written outside workflows."""
+    return datetime.now(timezone.utc)
