@@ -7,6 +7,7 @@ reach a tool any other way. See ``workflows/graphs/receipt.py``.
 """
 
 from engine.runtime.compiler import add_boundary
-from engine.runtime.nodes import AgentState, call_model, model_step
+from engine.runtime.model_node import call_model, model_step
+from engine.runtime.state import AgentState
 
 __all__ = ["AgentState", "add_boundary", "call_model", "model_step"]

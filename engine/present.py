@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from engine.redact import safe_url
-from engine.spec import EndpointSpec
 from engine.store.repo import TimelineEntry
 
 _PAST = {"approve": "approved", "reject": "rejected", "edit": "edited"}
@@ -18,13 +15,6 @@ def args_summary(args: dict[str, Any], width: int = 60) -> str:
     """``k=v, k=v`` on one line, shortened to ``width``."""
     text = ", ".join(f"{k}={v}" for k, v in args.items())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
-    """How an endpoint is named in results, events, progress and errors (never with a key)."""
-    if endpoint.provider == "scripted":
-        return f"scripted model ({Path(script or '').name})"
-    return f"{endpoint.name} @ {safe_url(endpoint.base_url) if endpoint.base_url else 'api.openai.com'}"
 
 
 def waited(since: datetime) -> str:

@@ -29,7 +29,7 @@ from engine.adapters.tracing import client_span
 from engine.config import LlmSettings, secret_from_env
 from engine.errors import ModelError
 from engine.redact import redact_text, safe_url
-from engine.runtime.payloads import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
+from engine.runtime.activity_io import CallModelInput, CallModelResult, EndpointAttempt, ProposedCall
 from engine.spec import EndpointSpec, endpoint_label
 
 FALLBACK_ON = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError,

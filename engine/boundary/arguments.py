@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, parse_object
 from engine.errors import InputError
-from engine.runtime.payloads import ValidateCallResult
+from engine.runtime.activity_io import ValidateCallResult
 
 
 def validation_problems(exc: ValidationError, root: str) -> str:

@@ -107,8 +107,8 @@ def with_approvers(decision: PolicyDecision, approver_role: str | None) -> Polic
 
 
 def idempotency_key(run_id: str, call: ToolCallRecord) -> str:
-    """One action of a run, the same across retries, edits and re-checks: ``run_id:step:index``."""
-    return f"{run_id}:{call.step}:{call.index}"
+    """One action of a run as text, the same across retries, edits and re-checks (see ``ActionKey``)."""
+    return str(call.key(run_id))
 
 
 def approval_id(run_id: str, call: ToolCallRecord) -> str:

@@ -25,7 +25,7 @@ from engine.local import stack as localstack
 from engine.runtime.payloads import RunResult
 from engine.runtime.runs import decide_approval, start_run
 from engine.runtime.temporal import connect
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import ResolvedSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import Database
 from engine.store.repo import ApprovalView
@@ -129,7 +129,7 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
                                                            for r in refunds) or "empty"), highlight=False)
 
 
-async def _run_with_one_approval(settings: Settings, console: Console, spec: WorkflowSpec, run_input: dict,
+async def _run_with_one_approval(settings: Settings, console: Console, spec: ResolvedSpec, run_input: dict,
                                  approver: Approver, heading: str, comment: str) -> RunResult:
     """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
     console.rule("2. the run")

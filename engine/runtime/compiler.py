@@ -12,8 +12,9 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 
 from engine.runtime import nodes
-from engine.runtime.nodes import AgentState
-from engine.spec import WorkflowSpec
+from engine.runtime.model_node import call_model
+from engine.runtime.state import AgentState
+from engine.spec import ResolvedSpec, WorkflowSpec
 from engine.toolkit import import_object
 
 AGENT_GRAPH = "airlock.agent"
@@ -43,7 +44,7 @@ def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "c
 def agent_graph() -> StateGraph:
     """The default graph: the model proposes, the boundary decides, repeat."""
     graph = StateGraph(AgentState)
-    graph.add_node("call_model", nodes.call_model, metadata=dict(_IN_WORKFLOW))
+    graph.add_node("call_model", call_model, metadata=dict(_IN_WORKFLOW))
     graph.add_edge(START, "call_model")
     return add_boundary(graph)
 
@@ -61,7 +62,7 @@ def build_graph(import_path: str) -> StateGraph:
     return graph
 
 
-def initial_state(request_dump: dict[str, Any], spec: WorkflowSpec, user_message: str) -> AgentState:
+def initial_state(request_dump: dict[str, Any], spec: ResolvedSpec, user_message: str) -> AgentState:
     """The state a run starts from."""
     return AgentState(request=request_dump, step=0, proposed=[], calls=[], status=None, reason=None, output=None,
                       messages=[{"role": "system", "content": spec.prompt_text or ""},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from engine.runtime.payloads import (
+from engine.runtime.activity_io import (
     CallModelInput,
     CallModelResult,
     CloseApprovalInput,

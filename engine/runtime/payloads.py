@@ -1,7 +1,8 @@
-"""Payloads that cross Temporal: our own pydantic models, never library objects.
+"""A run's own records as they cross Temporal: our pydantic models, never library objects.
 
-Every activity takes one ``<Name>Input`` and returns one ``<Name>Result`` so
-fields can be added later without breaking history.
+The request that starts a run, each tool call and what the boundary made of
+it, people's votes and verdicts, progress and the result. Each activity's
+input and result are in ``engine.runtime.activity_io``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.spec import ModelSpec, WorkflowSpec
+from engine.spec import ResolvedSpec
 
 Outcome = Literal[
     "proposed",  # not checked yet (or edited by a person and to be checked again)
@@ -53,7 +54,7 @@ class ResolvedRun(BaseModel):
     """A run as the worker resolved it: its definition and its verified requester."""
 
     run_id: str
-    spec: WorkflowSpec
+    spec: ResolvedSpec
     requested_by: str
     tenant: str
     input: dict[str, Any] = Field(default_factory=dict)
@@ -84,6 +85,31 @@ class ApprovalVote(BaseModel):
     source: str | None = None
 
 
+class ActionKey(BaseModel):
+    """One action of a run, the same across retries, edits and re-checks: its idempotency key.
+
+    Stored and handed to tools as text (``run_id:step:index``); :meth:`parse` reads it back.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    step: int = Field(ge=0)
+    index: int = Field(ge=0)
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.step}:{self.index}"
+
+    @classmethod
+    def parse(cls, text: str) -> ActionKey | None:
+        """The key ``text`` spells, or None when it is not one (the run id may itself hold colons)."""
+        run_id, _, rest = text.rpartition(":")
+        run_id, _, step = run_id.rpartition(":")
+        if not run_id or not step.isdigit() or not rest.isdigit():
+            return None
+        return cls(run_id=run_id, step=int(step), index=int(rest))
+
+
 class ToolCallRecord(BaseModel):
     """One proposed tool call and everything the boundary did with it."""
 
@@ -109,6 +135,10 @@ class ToolCallRecord(BaseModel):
     rechecks: int = 0
     recheck_reason: str | None = None
 
+    def key(self, run_id: str) -> ActionKey:
+        """This action's idempotency key in run ``run_id``."""
+        return ActionKey(run_id=run_id, step=self.step, index=self.index)
+
     @property
     def approvals_needed(self) -> int:
         """How many distinct people must approve: what the policy said, else one."""
@@ -128,197 +158,6 @@ class RunResult(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     usage: dict[str, Any] = Field(default_factory=dict)  # model_calls, tokens, cost
     structured: dict[str, Any] | None = None  # the final answer, validated against spec.output_schema
-
-
-# --- activities --------------------------------------------------------------
-
-
-class ResolveRunInput(BaseModel):
-    request: RunRequest
-
-
-class ResolveRunResult(BaseModel):
-    run: ResolvedRun
-
-
-class RecordRunInput(BaseModel):
-    run_id: str
-    status: RunStatus
-    result: RunResult | None = None
-
-
-class RecordRunResult(BaseModel):
-    ok: bool = True
-
-
-class CallModelInput(BaseModel):
-    """One model call. The worker takes the model, tools, prices and budgets from the run's own
-    definition (the fields below ``step_class`` are overwritten from it): a request cannot point a
-    run at another endpoint or key."""
-
-    run_id: str
-    step: int
-    model: ModelSpec
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]]
-    workflow: str = ""
-    version: int = 0
-    tenant: str = "default"
-    prompt_hash: str | None = None
-    daily_cost_cap: float | None = None
-    step_class: str | None = None  # which route chose the model (see spec.STEP_CLASSES)
-    output_schema: dict[str, Any] | None = None  # asked of the final answer as a JSON-schema response format
-
-
-class ProposedCall(BaseModel):
-    id: str
-    name: str
-    arguments: str
-
-
-class EndpointAttempt(BaseModel):
-    """One endpoint tried for a model call, and why it did not answer (None when it did)."""
-
-    endpoint: str
-    error: str | None = None
-    latency_ms: float = 0.0
-
-
-class CallModelResult(BaseModel):
-    content: str | None = None
-    tool_calls: list[ProposedCall] = Field(default_factory=list)
-    model: str
-    provider_label: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    latency_ms: float = 0.0
-    fallback_used: bool = False
-    attempts: list[EndpointAttempt] = Field(default_factory=list)
-    refused: str | None = None  # a budget said no before any endpoint was called
-
-
-class GuardInputInput(BaseModel):
-    """The user's message; the guard (size limit, redaction hook) is the run's own definition's."""
-
-    run_id: str
-    message: str
-
-
-class GuardInputResult(BaseModel):
-    message: str
-    redacted: bool = False
-
-
-class ValidateCallInput(BaseModel):
-    """The tool is looked up by name in the run's own definition; ``step``/``call_id`` put the
-    result on the run's timeline."""
-
-    run_id: str
-    tool: str
-    raw_arguments: str
-    step: int | None = None
-    call_id: str | None = None
-
-
-class ValidateCallResult(BaseModel):
-    ok: bool
-    args: dict[str, Any] = Field(default_factory=dict)
-    error: str | None = None
-
-
-class ValidateOutputInput(BaseModel):
-    """A final answer checked against the workflow's output model (recorded on the timeline)."""
-
-    run_id: str
-    step: int
-    content: str | None
-
-
-class ValidateOutputResult(BaseModel):
-    ok: bool
-    value: dict[str, Any] | None = None
-    error: str | None = None
-
-
-class EvaluatePolicyInput(BaseModel):
-    """One call whose arguments were validated; the worker reads its facts and builds the policy input itself."""
-
-    run_id: str
-    call: ToolCallRecord
-
-
-class EvaluatePolicyResult(BaseModel):
-    """The decision, on the facts the worker read itself (also shown to the approver)."""
-
-    decision: PolicyDecision
-    digest: str
-    facts: dict[str, Any] = Field(default_factory=dict)
-    approval_id: str | None = None
-
-
-class OpenApprovalsInput(BaseModel):
-    """The inbox rows are built from the worker's own decision records; ``calls`` only name them."""
-
-    run_id: str
-    expires_at: datetime
-    calls: list[ToolCallRecord]
-
-
-class OpenApprovalsResult(BaseModel):
-    opened: int
-
-
-class CloseApprovalInput(BaseModel):
-    approval_id: str
-    run_id: str = ""
-    digest: str = ""
-    status: Literal["pending", "approved", "rejected", "expired", "edited"]
-    votes: list[ApprovalVote] = Field(default_factory=list)
-    reason: str | None = None
-
-
-class CloseApprovalResult(BaseModel):
-    ok: bool = True
-
-
-class ExecuteToolInput(BaseModel):
-    """The action to run; the worker finds the tool in the run's definition and checks its authority."""
-
-    run_id: str
-    call: ToolCallRecord
-
-
-class ExecuteToolResult(BaseModel):
-    """``stale``: the facts read again right before executing differ from the ones
-    policy (and approval) saw, in the listed ``changed`` fields; nothing ran."""
-
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    replayed: bool = False
-    stale: bool = False
-    changed: list[str] = Field(default_factory=list)
-    refused: bool = False  # the store holds no decision (or approvals) authorising exactly this action
-
-
-class VerifyPersonInput(BaseModel):
-    """A person's signed assertion, and what it must be bound to."""
-
-    run_id: str
-    approval_id: str
-    digest: str
-    action: Literal["approve", "reject", "edit"]
-    assertion: str
-    args: dict[str, Any] | None = None
-
-
-class VerifiedPerson(BaseModel):
-    """Who the assertion proves, with roles and tenants read from the user store."""
-
-    name: str
-    roles: list[str] = Field(default_factory=list)
-    tenants: list[str] = Field(default_factory=list)
 
 
 # --- approvals (update / query) ----------------------------------------------

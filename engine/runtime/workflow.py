@@ -25,31 +25,33 @@ with workflow.unsafe.imports_passed_through():
 
     from engine.boundary.people import decision_refusal, rejection_problem
     from engine.runtime import contract
+    from engine.runtime.activity_io import (
+        CloseApprovalInput,
+        GuardInputInput,
+        OpenApprovalsInput,
+        RecordRunInput,
+        ResolveRunInput,
+        ValidateCallInput,
+        VerifiedPerson,
+        VerifyPersonInput,
+    )
     from engine.runtime.compiler import graph_name, initial_state
-    from engine.runtime.nodes import failure_reason
     from engine.runtime.payloads import (
         ApprovalDecisionInput,
         ApprovalDecisionResult,
         ApprovalEditInput,
         ApprovalVote,
-        CloseApprovalInput,
-        GuardInputInput,
-        OpenApprovalsInput,
         PendingAction,
-        RecordRunInput,
         ResolvedRun,
-        ResolveRunInput,
         RunProgress,
         RunRequest,
         RunResult,
         RunStatus,
         ToolCallRecord,
-        ValidateCallInput,
         Verdict,
-        VerifiedPerson,
-        VerifyPersonInput,
         WaitingApproval,
     )
+    from engine.runtime.state import failure_reason
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -281,7 +283,7 @@ class AgentRunWorkflow:
         return [p for p in self._pending.values() if p.status == "pending"]
 
     def note_progress(self, **fields: object) -> None:
-        """Called by the graph's nodes as they go (see ``engine.runtime.nodes.note_progress``)."""
+        """Called by the graph's nodes as they go (see ``engine.runtime.state.note_progress``)."""
         self._progress = self._progress.model_copy(update=fields)
 
     @workflow.query(name="get_progress")

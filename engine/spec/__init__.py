@@ -20,6 +20,7 @@ from engine.spec.models import (
     ResolvedSpec,
     ToolSpec,
     WorkflowSpec,
+    endpoint_label,
     parse_duration,
     shown_spec,
 )
@@ -29,5 +30,6 @@ __all__ = [
     "MAX_DURATION", "MAX_NESTING", "MAX_SPEC_BYTES", "STEP_CLASSES",
     "ApprovalSpec", "EndpointSpec", "InputGuardSpec", "LimitsSpec", "ModelSpec", "ResolvedSpec", "ToolSpec",
     "WorkflowSpec",
-    "add_import_roots", "definition_hash", "load_spec", "parse_duration", "resolve_output_model", "shown_spec",
+    "add_import_roots", "definition_hash", "endpoint_label", "load_spec", "parse_duration", "resolve_output_model",
+    "shown_spec",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -217,3 +218,13 @@ def shown_spec(spec: S) -> S:
 
     return spec.model_copy(update={"model": model(spec.model),
                                    "routes": {k: model(v) for k, v in spec.routes.items()}})
+
+
+def endpoint_label(endpoint: EndpointSpec, script: str | None) -> str:
+    """How an endpoint is named wherever it is recorded or shown: results, events, progress, errors.
+
+    Never with a key (like :func:`shown_spec`).
+    """
+    if endpoint.provider == "scripted":
+        return f"scripted model ({Path(script or '').name})"
+    return f"{endpoint.name} @ {safe_url(endpoint.base_url) if endpoint.base_url else 'api.openai.com'}"

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from engine.runtime.payloads import CloseApprovalInput, OpenApprovalsInput, PolicyDecision
+from engine.runtime.activity_io import CloseApprovalInput, OpenApprovalsInput
+from engine.runtime.payloads import PolicyDecision
 from engine.store.decisions import decision_for_approval
 from engine.store.tables import ApprovalRow, RunRow, utcnow
 from engine.store.users import record_event

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from engine.runtime.payloads import CallModelInput, CallModelResult
+from engine.runtime.activity_io import CallModelInput, CallModelResult
 from engine.store.tables import ModelCallRow, PromptVersionRow, ValidationRow, utcnow
 
 

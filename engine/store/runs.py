@@ -9,8 +9,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from engine.errors import AuthenticationError
-from engine.runtime.payloads import RecordRunInput, ResolvedRun
-from engine.spec import WorkflowSpec
+from engine.runtime.activity_io import RecordRunInput
+from engine.runtime.payloads import ResolvedRun
+from engine.spec import ResolvedSpec
 from engine.store.tables import PromptVersionRow, RunRow, WorkflowDefinitionRow, utcnow
 
 
@@ -72,7 +73,7 @@ def resolved_run(session: Session, *, run_id: str) -> ResolvedRun | None:
     definition = session.get(WorkflowDefinitionRow, row.definition_hash)
     if definition is None:
         return None
-    return ResolvedRun(run_id=run_id, spec=WorkflowSpec.model_validate(definition.spec),
+    return ResolvedRun(run_id=run_id, spec=ResolvedSpec.model_validate(definition.spec),
                        requested_by=row.requested_by, tenant=row.tenant, input=row.input or {},
                        workflow_run_id=row.workflow_run_id)
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from engine.runtime.payloads import ActionKey
 from engine.store.tables import (
     ApprovalEventRow,
     ApprovalRow,
@@ -74,5 +75,5 @@ def _naive(entry: TimelineEntry | datetime) -> datetime:
 
 
 def _step_of(idempotency_key: str) -> int | None:
-    parts = idempotency_key.split(":")
-    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+    key = ActionKey.parse(idempotency_key)
+    return key.step if key else None

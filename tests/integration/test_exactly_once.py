@@ -16,8 +16,9 @@ from engine.boundary.identity import Verifier
 from engine.boundary.policy import OpaPolicy
 from engine.config import LlmSettings, Settings
 from engine.runtime.activities import AirlockActivities
+from engine.runtime.activity_io import ExecuteToolInput
 from engine.runtime.definitions import DefinitionRegistry
-from engine.runtime.payloads import ExecuteToolInput, PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.spec import load_spec
 from engine.store import decisions, repo
 from engine.store.db import Database, make_engine

@@ -46,7 +46,8 @@ from tests.integration.test_treasury import GLOBEX, OPS, STRANGER, balance, pay,
 from tools import support
 
 with workflow.unsafe.imports_passed_through():
-    from engine.runtime.payloads import ExecuteToolInput, ExecuteToolResult, PolicyDecision, ToolCallRecord
+    from engine.runtime.activity_io import ExecuteToolInput, ExecuteToolResult
+    from engine.runtime.payloads import PolicyDecision, ToolCallRecord
 
 pytestmark = pytest.mark.integration
 CUSTOMER = {"customer_id": "cus_ana"}

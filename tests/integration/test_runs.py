@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from engine.config import Settings
 from engine.errors import ApprovalError
-from engine.runtime.payloads import CallModelInput
+from engine.runtime.activity_io import CallModelInput
 from engine.runtime.runs import pending_actions
 from engine.runtime.worker import build_worker
 from engine.spec import load_spec

@@ -15,7 +15,7 @@ from engine.adapters.chain_keys import deploy_token, transfer_token
 from engine.config import Settings
 from engine.local.devchain import DEPLOYER, dev_address, dev_key
 from engine.runtime.worker import build_worker
-from engine.spec import WorkflowSpec, load_spec
+from engine.spec import ResolvedSpec, load_spec
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
 from engine.store.tables import ChainTransactionRow, PolicyDecisionRow
@@ -39,7 +39,7 @@ def pay(to: str, amount: str, **overrides: Any) -> dict[str, Any]:
                                                "memo": "INV-1", **overrides}}
 
 
-def treasury_spec(tmp_path: Path, *calls: dict[str, Any], file: str = "treasury.yaml") -> WorkflowSpec:
+def treasury_spec(tmp_path: Path, *calls: dict[str, Any], file: str = "treasury.yaml") -> ResolvedSpec:
     """The treasury workflow with its scripted model answering one call per turn (in the worker's folder)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / file.replace(".yaml", ".turns.yaml")

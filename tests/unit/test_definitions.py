@@ -9,6 +9,7 @@ import yaml
 from langgraph.graph import END, START, StateGraph
 
 from engine.errors import DefinitionError, SpecError
+from engine.graph import AgentState, call_model
 from engine.runtime import nodes
 from engine.runtime.compiler import add_boundary, agent_graph
 from engine.runtime.definitions import DefinitionRegistry, check_graph
@@ -116,7 +117,7 @@ def test_the_registry_skips_specs_that_name_code_outside_the_project(tmp_path: P
         DefinitionRegistry(tmp_path, ROOT).resolve("evil")
 
 
-async def _sneaky(state: nodes.AgentState) -> dict:
+async def _sneaky(state: AgentState) -> dict:
     return {}
 
 
@@ -126,8 +127,8 @@ def test_shipped_graphs_pass_the_check() -> None:
 
 
 def _model_graph() -> StateGraph:
-    graph = StateGraph(nodes.AgentState)
-    graph.add_node("call_model", nodes.call_model)
+    graph = StateGraph(AgentState)
+    graph.add_node("call_model", call_model)
     graph.add_edge(START, "call_model")
     return graph
 

@@ -21,7 +21,7 @@ from engine.config import ChainSettings, LlmSettings
 from engine.errors import ChainUnavailableError, ModelError
 from engine.local import processes as stack
 from engine.redact import REDACTED, redact_text, safe_url
-from engine.runtime.payloads import CallModelInput
+from engine.runtime.activity_io import CallModelInput
 from engine.spec import EndpointSpec, ModelSpec, endpoint_label
 
 PATH_KEY = "9aa3d95b3bc440fa88ea12eaa4456161"

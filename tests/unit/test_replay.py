@@ -13,9 +13,10 @@ from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Replayer
 
 from engine.adapters.llm import ModelClient
+from engine.graph import AgentState, call_model
 from engine.runtime import nodes
+from engine.runtime.activity_io import CallModelResult
 from engine.runtime.compiler import AGENT_GRAPH, agent_graph
-from engine.runtime.payloads import CallModelResult
 from engine.runtime.workflow import AgentRunWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
@@ -34,11 +35,11 @@ async def test_saved_history_replays(path: Path) -> None:
 
 
 async def test_replay_detects_a_graph_that_skips_approval() -> None:
-    async def never_wait(state: nodes.AgentState) -> str:
+    async def never_wait(state: AgentState) -> str:
         return "execute_tools"
 
-    graph = StateGraph(nodes.AgentState)
-    graph.add_node("call_model", nodes.call_model, metadata={"execute_in": "workflow"})
+    graph = StateGraph(AgentState)
+    graph.add_node("call_model", call_model, metadata={"execute_in": "workflow"})
     graph.add_node("check_tool_calls", nodes.check_tool_calls, metadata={"execute_in": "workflow"})
     graph.add_node("execute_tools", nodes.execute_tools, metadata={"execute_in": "workflow"})
     graph.add_edge(START, "call_model")

@@ -17,13 +17,8 @@ from engine.boundary.arguments import validation_problems
 from engine.errors import AirlockError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
-from engine.runtime.payloads import (
-    EvaluatePolicyInput,
-    EvaluatePolicyResult,
-    ExecuteToolInput,
-    ExecuteToolResult,
-    ToolCallRecord,
-)
+from engine.runtime.activity_io import EvaluatePolicyInput, EvaluatePolicyResult, ExecuteToolInput, ExecuteToolResult
+from engine.runtime.payloads import ToolCallRecord
 from engine.store import authority, decisions, repo
 from engine.toolkit import ToolContext, ToolDef
 

@@ -10,7 +10,8 @@ from engine.boundary.identity import args_hash
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, ApprovalError, AuthenticationError, DefinitionError
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error
-from engine.runtime.payloads import ResolvedRun, ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
+from engine.runtime.activity_io import ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
+from engine.runtime.payloads import ResolvedRun
 from engine.spec import shown_spec
 from engine.store import authority, decisions, repo, users
 from engine.store.users import Approver

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from engine.boundary.arguments import check_arguments, validation_problems
 from engine.errors import ModelError
 from engine.runtime.activities._base import ActivitiesBase, short_hash
-from engine.runtime.payloads import (
+from engine.runtime.activity_io import (
     CallModelInput,
     CallModelResult,
     CloseApprovalInput,

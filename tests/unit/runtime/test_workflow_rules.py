@@ -9,7 +9,8 @@ from unittest import mock
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from engine.runtime.payloads import ApprovalVote, PendingAction, PolicyDecision, ToolCallRecord, VerifiedPerson
+from engine.runtime.activity_io import VerifiedPerson
+from engine.runtime.payloads import ApprovalVote, PendingAction, PolicyDecision, ToolCallRecord
 from engine.runtime.workflow import AgentRunWorkflow
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)

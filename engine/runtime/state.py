@@ -1,0 +1,86 @@
+"""What every graph node shares: the state's shape, typed access to it, activity calls and progress.
+
+State is plain data (dicts of our pydantic models' dumps): LangChain message
+objects and SQLModel rows never enter it, so every payload round-trips through
+Temporal's converter unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from engine.runtime.payloads import ResolvedRun, ToolCallRecord
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+QUICK = {"start_to_close_timeout": timedelta(seconds=30),
+         "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)}
+
+
+class AgentState(TypedDict, total=False):
+    """The graph's state; every value is plain data."""
+
+    request: dict[str, Any]
+    messages: list[dict[str, Any]]
+    proposed: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    step: int
+    usage: dict[str, Any]
+    status: str | None
+    reason: str | None
+    output: str | None
+    structured: dict[str, Any] | None
+    output_repairs: int
+    repairing: bool
+
+
+async def act(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str, Any] = QUICK) -> R:
+    """Call an activity through its declaration (``engine.runtime.contract``): typed input and result."""
+    return await workflow.execute_activity(declared, arg, **opts)
+
+
+def failure_reason(exc: ActivityError) -> str:
+    """``Type: message`` of the error that made an activity give up."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return f"{exc.activity_type} failed: {cause.type}: {cause.message}"
+    return f"{exc.activity_type} failed: {cause or exc}"
+
+
+def request_of(state: AgentState) -> ResolvedRun:
+    return ResolvedRun.model_validate(state["request"])
+
+
+def records(items: list[dict[str, Any]] | None) -> list[ToolCallRecord]:
+    return [ToolCallRecord.model_validate(i) for i in items or []]
+
+
+def updated(call: ToolCallRecord, **update: Any) -> ToolCallRecord:
+    """A validated copy (model_copy would skip validation of nested values)."""
+    dumped = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in update.items()}
+    return ToolCallRecord.model_validate({**call.model_dump(mode="json"), **dumped})
+
+
+@runtime_checkable
+class ProgressSink(Protocol):
+    """What a workflow running this graph offers its nodes: a place to say where the run is."""
+
+    def note_progress(self, **fields: Any) -> None: ...
+
+
+def note_progress(**fields: Any) -> None:
+    """Tell the running workflow what the graph is doing now (answers its ``get_progress`` query)."""
+    try:
+        instance = workflow.instance()
+    except RuntimeError:  # not inside a workflow (a node called directly)
+        return
+    if isinstance(instance, ProgressSink):
+        instance.note_progress(**fields)
