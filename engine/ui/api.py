@@ -11,14 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from engine.boundary.inputs import MAX_INPUT_BYTES, check_document
 from engine.errors import AccessDeniedError, InputError
 from engine.present import TimelineLine, described
-from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ApprovalDecisionResult, RunProgress
 from engine.runtime.runs import decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver, EventView
 from engine.ui.auth import api_user, check_csrf, client_address, own_approval, own_run, uses_session
-from engine.ui.clients import temporal
+from engine.ui.services import services
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -91,15 +90,6 @@ class TimelineResponse(BaseModel):
     timeline: list[TimelineLine]
 
 
-def definitions(request: Request) -> DefinitionRegistry:
-    """The workflows this server can start (the same folder the workers serve), read once."""
-    state = request.app.state
-    if getattr(state, "definitions", None) is None:
-        settings = state.settings
-        state.definitions = DefinitionRegistry(settings.workflows_dir, settings.project_dir)
-    return state.definitions
-
-
 def _write_guard(request: Request, x_csrf_token: str | None) -> None:
     if uses_session(request):
         check_csrf(request, x_csrf_token)
@@ -116,9 +106,9 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
                    tool: str | None = None, role: str | None = None, page: int = 1,
                    user: Approver = Depends(api_user)) -> InboxPage:
     """The inbox, newest first; ``status=`` (empty) lists every status."""
-    items, total = request.app.state.db.call(repo.inbox, tenants=user.tenants, status=status or None,
+    items, total = services(request).db.call(repo.inbox, tenants=user.tenants, status=status or None,
                                              workflow=workflow, tool=tool, role=role, page=page,
-                                             page_size=request.app.state.settings.ui.page_size)
+                                             page_size=services(request).settings.ui.page_size)
     return InboxPage(items=items, total=total, page=page)
 
 
@@ -126,7 +116,7 @@ def list_approvals(request: Request, status: str | None = "pending", workflow: s
 def get_approval(request: Request, approval_id: str, user: Approver = Depends(api_user)) -> ApprovalDetail:
     """One gated action and its audit trail."""
     item = own_approval(request, approval_id, user)
-    return ApprovalDetail(approval=item, events=request.app.state.db.call(users.events_for, approval_id=approval_id))
+    return ApprovalDetail(approval=item, events=services(request).db.call(users.events_for, approval_id=approval_id))
 
 
 @router.post("/approvals/{approval_id}/decision")
@@ -135,8 +125,8 @@ async def decide(request: Request, approval_id: str, body: DecisionRequest, user
     """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    state = request.app.state
-    return await decide_approval(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
+    state = services(request)
+    return await decide_approval(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
                                  decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
                                  source=client_address(request))
 
@@ -147,8 +137,8 @@ async def edit(request: Request, approval_id: str, body: EditRequest, user: Appr
     """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
-    state = request.app.state
-    return await edit_action(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
+    state = services(request)
+    return await edit_action(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
                              approver=user, args=body.args, digest=body.digest, comment=body.comment,
                              source=client_address(request))
 
@@ -160,9 +150,9 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
     _write_guard(request, x_csrf_token)
     if body.tenant not in user.tenants:
         raise AccessDeniedError(f"{user.name} does not belong to tenant {body.tenant!r}")
-    settings = request.app.state.settings
-    spec = await asyncio.to_thread(definitions(request).resolve, body.workflow, version=body.version)
-    handle = await start_run(await temporal(request.app), request.app.state.authority,
+    settings = services(request).settings
+    spec = await asyncio.to_thread(services(request).definitions().resolve, body.workflow, version=body.version)
+    handle = await start_run(await services(request).temporal(), services(request).authority,
                              task_queue=settings.temporal.task_queue, workflow=spec, run_input=body.input,
                              requested_by=user.name, tenant=body.tenant)
     return StartRunResponse(run_id=handle.id)
@@ -172,7 +162,7 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
 def get_run(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunStatusResponse:
     """A run's status, its pending actions and, once it ended, its result."""
     run = own_run(request, run_id, user)
-    pending = request.app.state.db.call(repo.list_approvals, run_id=run_id)
+    pending = services(request).db.call(repo.list_approvals, run_id=run_id)
     return RunStatusResponse(run=run, pending=pending)
 
 
@@ -182,7 +172,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
     from engine.present import usage_of
 
     run = own_run(request, run_id, user)
-    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=run_id))
+    timeline = described(services(request).db.call(repo.run_timeline, run_id=run_id))
     return TimelineResponse(run=run, usage=usage_of(timeline), timeline=timeline)
 
 
@@ -190,7 +180,7 @@ def get_timeline(request: Request, run_id: str, user: Approver = Depends(api_use
 async def get_progress(request: Request, run_id: str, user: Approver = Depends(api_user)) -> RunProgress:
     """Where a run is now (asked of the run itself): step, what it does, who it waits for."""
     own_run(request, run_id, user)
-    return await run_progress(await temporal(request.app), run_id)
+    return await run_progress(await services(request).temporal(), run_id)
 
 
 @router.get("/stats")
@@ -199,4 +189,4 @@ def get_stats(request: Request, since: str = "24h", workflow: str | None = None,
     """The figures of ``airlock stats`` (``since``: 90m, 24h, 7d, ...)."""
     from engine.store.stats import stats, window
 
-    return request.app.state.db.call(stats, since=window(since), workflow=workflow or None, tenants=user.tenants)
+    return services(request).db.call(stats, since=window(since), workflow=workflow or None, tenants=user.tenants)

@@ -31,8 +31,8 @@ from engine.errors import AirlockError, StackError
 from engine.store.db import Database
 from engine.ui import api, pages
 from engine.ui.auth import NotSignedIn, secret_key
-from engine.ui.clients import temporal
 from engine.ui.format import register_filters
+from engine.ui.services import Services, services
 
 HERE = Path(__file__).parent
 logger = logging.getLogger(__name__)
@@ -45,21 +45,20 @@ def create_app(settings: Settings, *, db: Database,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.client, app.state.connect, app.state.connecting = None, connect, asyncio.Lock()
+        found.client, found.connecting = None, asyncio.Lock()  # this event loop's
         try:
-            await temporal(app)
+            await found.temporal()
         except StackError as exc:  # pages that read SQL still work; decisions connect when they need to
             logger.warning("%s; connecting again when a request needs it", exc)
         yield
 
     app = FastAPI(title="Airlock", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
-    app.state.settings, app.state.db = settings, db
-    app.state.policy = OpaPolicy(settings.opa)  # for the labels the policy data knows
-    app.state.authority = Authority.from_settings(settings)  # signs what signed-in people decide
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
-    app.state.templates = templates
+    found = Services(settings=settings, db=db, authority=Authority.from_settings(settings),
+                     policy=OpaPolicy(settings.opa), templates=templates, connect=connect)
+    app.state.services = found
     app.add_middleware(SessionMiddleware, secret_key=secret_key(settings), session_cookie="airlock_session",
                        max_age=settings.ui.session_ttl_s, same_site="strict", https_only=settings.ui.secure_cookies)
 
@@ -163,5 +162,5 @@ async def _nothing() -> Message:
 def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     if request.url.path.startswith("/api"):
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
-    return request.app.state.templates.TemplateResponse(
+    return services(request).templates.TemplateResponse(
         request, "error.html", {"status": status, "message": message, "user": None}, status_code=status)

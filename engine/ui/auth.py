@@ -20,6 +20,7 @@ from engine.private import private_dir, private_file, write_private
 from engine.store import repo, signin, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver
+from engine.ui.services import services
 
 SESSION_ID, SESSION_CSRF = "sid", "csrf"
 
@@ -69,9 +70,9 @@ def check_password(request: Request, name: str, password: str) -> tuple[Approver
         ``(account or None, 0)``, or ``(None, seconds to wait)`` while this user at this address (or
         this address) has failed too often: the password is then not even checked.
     """
-    ui = request.app.state.settings.ui
+    ui = services(request).settings.ui
     account, address = _account(name), client_address(request) or "unknown"
-    return request.app.state.db.call(users.sign_in, name=name, password=password, account=account, address=address,
+    return services(request).db.call(users.sign_in, name=name, password=password, account=account, address=address,
                                      max_failures=ui.sign_in_max_failures,
                                      max_per_address=ui.sign_in_max_failures_per_address,
                                      window_s=ui.sign_in_window_s)
@@ -80,15 +81,15 @@ def check_password(request: Request, name: str, password: str) -> tuple[Approver
 def sign_in(request: Request, user: Approver) -> None:
     """Start a fresh session for ``user`` (new id and CSRF token: no fixation)."""
     request.session.clear()
-    session_id = request.app.state.db.call(signin.start_session, user=user.name,
-                                           ttl_s=request.app.state.settings.ui.session_ttl_s)
+    session_id = services(request).db.call(signin.start_session, user=user.name,
+                                           ttl_s=services(request).settings.ui.session_ttl_s)
     request.session.update({SESSION_ID: session_id, SESSION_CSRF: secrets.token_urlsafe(32)})
 
 
 def sign_out(request: Request) -> None:
     """End this session on the server, so a copy of the cookie is worth nothing either."""
     if session_id := request.session.get(SESSION_ID):
-        request.app.state.db.call(signin.end_session, session_id=str(session_id))
+        services(request).db.call(signin.end_session, session_id=str(session_id))
     request.session.clear()
 
 
@@ -103,7 +104,7 @@ def identify(request: Request) -> Approver | None:
 
     A bearer token that is wrong names nobody: it never falls back to the cookie.
     """
-    state = request.app.state
+    state = services(request)
     settings: Settings = state.settings
     db = state.db
     if (token := _bearer(request)) is not None:
@@ -137,7 +138,7 @@ def api_user(request: Request) -> Approver:
 
 def proxied_user(request: Request) -> str | None:
     """The user the trusted proxy names, only when the request really comes from that proxy."""
-    ui = request.app.state.settings.ui
+    ui = services(request).settings.ui
     if not ui.trusted_header or (request.client.host if request.client else None) not in ui.trusted_proxies:
         return None
     name = request.headers.get(ui.trusted_header)
@@ -161,7 +162,7 @@ def in_tenants(user: Approver, tenant: str, what: str) -> None:
 
 def own_run(request: Request, run_id: str, user: Approver) -> RunView:
     """A run of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
-    run = request.app.state.db.call(repo.get_run, run_id=run_id)
+    run = services(request).db.call(repo.get_run, run_id=run_id)
     what = f"run {run_id} (a run appears once its worker has started it)"
     if run is None:
         raise NotFoundError(f"no {what}")
@@ -171,7 +172,7 @@ def own_run(request: Request, run_id: str, user: Approver) -> RunView:
 
 def own_approval(request: Request, approval_id: str, user: Approver) -> ApprovalView:
     """An approval of one of the user's tenants, or 404 (others' ids are not confirmed to exist)."""
-    item = request.app.state.db.call(repo.get_approval, approval_id=approval_id)
+    item = services(request).db.call(repo.get_approval, approval_id=approval_id)
     if item is None:
         raise NotFoundError(f"no approval {approval_id}")
     in_tenants(user, item.tenant, f"approval {approval_id}")
@@ -186,7 +187,7 @@ def client_address(request: Request) -> str | None:
     client's ``X-Forwarded-For`` is ignored: it would let one person pose as many addresses.
     """
     peer = request.client.host if request.client else None
-    ui = request.app.state.settings.ui
+    ui = services(request).settings.ui
     forwarded = request.headers.get("x-forwarded-for")
     if ui.forwarded_for and forwarded and peer in ui.trusted_proxies:
         return forwarded.split(",")[-1].strip()[:100] or peer

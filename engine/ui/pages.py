@@ -26,7 +26,7 @@ from engine.ui.auth import (
     sign_in,
     sign_out,
 )
-from engine.ui.clients import temporal
+from engine.ui.services import services
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,7 +35,7 @@ def _render(request: Request, name: str, status: int = 200, **context: Any) -> R
     context.setdefault("user", identify(request))
     context["csrf"] = csrf_token(request)
     context["flash"] = request.session.pop("flash", None)
-    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
+    return services(request).templates.TemplateResponse(request, name, context, status_code=status)
 
 
 def _safe_next(target: str | None) -> str:
@@ -73,8 +73,8 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
 
 def _inbox_context(request: Request, user: Approver, workflow: str | None, tool: str | None, role: str | None,
                    page: int) -> dict[str, Any]:
-    settings = request.app.state.settings
-    db = request.app.state.db
+    settings = services(request).settings
+    db = services(request).db
     items, total = db.call(repo.inbox, tenants=user.tenants, workflow=workflow or None, tool=tool or None,
                            role=role or None, page=page, page_size=settings.ui.page_size)
     facets = db.call(repo.inbox_facets, tenants=user.tenants)
@@ -113,10 +113,10 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, approval_id: str, user: Approver = Depends(page_user)) -> Response:
     item = own_approval(request, approval_id, user)
-    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=item.run_id))
-    events = request.app.state.db.call(users.events_for, approval_id=approval_id)
-    temporal_url = request.app.state.settings.temporal.ui_url(item.run_id)
-    names = await request.app.state.policy.labels()
+    timeline = described(services(request).db.call(repo.run_timeline, run_id=item.run_id))
+    events = services(request).db.call(users.events_for, approval_id=approval_id)
+    temporal_url = services(request).settings.temporal.ui_url(item.run_id)
+    names = await services(request).policy.labels()
     return _render(request, "detail.html", user=user, item=item, timeline=timeline, events=events,
                    blocked=why_not(user, item), temporal_url=temporal_url, names=names)
 
@@ -127,12 +127,12 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
     from engine.present import usage_of
 
     found = own_run(request, run_id, user)
-    timeline = described(request.app.state.db.call(repo.run_timeline, run_id=run_id))
-    temporal_url = request.app.state.settings.temporal.ui_url(run_id)
+    timeline = described(services(request).db.call(repo.run_timeline, run_id=run_id))
+    temporal_url = services(request).settings.temporal.ui_url(run_id)
     progress = None
     if found.status in ("running", "waiting_approval"):  # ask the run where it is now (best effort)
         try:
-            progress = await asyncio.wait_for(run_progress(await temporal(request.app), run_id), 5)
+            progress = await asyncio.wait_for(run_progress(await services(request).temporal(), run_id), 5)
         except Exception:  # noqa: BLE001 - the recorded timeline is shown either way
             progress = None
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
@@ -152,9 +152,9 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
 
     if since not in STATS_WINDOWS:
         raise InputError(f"since: choose one of {', '.join(STATS_WINDOWS)}, not {since!r}")
-    figures = request.app.state.db.call(stats, since=parse_duration(since), workflow=workflow or None,
+    figures = services(request).db.call(stats, since=parse_duration(since), workflow=workflow or None,
                                         tenants=user.tenants)
-    workflows = request.app.state.db.call(repo.workflow_names, tenants=user.tenants)
+    workflows = services(request).db.call(repo.workflow_names, tenants=user.tenants)
     series, latency, boundary = figures["series"], figures["latency_ms"], figures["boundary"]
     per = series["unit"]
     plots = [
@@ -179,8 +179,8 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
         request.session["flash"] = {"kind": "error", "text": f"unknown decision {decision!r}"}
     else:
         try:
-            state = request.app.state
-            result = await decide_approval(await temporal(request.app), state.db, state.authority,
+            state = services(request)
+            result = await decide_approval(await services(request).temporal(), state.db, state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
                                            source=client_address(request))
@@ -200,8 +200,8 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     own_approval(request, approval_id, user)
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
-        state = request.app.state
-        await edit_action(await temporal(request.app), state.db, state.authority, approval_id=approval_id,
+        state = services(request)
+        await edit_action(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
                           approver=user, args=args, digest=str(form.get("digest", "")),
                           comment=str(form.get("comment", "")).strip() or None,
                           source=client_address(request))
