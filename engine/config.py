@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The SQLAlchemy URL, with a bare ``postgresql://`` mapped to psycopg 3."""
         url = str(self.database_url)
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
+        if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
 

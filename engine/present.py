@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.store.repo import TimelineEntry
@@ -19,7 +19,7 @@ def args_summary(args: dict[str, Any], width: int = 60) -> str:
 
 def waited(since: datetime) -> str:
     """``3m`` / ``2h`` since a time."""
-    seconds = int((datetime.now(timezone.utc) - since.replace(tzinfo=since.tzinfo or timezone.utc)).total_seconds())
+    seconds = int((datetime.now(UTC) - since.replace(tzinfo=since.tzinfo or UTC)).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"

@@ -16,10 +16,11 @@ import importlib
 import importlib.util
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Callable, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 from pydantic import BaseModel, BeforeValidator, PrivateAttr, WithJsonSchema
 
@@ -77,7 +78,7 @@ class ToolContext(BaseModel):
     chain_id: int | None = None
     _chain: Any = PrivateAttr(default=None)
 
-    def with_chain(self, access: Any) -> "ToolContext":
+    def with_chain(self, access: Any) -> ToolContext:
         """This context with the worker's chain access (reads, sender address, send once)."""
         self._chain = access
         return self

@@ -7,7 +7,7 @@ so a retried execution returns the first refund instead of paying twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -44,7 +44,7 @@ class Refund(SQLModel, table=True):
     amount: Decimal = Column(max_digits=12, decimal_places=2)
     currency: str
     reason: str
-    created_at: datetime = Column(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Column(default_factory=lambda: datetime.now(UTC))
 
 
 @lru_cache(maxsize=8)

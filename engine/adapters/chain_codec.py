@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def from_units(units: int, decimals: int) -> str:
     return "-" + text if units < 0 else text
 
 
-@lru_cache(maxsize=None)
+@cache
 def artifact(name: str) -> dict[str, Any]:
     """A compiled contract (``engine/adapters/contracts/<name>.json``: abi, bytecode), read once; do not mutate."""
     return json.loads((CONTRACTS / f"{name}.json").read_text())

@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class Signer:
         return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
 
     @classmethod
-    def from_settings(cls, settings: ChainSettings) -> "Signer | None":
+    def from_settings(cls, settings: ChainSettings) -> Signer | None:
         """The configured signer (key or keystore), or None when none is configured.
 
         Raises:
@@ -205,7 +205,7 @@ class TxSender:
             reason = self.chain.revert_reason(row.tx_hash, tx, receipt.block_number)
         fresh = self._update(row.idempotency_key, status="mined" if receipt.status == 1 else "reverted",
                              block_number=receipt.block_number, gas_used=receipt.gas_used, revert_reason=reason,
-                             mined_at=datetime.now(timezone.utc))
+                             mined_at=datetime.now(UTC))
         return self._result(fresh, replayed=False)
 
     def _update(self, key: str, **values: Any) -> ChainTx:
@@ -242,7 +242,7 @@ class ChainAccess:
             receipt_timeout_s=settings.receipt_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: ChainSettings, db: Database) -> "ChainAccess":
+    def from_settings(cls, settings: ChainSettings, db: Database) -> ChainAccess:
         """Built once per worker; a bad keystore fails here, at start."""
         return cls(settings, db, Signer.from_settings(settings))
 
@@ -263,5 +263,5 @@ class ChainAccess:
 
     def sent_today(self, asset: str | None) -> int:
         """What the sender sent of ``asset`` since midnight UTC (smallest units)."""
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return self.sender().sent_since(asset, midnight)

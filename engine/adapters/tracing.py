@@ -24,7 +24,7 @@ import hashlib
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -153,7 +153,7 @@ class SpanAttributes(Protocol):
     def set_attribute(self, key: str, value: Any) -> None: ...
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tracer(scope: str) -> Any:
     return trace.get_tracer(scope)  # a proxy until a provider is set, then the provider's tracer
 

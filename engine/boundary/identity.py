@@ -18,7 +18,7 @@ import hashlib
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,11 +149,11 @@ class Authority:
         return "Authority(<key>)"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Authority":
+    def from_settings(cls, settings: Settings) -> Authority:
         return cls(_private_key(settings), settings.auth.assertion_ttl_s)
 
     def _sign(self, subject: str, action: Action, run_id: str, **claims: Any) -> str:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         body = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "act": action, "run": run_id,
                 "jti": uuid.uuid4().hex, "iat": now, "exp": now + self._ttl,
                 **{k: v for k, v in claims.items() if v is not None}}
@@ -180,7 +180,7 @@ class Verifier:
         self._key = key
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Verifier":
+    def from_settings(cls, settings: Settings) -> Verifier:
         return cls(_public_key(settings))
 
     def verify(self, token: str) -> Assertion:
@@ -201,7 +201,7 @@ class Verifier:
             raise AuthenticationError(f"the signed assertion is not valid: {exc}") from None
         try:
             return Assertion(subject=claims["sub"], action=claims["act"], run_id=claims["run"], jti=claims["jti"],
-                             expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
+                             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
                              workflow=claims.get("wf"), tenant=claims.get("ten"), approval_id=claims.get("apr"),
                              digest=claims.get("dig"), args_hash=claims.get("args"), input_hash=claims.get("inp"),
                              version=claims.get("ver"), pin=claims.get("pin"))

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -83,10 +83,10 @@ def run_client_command(coro: Any) -> None:
 
 @app.callback()
 def main(
-    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Project root [AIRLOCK_PROJECT_DIR]."),
-    workflows_dir: Optional[Path] = typer.Option(None, "--workflows-dir", help="[AIRLOCK_WORKFLOWS_DIR]"),
-    tools_dir: Optional[Path] = typer.Option(None, "--tools-dir", help="[AIRLOCK_TOOLS_DIR]"),
-    policies_dir: Optional[Path] = typer.Option(None, "--policies-dir", help="[AIRLOCK_POLICIES_DIR]"),
+    project_dir: Path | None = typer.Option(None, "--project-dir", help="Project root [AIRLOCK_PROJECT_DIR]."),
+    workflows_dir: Path | None = typer.Option(None, "--workflows-dir", help="[AIRLOCK_WORKFLOWS_DIR]"),
+    tools_dir: Path | None = typer.Option(None, "--tools-dir", help="[AIRLOCK_TOOLS_DIR]"),
+    policies_dir: Path | None = typer.Option(None, "--policies-dir", help="[AIRLOCK_POLICIES_DIR]"),
 ) -> None:
     """Folders default to workflows/, tools/ and policies/ of the current directory."""
     given = {"project_dir": project_dir, "workflows_dir": workflows_dir, "tools_dir": tools_dir,
@@ -147,14 +147,14 @@ def parse_input(raw: str) -> dict[str, Any]:
     return parse_object(raw, where)
 
 
-def _database(settings: Settings):  # noqa: ANN202 - engine.store.db.Database
+def _database(settings: Settings):
     """The configured database, migrated only if it is behind (the worker and UI migrate when they start)."""
     from engine.store.db import Database
 
     return Database(settings.db_url).ready()
 
 
-async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
+async def _client(settings: Settings):
     from engine.runtime.temporal import connect
 
     try:
@@ -166,7 +166,7 @@ async def _client(settings: Settings):  # noqa: ANN202 - temporalio Client
 PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read --as USER's password from stdin.")
 
 
-def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):  # noqa: ANN201 - Approver
+def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
     """The person running this command, proven: the API token's user, or ``--as USER`` with a password.
 
     The password comes from stdin (``--password-stdin``) or a prompt on a terminal; nobody acts
@@ -196,7 +196,7 @@ def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
     return person
 
 
-def authority(settings: Settings):  # noqa: ANN201 - engine.boundary.identity.Authority
+def authority(settings: Settings):
     """The signer of this process's assertions (local mode: the key under the state folder)."""
     from engine.boundary.identity import Authority
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -36,7 +36,7 @@ from engine.errors import AirlockError, InputError
 from engine.store.repo import ApprovalView
 
 
-def _api(settings: Settings):  # noqa: ANN202 - ApiClient | None
+def _api(settings: Settings):
     """The HTTP API client when a token is configured (then the API's rules and identity apply)."""
     if settings.api.token is None:
         return None
@@ -49,7 +49,7 @@ def _api(settings: Settings):  # noqa: ANN202 - ApiClient | None
 def approvals_list(
     as_json: bool = typer.Option(False, "--json"),
     all_: bool = typer.Option(False, "--all", help="Include decided and expired items."),
-    run_id: Optional[str] = typer.Option(None, "--run", help="Only this run."),
+    run_id: str | None = typer.Option(None, "--run", help="Only this run."),
 ) -> None:
     """Pending approvals across all runs, newest first."""
     from engine.store import repo
@@ -96,7 +96,7 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
         out.print(render.approval_panel(item), highlight=False)
 
 
-def _act(approval_id: str, user: Optional[str], action: str, comment: Optional[str],
+def _act(approval_id: str, user: str | None, action: str, comment: str | None,
          args: dict[str, Any] | None = None, password_stdin: bool = False) -> None:
     """Approve, reject or edit: through the API with a token, else locally as ``--as`` (with a password)."""
     from engine.runtime.runs import decide_approval, edit_action
@@ -188,14 +188,14 @@ _AS = typer.Option(None, "--as", help="Who decides (local mode); with an API tok
 
 
 @app.command()
-def approve(approval_id: str, as_user: Optional[str] = _AS,
-            comment: Optional[str] = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
+def approve(approval_id: str, as_user: str | None = _AS,
+            comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
     """Approve a pending action (not as the user who started its run, nor one who edited it)."""
     _act(approval_id, as_user, "approve", comment, password_stdin=password_stdin)
 
 
 @app.command()
-def reject(approval_id: str, as_user: Optional[str] = _AS,
+def reject(approval_id: str, as_user: str | None = _AS,
            reason: str = typer.Option(..., "--reason", help="Goes back to the model."),
            password_stdin: bool = PASSWORD_STDIN) -> None:
     """Reject a pending action; the reason goes back to the model."""
@@ -205,9 +205,9 @@ def reject(approval_id: str, as_user: Optional[str] = _AS,
 
 
 @app.command()
-def edit(approval_id: str, as_user: Optional[str] = _AS,
+def edit(approval_id: str, as_user: str | None = _AS,
          set_: list[str] = typer.Option(..., "--set", help="NAME=VALUE for an argument to change (repeat)."),
-         comment: Optional[str] = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
+         comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
     """Correct a pending action's arguments; it is checked and decided again."""
     args = dict(_load(_settings(), approval_id).args)
     for item in set_:

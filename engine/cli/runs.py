@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -53,7 +53,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML 
 def run(
     path: Path = typer.Argument(..., help="Workflow spec."),
     input_: str = typer.Option("{}", "--input", help="JSON object, or @file."),
-    as_user: Optional[str] = typer.Option(None, "--as", help="Who requests the run (proves it with a password, "
+    as_user: str | None = typer.Option(None, "--as", help="Who requests the run (proves it with a password, "
                                                              "or use an API token)."),
     password_stdin: bool = PASSWORD_STDIN,
     tenant: str = typer.Option("default", help="Tenant the run belongs to (one the requester belongs to)."),
@@ -94,7 +94,7 @@ async def _run(settings: Settings, spec: ResolvedSpec, run_input: dict[str, Any]
         raise typer.Exit(1)
 
 
-async def _await_with_progress(client, handle, *, quiet: bool):  # noqa: ANN001, ANN202
+async def _await_with_progress(client, handle, *, quiet: bool):
     """Wait for the result; meanwhile print the run's progress as it changes (the ``get_progress`` query)."""
     from engine.runtime.runs import run_progress
 

@@ -8,6 +8,7 @@ so ``airlock down`` stops only what ``airlock up`` started. Tests use the same
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -68,7 +69,7 @@ def port_open(host: str, port: int) -> bool:
 def http_ok(url: str) -> bool:
     """Whether a GET answers 2xx."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback health checks
+        with urllib.request.urlopen(url, timeout=1) as response:
             return 200 <= response.status < 300
     except OSError:
         return False
@@ -188,10 +189,8 @@ def stop_process(proc_or_pid: subprocess.Popen | int, timeout: float = 10.0) -> 
         elif not pid_alive(pid):
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def pid_alive(pid: int) -> bool:

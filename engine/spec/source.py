@@ -70,7 +70,7 @@ def read_yaml(path: Path, shown: str) -> tuple[dict[str, Any], Lines]:
     if (depth := text_depth(text)) > MAX_NESTING:  # before parsing: the parser recurses, and slowly
         raise SpecError([SpecIssue(shown, 1, "(yaml)", f"nested {depth} levels deep; at most {MAX_NESTING}")])
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader without aliases
+        data = yaml.load(text, Loader=_StrictLoader)
         lines = _line_index(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

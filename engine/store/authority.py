@@ -8,7 +8,7 @@ that digest (not the requester, not anyone who edited the action).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import delete
@@ -106,7 +106,7 @@ def _entitled(session: Session, *, run_id: str, idempotency_key: str, decided: D
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def take_lock(session: Session, *, key: str, holder: str, lease: timedelta) -> bool:

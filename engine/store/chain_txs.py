@@ -7,7 +7,7 @@ this module only reads and writes the records, so no row leaves the store.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -122,4 +122,4 @@ def units_sent_since(session: Session, *, chain_id: int, sender: str, asset: str
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment
@@ -72,8 +72,8 @@ def simulation(facts: dict[str, Any], names: dict[str, str] | None = None) -> di
 
 def until(moment: datetime) -> str:
     """``in 23h`` / ``expired``."""
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    seconds = int((moment - datetime.now(timezone.utc)).total_seconds())
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    seconds = int((moment - datetime.now(UTC)).total_seconds())
     if seconds <= 0:
         return "expired"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

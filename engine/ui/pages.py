@@ -43,13 +43,13 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+def login_page(request: Request, next: str | None = None) -> Response:
     return _render(request, "login.html", user=None, next=_safe_next(next), error=None)
 
 
 @router.post("/login")
 def login(request: Request, username: str = Form(...), password: str = Form(...), csrf: str = Form(""),
-          next: str = Form("/")) -> Response:  # noqa: A002
+          next: str = Form("/")) -> Response:
     check_csrf(request, csrf)
     user, wait = check_password(request, username.strip(), password)
     if wait:

@@ -65,7 +65,7 @@ async def test_worker_killed_between_send_and_receipt_sends_once(client: Client,
         assert secret not in history and secret not in log.read_text()
 
 
-async def _sent(engine) -> ChainTransactionRow:  # noqa: ANN001
+async def _sent(engine) -> ChainTransactionRow:
     for _ in range(300):
         with Session(engine) as session:
             row = session.exec(select(ChainTransactionRow)).first()

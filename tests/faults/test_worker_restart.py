@@ -21,7 +21,7 @@ from tools import support
 pytestmark = pytest.mark.faults
 
 
-def start_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None = None):  # noqa: ANN201
+def start_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None = None):
     env = {**(extra_env or {}),
         "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
         "AIRLOCK_DATABASE_URL": settings.db_url, "AIRLOCK_TEMPORAL__ADDRESS": settings.temporal.address,

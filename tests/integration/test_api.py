@@ -129,7 +129,7 @@ async def test_two_concurrent_approvals_one_wins(web: Web, tmp_path: Path) -> No
         assert support.refunded_total(session, "A-1002") == 100
 
 
-async def _client(settings: Settings):  # noqa: ANN202
+async def _client(settings: Settings):
     from engine.runtime.temporal import connect
 
     return await connect(settings.temporal)
@@ -200,8 +200,8 @@ async def test_edit_over_the_api_validates_first(web: Web, tmp_path: Path) -> No
         assert long_edit.status_code == 303
         assert "comment: String should have at most 2000" in (await http.get(page)).text
         surrogate = await http.post(url, headers={**bearer(tokens["bob"]), "Content-Type": "application/json"},
-                                    content='{"digest": "%s", "args": {"order_id": "A-1002", "amount": "\\ud800", '
-                                            '"reason": "x y"}}' % item.digest)
+                                    content=f'{{"digest": "{item.digest}", "args": '
+                                            '{"order_id": "A-1002", "amount": "\\ud800", "reason": "x y"}}')
         assert surrogate.status_code == 422 and "not valid Unicode text" in surrogate.json()["error"]
         by_requester = await http.post(url, headers=bearer(tokens["alice"]), json={
             "digest": item.digest, "args": {"order_id": "A-1002", "amount": "10.00", "reason": "x y"}})

@@ -25,13 +25,13 @@ async def test_unanswered_approval_expires(settings: Settings, tmp_path: Path) -
     support.reset_demo_ledger(settings.db_url)
     spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "200.00")]}, {"content": "ok"}],
                       approval={"timeout": "3d"})
-    async with await WorkflowEnvironment.start_time_skipping(
+    async with (await WorkflowEnvironment.start_time_skipping(
             data_converter=pydantic_data_converter,
-            test_server_existing_path=stack.find_binary("temporal-test-server")) as env:
-        async with build_worker(env.client, settings):
-            handle = await start_run(env.client, task_queue=settings.temporal.task_queue, spec=spec,
-                                     run_input={"customer_id": "cus_ana"}, requested_by="alice")
-            result = await handle.result()  # the server skips the three days
+            test_server_existing_path=stack.find_binary("temporal-test-server")) as env,
+                build_worker(env.client, settings)):
+        handle = await start_run(env.client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input={"customer_id": "cus_ana"}, requested_by="alice")
+        result = await handle.result()  # the server skips the three days
     [call] = result.tool_calls
     assert call.outcome == "expired"
     assert result.status == "completed"

@@ -28,11 +28,10 @@ def faulty_spec(settings: Settings, tmp_path: Path, kind: str, turns: list[dict[
     """Primary: the scripted endpoint made to fail with ``kind``; fallback: the scripted endpoint itself."""
     script = tmp_path / spec_file.replace(".yaml", ".turns.yaml").replace("spec.turns", "turns")
     base = settings.llm.scripted_url.removesuffix("/v1") + f"/fault/{kind}/v1"
-    spec = write_spec(tmp_path, turns, spec_file, model={
+    return write_spec(tmp_path, turns, spec_file, model={
         "provider": "openai", "name": str(script), "script": str(script), "base_url": base, "timeout_s": 1.5,
         "price_in_per_1k": 0.5, "price_out_per_1k": 1.5,
         "fallbacks": [{"provider": "scripted", "price_in_per_1k": 0.1, "price_out_per_1k": 0.2}], **model})
-    return spec
 
 
 def model_rows(settings: Settings, run_id: str) -> list[ModelCallRow]:

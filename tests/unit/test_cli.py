@@ -136,7 +136,7 @@ def test_an_api_url_that_is_not_airlock_is_a_clear_error(tmp_path: Path) -> None
     import threading
 
     class NotAirlock(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the handler's name
+        def do_GET(self) -> None:
             body = b"<html>a login page</html>" if "approvals" in self.path else b"[1, 2]"
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

@@ -83,7 +83,7 @@ def _depth(value: Any) -> int:
 class Bounded:
     """Peak Python allocation of a block (the memory bound of one example)."""
 
-    def __enter__(self) -> "Bounded":
+    def __enter__(self) -> Bounded:
         tracemalloc.start()
         return self
 

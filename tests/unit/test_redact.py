@@ -95,7 +95,7 @@ def test_chain_errors_name_the_node_without_its_key() -> None:
 class _EchoingEndpoint(BaseHTTPRequestHandler):
     """A model endpoint that refuses every request and echoes the key and the path it was sent."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps({"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']} "
                                                 f"for {self.path}", "type": "invalid_request_error"}}).encode()

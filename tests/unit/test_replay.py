@@ -53,7 +53,7 @@ async def test_replay_detects_a_graph_that_skips_approval() -> None:
     assert result.replay_failure is not None
 
 
-async def test_a_run_answered_by_the_fallback_model_replays_without_calling_a_model(monkeypatch) -> None:  # noqa: ANN001
+async def test_a_run_answered_by_the_fallback_model_replays_without_calling_a_model(monkeypatch) -> None:
     """The fallback's answers are activity results in history: replay takes them from there."""
     path = Path(__file__).resolve().parent.parent / "histories" / "support_refund_fallback.json"
     history = WorkflowHistory.from_json(path.stem, path.read_text())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -119,7 +119,7 @@ class RunActivities(ActivitiesBase):
     @activity.defn(name="open_approvals")
     async def open_approvals(self, request: OpenApprovalsInput) -> OpenApprovalsResult:
         run = await self._run(request.run_id)
-        latest = datetime.now(timezone.utc) + run.spec.approval.timeout  # never longer than the spec allows
+        latest = datetime.now(UTC) + run.spec.approval.timeout  # never longer than the spec allows
         request = request.model_copy(update={"expires_at": min(request.expires_at, latest)})
         return OpenApprovalsResult(opened=await self._db(repo.open_approvals, request=request))
 

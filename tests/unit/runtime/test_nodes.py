@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -42,7 +42,7 @@ async def test_await_approval_applies_each_verdict() -> None:
                call("pending_approval", step=3, approval_id="a3", args={"amount": "90.00"})]
     paused = await app.ainvoke(state(proposed=waiting), config)
     assert [a["approval_id"] for a in paused["__interrupt__"][0].value["actions"]] == ["a1", "a2", "a3"]
-    vote = ApprovalVote(by="bob", decision="approve", at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    vote = ApprovalVote(by="bob", decision="approve", at=datetime(2026, 1, 1, tzinfo=UTC))
     verdicts = {"a1": Verdict(outcome="approved", by="bob", votes=[vote]),
                 "a2": Verdict(outcome="rejected", reason="too much", by="carol"),
                 "a3": Verdict(outcome="edited", by="bob", args={"amount": "50.00"})}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
@@ -13,7 +13,7 @@ from engine.runtime.activity_io import VerifiedPerson
 from engine.runtime.payloads import ApprovalVote, PendingAction, PolicyDecision, ToolCallRecord
 from engine.runtime.workflow import AgentRunWorkflow
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 LEADS = VerifiedPerson(name="bob", roles=["support-leads"])
 
 
