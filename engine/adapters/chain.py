@@ -13,8 +13,9 @@ redacted, and not chained (Temporal records every cause).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import requests
 from eth_typing import HexStr
@@ -25,6 +26,8 @@ from web3.types import RPCEndpoint, TxParams
 from engine.adapters.chain_codec import artifact, decode_revert
 from engine.errors import ChainUnavailableError, TransactionRevertedError
 from engine.redact import redact_text, safe_url
+
+T = TypeVar("T")
 
 _RPC_ERRORS = (requests.RequestException, Web3Exception, ConnectionError, TimeoutError, ValueError)
 
@@ -102,7 +105,7 @@ class Chain:
     def _shown(self, text: str) -> str:
         return redact_text(text, self.rpc_url)
 
-    def _read(self, what: str, call: Any) -> Any:
+    def _read(self, what: str, call: Callable[[], T]) -> T:
         # ``from None``: the library's exception, which holds the URL, must not travel as the cause.
         try:
             return call()

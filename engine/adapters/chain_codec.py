@@ -17,9 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
 from engine.errors import InputError
 from engine.toolkit import decimal_text
@@ -45,7 +46,8 @@ def to_units(amount: str | Decimal, decimals: int) -> int:
     whole, _, fraction = text.partition(".")
     if fraction[decimals:].strip("0"):
         raise InputError(f"amount {text} does not fit a token with {decimals} decimals")
-    return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
+    scale: int = 10**decimals  # typeshed: int ** int is Any (a negative exponent gives a float)
+    return int(whole) * scale + int(fraction[:decimals].ljust(decimals, "0") or "0")
 
 
 def from_units(units: int, decimals: int) -> str:
@@ -58,7 +60,8 @@ def from_units(units: int, decimals: int) -> str:
 @cache
 def artifact(name: str) -> dict[str, Any]:
     """A compiled contract (``engine/adapters/contracts/<name>.json``: abi, bytecode), read once; do not mutate."""
-    return json.loads((CONTRACTS / f"{name}.json").read_text())
+    compiled: dict[str, Any] = json.loads((CONTRACTS / f"{name}.json").read_text())
+    return compiled
 
 
 def deploy_data(name: str, *args: Any) -> str:

@@ -19,6 +19,7 @@ chained (Temporal records every cause, and logs print them).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class Breaker:
 
     failures: int = 0
     open_until: float = 0.0
-    clock: Any = field(default=time.monotonic, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def is_open(self) -> bool:
         return self.clock() < self.open_until

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,6 +20,13 @@ from rich.markup import escape
 from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
 from engine.spec import ResolvedSpec, add_import_roots, load_spec
+
+if TYPE_CHECKING:  # imported where used, so the CLI starts quickly
+    from temporalio.client import Client
+
+    from engine.boundary.identity import Authority
+    from engine.store.db import Database
+    from engine.store.users import Approver
 
 app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
                   no_args_is_help=True, add_completion=False)
@@ -147,14 +154,14 @@ def parse_input(raw: str) -> dict[str, Any]:
     return parse_object(raw, where)
 
 
-def _database(settings: Settings):
+def _database(settings: Settings) -> Database:
     """The configured database, migrated only if it is behind (the worker and UI migrate when they start)."""
     from engine.store.db import Database
 
     return Database(settings.db_url).ready()
 
 
-async def _client(settings: Settings):
+async def _client(settings: Settings) -> Client:
     from engine.runtime.temporal import connect
 
     try:
@@ -166,7 +173,7 @@ async def _client(settings: Settings):
 PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read --as USER's password from stdin.")
 
 
-def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
+def authenticate(settings: Settings, as_user: str | None, password_stdin: bool) -> Approver:
     """The person running this command, proven: the API token's user, or ``--as USER`` with a password.
 
     The password comes from stdin (``--password-stdin``) or a prompt on a terminal; nobody acts
@@ -196,7 +203,7 @@ def authenticate(settings: Settings, as_user: str | None, password_stdin: bool):
     return person
 
 
-def authority(settings: Settings):
+def authority(settings: Settings) -> Authority:
     """The signer of this process's assertions (local mode: the key under the state folder)."""
     from engine.boundary.identity import Authority
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -35,8 +35,11 @@ from engine.config import Settings
 from engine.errors import AirlockError, InputError
 from engine.store.repo import ApprovalView
 
+if TYPE_CHECKING:
+    from engine.apiclient import ApiClient
 
-def _api(settings: Settings):
+
+def _api(settings: Settings) -> ApiClient | None:
     """The HTTP API client when a token is configured (then the API's rules and identity apply)."""
     if settings.api.token is None:
         return None

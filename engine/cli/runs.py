@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -31,6 +31,12 @@ from engine.config import Settings
 from engine.errors import InputError, SpecError
 from engine.present import described, usage_of
 from engine.spec import ResolvedSpec, load_spec
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from engine.runtime.payloads import RunResult
+    from engine.runtime.workflow import AgentRunWorkflow
 
 
 @app.command()
@@ -94,7 +100,8 @@ async def _run(settings: Settings, spec: ResolvedSpec, run_input: dict[str, Any]
         raise typer.Exit(1)
 
 
-async def _await_with_progress(client, handle, *, quiet: bool):
+async def _await_with_progress(client: Client, handle: WorkflowHandle[AgentRunWorkflow, RunResult], *,
+                               quiet: bool) -> RunResult:
     """Wait for the result; meanwhile print the run's progress as it changes (the ``get_progress`` query)."""
     from engine.runtime.runs import run_progress
 

@@ -12,6 +12,7 @@ decisions, the durable wait for approval, the chain and the ledger are real.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,7 @@ from engine.local import stack as localstack
 from engine.runtime.payloads import RunResult
 from engine.runtime.runs import decide_approval, start_run
 from engine.runtime.temporal import connect
+from engine.runtime.workflow import AgentRunWorkflow
 from engine.spec import ResolvedSpec, load_spec
 from engine.store import repo, users
 from engine.store.db import Database
@@ -129,7 +131,7 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
                                                            for r in refunds) or "empty"), highlight=False)
 
 
-async def _run_with_one_approval(settings: Settings, console: Console, spec: ResolvedSpec, run_input: dict,
+async def _run_with_one_approval(settings: Settings, console: Console, spec: ResolvedSpec, run_input: dict[str, Any],
                                  approver: Approver, heading: str, comment: str) -> RunResult:
     """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
     console.rule("2. the run")
@@ -154,7 +156,7 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Res
     return result
 
 
-async def _first_pending(db: Database, handle: WorkflowHandle) -> ApprovalView:
+async def _first_pending(db: Database, handle: WorkflowHandle[AgentRunWorkflow, RunResult]) -> ApprovalView:
     """Wait until the run's first approval is in the inbox."""
     for _ in range(600):
         pending = db.call(repo.list_approvals, run_id=handle.id)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,12 +71,14 @@ def http_ok(url: str) -> bool:
     """Whether a GET answers 2xx."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
-            return 200 <= response.status < 300
+            status: int = response.status  # urlopen is typed as returning Any
+            return 200 <= status < 300
     except OSError:
         return False
 
 
-def wait_until(check, what: str, proc: subprocess.Popen | None, timeout: float = 30.0, log: Path | None = None):
+def wait_until(check: Callable[[], object], what: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0,
+               log: Path | None = None) -> None:
     """Poll ``check`` until true; fail early if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,7 +98,7 @@ def die_with_parent() -> None:
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-           tethered: bool = False) -> subprocess.Popen:
+           tethered: bool = False) -> subprocess.Popen[bytes]:
     """Start a background process; ``tethered`` ones die with this process (tests).
 
     The log is 0600, and the child creates files owner-only (umask 077): Temporal's database, and
@@ -107,7 +110,8 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pa
                             preexec_fn=die_with_parent if tethered else None, umask=0o077)
 
 
-def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path, tethered: bool = False) -> subprocess.Popen:
+def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path,
+                    tethered: bool = False) -> subprocess.Popen[bytes]:
     """``temporal server start-dev`` with a SQLite file (owner-only) so runs survive restarts."""
     private_dir(db_file.parent)
     for path in _sqlite_files(db_file):  # one an older version left world-readable
@@ -135,7 +139,7 @@ def _sqlite_files(db_file: Path) -> list[Path]:
 
 
 def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | None = None,
-               tethered: bool = False, bundle: Path | None = None) -> subprocess.Popen:
+               tethered: bool = False, bundle: Path | None = None) -> subprocess.Popen[bytes]:
     """``opa run --server`` on loopback, serving a bundle freshly built from the policies folder.
 
     The bundle (``bundle``, default ``policy-bundle.tar.gz`` beside the log) is what OPA decides with
@@ -152,7 +156,8 @@ def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | Non
     return proc
 
 
-def launch_anvil(port: int, log: Path, project_dir: Path | None = None, tethered: bool = False) -> subprocess.Popen:
+def launch_anvil(port: int, log: Path, project_dir: Path | None = None,
+                 tethered: bool = False) -> subprocess.Popen[bytes]:
     """An anvil node (chain id 31337)."""
     proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent"], log,
                   tethered=tethered)
@@ -161,12 +166,12 @@ def launch_anvil(port: int, log: Path, project_dir: Path | None = None, tethered
 
 
 def launch_python(module_args: list[str], log: Path, env: dict[str, str] | None = None,
-                  cwd: Path | None = None, tethered: bool = False) -> subprocess.Popen:
+                  cwd: Path | None = None, tethered: bool = False) -> subprocess.Popen[bytes]:
     """A Python child (scripted model, worker) with this interpreter."""
     return _spawn([sys.executable, *module_args], log, env, cwd, tethered)
 
 
-def launch_scripted(port: int, log: Path, tethered: bool = False) -> subprocess.Popen:
+def launch_scripted(port: int, log: Path, tethered: bool = False) -> subprocess.Popen[bytes]:
     """The scripted OpenAI-compatible endpoint."""
     proc = launch_python(["-m", "uvicorn", "engine.local.scripted:create_app", "--factory", "--host", "127.0.0.1",
                           "--port", str(port), "--log-level", "warning"], log, cwd=SOURCE_ROOT, tethered=tethered)
@@ -174,7 +179,7 @@ def launch_scripted(port: int, log: Path, tethered: bool = False) -> subprocess.
     return proc
 
 
-def stop_process(proc_or_pid: subprocess.Popen | int, timeout: float = 10.0) -> None:
+def stop_process(proc_or_pid: subprocess.Popen[bytes] | int, timeout: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL if it lingers."""
     pid = proc_or_pid if isinstance(proc_or_pid, int) else proc_or_pid.pid
     try:

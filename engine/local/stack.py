@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
     state = private_dir(settings.state_dir or Path(".airlock"))  # also tightens one an older version made
     files = stack.StateFiles(state)
     addr = addresses(settings)
-    launchers = {
+    launchers: dict[str, Callable[[int, Path], subprocess.Popen[bytes]]] = {
         "temporal": lambda port, log: stack.launch_temporal(port, settings.temporal.ui_port,
                                                             state / "temporal.db", log),
         "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,

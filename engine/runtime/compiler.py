@@ -7,7 +7,7 @@ custom graph with :func:`add_boundary`, which wires the same boundary nodes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from langgraph.graph import END, START, StateGraph
 
@@ -20,9 +20,10 @@ from engine.toolkit import import_object
 AGENT_GRAPH = "airlock.agent"
 _IN_WORKFLOW = {"execute_in": "workflow"}
 
+G = TypeVar("G", bound=StateGraph[Any, Any, Any, Any])  # any graph; its nodes and edges are what is checked
 
-def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "call_model",
-                 end: str = END) -> StateGraph:
+
+def add_boundary(graph: G, *, after: str = "call_model", then: str = "call_model", end: str = END) -> G:
     """Add the boundary (check → approve → execute) between two nodes.
 
     ``after`` must leave ``proposed`` tool calls, or a ``status`` to go to
@@ -41,7 +42,7 @@ def add_boundary(graph: StateGraph, *, after: str = "call_model", then: str = "c
     return graph
 
 
-def agent_graph() -> StateGraph:
+def agent_graph() -> StateGraph[AgentState]:
     """The default graph: the model proposes, the boundary decides, repeat."""
     graph = StateGraph(AgentState)
     graph.add_node("call_model", call_model, metadata=dict(_IN_WORKFLOW))
@@ -54,7 +55,7 @@ def graph_name(spec: WorkflowSpec) -> str:
     return f"custom:{spec.graph}" if spec.graph else AGENT_GRAPH
 
 
-def build_graph(import_path: str) -> StateGraph:
+def build_graph(import_path: str) -> StateGraph[Any, Any, Any, Any]:
     """Import a custom graph builder ``module:function`` and call it."""
     graph = import_object(import_path)()
     if not isinstance(graph, StateGraph):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from langgraph.graph import StateGraph
 
@@ -107,7 +108,7 @@ class DefinitionRegistry:
         return spec
 
 
-def check_graph(graph: StateGraph, where: str) -> None:
+def check_graph(graph: StateGraph[Any, Any, Any, Any], where: str) -> None:
     """Refuse a custom graph that could reach a tool without the boundary.
 
     The boundary's nodes must be there, be ours, and be the only way into

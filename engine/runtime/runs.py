@@ -7,12 +7,14 @@ translate Temporal's errors into Airlock's once, here.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from engine.boundary.arguments import validation_problems
 from engine.boundary.identity import Authority
@@ -135,7 +137,8 @@ def _payload(model: type[T], **fields: Any) -> T:
         raise InputError(validation_problems(exc, "(decision)")) from None
 
 
-def _pending(client: Client, db: Database, approval_id: str) -> tuple[ApprovalView, WorkflowHandle]:
+def _pending(client: Client, db: Database,
+             approval_id: str) -> tuple[ApprovalView, WorkflowHandle[AgentRunWorkflow, RunResult]]:
     approval = db.call(repo.get_approval, approval_id=approval_id)
     if approval is None:
         raise NotFoundError(f"no approval {approval_id}")
@@ -148,9 +151,13 @@ _ERRORS = {"NotFoundError": NotFoundError, "ToolArgumentsError": ToolArgumentsEr
            "AuthenticationError": AuthenticationError}
 
 
-async def _update(handle: WorkflowHandle, run_id: str, update: Any, payload: Any) -> ApprovalDecisionResult:
+async def _update(handle: WorkflowHandle[AgentRunWorkflow, RunResult], run_id: str,
+                  update: UpdateMethodMultiParam[[AgentRunWorkflow, T], Awaitable[ApprovalDecisionResult]],
+                  payload: T) -> ApprovalDecisionResult:
     try:
-        return await handle.execute_update(update, payload)
+        # temporalio types an async handler under ``@workflow.update(name=...)`` as returning its awaitable;
+        # what the update answers is the awaited value, decoded with the handler's return type.
+        return cast(ApprovalDecisionResult, await handle.execute_update(update, payload))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from langgraph.graph import StateGraph
 from temporalio.client import Client
@@ -27,13 +28,13 @@ from engine.store.db import Database
 logger = logging.getLogger(__name__)
 
 
-def graphs_for(registry: DefinitionRegistry) -> dict[str, StateGraph]:
+def graphs_for(registry: DefinitionRegistry) -> dict[str, StateGraph[Any, Any, Any, Any]]:
     """The default agent graph plus every custom graph a served spec names, each checked.
 
     Raises:
         DefinitionError: a custom graph could reach a tool without the boundary.
     """
-    graphs: dict[str, StateGraph] = {AGENT_GRAPH: agent_graph()}
+    graphs: dict[str, StateGraph[Any, Any, Any, Any]] = {AGENT_GRAPH: agent_graph()}
     for spec in registry.specs():
         if spec.graph and graph_name(spec) not in graphs:
             graph = build_graph(spec.graph)

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 _RECORD_TIMEOUT = timedelta(seconds=30)  # start_to_close of the workflow's own activities
 
 
-def user_message(run_input: dict) -> str:
+def user_message(run_input: dict[str, Any]) -> str:
     """The first user turn: ``input.message`` when given, else the input as JSON."""
     message = run_input.get("message")
     return message if isinstance(message, str) else json.dumps(run_input, sort_keys=True)
@@ -149,7 +149,7 @@ class AgentRunWorkflow:
         workflow.logger.warning("run %s refused: %s", run_id, reason)
         return RunResult(run_id=run_id, workflow=name, version=0, status="failed", reason=reason)
 
-    async def _wait_for_people(self, request: ResolvedRun, actions: list[ToolCallRecord]) -> dict[str, dict]:
+    async def _wait_for_people(self, request: ResolvedRun, actions: list[ToolCallRecord]) -> dict[str, dict[str, Any]]:
         expires_at = workflow.now() + request.spec.approval.timeout
         self._pending = {a.approval_id or "": PendingAction(approval_id=a.approval_id or "", run_id=request.run_id,
                                                            call=a, requested_by=request.requested_by,
@@ -185,7 +185,7 @@ class AgentRunWorkflow:
             start_to_close_timeout=_RECORD_TIMEOUT)
 
     async def _verify(self, approval_id: str, digest: str, action: Literal["approve", "reject", "edit"],
-                      assertion: str, args: dict | None = None) -> VerifiedPerson:
+                      assertion: str, args: dict[str, Any] | None = None) -> VerifiedPerson:
         """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
         try:
             return await workflow.execute_activity(

@@ -203,6 +203,7 @@ class ResolvedSpec(WorkflowSpec):
 
 
 S = TypeVar("S", bound=WorkflowSpec)
+E = TypeVar("E", bound=EndpointSpec)
 
 
 def shown_spec(spec: S) -> S:
@@ -210,7 +211,7 @@ def shown_spec(spec: S) -> S:
 
     Only the worker calls a model, with its own copy of the definition; the hash still names the real one.
     """
-    def endpoint(e: Any) -> Any:
+    def endpoint(e: E) -> E:
         return e.model_copy(update={"base_url": safe_url(e.base_url)}) if e.base_url else e
 
     def model(m: ModelSpec) -> ModelSpec:

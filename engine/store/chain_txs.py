@@ -100,7 +100,7 @@ def _lock_sender(session: Session, chain_id: int, sender: str) -> None:
                     .values(locked_at=utcnow()))
 
 
-def update_transaction(session: Session, *, key: str, **values: Any) -> ChainTx:
+def update_transaction(session: Session, /, *, key: str, **values: Any) -> ChainTx:
     """Set fields of a recorded transaction (status, receipt figures) and return it."""
     row = session.get(ChainTransactionRow, key)
     assert row is not None, f"no transaction was recorded under {key}"

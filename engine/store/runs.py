@@ -53,7 +53,7 @@ def register_run(session: Session, *, run: ResolvedRun) -> None:
 
 
 def record_refused_run(session: Session, *, run_id: str, workflow: str, requested_by: str, tenant: str,
-                       workflow_run_id: str, reason: str) -> None:
+                       workflow_run_id: str | None, reason: str) -> None:
     """Record a run a verified person started but the worker could not resolve: ended, with why (idempotent).
 
     It has no definition, so nothing is ever done for it (see :func:`resolved_run`).

@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, db: Database,
                        max_age=settings.ui.session_ttl_s, same_site="strict", https_only=settings.ui.secure_cookies)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -28,6 +29,9 @@ from engine.spec import ResolvedSpec
 from engine.store import repo
 from engine.store.db import Database
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def plain(value: Any) -> Any:
@@ -98,9 +102,12 @@ class ActivitiesBase:
         except ValueError as exc:
             raise ApplicationError(f"tool {name}: {exc}", type="DefinitionError", non_retryable=True) from exc
 
-    async def _db(self, fn: Any, **kwargs: Any) -> Any:
-        """``fn(session, **kwargs)``, a repository function, off the event loop."""
-        return await asyncio.to_thread(self._database.call, fn, **kwargs)
+    async def _db(self, fn: Callable[Concatenate[Any, _P], _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(session, **kwargs)``, a repository function, off the event loop.
+
+        The session is the store's (``Database.call`` checks it); only the store imports SQL.
+        """
+        return await asyncio.to_thread(self._database.call, fn, *args, **kwargs)
 
     def _context(self, run: ResolvedRun, step: int, key: str) -> ToolContext:
         return ToolContext(run_id=run.run_id, step=step, idempotency_key=key, database_url=self._database.url,
