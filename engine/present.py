@@ -60,7 +60,9 @@ def _sentence(kind: str, d: dict[str, Any]) -> str:
         what = "arguments of " + d["subject"] if d["kind"] == "tool_arguments" else "final answer"
         return f"{what}: " + ("valid" if d["ok"] else f"invalid — {d['error']}")
     if kind == "policy":
-        return f"{d['tool']}: {d['outcome']} — {'; '.join(d['reasons'])} (revision {d['revision']})"
+        cause = d.get("cause")
+        why = f" [{cause}]" if cause and cause != "proposed" else ""
+        return f"{d['tool']}: {d['outcome']} — {'; '.join(d['reasons'])} (revision {d['revision']}){why}"
     if kind == "execution":
         tx = d.get("tx_hash")
         return f"{d['tool']}: {d['status']}" + (f" — {d['error']}" if d.get("error") else "") + (

@@ -24,12 +24,16 @@ def policy_document(
     *,
     consequential: bool,
     executed: list[dict[str, Any]],
+    approved_by: list[str] | None = None,
 ) -> dict[str, Any]:
     """The OPA input for one proposed call (shape in the README's policy contract).
 
     ``request`` is the run as the worker resolved and recorded it and
     ``executed`` the ``{tool, args}`` of its executions that succeeded, from
     the store: nothing here comes from whoever started or drives the run.
+    ``approved_by``: at the re-check right before execution, the verified
+    people who approved exactly these arguments (``approved`` is null at
+    the first decision).
     """
     return {
         "version": POLICY_INPUT_VERSION,
@@ -43,6 +47,7 @@ def policy_document(
             "calls": dict(Counter(c["tool"] for c in executed)),
             "previous": [{"tool": c["tool"], "args": c["args"]} for c in executed],
         },
+        "approved": None if approved_by is None else {"by": approved_by},
     }
 
 

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from engine.boundary.people import decision_refusal
 from engine.errors import AuthenticationError
+from engine.runtime.payloads import PolicyDecision
 from engine.store.decisions import DecisionRecord, decision_for
 from engine.store.tables import ActionLockRow, ApprovalRow, PersonAssertionRow, RunRow, utcnow
 from engine.store.users import get_user
@@ -28,6 +29,7 @@ class Clearance(BaseModel):
     allowed: bool
     reason: str
     decision: DecisionRecord | None = None
+    approved_by: list[str] = []  # the verified, entitled people whose approvals clear it
 
 
 def use_assertion(session: Session, *, jti: str, run_id: str, approval_id: str, idempotency_key: str, digest: str,
@@ -72,7 +74,10 @@ def authority_for(session: Session, *, run_id: str, idempotency_key: str, digest
     if approval is None or approval.run_id != run_id or _aware(approval.expires_at) <= utcnow():
         return Clearance(allowed=False, decision=decided,
                          reason=f"approval {decided.approval_id} was never opened or has expired")
-    entitled = _entitled(session, run_id=run_id, idempotency_key=idempotency_key, decided=decided)
+    subjects = session.exec(select(PersonAssertionRow.subject).where(
+        PersonAssertionRow.approval_id == decided.approval_id).distinct()).all()
+    entitled = _entitled(session, run_id=run_id, idempotency_key=idempotency_key, names=set(subjects),
+                         approvers=list(decided.result.get("approvers") or []))
     votes = session.exec(select(PersonAssertionRow).where(PersonAssertionRow.approval_id == decided.approval_id,
                                                           PersonAssertionRow.digest == digest)).all()
     if any(v.action == "reject" and v.subject in entitled for v in votes):
@@ -84,18 +89,36 @@ def authority_for(session: Session, *, run_id: str, idempotency_key: str, digest
         return Clearance(allowed=False, decision=decided,
                          reason=f"needs {needed} verified approval(s) by {roles}; has {len(people)}"
                                 + (f" ({', '.join(people)})" if people else ""))
-    return Clearance(allowed=True, reason=f"approved by {', '.join(people)}", decision=decided)
+    return Clearance(allowed=True, reason=f"approved by {', '.join(people)}", decision=decided, approved_by=people)
 
 
-def _entitled(session: Session, *, run_id: str, idempotency_key: str, decided: DecisionRecord) -> set[str]:
-    """Who may decide this action now: the rule of ``decision_refusal``, on today's user store."""
+def uncovered(session: Session, *, run_id: str, idempotency_key: str, approved_by: list[str],
+              decision: PolicyDecision) -> str | None:
+    """Why the approvals already granted for an action do not satisfy a fresh decision on it, or None.
+
+    The re-check before execution asks this when the policy, deciding again on fresh facts, still wants
+    approval: the people who approved exactly these arguments count when they hold one of the fresh
+    decision's approver roles (and may decide it: not the requester, not an editor), and there are enough.
+    """
+    if decision.outcome == "allow":
+        return None
+    if decision.outcome != "require_approval":
+        return f"policy decided {decision.outcome}"
+    counted = _entitled(session, run_id=run_id, idempotency_key=idempotency_key, names=set(approved_by),
+                        approvers=decision.approvers)
+    if len(counted) >= decision.min_approvals:
+        return None
+    return (f"needs {decision.min_approvals} approval(s) by {', '.join(decision.approvers) or 'nobody'}; "
+            f"the approvals given count {len(counted)}" + (f" ({', '.join(sorted(counted))})" if counted else ""))
+
+
+def _entitled(session: Session, *, run_id: str, idempotency_key: str, names: set[str],
+              approvers: list[str]) -> set[str]:
+    """Which of ``names`` may decide this action now: the rule of ``decision_refusal``, on today's user store."""
     run = session.get(RunRow, run_id)
-    approvers = list(decided.result.get("approvers") or [])
     editors = editors_of(session, idempotency_key=idempotency_key)
-    subjects = session.exec(select(PersonAssertionRow.subject).where(
-        PersonAssertionRow.approval_id == decided.approval_id).distinct()).all()
     entitled = set()
-    for name in subjects:
+    for name in sorted(names):
         person = get_user(session, name=name)
         if person is None or (run is not None and run.tenant not in person.tenants):
             continue  # disabled, or no longer in the run's tenant

@@ -30,6 +30,7 @@ class DecisionRecord(BaseModel):
     digest: str | None
     idempotency_key: str | None
     approval_id: str | None
+    cause: str | None = None
     input: dict[str, Any]
     result: dict[str, Any]
     created_at: datetime
@@ -37,15 +38,16 @@ class DecisionRecord(BaseModel):
 
 def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
                   document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
-                  digest: str, idempotency_key: str, approval_id: str | None) -> None:
+                  digest: str, idempotency_key: str, approval_id: str | None, cause: str) -> None:
     """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
-    overwrites its own row; every other decision, a re-decision included, gets its own."""
+    overwrites its own row; every other decision, a re-decision included, gets its own, with its ``cause``
+    (what made the boundary decide: ``proposed``, an edit, a re-decision, the re-check before execution)."""
     row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
         decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
         package=package, outcome=decision.outcome, input=document, result={})
     row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
     row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
-    row.digest, row.idempotency_key, row.approval_id = digest, idempotency_key, approval_id
+    row.digest, row.idempotency_key, row.approval_id, row.cause = digest, idempotency_key, approval_id, cause
     row.created_at = utcnow()
     session.add(row)
     session.commit()

@@ -18,8 +18,9 @@ from engine.errors import AirlockError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
 from engine.runtime.activity_io import EvaluatePolicyInput, EvaluatePolicyResult, ExecuteToolInput, ExecuteToolResult
-from engine.runtime.payloads import ToolCallRecord
+from engine.runtime.payloads import ResolvedRun, ToolCallRecord
 from engine.store import authority, decisions, repo
+from engine.store.authority import Clearance
 from engine.toolkit import ToolContext, ToolDef
 
 HEARTBEAT_EVERY_S = 2.0
@@ -60,7 +61,7 @@ class ActionActivities(ActivitiesBase):
         approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
         await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
                        package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
-                       digest=digest, idempotency_key=key, approval_id=approval)
+                       digest=digest, idempotency_key=key, approval_id=approval, cause=decision_cause(call))
         activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
                              decision.reasons)
         return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
@@ -83,14 +84,57 @@ class ActionActivities(ActivitiesBase):
         lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
             if tool.serialize else None
         if lock is None:
-            return await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+            return await self._run_cleared(tool, run, call, clearance, digest, ctx)
         holder = activity_key()
         await self._take_lock(lock, holder)
         # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
-        # holder) resumes under the lease and no other action on the account runs in between.
-        ran = await self._run_cleared(tool, run.run_id, call, key, digest, ctx)
+        # holder) resumes under the lease and no other action on the account runs in between: the re-check,
+        # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
+        # one step for the account.
+        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx)
         await self._db(authority.release_lock, key=lock, holder=holder)
         return ran
+
+    async def _recheck(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
+                       ctx: ToolContext) -> ExecuteToolResult | None:
+        """Read the facts again and, when they (or the policy) changed, let the policy decide again on them.
+
+        Not equality: other payments from the same account move its balance and today's total, and an
+        honest payment must still go through. It goes ahead when the fresh decision allows it, or asks no
+        more approval than the verified people who approved exactly these arguments give (they are in the
+        policy's input as ``approved.by``); a denial, or a need for more or other approval, sends it back
+        through the boundary (None: go ahead). The fresh decision is recorded like any other.
+        """
+        revision = call.decision.revision if call.decision else None
+        current = await self._policy.revision()
+        facts = await self._facts(tool, call.args, ctx) if tool.facts is not None else call.facts
+        changed = (["policy revision"] if current != revision else []) + _changed(call.facts, facts)
+        if not changed:
+            return None  # the same input as the decision: the same decision
+        fresh = call.model_copy(update={"facts": facts})
+        executed = await self._db(repo.executed_calls, run_id=run.run_id)
+        document = policy_document(run, fresh, consequential=tool.consequential, executed=executed,
+                                   approved_by=clearance.approved_by)
+        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
+        decision = with_approvers(decision, run.spec.approval.approver_role)
+        decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
+        decision = decision.model_copy(update={"decision_id": decision_id})
+        problem = await self._db(authority.uncovered, run_id=run.run_id, idempotency_key=ctx.idempotency_key,
+                                 approved_by=clearance.approved_by, decision=decision)
+        cause = f"re-check before execution: {', '.join(changed)} changed"
+        await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
+                       package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
+                       digest=action_digest(call.tool, call.args, facts, decision.revision),
+                       idempotency_key=ctx.idempotency_key, approval_id=call.approval_id,
+                       cause=cause + ("" if problem is None else f"; sent back: {problem}"))
+        activity.logger.info("re-check of %s (%s): %s%s", call.call_id, ", ".join(changed), decision.outcome,
+                             "" if problem is None else f", sent back: {problem}")
+        if problem is None:
+            return None
+        reasons = "; ".join(decision.reasons)
+        return ExecuteToolResult(ok=False, stale=True, changed=changed,
+                                 error=f"{cause}, and the policy decided again: {problem}"
+                                       + (f" ({reasons})" if reasons else ""))
 
     def _shown_error(self, exc: Exception) -> str:
         """A tool's failure as the record, the model and people see it: no keys from URLs in its text
@@ -103,22 +147,15 @@ class ActionActivities(ActivitiesBase):
             activity.heartbeat()
             await asyncio.sleep(LOCK_POLL_S)
 
-    async def _run_cleared(self, tool: ToolDef, run_id: str, call: ToolCallRecord, key: str, digest: str,
-                           ctx: ToolContext) -> ExecuteToolResult:
-        """Re-check the policy revision and the facts, then run the tool once and record how it ended."""
+    async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
+                           digest: str, ctx: ToolContext) -> ExecuteToolResult:
+        """Re-check, then run the tool once and record how it ended."""
+        run_id, key = run.run_id, ctx.idempotency_key
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
-        revision = call.decision.revision if call.decision else None
-        if not started_before and (current := await self._policy.revision()) != revision:
-            return ExecuteToolResult(ok=False, stale=True, changed=["policy revision"],
-                                     error=f"the policy changed since the decision ({revision} -> {current})")
-        if tool.facts is not None and not started_before:
-            # Re-verify right before acting. Skipped on a retry of an execution that already began: its
-            # effect may be under way (a transaction sent), and the tool resumes it instead of redoing it.
-            changed = _changed(call.facts, await self._facts(tool, call.args, ctx))
-            if changed:
-                activity.logger.info("facts of %s changed before execution: %s", call.call_id, changed)
-                return ExecuteToolResult(ok=False, stale=True, changed=changed,
-                                         error=f"facts changed since the decision: {', '.join(changed)}")
+        # Re-check right before acting. Skipped on a retry of an execution that already began: its effect
+        # may be under way (a transaction sent), and the tool resumes it instead of redoing it.
+        if not started_before and (stale := await self._recheck(tool, run, call, clearance, ctx)) is not None:
+            return stale
         try:
             await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
                            tool=call.tool, args=call.args, digest=digest)
@@ -151,6 +188,16 @@ async def _heartbeating(fn: Any, *args: Any) -> Any:
         if done:
             return task.result()
         activity.heartbeat()
+
+
+def decision_cause(call: ToolCallRecord) -> str:
+    """Why the boundary decides this call (now): first proposed, edited, or decided again after a re-check."""
+    causes = []
+    if call.revision:
+        causes.append(f"edited by {call.edited_by or 'someone'} (revision {call.revision})")
+    if call.rechecks:
+        causes.append(f"decided again ({call.rechecks}): {call.recheck_reason or 'the re-check sent it back'}")
+    return "; ".join(causes) or "proposed"
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any], path: str = "") -> list[str]:

@@ -40,6 +40,8 @@ class PolicyDecisionRow(SQLModel, table=True):
     raw: Any = Field(default=None, sa_column=Column(JSON))
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+    # What made the boundary decide: "proposed", "edited by bob", "re-decided: …", "re-check before execution: …"
+    cause: str | None = None
 
 
 class ToolExecutionRow(SQLModel, table=True):
