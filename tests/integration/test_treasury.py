@@ -15,8 +15,10 @@ from engine.adapters.chain_codec import to_units
 from engine.adapters.chain_keys import deploy_token, transfer_token
 from engine.config import Settings
 from engine.local.devchain import DEPLOYER, dev_address, dev_key
+from engine.present import described
 from engine.runtime.worker import build_worker
 from engine.spec import ResolvedSpec, load_spec
+from engine.store import repo
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
 from engine.store.tables import ApprovalRow, ChainTransactionRow, PolicyDecisionRow
@@ -204,6 +206,11 @@ async def test_changed_facts_the_policy_still_accepts_execute_on_the_approval_gi
     assert decided[1].input["approved"] == {"by": ["bob"]} and decided[0].input["approved"] is None
     assert decided[1].input["facts"]["sender"]["token_balance"] == "99000"
     assert len(approvals) == 1
+    # What `airlock runs show`, the run page and the API print: both decisions, the second with its cause.
+    lines = [e.summary for e in described(db.call(repo.run_timeline, run_id=handle.id)) if e.kind == "policy"]
+    assert len(lines) == 2 and "[" not in lines[0]
+    assert lines[1].endswith("[re-check before execution: sender.token_balance, simulation.balance_changes "
+                             "changed]")
 
 
 async def test_concurrent_payments_from_one_treasury_all_execute_with_one_approval_each(
