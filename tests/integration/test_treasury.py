@@ -245,3 +245,28 @@ async def test_concurrent_payments_from_one_treasury_all_execute_with_one_approv
     with Session(make_engine(chain_settings.db_url)) as session:
         approvals = session.exec(select(ApprovalRow)).all()
     assert len(approvals) == 10 and all(a.status == "approved" for a in approvals)
+
+
+async def test_concurrent_payments_never_pass_the_daily_limit_together(
+        client: Client, chain_settings: Settings, devchain: DevChainNode, tmp_path: Path) -> None:
+    """Six approved payments of 8000 tUSD against a 40000 daily limit: each fits alone, five fit together.
+
+    Each was decided (and approved) while nothing had been sent; the re-check before execution reads
+    today's total, which counts every signed transaction before it is broadcast, under the account's lease.
+    """
+    db = Database(chain_settings.db_url)
+    specs = [treasury_spec(tmp_path, pay(ACME, "8000"), file=f"big{i}.yaml") for i in range(6)]
+    async with build_worker(client, chain_settings):
+        handles = await asyncio.gather(*(
+            start_run(client, task_queue=chain_settings.temporal.task_queue, requested_by="alice", run_input={},
+                      spec=spec) for spec in specs))
+        items = [(await wait_for_inbox(chain_settings.db_url, h.id, timeout=120))[0] for h in handles]
+        assert all(i.facts["sent_today"] == "0" for i in items)  # decided before anything was sent
+        for item in items:
+            await decide_approval(client, db, approval_id=item.approval_id, decision="approve", approver=OPS)
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=180)
+    calls = [r.tool_calls[0] for r in results]
+    assert sorted(c.outcome for c in calls) == ["denied"] + ["executed"] * 5
+    [late] = [c for c in calls if c.outcome == "denied"]
+    assert any("would pass the daily limit of 40000 (already sent 40000)" in r for r in late.decision.reasons)
+    assert balance(devchain, ACME) == tusd("40000") and sent_from_treasury(devchain) == 5
