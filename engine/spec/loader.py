@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -81,15 +82,18 @@ def _load_python(path: Path) -> WorkflowSpec:
     try:
         module_spec.loader.exec_module(module)
     except ValidationError as exc:  # ``WorkflowSpec(...)`` with a bad field
-        raise SpecError(issues_of(exc, str(path))) from None
+        raise SpecError(issues_of(exc, str(path), line=_module_line(exc, path))) from None
     except Exception as exc:  # noqa: BLE001 - a user module may raise anything at import
-        raise SpecError([SpecIssue(str(path), 1, "(module)", f"import failed: {type(exc).__name__}: {exc}")]) \
-            from None
+        raise SpecError([SpecIssue(str(path), _module_line(exc, path), "(module)",
+                                   f"import failed: {type(exc).__name__}: {exc}")]) from None
     spec = getattr(module, "spec", None)
     try:
         spec = spec() if callable(spec) else spec
+    except ValidationError as exc:  # ``WorkflowSpec(...)`` with a bad field, inside ``spec()``
+        raise SpecError(issues_of(exc, str(path), line=_module_line(exc, path))) from None
     except Exception as exc:  # noqa: BLE001 - the project's function may raise anything
-        raise SpecError([SpecIssue(str(path), 1, "spec", f"spec() failed: {type(exc).__name__}: {exc}")]) from None
+        raise SpecError([SpecIssue(str(path), _module_line(exc, path), "spec",
+                                   f"spec() failed: {type(exc).__name__}: {exc}")]) from None
     if not isinstance(spec, WorkflowSpec):
         raise SpecError([SpecIssue(str(path), 1, "spec", "module must define `spec`, a WorkflowSpec")])
     # Again, from plain data: ``model_construct`` or a mutated object skips every bound. A resolved spec is
@@ -98,6 +102,17 @@ def _load_python(path: Path) -> WorkflowSpec:
         return WorkflowSpec.model_validate(spec.model_dump(exclude_unset=True))
     except ValidationError as exc:
         raise SpecError(issues_of(exc, str(path))) from None
+
+
+def _module_line(exc: BaseException, path: Path) -> int:
+    """The line of the spec module that raised ``exc`` (its innermost frame there), else 1."""
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename) == path and exc.lineno:
+        return exc.lineno
+    line = 1
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if Path(frame.f_code.co_filename) == path:
+            line = lineno
+    return line
 
 
 def _function_problem(import_path: str, arity: int) -> str | None:

@@ -124,9 +124,9 @@ def field_name(loc: tuple[Any, ...]) -> str:
     return out or "(document)"
 
 
-def issues_of(exc: ValidationError, shown: str, lines: Lines | None = None) -> list[SpecIssue]:
-    """One located issue per validation error (line 1 without a line index: a Python spec)."""
-    return [SpecIssue(shown, line_for(lines, tuple(e["loc"])) if lines else 1, field_name(tuple(e["loc"])),
+def issues_of(exc: ValidationError, shown: str, lines: Lines | None = None, line: int = 1) -> list[SpecIssue]:
+    """One located issue per validation error (without a line index, a Python spec's: at ``line``)."""
+    return [SpecIssue(shown, line_for(lines, tuple(e["loc"])) if lines else line, field_name(tuple(e["loc"])),
                       _message(e)) for e in exc.errors()]
 
 

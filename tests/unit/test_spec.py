@@ -187,3 +187,22 @@ def test_a_recorded_runs_definition_has_todays_fields_and_validates(path: Path) 
     spec = json.loads(recorded)
     assert list(spec) == list(ResolvedSpec.model_fields)
     assert ResolvedSpec.model_validate(spec).model_dump(mode="json") == spec
+
+
+@pytest.mark.parametrize("body, line, expected", [
+    # a bad field in WorkflowSpec(...) at import: the line of the call
+    ("from engine.spec import ModelSpec, WorkflowSpec\n\n\nspec = WorkflowSpec(\n    name='Bad Name', version=1,\n"
+     "    model=ModelSpec(), system_prompt='p', policy='airlock.x')\n", 4, "name: String should match pattern"),
+    # the same inside spec(): the line in the function
+    ("from engine.spec import ModelSpec, WorkflowSpec\n\n\ndef spec():\n    limits = {'max_steps': 0}\n"
+     "    return WorkflowSpec(name='w', version=1, model=ModelSpec(), system_prompt='p', policy='airlock.x',\n"
+     "                        limits=limits)\n", 6, "limits.max_steps: Input should be greater than or equal to 1"),
+    ("import os\n\nvalue = 1 / 0\n", 3, "(module): import failed: ZeroDivisionError"),
+    ("x = 1\ndef broken(:\n", 2, "(module): import failed: SyntaxError"),
+    ("def spec():\n    raise RuntimeError('no')\n", 2, "spec: spec() failed: RuntimeError: no"),
+])
+def test_a_python_spec_s_problems_name_their_line(tmp_path: Path, body: str, line: int, expected: str) -> None:
+    module = tmp_path / "workflow_spec.py"
+    module.write_text(body)
+    [issue] = _issues(module)
+    assert issue.startswith(f"{module}:{line}: {expected}"), issue
