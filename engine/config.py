@@ -60,6 +60,9 @@ class ChainSettings(BaseModel):
     keystore_password_file: Path | None = None
     confirmations: int = Field(default=1, ge=1)
     receipt_timeout_s: float = 120.0
+    # A transaction held up this long behind nonces nobody sent (the node was reset, or lost them) gets them
+    # filled with no-ops; ``airlock doctor`` lists transactions not mined after this long.
+    stuck_after_s: float = Field(default=30.0, gt=0)
 
 
 class LlmSettings(BaseModel):

@@ -12,7 +12,8 @@
     ├── DefinitionError             a run names no definition the worker has (http 422)
     ├── NotFoundError               an id names nothing              (http 404)
     ├── ToolExecutionError          a tool raised while executing    (http 502)
-    │   └── TransactionRevertedError  the chain reverted a transaction
+    │   ├── TransactionRevertedError  the chain reverted a transaction
+    │   └── TransactionDroppedError   a sent transaction can never be mined: its nonce went to another
     ├── ModelError                  the model endpoint refused us    (http 502)
     ├── ChainUnavailableError       the RPC node cannot be read      (retryable, http 503)
     └── StackError                  a local service failed to start  (http 503)
@@ -149,3 +150,21 @@ class TransactionRevertedError(ToolExecutionError):
         super().__init__(message)
         self.reason = reason
         self.tx_hash = tx_hash
+
+
+class TransactionDroppedError(ToolExecutionError):
+    """A transaction that was signed (and perhaps sent) can never be mined: another transaction took its nonce.
+
+    Nothing it would have done happened; the action may be proposed again.
+
+    Attributes:
+        tx_hash: the transaction that was dropped.
+        nonce: the nonce it held.
+        reason: what took the nonce (a no-op the operator released, a transaction sent outside Airlock, ...).
+    """
+
+    def __init__(self, message: str, *, tx_hash: str, nonce: int, reason: str) -> None:
+        super().__init__(message)
+        self.tx_hash = tx_hash
+        self.nonce = nonce
+        self.reason = reason

@@ -294,7 +294,7 @@ def _send(ctx: ToolContext, chain_id: int, tx: dict[str, Any], *, asset: str | N
                                  f"the worker for {access.chain_id}, the node is {node_id}; nothing was sent")
     sent = access.sender().send_once(ctx.idempotency_key, tx, action=action, asset=asset, amount_units=units)
     return {"tx_hash": sent.tx_hash, "status": sent.status, "block": sent.block_number, "nonce": sent.nonce,
-            "gas_used": sent.gas_used, "from": access.address, **action}
+            "gas_used": sent.gas_used, "from": access.address, **action, **({"note": sent.note} if sent.note else {})}
 
 
 def treasury_account(args: Any, ctx: ToolContext) -> str:

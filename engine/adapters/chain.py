@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import requests
 from eth_typing import HexStr
@@ -152,10 +152,11 @@ class Chain:
 
     # --- transactions (signed elsewhere) -------------------------------------------------
 
-    def nonce(self, address: str) -> int:
-        """The next nonce of ``address``, counting transactions still in the node's pool."""
+    def nonce(self, address: str, block: Literal["pending", "latest"] | int = "pending") -> int:
+        """The next nonce of ``address``: by default counting the transactions the node's pool holds ready to
+        be mined (``"pending"``; not those queued behind a missing nonce), else as of a block."""
         return int(self._read("eth_getTransactionCount",
-                              lambda: self._w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending")))
+                              lambda: self._w3.eth.get_transaction_count(Web3.to_checksum_address(address), block)))
 
     def block_number(self) -> int:
         """The latest block."""

@@ -34,7 +34,7 @@ class ChainTx(BaseModel):
     status: str  # signed | sent | mined | reverted | dropped
     block_number: int | None = None
     gas_used: int | None = None
-    revert_reason: str | None = None
+    revert_reason: str | None = None  # why it reverted, or why it was dropped (what took its nonce)
     broadcasts: int = 0
     created_at: datetime
     mined_at: datetime | None = None
@@ -63,29 +63,114 @@ def record_signed(session: Session, *, key: str, chain_id: int, sender: str, on_
                   asset: str | None, amount_units: int | None) -> ChainTx:
     """Lock the sender, pick its next nonce, sign under it and record the result, in one transaction.
 
-    The nonce is the node's pending one (``on_chain_nonce``), or past every transaction of
-    ours still on its way (sent, or signed less than ``reserve_unsent`` ago). A concurrent
-    attempt of the same action that recorded first wins: its record is returned.
+    The nonce is the lowest from the node's pending one (``on_chain_nonce``) that no
+    transaction of ours on its way holds (sent, or signed less than ``reserve_unsent`` ago):
+    a gap below a transaction the node queues (it lost the ones before) is filled, not
+    queued behind. A concurrent attempt of the same action that recorded first wins: its
+    record is returned.
     """
     _lock_sender(session, chain_id, sender)
     existing = session.get(ChainTransactionRow, key)
     if existing is not None:
         return _view(existing)
     on_chain = on_chain_nonce()
-    cutoff = utcnow() - reserve_unsent
-    rows = session.exec(select(ChainTransactionRow).where(
-        ChainTransactionRow.chain_id == chain_id, ChainTransactionRow.sender == sender,
-        col(ChainTransactionRow.status).in_(("signed", "sent")), ChainTransactionRow.nonce >= on_chain)).all()
-    held = [r.nonce for r in rows if r.status == "sent" or _aware(r.created_at) >= cutoff]
-    nonce = max([on_chain, *(n + 1 for n in held)])
-    signed = sign(nonce)
+    held = {r.nonce for r in _held(session, chain_id, sender, reserve_unsent) if r.nonce >= on_chain}
+    nonce = on_chain
+    while nonce in held:
+        nonce += 1
+    row = _add(session, key=key, chain_id=chain_id, sender=sender, nonce=nonce, signed=sign(nonce), action=action,
+               asset=asset, amount_units=amount_units)
+    session.commit()
+    session.refresh(row)
+    return _view(row)
+
+
+def claim_nonces(session: Session, *, chain_id: int, sender: str, nonces: list[int], reserve_unsent: timedelta,
+                 sign_noop: Callable[[int], SignedTx], action: dict[str, Any]) -> list[ChainTx]:
+    """What goes to each of ``nonces`` (a gap), under the sender's lock: the transactions of ours on their way
+    that hold them (to broadcast again, same bytes), and for every nonce none holds a no-op, signed and
+    recorded here (``action``, plus the nonce), before anything is broadcast."""
+    _lock_sender(session, chain_id, sender)
+    held = {r.nonce: r for r in _held(session, chain_id, sender, reserve_unsent) if r.nonce in nonces}
+    rows = [held.get(nonce) or _add_noop(session, chain_id=chain_id, sender=sender, nonce=nonce,
+                                         signed=sign_noop(nonce), action=action) for nonce in nonces]
+    session.commit()  # once: the sender's lock holds until every no-op is recorded
+    for row in rows:
+        session.refresh(row)
+    return [_view(row) for row in rows]
+
+
+def record_noop(session: Session, *, chain_id: int, sender: str, nonce: int,
+                sign: Callable[[list[ChainTx]], SignedTx], action: dict[str, Any]) -> ChainTx:
+    """Under the sender's lock, sign a no-op for ``nonce`` (``sign`` gets the open transactions at that nonce,
+    which it must outbid) and record it before it is broadcast."""
+    _lock_sender(session, chain_id, sender)
+    open_here = [_view(r) for r in _open(session, chain_id, sender) if r.nonce == nonce]
+    row = _add_noop(session, chain_id=chain_id, sender=sender, nonce=nonce, signed=sign(open_here), action=action)
+    session.commit()
+    session.refresh(row)
+    return _view(row)
+
+
+def _add_noop(session: Session, *, chain_id: int, sender: str, nonce: int, signed: SignedTx,
+              action: dict[str, Any]) -> ChainTransactionRow:
+    key = f"noop:{chain_id}:{sender}:{nonce}:{signed.tx_hash[2:14]}"
+    return _add(session, key=key, chain_id=chain_id, sender=sender, nonce=nonce, signed=signed,
+                action={"kind": "noop", "nonce": nonce, **action}, asset=None, amount_units=None)
+
+
+def _add(session: Session, *, key: str, chain_id: int, sender: str, nonce: int, signed: SignedTx,
+         action: dict[str, Any], asset: str | None, amount_units: int | None) -> ChainTransactionRow:
+    """A new record, status ``signed``, added to the session (the caller commits)."""
     row = ChainTransactionRow(idempotency_key=key, chain_id=chain_id, sender=sender, nonce=nonce,
                               tx_hash=signed.tx_hash, raw_tx=signed.raw_tx, tx=signed.tx, action=action, asset=asset,
                               amount_units=None if amount_units is None else str(amount_units), status="signed")
     session.add(row)
-    session.commit()
-    session.refresh(row)
-    return _view(row)
+    return row
+
+
+def _open(session: Session, chain_id: int, sender: str | None) -> list[ChainTransactionRow]:
+    query = select(ChainTransactionRow).where(ChainTransactionRow.chain_id == chain_id,
+                                              col(ChainTransactionRow.status).in_(("signed", "sent")))
+    if sender is not None:
+        query = query.where(ChainTransactionRow.sender == sender)
+    return list(session.exec(query.order_by(col(ChainTransactionRow.nonce), col(ChainTransactionRow.created_at))))
+
+
+def _held(session: Session, chain_id: int, sender: str, reserve_unsent: timedelta) -> list[ChainTransactionRow]:
+    """Transactions of ours on their way: sent, or signed less than ``reserve_unsent`` ago (after that, one the
+    node never acknowledged gives its nonce up)."""
+    cutoff = utcnow() - reserve_unsent
+    return [r for r in _open(session, chain_id, sender) if r.status == "sent" or _aware(r.created_at) >= cutoff]
+
+
+def open_transactions(session: Session, *, chain_id: int, sender: str | None = None) -> list[ChainTx]:
+    """Transactions signed or sent and not yet settled (mined, reverted or dropped), by sender and nonce."""
+    return sorted((_view(r) for r in _open(session, chain_id, sender)), key=lambda t: (t.sender, t.nonce))
+
+
+def transactions_at(session: Session, *, chain_id: int, sender: str, nonce: int) -> list[ChainTx]:
+    """Every transaction recorded at one nonce of a sender, oldest first."""
+    rows = session.exec(select(ChainTransactionRow).where(
+        ChainTransactionRow.chain_id == chain_id, ChainTransactionRow.sender == sender,
+        ChainTransactionRow.nonce == nonce).order_by(col(ChainTransactionRow.created_at))).all()
+    return [_view(r) for r in rows]
+
+
+def recent_mined(session: Session, *, chain_id: int, sender: str, limit: int) -> list[ChainTx]:
+    """The last ``limit`` transactions of a sender recorded as mined or reverted, newest first."""
+    rows = session.exec(select(ChainTransactionRow).where(
+        ChainTransactionRow.chain_id == chain_id, ChainTransactionRow.sender == sender,
+        col(ChainTransactionRow.status).in_(("mined", "reverted")))
+        .order_by(col(ChainTransactionRow.created_at).desc()).limit(limit)).all()
+    return [_view(r) for r in rows]
+
+
+def senders(session: Session, *, chain_id: int) -> list[str]:
+    """The accounts that sent (or signed) transactions on a chain."""
+    rows = session.exec(select(ChainTransactionRow.sender).where(ChainTransactionRow.chain_id == chain_id)
+                        .distinct()).all()
+    return sorted(rows)
 
 
 def _lock_sender(session: Session, chain_id: int, sender: str) -> None:

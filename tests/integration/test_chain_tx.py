@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,16 +16,16 @@ from sqlmodel import Session, select
 from engine.adapters.chain import Chain
 from engine.adapters.chain_tx import ChainAccess, Signer, TxSender
 from engine.config import ChainSettings
-from engine.errors import ChainUnavailableError, InputError, TransactionRevertedError
+from engine.errors import ChainUnavailableError, InputError, TransactionDroppedError, TransactionRevertedError
 from engine.local import processes as stack
-from engine.local.devchain import dev_address, dev_key
+from engine.local.devchain import deploy_demo_token, dev_address, dev_key
 from engine.store.db import Database, make_engine
 from engine.store.tables import ChainTransactionRow
-from tests.conftest import DevChainNode
+from tests.conftest import ROOT, DevChainNode
 
 pytestmark = pytest.mark.integration
 
-ACME = dev_address(2)
+ACME, GLOBEX = dev_address(2), dev_address(3)
 
 
 def sender(devchain: DevChainNode, db_url: str, **options: float) -> TxSender:
@@ -151,3 +154,83 @@ def test_keys_come_from_a_keystore_and_never_show(devchain: DevChainNode, tmp_pa
         Signer.from_settings(settings.model_copy(update={"keystore_password_file": None}))
     assert Signer.from_settings(ChainSettings(signer_key=secret)).address == Account.from_key(secret).address  # type: ignore[arg-type]
     assert Signer.from_settings(ChainSettings()) is None
+
+
+# --- a node that loses transactions: the sender recovers, nothing jams, nothing is paid twice ----------------
+
+
+def test_a_reset_node_with_a_payment_in_flight_gets_it_sent_again_and_the_next_one_follows(
+        devchain: DevChainNode, db_url: str) -> None:
+    first = sender(devchain, db_url).send_once("run:1:0", pay(devchain, 250_000_000))
+    devchain.rpc("evm_setAutomine", False)
+    with pytest.raises(ChainUnavailableError):
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:2:0", pay(devchain, 5_000_000, GLOBEX))
+    waiting = rows(db_url)[1]
+    devchain.rpc("anvil_reset")  # blocks and pool gone: nonce 0 (mined) and nonce 1 (waiting) with them
+    devchain.rpc("evm_setAutomine", True)
+    assert deploy_demo_token(devchain.chain) == devchain.token
+    # (its gas was estimated for a payee whose balance was zero then too: the reset chain's state is not the same)
+    sent = sender(devchain, db_url, stuck_after_s=0.5).send_once("run:2:0", pay(devchain, 5_000_000, GLOBEX))
+    assert (sent.tx_hash, sent.nonce) == (waiting.tx_hash, 1)  # the same signed transaction, never another
+    assert sent.note and "nonce 0 below it, which the node had lost, filled with no-ops" in sent.note
+    after = sender(devchain, db_url).send_once("run:3:0", pay(devchain, 1_000_000))
+    assert after.nonce == 2
+    assert devchain.chain.nonce(devchain.treasury) == 3
+    assert devchain.chain.token_balance(devchain.token, GLOBEX) == 5_000_000
+    assert devchain.chain.token_balance(devchain.token, ACME) == 1_000_000  # not the 250 the reset chain lost
+    assert devchain.chain.receipt(first.tx_hash) is None  # never replayed
+    assert [(r.nonce, r.status, r.action.get("kind")) for r in sorted(rows(db_url), key=lambda r: r.created_at)] \
+        == [(0, "mined", None), (1, "mined", None), (0, "mined", "noop"), (2, "mined", None)]
+
+
+def test_a_payment_another_wallet_outbid_at_its_nonce_is_dropped_and_the_next_one_goes(
+        devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    with pytest.raises(ChainUnavailableError):
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:1:0", pay(devchain, 5_000_000))
+    [stuck] = rows(db_url)
+    fees = {k: v * 3 for k, v in devchain.chain.fees().items()}  # the same key, used elsewhere, at nonce 0
+    signed = Account.from_key(dev_key(1)).sign_transaction(
+        {"to": dev_address(4), "value": 1, "nonce": 0, "gas": 21_000, "chainId": 31337, "type": 2, **fees})
+    devchain.chain.send_raw("0x" + bytes(signed.raw_transaction).hex())
+    devchain.rpc("evm_mine")
+    devchain.rpc("evm_setAutomine", True)
+    with pytest.raises(TransactionDroppedError, match=r"nonce 0\) was never mined and never will be: a "
+                                                      "transaction Airlock did not send") as exc:
+        sender(devchain, db_url).send_once("run:1:0", pay(devchain, 5_000_000))
+    assert exc.value.tx_hash == stuck.tx_hash and rows(db_url)[0].status == "dropped"
+    assert sender(devchain, db_url).send_once("run:2:0", pay(devchain, 1_000_000)).nonce == 1
+    assert devchain.chain.token_balance(devchain.token, ACME) == 1_000_000  # the dropped payment never happened
+
+
+def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevChainNode, db_url: str,
+                                                                tmp_path: Path) -> None:
+    env = {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(tmp_path / "state"),
+           "AIRLOCK_DATABASE_URL": db_url, "AIRLOCK_CHAIN__STUCK_AFTER_S": "0.1",
+           **{f"AIRLOCK_CHAIN__{k.upper()}": str(v) for k, v in devchain.chain_settings().items()}}
+
+    def airlock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+    assert airlock("doctor").stdout.endswith("no transactions recorded on this chain\nno stuck transactions\n")
+    devchain.rpc("evm_setAutomine", False)
+    with pytest.raises(ChainUnavailableError):
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:1:0", pay(devchain, 5_000_000))
+    [stuck] = rows(db_url)
+    doctor = airlock("doctor")
+    assert doctor.returncode == 1, doctor
+    assert f"stuck: nonce 0 {stuck.tx_hash} (token_transfer" not in doctor.stdout  # no action given here
+    assert f"stuck: nonce 0 {stuck.tx_hash} (transaction), sent" in doctor.stdout
+    assert "pending: in the node's pool, not mined" in doctor.stdout
+    assert "clear it: airlock senders release --nonce 0" in doctor.stdout
+    unconfirmed = airlock("senders", "release", "--nonce", "0")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr  # no terminal: never without --yes
+    assert airlock("senders", "release", "--nonce", "7", "--yes").returncode == 1  # nothing holds it
+    devchain.rpc("evm_setAutomine", True)  # mines the pool: the payment, before any release
+    released = airlock("senders", "release", "--nonce", "0", "--yes")
+    assert released.returncode == 0, released
+    assert "nonce 0 is already used on chain" in released.stdout and ": mined" in released.stdout
+    assert rows(db_url)[0].status == "mined"
+    assert airlock("doctor").stdout.endswith("no stuck transactions\n")
+    assert dev_key(1).removeprefix("0x") not in doctor.stdout + released.stdout + released.stderr
