@@ -27,6 +27,9 @@ class TemporalSettings(BaseModel):
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
     api_key: SecretStr | None = None
+    # How long a decision (approve, reject, edit) waits for a worker to take it; past that it is queued for
+    # delivery (a signal, durable in the run's history) and applies when a worker is back.
+    decision_wait_s: float = Field(default=5.0, gt=0, le=60)
 
     def ui_url(self, run_id: str) -> str:
         """A run in the dev server's web UI."""

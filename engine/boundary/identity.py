@@ -4,7 +4,8 @@ A run never takes a caller's word for who started it or who approved. The
 component that checks credentials (UI, JSON API, the CLI in local mode)
 signs a short-lived assertion (a JWT, EdDSA over Ed25519) bound to exactly
 what the person did: start run R of workflow W in tenant T, or approve /
-reject / edit approval A of run R on action digest D. The worker verifies the
+reject / edit approval A of run R on action digest D (with that comment, from
+that source, and for an edit those arguments). The worker verifies the
 signature, audience and expiry with the public key, records the assertion id
 so it is used once, and reads the person's roles and tenants from the user
 store. A Temporal client without the private key cannot mint one.
@@ -15,6 +16,7 @@ The only importer of PyJWT.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -50,6 +52,7 @@ class Assertion(BaseModel):
     approval_id: str | None = None
     digest: str | None = None
     args_hash: str | None = None
+    note_hash: str | None = None
     input_hash: str | None = None
     version: int | None = None
     pin: str | None = None
@@ -60,6 +63,14 @@ def args_hash(args: dict[str, Any]) -> str:
     from engine.boundary.decision import canonical_json
 
     return "sha256:" + hashlib.sha256(canonical_json(args).encode()).hexdigest()
+
+
+def note_hash(comment: str | None, source: str | None) -> str | None:
+    """What a decision assertion binds besides the action: its comment and where it came from (None when
+    neither is given). A rejection's comment goes to the model: nobody may swap it under a person's name."""
+    if not comment and not source:
+        return None
+    return "sha256:" + hashlib.sha256(json.dumps([comment or "", source or ""]).encode()).hexdigest()
 
 
 def _local_key_paths(settings: Settings) -> tuple[Path, Path]:
@@ -167,10 +178,11 @@ class Authority:
                           ver=version, pin=pin)
 
     def decide(self, *, user: str, run_id: str, approval_id: str, digest: str, action: Action,
-               args: dict[str, Any] | None = None) -> str:
-        """``user`` (authenticated) approves, rejects or edits (with ``args``) one gated action."""
+               args: dict[str, Any] | None = None, comment: str | None = None, source: str | None = None) -> str:
+        """``user`` (authenticated) approves, rejects or edits (with ``args``) one gated action, with this
+        comment, from this source."""
         return self._sign(user, action, run_id, apr=approval_id, dig=digest,
-                          args=args_hash(args) if args is not None else None)
+                          args=args_hash(args) if args is not None else None, note=note_hash(comment, source))
 
 
 class Verifier:
@@ -183,8 +195,12 @@ class Verifier:
     def from_settings(cls, settings: Settings) -> Verifier:
         return cls(_public_key(settings))
 
-    def verify(self, token: str) -> Assertion:
+    def verify(self, token: str, *, at: datetime | None = None) -> Assertion:
         """The claims of a valid assertion.
+
+        ``at`` judges expiry at that moment instead of now: when a decision was accepted for delivery
+        (recorded by the door that signed it, see ``engine.store.approvals.queue_decision``), it counts
+        if its assertion was still valid then. Everything else is checked as always.
 
         Raises:
             AuthenticationError: missing, malformed, forged, expired or not meant for a run.
@@ -194,16 +210,21 @@ class Verifier:
                                       "CLI with a password)")
         try:
             claims = jwt.decode(token, self._key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
-                                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]})
+                                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"],
+                                                           "verify_exp": at is None})
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the signed assertion has expired: decide again") from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"the signed assertion is not valid: {exc}") from None
+        if at is not None and not (isinstance(claims["exp"], int | float)
+                                   and at.timestamp() <= claims["exp"] + _LEEWAY_S):
+            raise AuthenticationError("the signed assertion had expired when the decision was queued: decide again")
         try:
             return Assertion(subject=claims["sub"], action=claims["act"], run_id=claims["run"], jti=claims["jti"],
                              expires_at=datetime.fromtimestamp(claims["exp"], UTC),
                              workflow=claims.get("wf"), tenant=claims.get("ten"), approval_id=claims.get("apr"),
-                             digest=claims.get("dig"), args_hash=claims.get("args"), input_hash=claims.get("inp"),
+                             digest=claims.get("dig"), args_hash=claims.get("args"), note_hash=claims.get("note"),
+                             input_hash=claims.get("inp"),
                              version=claims.get("ver"), pin=claims.get("pin"))
         except (KeyError, ValueError) as exc:
             raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None

@@ -3,6 +3,12 @@
 With ``AIRLOCK_API__TOKEN`` set these go through the JSON API as the token's
 user, so scripts obey exactly what the UI obeys; without it they act locally
 (Temporal and the database) as ``--as USER``.
+
+``approve``, ``reject`` and ``edit`` exit 0 when the run applied the decision,
+3 when no worker took it in time and it was accepted for delivery (it applies
+when a worker is back; ``approvals show`` tells when it has, or why not), 1
+when it was refused or could not be recorded (then it does not count), 2 for
+input to correct.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from engine.cli._app import (
 )
 from engine.config import Settings
 from engine.errors import AirlockError, InputError
+from engine.runtime.payloads import ApprovalDecisionResult
 from engine.store.repo import ApprovalView
 
 if TYPE_CHECKING:
@@ -124,11 +131,13 @@ def _act(approval_id: str, user: str | None, action: str, comment: str | None,
         try:
             if action == "edit":
                 result = await edit_action(client, db, signer, approval_id=approval_id, approver=approver,
-                                           args=args or {}, comment=comment, source=f"cli:{_host()}")
+                                           args=args or {}, comment=comment, source=f"cli:{_host()}",
+                                           wait_s=settings.temporal.decision_wait_s)
             else:
                 result = await decide_approval(client, db, signer, approval_id=approval_id,
                                                decision=action,  # type: ignore[arg-type]
-                                               approver=approver, comment=comment, source=f"cli:{_host()}")
+                                               approver=approver, comment=comment, source=f"cli:{_host()}",
+                                               wait_s=settings.temporal.decision_wait_s)
         except AirlockError as exc:
             _fail(str(exc), exit_code(exc))
         _print_outcome(approval_id, result)
@@ -136,7 +145,17 @@ def _act(approval_id: str, user: str | None, action: str, comment: str | None,
     run_client_command(go())
 
 
-def _print_outcome(approval_id: str, result: Any) -> None:
+QUEUED_EXIT = 3  # accepted for delivery, not applied yet
+
+
+def _print_outcome(approval_id: str, result: ApprovalDecisionResult) -> None:
+    """How the decision went; a queued one exits ``QUEUED_EXIT`` (the command succeeded, the run has not
+    applied it yet)."""
+    if result.status == "queued":
+        out.print(f"{approval_id}: queued — {result.detail or 'accepted for delivery'}. It does not count until "
+                  f"a worker applies it: `airlock approvals show {approval_id}` shows when it has, or why not.",
+                  highlight=False)
+        raise typer.Exit(QUEUED_EXIT)
     extra = f" ({result.approvals}/{result.needed} approvals)" if result.status == "pending" else ""
     out.print(f"{approval_id}: {result.status}{extra}", highlight=False)
 

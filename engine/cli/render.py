@@ -113,9 +113,33 @@ def approval_panel(item: ApprovalView) -> Panel:
              f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})",
              f"policy revision: {item.policy_revision}",
              f"action digest: {item.digest}",
-             f"expires: {item.expires_at.isoformat(timespec='minutes')}"]
+             f"expires: {item.expires_at.isoformat(timespec='minutes')}",
+             *queued_lines(item)]
     return Panel("\n".join(lines), title=f"approval {item.approval_id} — {item.status}", title_align="left",
                  expand=False)
+
+
+def queued_lines(item: ApprovalView) -> list[str]:
+    """Decisions sent while no worker was there, and what became of each."""
+    lines = []
+    for q in item.queued:
+        when = q.queued_at.strftime("%Y-%m-%d %H:%M:%S")
+        if q.waiting:
+            what = "[yellow]waiting for a worker[/]: it applies when one is back"
+        elif q.status == "applied":
+            what = f"[green]applied[/] ({escape(q.result or 'done')})"
+        else:
+            what = f"[red]{q.status}[/], it does not count: {escape(q.reason or '')}"
+        lines.append(f"queued decision: {q.by} {q.action} at {when} UTC — {what}")
+    return lines
+
+
+def status_text(item: ApprovalView) -> str:
+    """An inbox item's status, with the decisions that wait for a worker."""
+    waiting = item.waiting
+    if not waiting:
+        return item.status
+    return f"{item.status} ({len(waiting)} decision(s) waiting for a worker: {', '.join(q.by for q in waiting)})"
 
 
 def approvals_table(items: list[ApprovalView]) -> Table:
@@ -127,7 +151,7 @@ def approvals_table(items: list[ApprovalView]) -> Table:
     for a in items:
         table.add_row(a.approval_id, f"{a.workflow} v{a.version}", a.requested_by, a.tool, args_summary(a.args),
                       "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
-                      a.status)
+                      status_text(a))
     return table
 
 

@@ -174,6 +174,21 @@ class CloseApprovalResult(BaseModel):
     ok: bool = True
 
 
+class SettleDecisionInput(BaseModel):
+    """What the run made of a decision delivered by signal (``key``: ``payloads.decision_key``)."""
+
+    run_id: str
+    approval_id: str
+    key: str
+    status: Literal["applied", "refused"]
+    reason: str | None = None
+    result: str | None = None  # the approval's status once applied
+
+
+class SettleDecisionResult(BaseModel):
+    settled: bool = False  # False: no such queued decision (sent without the door recording it)
+
+
 class ExecuteToolInput(BaseModel):
     """The action to run; the worker finds the tool in the run's definition and checks its authority."""
 
@@ -203,6 +218,8 @@ class VerifyPersonInput(BaseModel):
     action: Literal["approve", "reject", "edit"]
     assertion: str
     args: dict[str, Any] | None = None
+    comment: str | None = None
+    source: str | None = None
 
 
 class VerifiedPerson(BaseModel):

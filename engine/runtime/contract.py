@@ -28,6 +28,8 @@ from engine.runtime.activity_io import (
     RecordRunResult,
     ResolveRunInput,
     ResolveRunResult,
+    SettleDecisionInput,
+    SettleDecisionResult,
     ValidateCallInput,
     ValidateCallResult,
     ValidateOutputInput,
@@ -88,6 +90,12 @@ async def open_approvals(request: OpenApprovalsInput) -> OpenApprovalsResult:
 @activity.defn(name="close_approval")
 async def close_approval(request: CloseApprovalInput) -> CloseApprovalResult:
     """Record how a gated action was decided."""
+    raise NotImplementedError
+
+
+@activity.defn(name="settle_decision")
+async def settle_decision(request: SettleDecisionInput) -> SettleDecisionResult:
+    """Record what became of a decision that was queued for delivery."""
     raise NotImplementedError
 
 

@@ -7,6 +7,8 @@ input and result are in ``engine.runtime.activity_io``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -200,12 +202,34 @@ class ApprovalEditInput(BaseModel):
     source: str | None = Field(default=None, max_length=200)
 
 
+def decision_key(assertion: str) -> str:
+    """A signed decision's key: its assertion's hash. The store keeps a queued decision under it, and the
+    worker finds it there when the decision arrives."""
+    return "dk_" + hashlib.sha256(assertion.encode()).hexdigest()[:40]
+
+
+def delivery_key(payload: ApprovalDecisionInput | ApprovalEditInput) -> str:
+    """One delivery of a decision, the same whichever way it reaches the run (the update, or the signal sent
+    when no worker took the update in time): the hash of the whole payload. The run applies a key once.
+
+    The whole payload, not only the assertion: a copy of an assertion on another approval, or with another
+    comment, is another delivery, refused on its own merits (the assertion is good for one use).
+    """
+    text = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "dl_" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
 class ApprovalDecisionResult(BaseModel):
+    """What a decision led to. ``status`` is how the approval stands once the run applied it, or
+    ``queued``: no worker took it in time, so it was accepted for delivery and applies when one is back
+    (the run answers only the other statuses; ``engine.runtime.runs`` answers ``queued``)."""
+
     approval_id: str
     # "expired": the approval timed out while this vote was being recorded (the vote counts for nothing).
-    status: Literal["pending", "approved", "rejected", "edited", "expired"]
+    status: Literal["pending", "approved", "rejected", "edited", "expired", "queued"]
     approvals: int
     needed: int
+    detail: str | None = None  # for people: what happened to the decision, in a sentence
 
 
 class WaitingApproval(BaseModel):

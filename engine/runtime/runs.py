@@ -1,19 +1,39 @@
 """Client-side operations on runs: start, await, list approvals, decide.
 
-The CLI (and later the HTTP API) call these; they speak Temporal and SQL and
-translate Temporal's errors into Airlock's once, here.
+The CLI, the pages and the JSON API call these; they speak Temporal and SQL
+and translate Temporal's errors into Airlock's once, here.
+
+A decision (approve, reject, edit) is first offered to the run as an update,
+for at most ``wait_s`` seconds (``AIRLOCK_TEMPORAL__DECISION_WAIT_S``): a
+worker that takes it answers how the approval stands. Temporal keeps an update
+no worker has taken only in memory, where it may be lost or applied much
+later, so when none takes it in time the same signed decision is recorded as
+queued (``queued_decisions``) and sent as a signal, which Temporal writes to
+the run's history at once; the answer is then ``queued``: accepted for
+delivery, it applies when a worker is back, and the approval shows when it
+has, or why not. The run counts a decision once however it arrives. If even
+the signal cannot be confirmed, the queued record is withdrawn (a worker that
+gets it later refuses it) and the person is told it did not count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.types import MethodSyncOrAsyncSingleParam
 from temporalio.workflow import UpdateMethodMultiParam
 
 from engine.boundary.arguments import validation_problems
@@ -29,15 +49,17 @@ from engine.runtime.payloads import (
     RunProgress,
     RunRequest,
     RunResult,
+    decision_key,
 )
 from engine.runtime.workflow import AgentRunWorkflow
 from engine.spec import ResolvedSpec
 from engine.store import repo
 from engine.store.db import Database
-from engine.store.repo import ApprovalView
+from engine.store.repo import ApprovalView, QueuedDecision
 from engine.store.users import Approver
 
 T = TypeVar("T", bound=BaseModel)
+DECISION_WAIT_S = 5.0  # how long a decision waits for a worker to take it before it is queued for delivery
 
 
 def new_run_id(workflow: str) -> str:
@@ -84,49 +106,57 @@ async def pending_actions(client: Client, run_id: str) -> list[PendingAction]:
 
 async def decide_approval(client: Client, db: Database, authority: Authority, *, approval_id: str,
                           decision: Literal["approve", "reject"], approver: Approver, comment: str | None = None,
-                          digest: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
+                          digest: str | None = None, source: str | None = None,
+                          wait_s: float = DECISION_WAIT_S) -> ApprovalDecisionResult:
     """Approve or reject a gated action, across all runs, as ``approver`` (authenticated by the caller).
 
     ``authority`` signs the person's assertion bound to this approval, digest
     and decision; the run verifies it and enforces the rules (requester,
     editors, role, quorum, digest, expiry, decided once). ``digest`` is what
-    the person was shown; None means the inbox row's.
+    the person was shown; None means the inbox row's. Answers how the approval
+    stands, or ``queued`` when no worker took the decision within ``wait_s``
+    seconds (see the module's docstring).
 
     Raises:
         NotFoundError: no approval has this id.
-        ApprovalError: the run refused the decision.
+        ApprovalError: the run refused the decision, or it could not be recorded (then it does not count).
         AuthenticationError: the run could not verify who decided.
     """
     if (problem := rejection_problem(decision, comment)) is not None:
         raise InputError(problem)
-    approval, handle = _pending(client, db, approval_id)
+    approval, handle = _pending(client, db, approval_id, approver)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
-                                 digest=digest, action=decision)
-    return await _update(handle, approval.run_id, AgentRunWorkflow.decide_approval, _payload(
-        ApprovalDecisionInput, approval_id=approval_id, decision=decision, digest=digest, assertion=assertion,
-        comment=comment, source=source))
+                                 digest=digest, action=decision, comment=comment, source=source)
+    payload = _payload(ApprovalDecisionInput, approval_id=approval_id, decision=decision, digest=digest,
+                       assertion=assertion, comment=comment, source=source)
+    return await _deliver(handle, db, approval, approver, payload, AgentRunWorkflow.decide_approval,
+                          AgentRunWorkflow.deliver_decision, action=decision, wait_s=wait_s)
 
 
 async def edit_action(client: Client, db: Database, authority: Authority, *, approval_id: str,
                       approver: Approver, args: dict[str, Any], digest: str | None = None,
-                      comment: str | None = None, source: str | None = None) -> ApprovalDecisionResult:
+                      comment: str | None = None, source: str | None = None,
+                      wait_s: float = DECISION_WAIT_S) -> ApprovalDecisionResult:
     """Correct a gated action's arguments; it goes through validation, facts and policy again.
+
+    Answers ``edited``, or ``queued`` as :func:`decide_approval` does.
 
     Raises:
         NotFoundError: no approval has this id.
-        ApprovalError: the run refused the edit (same rules as a decision).
+        ApprovalError: the run refused the edit (same rules as a decision), or it could not be recorded.
         AuthenticationError: the run could not verify who edited.
         ToolArgumentsError: the edited arguments do not fit the tool's schema.
     """
     check_document(args, "args", MAX_ARGUMENT_BYTES)
-    approval, handle = _pending(client, db, approval_id)
+    approval, handle = _pending(client, db, approval_id, approver)
     digest = digest or approval.digest
     assertion = authority.decide(user=approver.name, run_id=approval.run_id, approval_id=approval_id,
-                                 digest=digest, action="edit", args=args)
-    return await _update(handle, approval.run_id, AgentRunWorkflow.edit_action, _payload(
-        ApprovalEditInput, approval_id=approval_id, digest=digest, args=args, assertion=assertion, comment=comment,
-        source=source))
+                                 digest=digest, action="edit", args=args, comment=comment, source=source)
+    payload = _payload(ApprovalEditInput, approval_id=approval_id, digest=digest, args=args, assertion=assertion,
+                       comment=comment, source=source)
+    return await _deliver(handle, db, approval, approver, payload, AgentRunWorkflow.edit_action,
+                          AgentRunWorkflow.deliver_edit, action="edit", args=args, wait_s=wait_s)
 
 
 def _payload(model: type[T], **fields: Any) -> T:
@@ -137,31 +167,87 @@ def _payload(model: type[T], **fields: Any) -> T:
         raise InputError(validation_problems(exc, "(decision)")) from None
 
 
-def _pending(client: Client, db: Database,
-             approval_id: str) -> tuple[ApprovalView, WorkflowHandle[AgentRunWorkflow, RunResult]]:
+def _pending(client: Client, db: Database, approval_id: str,
+             approver: Approver) -> tuple[ApprovalView, WorkflowHandle[AgentRunWorkflow, RunResult]]:
     approval = db.call(repo.get_approval, approval_id=approval_id)
     if approval is None:
         raise NotFoundError(f"no approval {approval_id}")
     if approval.status != "pending":
         raise ApprovalError(f"approval {approval_id} is already {approval.status}")
+    for waiting in approval.waiting:
+        if waiting.by == approver.name:  # the run would refuse a second one anyway: say why now
+            raise ApprovalError(f"{approver.name} already decided approval {approval_id}: {waiting_text(waiting)}")
     return approval, client.get_workflow_handle_for(AgentRunWorkflow.run, approval.run_id)
+
+
+def waiting_text(queued: QueuedDecision) -> str:
+    """A queued decision that no worker has applied yet, in words."""
+    return (f"{queued.by}'s {queued.action} was accepted for delivery at {queued.queued_at:%Y-%m-%d %H:%M:%S} UTC "
+            "and will apply when a worker is back")
 
 
 _ERRORS = {"NotFoundError": NotFoundError, "ToolArgumentsError": ToolArgumentsError,
            "AuthenticationError": AuthenticationError}
 
 
-async def _update(handle: WorkflowHandle[AgentRunWorkflow, RunResult], run_id: str,
-                  update: UpdateMethodMultiParam[[AgentRunWorkflow, T], Awaitable[ApprovalDecisionResult]],
-                  payload: T) -> ApprovalDecisionResult:
+def _refusal(exc: WorkflowUpdateFailedError) -> Exception:
+    cause = exc.cause
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+    kind = cause.type if isinstance(cause, ApplicationError) else None
+    return _ERRORS.get(kind or "", ApprovalError)(message)
+
+
+async def _deliver(handle: WorkflowHandle[AgentRunWorkflow, RunResult], db: Database, approval: ApprovalView,
+                   approver: Approver, payload: T,
+                   update: UpdateMethodMultiParam[[AgentRunWorkflow, T], Awaitable[ApprovalDecisionResult]],
+                   signal: MethodSyncOrAsyncSingleParam[AgentRunWorkflow, T, None], *, action: str,
+                   wait_s: float, args: dict[str, Any] | None = None) -> ApprovalDecisionResult:
+    """Offer the decision as an update for ``wait_s`` seconds, else queue it and send it as a signal."""
+    assertion = getattr(payload, "assertion", "")
+    key = decision_key(assertion)
     try:
         # temporalio types an async handler under ``@workflow.update(name=...)`` as returning its awaitable;
-        # what the update answers is the awaited value, decoded with the handler's return type.
-        return cast(ApprovalDecisionResult, await handle.execute_update(update, payload))
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        kind = cause.type if isinstance(cause, ApplicationError) else None
-        raise _ERRORS.get(kind or "", ApprovalError)(message) from exc
+        # what the update answers is the awaited value, decoded with the handler's return type. The update's
+        # id is the decision's key: the same decision offered again is the same update.
+        return cast(ApprovalDecisionResult,
+                    await asyncio.wait_for(handle.execute_update(update, payload, id=key), wait_s))
+    except WorkflowUpdateFailedError as exc:  # the run refused it: nothing was recorded
+        raise _refusal(exc) from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        why = f"no worker took it within {wait_s:g} s"
     except RPCError as exc:
-        raise ApprovalError(f"run {run_id} cannot take decisions now: {exc.message}") from exc
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the run has ended (or never was): nothing can take it
+            raise ApprovalError(f"run {approval.run_id} cannot take decisions now: {exc.message}") from exc
+        why = f"Temporal did not confirm it ({exc.message})"
+    # The update may still be held in memory by Temporal and applied later; the run counts the decision
+    # once by its key, so sending the same signed decision durably cannot make it count twice.
+    comment = getattr(payload, "comment", None)
+    queued = db.call(repo.queue_decision, key=key, approval_id=approval.approval_id, run_id=approval.run_id,
+                     by=approver.name, action=action, digest=getattr(payload, "digest", ""), comment=comment,
+                     args=args, source=getattr(payload, "source", None))
+    try:
+        await asyncio.wait_for(handle.signal(signal, payload, rpc_timeout=timedelta(seconds=wait_s)), wait_s + 1)
+    except (RPCError, TimeoutError) as exc:
+        problem = exc.message if isinstance(exc, RPCError) else f"no answer within {wait_s:g} s"
+        withdrawn = db.call(repo.withdraw_decision, key=key, reason=f"it could not be delivered: {problem}")
+        if withdrawn is None or withdrawn.status == "withdrawn":
+            raise ApprovalError(f"approval {approval.approval_id}: the decision was not recorded ({why}, and "
+                                f"Temporal did not take it for delivery: {problem}); it does not count, "
+                                "decide again") from exc
+        queued = withdrawn  # a worker has it already: the record says how it goes
+    return _answer(db, approval, db.call(repo.queued_decision, key=key) or queued, why)
+
+
+def _answer(db: Database, approval: ApprovalView, queued: QueuedDecision, why: str) -> ApprovalDecisionResult:
+    """What to tell the person about a decision sent for delivery: applied already, refused, or queued."""
+    if queued.status == "refused":
+        raise ApprovalError(queued.reason or f"approval {approval.approval_id}: the run refused the decision")
+    now = db.call(repo.get_approval, approval_id=approval.approval_id) or approval
+    approvals = len({v.get("by") for v in now.votes if v.get("decision") == "approve"})
+    if queued.status == "applied":
+        status = now.status if now.status in ("pending", "approved", "rejected", "edited", "expired") else "pending"
+        return ApprovalDecisionResult(approval_id=approval.approval_id, status=status,  # type: ignore[arg-type]
+                                      approvals=approvals, needed=now.min_approvals,
+                                      detail=f"applied by the run: {queued.result or status}")
+    return ApprovalDecisionResult(approval_id=approval.approval_id, status="queued", approvals=approvals,
+                                  needed=now.min_approvals, detail=f"{waiting_text(queued)} ({why})")

@@ -3,15 +3,26 @@
 The graph runs inside the workflow through ``temporalio-langgraph``. When the
 boundary needs people, the graph interrupts; the workflow records the inbox
 rows, exposes the pending actions through ``get_pending_actions`` and waits
-durably for ``decide_approval`` updates or the approval timeout, then resumes
-the graph with the verdicts.
+durably for decisions or the approval timeout, then resumes the graph with the
+verdicts.
+
+A decision arrives as an update (``decide_approval``, ``edit_action``), whose
+answer the person gets at once, or — when no worker took the update in time —
+as a signal carrying the same signed payload (``deliver_decision``,
+``deliver_edit``), which Temporal records durably even with no worker
+polling. Both go through the same checks, the same verification of the person
+by the worker and the same rules; a delivery is applied once by its key (the
+hash of the whole payload) however many ways it arrives, its assertion is good
+for one use, each person counts once, and a signalled one ends with
+``settle_decision`` recording what became of it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -31,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         OpenApprovalsInput,
         RecordRunInput,
         ResolveRunInput,
+        SettleDecisionInput,
         ValidateCallInput,
         VerifiedPerson,
         VerifyPersonInput,
@@ -50,6 +62,8 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRecord,
         Verdict,
         WaitingApproval,
+        decision_key,
+        delivery_key,
     )
     from engine.runtime.state import failure_reason
 
@@ -65,6 +79,19 @@ def user_message(run_input: dict[str, Any]) -> str:
     return message if isinstance(message, str) else json.dumps(run_input, sort_keys=True)
 
 
+class _Outcome(NamedTuple):
+    """What became of one decision: applied (``detail``: the approval's status then) or refused (why)."""
+
+    applied: bool
+    detail: str | None
+
+
+def _shown_result(result: ApprovalDecisionResult) -> str:
+    if result.status == "pending":
+        return f"pending: {result.approvals} of {result.needed} approvals"
+    return result.status
+
+
 @workflow.defn(name="AgentRunWorkflow")
 class AgentRunWorkflow:
     """Runs one agent workflow spec to completion."""
@@ -74,6 +101,8 @@ class AgentRunWorkflow:
         self._status: RunStatus = "running"
         self._pending: dict[str, PendingAction] = {}
         self._progress = RunProgress()
+        self._taken: set[str] = set()  # delivery keys that reached the run (by update or signal)
+        self._outcomes: dict[str, _Outcome] = {}  # ... and what became of each, once known
 
     @workflow.run
     async def run(self, payload: Any) -> RunResult:
@@ -184,14 +213,18 @@ class AgentRunWorkflow:
                                                         votes=pending.call.votes, reason=pending.reason),
             start_to_close_timeout=_RECORD_TIMEOUT)
 
-    async def _verify(self, approval_id: str, digest: str, action: Literal["approve", "reject", "edit"],
-                      assertion: str, args: dict[str, Any] | None = None) -> VerifiedPerson:
-        """Who signed this decision, proven by the worker (signature, expiry, single use, user store)."""
+    async def _verify(self, payload: ApprovalDecisionInput | ApprovalEditInput) -> VerifiedPerson:
+        """Who signed this decision, proven by the worker (signature, expiry, single use, user store), and
+        that the assertion is for exactly this payload."""
+        action: Literal["approve", "reject", "edit"] = (payload.decision if isinstance(payload, ApprovalDecisionInput)
+                                                        else "edit")
+        args = payload.args if isinstance(payload, ApprovalEditInput) else None
         try:
             return await workflow.execute_activity(
                 contract.verify_person, VerifyPersonInput(run_id=self._request.run_id if self._request else "",
-                                                          approval_id=approval_id, digest=digest, action=action,
-                                                          assertion=assertion, args=args),
+                                                          approval_id=payload.approval_id, digest=payload.digest,
+                                                          action=action, assertion=payload.assertion, args=args,
+                                                          comment=payload.comment, source=payload.source),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3))
         except ActivityError as exc:
@@ -203,7 +236,17 @@ class AgentRunWorkflow:
     @workflow.update(name="decide_approval")
     async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
         """Record one person's approve/reject; quorum turns it into a verdict."""
-        person = await self._verify(decision.approval_id, decision.digest, decision.decision, decision.assertion)
+        return await self._once(delivery_key(decision), lambda: self._apply_decision(decision))
+
+    @decide_approval.validator
+    def _check_decision(self, decision: ApprovalDecisionInput) -> None:
+        self._check_new(decision)
+        self._check_action(decision.approval_id, decision.digest)
+        if (problem := rejection_problem(decision.decision, decision.comment)) is not None:
+            raise ApplicationError(problem, type="ApprovalError")
+
+    async def _apply_decision(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
+        person = await self._verify(decision)
         self._check_person(decision.approval_id, person, decision.digest)  # again: others decided meanwhile
         pending = self._pending[decision.approval_id]
         pending.call.votes.append(ApprovalVote(by=person.name, decision=decision.decision, comment=decision.comment,
@@ -219,15 +262,17 @@ class AgentRunWorkflow:
         return ApprovalDecisionResult(approval_id=pending.approval_id, status=pending.status,
                                       approvals=approvals, needed=needed)
 
-    @decide_approval.validator
-    def _check_decision(self, decision: ApprovalDecisionInput) -> None:
-        self._check_action(decision.approval_id, decision.digest)
-        if (problem := rejection_problem(decision.decision, decision.comment)) is not None:
-            raise ApplicationError(problem, type="ApprovalError")
-
     @workflow.update(name="edit_action")
     async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
         """Replace a gated action's arguments; the new action goes through the whole boundary again."""
+        return await self._once(delivery_key(edit), lambda: self._apply_edit(edit))
+
+    @edit_action.validator
+    def _check_edit(self, edit: ApprovalEditInput) -> None:
+        self._check_new(edit)
+        self._check_action(edit.approval_id, edit.digest)
+
+    async def _apply_edit(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
         pending = self._pending[edit.approval_id]
         valid = await workflow.execute_activity(
             contract.validate_tool_call, ValidateCallInput(run_id=pending.run_id, tool=pending.call.tool,
@@ -235,7 +280,7 @@ class AgentRunWorkflow:
             start_to_close_timeout=_RECORD_TIMEOUT)
         if not valid.ok:  # refused before anything changes (or anyone counts as its editor)
             raise ApplicationError(f"the edited arguments are invalid: {valid.error}", type="ToolArgumentsError")
-        person = await self._verify(edit.approval_id, edit.digest, "edit", edit.assertion, edit.args)
+        person = await self._verify(edit)
         self._check_person(edit.approval_id, person, edit.digest)
         if pending.status != "pending":  # decided while the arguments were being checked
             raise ApplicationError(f"approval {edit.approval_id} is already {pending.status}", type="ApprovalError")
@@ -246,9 +291,79 @@ class AgentRunWorkflow:
         return ApprovalDecisionResult(approval_id=pending.approval_id, status="edited", approvals=0,
                                       needed=pending.call.approvals_needed)
 
-    @edit_action.validator
-    def _check_edit(self, edit: ApprovalEditInput) -> None:
-        self._check_action(edit.approval_id, edit.digest)
+    @workflow.signal(name="deliver_decision")
+    async def deliver_decision(self, decision: ApprovalDecisionInput) -> None:
+        """``decide_approval``'s decision, delivered durably: sent when no worker took the update in time.
+
+        The same checks and the same verified person as the update; it counts once (by its key), and what
+        became of it is recorded for the person (``settle_decision``).
+        """
+        await self._deliver(decision, lambda: self._check_decision(decision), lambda: self._apply_decision(decision))
+
+    @workflow.signal(name="deliver_edit")
+    async def deliver_edit(self, edit: ApprovalEditInput) -> None:
+        """``edit_action``'s edit, delivered durably (see ``deliver_decision``)."""
+        await self._deliver(edit, lambda: self._check_edit(edit), lambda: self._apply_edit(edit))
+
+    def _check_new(self, payload: ApprovalDecisionInput | ApprovalEditInput) -> None:
+        """A delivery is applied once, however many ways it arrives (an update the worker took late, and the
+        signal sent because it did not take it in time)."""
+        if delivery_key(payload) in self._taken:
+            raise ApplicationError("this decision has reached the run already; it counts once", type="ApprovalError")
+
+    async def _once(self, key: str,
+                    apply: Callable[[], Awaitable[ApprovalDecisionResult]]) -> ApprovalDecisionResult:
+        """Apply the delivery ``key`` names unless it reached the run already; remember what became of it."""
+        if key in self._taken:  # the same decision, the other way, at the same time: that one counts
+            raise ApplicationError("this decision has reached the run already; it counts once", type="ApprovalError")
+        self._taken.add(key)
+        try:
+            result = await apply()
+        except ApplicationError as exc:
+            self._outcomes[key] = _Outcome(applied=False, detail=exc.message)
+            raise
+        except BaseException as exc:
+            reason = failure_reason(exc) if isinstance(exc, ActivityError) else f"{type(exc).__name__}: {exc}"
+            self._outcomes[key] = _Outcome(applied=False, detail=f"the run could not record it: {reason}"[:2000])
+            raise
+        self._outcomes[key] = _Outcome(applied=True, detail=_shown_result(result))
+        return result
+
+    async def _deliver(self, payload: ApprovalDecisionInput | ApprovalEditInput, check: Callable[[], None],
+                       apply: Callable[[], Awaitable[ApprovalDecisionResult]]) -> None:
+        """A decision that came by signal: apply it (or find how its update went), then record the outcome.
+
+        Nothing raised here may fail the run: every refusal becomes the recorded reason.
+        """
+        key, approval_id = delivery_key(payload), payload.approval_id
+        if key in self._taken:  # the update reached the run too: it counts, and says how it went
+            await workflow.wait_condition(lambda: key in self._outcomes)
+            outcome = self._outcomes[key]
+        else:
+            try:
+                check()
+                outcome = _Outcome(applied=True, detail=_shown_result(await self._once(key, apply)))
+            except ApplicationError as exc:
+                outcome = _Outcome(applied=False, detail=exc.message)
+            except ActivityError as exc:
+                outcome = _Outcome(applied=False, detail=f"the run could not record it: {failure_reason(exc)}")
+            except Exception as exc:  # noqa: BLE001 - a signal handler that raised would fail the workflow task
+                outcome = _Outcome(applied=False, detail=f"internal error: {type(exc).__name__}: {exc}"[:2000])
+            self._taken.add(key)
+            self._outcomes.setdefault(key, outcome)
+        if not outcome.applied:
+            workflow.logger.warning("decision %s on %s refused: %s", key, approval_id, outcome.detail)
+        if self._request is None:  # not resolved yet: nothing the door could have queued
+            return
+        settled = SettleDecisionInput(run_id=self._request.run_id, approval_id=approval_id,
+                                      key=decision_key(payload.assertion),
+                                      status="applied" if outcome.applied else "refused",
+                                      reason=None if outcome.applied else outcome.detail,
+                                      result=outcome.detail if outcome.applied else None)
+        try:
+            await workflow.execute_activity(contract.settle_decision, settled, start_to_close_timeout=_RECORD_TIMEOUT)
+        except ActivityError as exc:
+            workflow.logger.warning("decision %s: its outcome could not be recorded: %s", key, failure_reason(exc))
 
     def _check_action(self, approval_id: str, digest: str) -> PendingAction:
         """Rules on the action alone, checked before anything is accepted into history."""

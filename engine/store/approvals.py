@@ -1,18 +1,49 @@
-"""The inbox: gated actions waiting for people, opened and closed by the run they belong to."""
+"""The inbox: gated actions waiting for people, opened and closed by the run they belong to, and the
+decisions on them that wait for a worker (queued for delivery), with what became of each."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from engine.runtime.activity_io import CloseApprovalInput, OpenApprovalsInput
 from engine.runtime.payloads import PolicyDecision
 from engine.store.decisions import decision_for_approval
-from engine.store.tables import ApprovalRow, RunRow, utcnow
+from engine.store.tables import ApprovalRow, QueuedDecisionRow, RunRow, utcnow
 from engine.store.users import record_event
+
+DeliveryStatus = Literal["queued", "delivering", "applied", "refused", "withdrawn"]
+WAITING: tuple[DeliveryStatus, ...] = ("queued", "delivering")  # accepted for delivery, not applied yet
+
+
+class QueuedDecision(BaseModel):
+    """A decision accepted for delivery while no worker took it, and what became of it."""
+
+    key: str
+    approval_id: str
+    run_id: str
+    by: str
+    action: str
+    digest: str
+    comment: str | None = None
+    args: dict[str, Any] | None = None
+    source: str | None = None
+    status: DeliveryStatus
+    reason: str | None = None
+    result: str | None = None
+    queued_at: datetime
+    settled_at: datetime | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Accepted for delivery and not applied (nor refused) yet."""
+        return self.status in WAITING
 
 
 class ApprovalView(BaseModel):
@@ -39,6 +70,12 @@ class ApprovalView(BaseModel):
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None
+    queued: list[QueuedDecision] = Field(default_factory=list)  # decisions sent while no worker was there
+
+    @property
+    def waiting(self) -> list[QueuedDecision]:
+        """Decisions accepted for delivery that no worker has applied yet."""
+        return [q for q in self.queued if q.waiting]
 
 
 def open_approvals(session: Session, *, request: OpenApprovalsInput) -> int:
@@ -87,6 +124,14 @@ def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
     if request.status == "expired":
         record_event(session, approval_id=row.approval_id, run_id=row.run_id, actor="airlock", action="expire",
                      digest=row.digest, source="approval timeout", comment=request.reason)
+    if request.status != "pending":  # decisions still queued can no longer count: say so now
+        late = session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.approval_id == row.approval_id,
+                                                           QueuedDecisionRow.status == "queued")).all()
+        for queued in late:
+            queued.status, queued.settled_at = "refused", utcnow()
+            queued.reason = f"approval {row.approval_id} was {request.status} before this decision reached the run"
+            session.add(queued)
+        session.commit()
 
 
 def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,
@@ -99,7 +144,7 @@ def list_approvals(session: Session, *, status: str | None = "pending", run_id: 
         query = query.where(ApprovalRow.status == status)
     if run_id:
         query = query.where(ApprovalRow.run_id == run_id)
-    return [ApprovalView.model_validate(r, from_attributes=True) for r in session.exec(query).all()]
+    return _views(session, session.exec(query).all())
 
 
 def inbox(session: Session, *, tenants: list[str], status: str | None = "pending", workflow: str | None = None,
@@ -118,7 +163,7 @@ def inbox(session: Session, *, tenants: list[str], status: str | None = "pending
     if role:  # JSON containment differs between SQLite and PostgreSQL; inboxes are small
         rows = [r for r in rows if role in (r.approvers or [])]
     start = (max(page, 1) - 1) * page_size
-    return [ApprovalView.model_validate(r, from_attributes=True) for r in rows[start:start + page_size]], len(rows)
+    return _views(session, rows[start:start + page_size]), len(rows)
 
 
 def inbox_facets(session: Session, *, tenants: list[str]) -> dict[str, list[str]]:
@@ -132,4 +177,92 @@ def inbox_facets(session: Session, *, tenants: list[str]) -> dict[str, list[str]
 def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
     """One inbox item, or None."""
     row = session.get(ApprovalRow, approval_id)
-    return ApprovalView.model_validate(row, from_attributes=True) if row else None
+    return _views(session, [row])[0] if row else None
+
+
+def _views(session: Session, rows: Sequence[ApprovalRow]) -> list[ApprovalView]:
+    """Inbox items with their queued decisions (oldest first)."""
+    ids = [r.approval_id for r in rows]
+    queued: dict[str, list[QueuedDecision]] = {i: [] for i in ids}
+    if ids:
+        found = session.exec(select(QueuedDecisionRow).where(col(QueuedDecisionRow.approval_id).in_(ids))
+                             .order_by(col(QueuedDecisionRow.queued_at))).all()
+        for q in found:
+            queued[q.approval_id].append(QueuedDecision.model_validate(q, from_attributes=True))
+    return [ApprovalView.model_validate(r, from_attributes=True).model_copy(update={"queued": queued[r.approval_id]})
+            for r in rows]
+
+
+# --- decisions queued for delivery ------------------------------------------------------------------------
+
+
+def queue_decision(session: Session, *, key: str, approval_id: str, run_id: str, by: str, action: str,
+                   digest: str, comment: str | None = None, args: dict[str, Any] | None = None,
+                   source: str | None = None) -> QueuedDecision:
+    """Record that a decision was accepted for delivery (before it is sent); the same key again is a no-op.
+
+    The door that authenticated the person writes it; its time is when the decision was made, which the
+    worker judges the assertion's expiry by (``queued_decision``).
+    """
+    if session.get(QueuedDecisionRow, key) is None:
+        session.add(QueuedDecisionRow(key=key, approval_id=approval_id, run_id=run_id, by=by, action=action,
+                                      digest=digest, comment=comment, args=args, source=source))
+        try:
+            session.commit()
+        except IntegrityError:  # the same decision, queued at the same instant by a retry
+            session.rollback()
+    found = queued_decision(session, key=key)
+    assert found is not None
+    return found
+
+
+def queued_decision(session: Session, *, key: str) -> QueuedDecision | None:
+    """One queued decision by its key, or None."""
+    row = session.get(QueuedDecisionRow, key)
+    return QueuedDecision.model_validate(row, from_attributes=True) if row else None
+
+
+def queued_by(session: Session, *, approval_id: str, person: str) -> list[QueuedDecision]:
+    """``person``'s decisions on this approval that wait for delivery."""
+    rows = session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.approval_id == approval_id,
+                                                        QueuedDecisionRow.by == person,
+                                                        col(QueuedDecisionRow.status).in_(WAITING))).all()
+    return [QueuedDecision.model_validate(r, from_attributes=True) for r in rows]
+
+
+def _move(session: Session, key: str, allowed_from: tuple[str, ...], **changes: Any) -> QueuedDecision | None:
+    """Move a queued decision on, only from ``allowed_from`` (one atomic UPDATE: the worker and the door
+    race for it); the row as it stands afterwards, or None when there is none."""
+    session.execute(update(QueuedDecisionRow).where(col(QueuedDecisionRow.key) == key,
+                                                    col(QueuedDecisionRow.status).in_(allowed_from))
+                    .values(**changes))
+    session.commit()
+    session.expire_all()
+    return queued_decision(session, key=key)
+
+
+def claim_delivery(session: Session, *, key: str) -> QueuedDecision | None:
+    """The worker takes a queued decision it has verified (``queued`` → ``delivering``); a retry of the same
+    step finds it ``delivering``. The row afterwards (its status says whether the claim held), or None when
+    the decision was never queued."""
+    return _move(session, key, ("queued",), status="delivering")
+
+
+def settle_decision(session: Session, *, key: str, status: Literal["applied", "refused"], reason: str | None = None,
+                    result: str | None = None) -> QueuedDecision | None:
+    """What the run made of a queued decision: applied (with the approval's status then) or refused (why).
+
+    Applied is final (a copy of its assertion refused later changes nothing), and so is withdrawn (the run
+    refuses those anyway); a refusal recorded when the approval closed gives way to the run's own word.
+    """
+    return _move(session, key, ("queued", "delivering", "refused"), status=status, reason=reason, result=result,
+                 settled_at=utcnow())
+
+
+def withdraw_decision(session: Session, *, key: str, reason: str) -> QueuedDecision | None:
+    """The door could not confirm delivery: withdraw the decision unless a worker took it already.
+
+    After ``withdrawn`` the worker refuses it if it ever arrives, so the person can be told it did not
+    count; any other status means the run has it (and the row says how it went).
+    """
+    return _move(session, key, ("queued",), status="withdrawn", reason=reason, settled_at=utcnow())

@@ -9,12 +9,19 @@ and returns store-owned models, never rows. They live by aggregate:
 
 from engine.store.approvals import (
     ApprovalView,
+    QueuedDecision,
+    claim_delivery,
     close_approval,
     get_approval,
     inbox,
     inbox_facets,
     list_approvals,
     open_approvals,
+    queue_decision,
+    queued_by,
+    queued_decision,
+    settle_decision,
+    withdraw_decision,
 )
 from engine.store.executions import Execution, executed_calls, finish_execution, get_execution, start_execution
 from engine.store.model_calls import (
@@ -37,9 +44,10 @@ from engine.store.runs import (
 from engine.store.timeline import TimelineEntry, run_timeline
 
 __all__ = [
-    "ApprovalView", "Execution", "PromptVersion", "RunView", "TimelineEntry",
-    "close_approval", "cost_today", "executed_calls", "finish_execution", "get_approval", "get_execution",
-    "get_run", "inbox", "inbox_facets", "list_approvals", "open_approvals", "prompt_version", "prompt_versions",
-    "record_model_call", "record_refused_run", "record_run", "record_validation", "register_run", "resolved_run",
-    "run_timeline", "start_execution", "workflow_names",
+    "ApprovalView", "Execution", "PromptVersion", "QueuedDecision", "RunView", "TimelineEntry",
+    "claim_delivery", "close_approval", "cost_today", "executed_calls", "finish_execution", "get_approval",
+    "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals", "open_approvals", "prompt_version",
+    "prompt_versions", "queue_decision", "queued_by", "queued_decision", "record_model_call", "record_refused_run",
+    "record_run", "record_validation", "register_run", "resolved_run", "run_timeline", "settle_decision",
+    "start_execution", "withdraw_decision", "workflow_names",
 ]

@@ -1,11 +1,18 @@
-"""The JSON API under ``/api``: the same rules as the pages, for scripts and apps."""
+"""The JSON API under ``/api``: the same rules as the pages, for scripts and apps.
+
+A decision or edit answers 200 when the run applied it, 202 with ``status``
+``queued`` when no worker took it within ``AIRLOCK_TEMPORAL__DECISION_WAIT_S``
+(accepted for delivery: it applies when a worker is back, and the approval's
+``queued`` list shows when it has, or why not), 409/401/422 when it was
+refused or could not be recorded (then it does not count).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.boundary.inputs import MAX_INPUT_BYTES, check_document
@@ -119,28 +126,42 @@ def get_approval(request: Request, approval_id: str, user: Approver = Depends(ap
     return ApprovalDetail(approval=item, events=services(request).db.call(users.events_for, approval_id=approval_id))
 
 
-@router.post("/approvals/{approval_id}/decision")
-async def decide(request: Request, approval_id: str, body: DecisionRequest, user: Approver = Depends(api_user),
+def _answered(response: Response, result: ApprovalDecisionResult) -> ApprovalDecisionResult:
+    if result.status == "queued":  # accepted for delivery, not applied yet
+        response.status_code = 202
+    return result
+
+
+@router.post("/approvals/{approval_id}/decision", responses={202: {"description": "queued: accepted for delivery, "
+                                                                   "applies when a worker is back"}})
+async def decide(request: Request, response: Response, approval_id: str, body: DecisionRequest,
+                 user: Approver = Depends(api_user),
                  x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
-    """Approve or reject. Refused (409) for the requester, without the role, twice, expired or stale digest."""
+    """Approve or reject: 200 applied, 202 queued (no worker took it in time; it applies when one is back).
+    Refused (409) for the requester, without the role, twice, expired or stale digest."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
     state = services(request)
-    return await decide_approval(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
-                                 decision=body.decision, approver=user, comment=body.comment, digest=body.digest,
-                                 source=client_address(request))
+    return _answered(response, await decide_approval(
+        await state.temporal(), state.db, state.authority, approval_id=approval_id, decision=body.decision,
+        approver=user, comment=body.comment, digest=body.digest, source=client_address(request),
+        wait_s=state.settings.temporal.decision_wait_s))
 
 
-@router.post("/approvals/{approval_id}/edit")
-async def edit(request: Request, approval_id: str, body: EditRequest, user: Approver = Depends(api_user),
+@router.post("/approvals/{approval_id}/edit", responses={202: {"description": "queued: accepted for delivery, "
+                                                               "applies when a worker is back"}})
+async def edit(request: Request, response: Response, approval_id: str, body: EditRequest,
+               user: Approver = Depends(api_user),
                x_csrf_token: str | None = Header(default=None)) -> ApprovalDecisionResult:
-    """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid)."""
+    """Correct the arguments instead of rejecting: the new action is checked and decided again (422 if invalid);
+    202 when it was queued for delivery, as for a decision."""
     _write_guard(request, x_csrf_token)
     own_approval(request, approval_id, user)
     state = services(request)
-    return await edit_action(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
-                             approver=user, args=body.args, digest=body.digest, comment=body.comment,
-                             source=client_address(request))
+    return _answered(response, await edit_action(
+        await state.temporal(), state.db, state.authority, approval_id=approval_id, approver=user, args=body.args,
+        digest=body.digest, comment=body.comment, source=client_address(request),
+        wait_s=state.settings.temporal.decision_wait_s))
 
 
 @router.post("/runs", status_code=201)

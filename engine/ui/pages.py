@@ -1,4 +1,10 @@
-"""Server-rendered pages: sign-in, the inbox, the detail page and its decision form."""
+"""Server-rendered pages: sign-in, the inbox, the detail page and its decision form.
+
+A decision the run applied is flashed as such; one no worker took in time is
+flashed as queued (accepted for delivery, it applies when a worker is back),
+and the inbox and the detail page show it as waiting until the run applied or
+refused it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, InputError
 from engine.present import described
-from engine.runtime.runs import decide_approval, edit_action, run_progress
+from engine.runtime.payloads import ApprovalDecisionResult
+from engine.runtime.runs import decide_approval, edit_action, run_progress, waiting_text
 from engine.store import repo, users
 from engine.store.users import Approver
 from engine.ui.auth import (
@@ -107,7 +114,15 @@ def why_not(user: Approver, item: repo.ApprovalView) -> str | None:
         return f"You may not decide this action: {refusal}."
     if any(v["by"] == user.name for v in item.votes):
         return "You already decided this action."
+    for queued in item.waiting:
+        if queued.by == user.name:
+            return f"You already decided this action: {waiting_text(queued)}."
     return None
+
+
+def _queued_flash(result: ApprovalDecisionResult) -> dict[str, str]:
+    return {"kind": "queued", "text": f"Queued, not applied yet: {result.detail or 'accepted for delivery'}. "
+                                      "This page shows when the run has applied it, or why not."}
 
 
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
@@ -183,10 +198,12 @@ async def decide(request: Request, approval_id: str, decision: str = Form(...), 
             result = await decide_approval(await services(request).temporal(), state.db, state.authority,
                                            approval_id=approval_id, decision=decision,  # type: ignore[arg-type]
                                            approver=user, comment=comment.strip() or None, digest=digest,
-                                           source=client_address(request))
+                                           source=client_address(request),
+                                           wait_s=state.settings.temporal.decision_wait_s)
             text = (f"Recorded: {result.approvals} of {result.needed} approvals." if result.status == "pending"
                     else f"The action is {result.status}.")
-            request.session["flash"] = {"kind": "ok", "text": text}
+            request.session["flash"] = (_queued_flash(result) if result.status == "queued"
+                                        else {"kind": "ok", "text": text})
         except AirlockError as exc:
             request.session["flash"] = {"kind": "error", "text": str(exc)}
     return RedirectResponse(f"/approvals/{approval_id}", status_code=303)
@@ -201,12 +218,16 @@ async def edit(request: Request, approval_id: str, user: Approver = Depends(page
     args = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("arg:")}
     try:
         state = services(request)
-        await edit_action(await services(request).temporal(), state.db, state.authority, approval_id=approval_id,
-                          approver=user, args=args, digest=str(form.get("digest", "")),
-                          comment=str(form.get("comment", "")).strip() or None,
-                          source=client_address(request))
+        result = await edit_action(await services(request).temporal(), state.db, state.authority,
+                                   approval_id=approval_id, approver=user, args=args,
+                                   digest=str(form.get("digest", "")),
+                                   comment=str(form.get("comment", "")).strip() or None,
+                                   source=client_address(request), wait_s=state.settings.temporal.decision_wait_s)
     except AirlockError as exc:
         request.session["flash"] = {"kind": "error", "text": str(exc)}
+        return RedirectResponse(f"/approvals/{approval_id}", status_code=303)
+    if result.status == "queued":
+        request.session["flash"] = _queued_flash(result)
         return RedirectResponse(f"/approvals/{approval_id}", status_code=303)
     request.session["flash"] = {"kind": "ok", "text": "Edited: the corrected action goes through validation and "
                                                       "policy again, and waits here if it needs approval."}

@@ -6,19 +6,27 @@ import asyncio
 
 from temporalio import activity
 
-from engine.boundary.identity import args_hash
+from engine.boundary.identity import args_hash, note_hash
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, ApprovalError, AuthenticationError, DefinitionError
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error
-from engine.runtime.activity_io import ResolveRunInput, ResolveRunResult, VerifiedPerson, VerifyPersonInput
-from engine.runtime.payloads import ResolvedRun
+from engine.runtime.activity_io import (
+    ResolveRunInput,
+    ResolveRunResult,
+    SettleDecisionInput,
+    SettleDecisionResult,
+    VerifiedPerson,
+    VerifyPersonInput,
+)
+from engine.runtime.payloads import ResolvedRun, decision_key
 from engine.spec import shown_spec
 from engine.store import authority, decisions, repo, users
 from engine.store.users import Approver
 
 
 class PeopleActivities(ActivitiesBase):
-    """``resolve_run`` (the requester and the definition) and ``verify_person`` (a decision's signer)."""
+    """``resolve_run`` (the requester and the definition), ``verify_person`` (a decision's signer) and
+    ``settle_decision`` (what became of a decision queued for delivery)."""
 
     @activity.defn(name="resolve_run")
     async def resolve_run(self, request: ResolveRunInput) -> ResolveRunResult:
@@ -78,10 +86,21 @@ class PeopleActivities(ActivitiesBase):
 
     @activity.defn(name="verify_person")
     async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
-        """Check a person's signed assertion for one decision; roles and tenants come from the user store."""
+        """Check a person's signed assertion for one decision; roles and tenants come from the user store.
+
+        A decision its door queued for delivery (no worker took it in time) is judged as of when it was
+        queued: its assertion must have been valid then. One the door withdrew (it told the person it did
+        not count) or whose outcome is already recorded is refused.
+        """
         run = await self._run(request.run_id)
+        key = decision_key(request.assertion)
         try:
-            claims = self._verifier.verify(request.assertion)
+            queued = await self._db(repo.queued_decision, key=key)
+            if queued is not None and (queued.approval_id, queued.run_id) != (request.approval_id, run.run_id):
+                queued = None  # recorded for another approval: it says nothing about this one
+            if queued is not None and queued.status in ("withdrawn", "refused"):
+                raise ApprovalError(f"this decision was {queued.status}: {queued.reason}; decide again")
+            claims = self._verifier.verify(request.assertion, at=queued.queued_at if queued else None)
             bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
             if bound != (request.action, request.run_id, request.approval_id, request.digest):
                 raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
@@ -89,6 +108,9 @@ class PeopleActivities(ActivitiesBase):
                                           f"{request.digest}")
             if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
                 raise AuthenticationError("the signed assertion is for other arguments than this edit's")
+            if claims.note_hash != note_hash(request.comment, request.source):
+                raise AuthenticationError("the signed assertion is for another comment or source than this "
+                                          "decision's")
             decided = await self._db(decisions.decision_for_approval, approval_id=request.approval_id)
             if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
                 raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
@@ -99,6 +121,10 @@ class PeopleActivities(ActivitiesBase):
                                        editors=editors, approvers=list(decided.result.get("approvers") or []))
             if refusal is not None:  # refused before it is recorded: a refused person leaves no vote behind
                 raise ApprovalError(refusal)
+            if queued is not None:  # the door and this worker race for it: it counts only if the door did not
+                claimed = await self._db(repo.claim_delivery, key=key)  # withdraw it first
+                if claimed is not None and claimed.status in ("withdrawn", "refused"):
+                    raise ApprovalError(f"this decision was {claimed.status}: {claimed.reason}; decide again")
             await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
                            approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
                            digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
@@ -106,3 +132,14 @@ class PeopleActivities(ActivitiesBase):
         except AirlockError as exc:
             raise application_error(exc) from exc
         return VerifiedPerson(name=person.name, roles=person.roles, tenants=person.tenants)
+
+    @activity.defn(name="settle_decision")
+    async def settle_decision(self, request: SettleDecisionInput) -> SettleDecisionResult:
+        """Record what the run made of a decision it was sent by signal, on the door's queued record."""
+        run = await self._run(request.run_id)
+        queued = await self._db(repo.queued_decision, key=request.key)
+        if queued is None or (queued.approval_id, queued.run_id) != (request.approval_id, run.run_id):
+            return SettleDecisionResult(settled=False)  # sent past the doors (a bare Temporal client): no record
+        await self._db(repo.settle_decision, key=request.key, status=request.status, reason=request.reason,
+                       result=request.result)
+        return SettleDecisionResult(settled=True)

@@ -7,7 +7,8 @@ return our pydantic models or plain dicts.
 
 - ``_runs``: a run and its model side (run index, model calls, schema checks, prompts, definitions);
 - ``_actions``: an action's path to its effect (policy decisions, executions, leases, chain transactions);
-- ``_people``: approvals and the people behind them (events, assertions, accounts, tokens, sessions).
+- ``_people``: approvals and the people behind them (events, queued decisions, assertions, accounts, tokens,
+  sessions).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.store.tables._people import (
     ApprovalEventRow,
     ApprovalRow,
     PersonAssertionRow,
+    QueuedDecisionRow,
     SignInFailureRow,
     UiSessionRow,
     UserRow,
@@ -33,6 +35,7 @@ from engine.store.tables._runs import ModelCallRow, PromptVersionRow, RunRow, Va
 
 __all__ = [
     "ActionLockRow", "ApiTokenRow", "ApprovalEventRow", "ApprovalRow", "ChainSenderRow", "ChainTransactionRow",
-    "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow", "RunRow", "SignInFailureRow",
-    "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow", "WorkflowDefinitionRow", "utcnow",
+    "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow", "QueuedDecisionRow", "RunRow",
+    "SignInFailureRow", "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow", "WorkflowDefinitionRow",
+    "utcnow",
 ]

@@ -1,4 +1,5 @@
-"""Tables of people: approvals and their events, signed assertions, accounts, API tokens, browser sessions."""
+"""Tables of people: approvals, their events and queued decisions, signed assertions, accounts, API tokens,
+browser sessions."""
 
 from __future__ import annotations
 
@@ -53,6 +54,34 @@ class ApprovalEventRow(SQLModel, table=True):
     source: str | None = None
     comment: str | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+class QueuedDecisionRow(SQLModel, table=True):
+    """A decision no worker took in time, accepted for delivery (a workflow signal), and what became of it.
+
+    Written by the door the person decided through (UI, API, local CLI) before the signal is sent;
+    the worker moves it on: ``queued`` → ``delivering`` (verified, being applied) → ``applied`` or
+    ``refused`` (with the reason). ``withdrawn``: the signal could not be confirmed and the person was
+    told it did not count, so the worker refuses it if it ever arrives. It authorises nothing: the
+    run applies the signed decision itself, with the same rules as any other.
+    """
+
+    __tablename__ = "queued_decisions"
+
+    key: str = Field(primary_key=True)  # payloads.decision_key of the signed assertion
+    approval_id: str = Field(index=True)
+    run_id: str = Field(index=True)
+    by: str  # the person the door authenticated
+    action: str  # approve | reject | edit
+    digest: str
+    comment: str | None = None
+    args: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    source: str | None = None
+    status: str = Field(default="queued", index=True)  # queued | delivering | applied | refused | withdrawn
+    reason: str | None = None  # why it was refused or withdrawn
+    result: str | None = None  # what it led to, once applied: the approval's status then
+    queued_at: datetime = Field(default_factory=utcnow)
+    settled_at: datetime | None = None
 
 
 class PersonAssertionRow(SQLModel, table=True):
