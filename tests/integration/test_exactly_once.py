@@ -61,7 +61,7 @@ async def _recorded(settings: Settings, outcome: str = "allow", **args: Any) -> 
         decisions.save_decision(session, decision_id="run-1:1", run_id="run-1", call_id="call_1_0",
                            package=spec.policy, document={"tool": {"name": "issue_refund", "args": ARGS}},
                            decision=decision, raw=None, latency_ms=1.0, digest=digest, idempotency_key=KEY,
-                           approval_id=None)
+                           approval_id=None, cause="proposed")
     return ExecuteToolInput(run_id="run-1", call=call)
 
 
