@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from engine.adapters.llm import ModelClient
-from engine.boundary import action_digest
+from engine.boundary import action_digest, policy_document
 from engine.boundary.identity import Verifier
 from engine.boundary.policy import OpaPolicy
 from engine.config import LlmSettings, Settings
@@ -55,11 +55,11 @@ async def _recorded(settings: Settings, outcome: str = "allow", **args: Any) -> 
     call = ToolCallRecord(call_id="call_1_0", step=1, index=0, tool="issue_refund", outcome="allowed",
                           args={**ARGS, **args}, facts=facts, decision=decision)
     digest = action_digest(call.tool, ARGS, facts, revision)
+    run = ResolvedRun(run_id="run-1", spec=spec, requested_by="alice", tenant="default", workflow_run_id="wr-1")
     with Session(make_engine(settings.db_url)) as session:
-        repo.register_run(session, run=ResolvedRun(run_id="run-1", spec=spec, requested_by="alice",
-                                                   tenant="default", workflow_run_id="wr-1"))
+        repo.register_run(session, run=run)
         decisions.save_decision(session, decision_id="run-1:1", run_id="run-1", call_id="call_1_0",
-                           package=spec.policy, document={"tool": {"name": "issue_refund", "args": ARGS}},
+                           package=spec.policy, document=policy_document(run, call, consequential=True, executed=[]),
                            decision=decision, raw=None, latency_ms=1.0, digest=digest, idempotency_key=KEY,
                            approval_id=None, cause="proposed")
     return ExecuteToolInput(run_id="run-1", call=call)

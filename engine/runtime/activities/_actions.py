@@ -12,8 +12,15 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.boundary import action_digest, approval_id, idempotency_key, policy_document, with_approvers
+from engine.boundary import (
+    action_digest,
+    approval_id,
+    idempotency_key,
+    policy_document,
+    with_approvers,
+)
 from engine.boundary.arguments import validation_problems
+from engine.boundary.decision import canonical_json
 from engine.errors import AirlockError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
@@ -87,6 +94,13 @@ class ActionActivities(ActivitiesBase):
             return await self._run_cleared(tool, run, call, clearance, digest, ctx)
         holder = activity_key()
         await self._take_lock(lock, holder)
+        # The wait may have been long: the authority is read again under the lease (an approval that expired
+        # meanwhile, an approver who lost the role).
+        clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
+        if not clearance.allowed:
+            await self._db(authority.release_lock, key=lock, holder=holder)
+            activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
+            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
         # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
         # holder) resumes under the lease and no other action on the account runs in between: the re-check,
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
@@ -108,13 +122,15 @@ class ActionActivities(ActivitiesBase):
         revision = call.decision.revision if call.decision else None
         current = await self._policy.revision()
         facts = await self._facts(tool, call.args, ctx) if tool.facts is not None else call.facts
-        changed = (["policy revision"] if current != revision else []) + _changed(call.facts, facts)
+        executed = await self._db(repo.executed_calls, run_id=run.run_id)
+        document = policy_document(run, call.model_copy(update={"facts": facts}), consequential=tool.consequential,
+                                   executed=executed, approved_by=clearance.approved_by)
+        decided = clearance.decision.input.get("run") if clearance.decision else None
+        changed = ((["policy revision"] if current != revision else []) + _changed(call.facts, facts)
+                   # what the run did since (another call of the same turn executed first): run.calls, .previous
+                   + (["run"] if canonical_json(document["run"]) != canonical_json(decided) else []))
         if not changed:
             return None  # the same input as the decision: the same decision
-        fresh = call.model_copy(update={"facts": facts})
-        executed = await self._db(repo.executed_calls, run_id=run.run_id)
-        document = policy_document(run, fresh, consequential=tool.consequential, executed=executed,
-                                   approved_by=clearance.approved_by)
         decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
         decision = with_approvers(decision, run.spec.approval.approver_role)
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
