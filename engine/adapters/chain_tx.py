@@ -30,6 +30,7 @@ outbids it at the same nonce, and whichever is mined settles its record.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -59,8 +60,20 @@ from engine.store.db import Database
 RESERVE_UNSENT = timedelta(minutes=5)
 NOOP_GAS = 21_000
 MAX_AUTO_FILL = 16  # nonces a waiting transaction fills with no-ops on its own; more is the operator's call
+# What a node answers when it already holds these very bytes (the same hash): they were sent (geth, reth: "already
+# known"; anvil, OpenEthereum: "already imported"; Nethermind: "AlreadyKnown"; Besu: "Known transaction").
+_ALREADY_KNOWN = re.compile(r"\balready[ _]?(known|imported)\b|\bknown[ _]transaction\b")
 # What a node answers when another transaction has the nonce (mined, or in its pool at a higher fee).
-_NONCE_TAKEN = ("nonce too low", "nonce is too low", "replacement transaction underpriced", "already known")
+_NONCE_TAKEN = ("nonce too low", "nonce is too low", "replacement transaction underpriced")
+# Not delivered: no connection to the node was ever made.
+_NOT_DELIVERED = ("failed to establish a new connection", "connection refused", "name or service not known",
+                  "nodename nor servname", "temporary failure in name resolution")
+# No answer: the node (or a gateway before it) may have taken the transaction all the same.
+_NO_ANSWER = ("timeout", "timed out", "connectionerror", "connection aborted", "connection reset", "remotedisconnected",
+              "chunkedencodingerror", "incompleteread", "bad gateway", "gateway time")
+# A node that answered, refusing the transaction: the error object of JSON-RPC, or what nodes say.
+_REFUSED = ("rpcerror", "'code': -", "underpriced", "insufficient funds", "fee cap", "max fee per gas less than",
+            "gas too low", "exceeds block gas limit", "invalid sender", "invalid chain id")
 _LOST_NOTE = "the node had lost it: the same signed transaction was broadcast again"
 _LOCKS: dict[tuple[int, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -191,7 +204,8 @@ class TxSender:
         with _sender_lock(self.chain_id, sender):  # a concurrent attempt that recorded first wins
             return self.db.call(chain_txs.record_signed, key=key, chain_id=self.chain_id, sender=sender,
                                 on_chain_nonce=lambda: self.chain.nonce(sender), reserve_unsent=RESERVE_UNSENT,
-                                sign=sign, action=action, asset=asset, amount_units=amount_units)
+                                node_has=self.chain.known, sign=sign, action=action, asset=asset,
+                                amount_units=amount_units)
 
     def _sign(self, tx: dict[str, Any]) -> SignedTx:
         full = {**tx, "chainId": self.chain_id, "type": 2}
@@ -221,9 +235,10 @@ class TxSender:
         while True:
             receipt = self.chain.receipt(row.tx_hash)
             if receipt is not None and self.chain.block_number() - receipt.block_number + 1 >= self.confirmations:
-                if notes:
-                    self._settle_open(range(row.nonce))  # the no-ops below it: they are mined now
-                return self._record(row, receipt, note="; ".join(notes) or None)
+                # Then the other records at its nonce (a no-op an operator's release left unconfirmed: it can
+                # never be mined now), and the no-ops below it, if it filled a gap: they are mined now.
+                return self._record(row, receipt, note="; ".join(notes) or None,
+                                    settle=[*(range(row.nonce) if notes else ()), row.nonce])
             now = time.monotonic()
             if receipt is None and now >= next_look:
                 row, gap_since = self._look(row, gap_since, notes)
@@ -276,15 +291,18 @@ class TxSender:
                         mined=self.chain.receipt(row.tx_hash) is not None)
 
     def _broadcast(self, row: ChainTx) -> ChainTx:
-        """Send the recorded bytes (again). A node that says the nonce is used, or that another transaction
-        holds it in its pool, is not an error here: looking at the node tells which (mined, or dropped)."""
+        """Send the recorded bytes (again); recorded as sent once the node has them, which a node that answers
+        it already knows them says too (it holds these very bytes: they count, and keep their nonce). A node
+        that says the nonce is used, or that another transaction holds it in its pool, is not an error here:
+        looking at the node tells which (mined, or dropped); the record stays as it was."""
         try:
             self.chain.send_raw(row.raw_tx)
         except ChainUnavailableError as exc:
-            text = str(exc).lower()
-            if not any(words in text for words in _NONCE_TAKEN):
+            answer = _answer(exc)
+            if answer == "taken":
+                return row
+            if answer != "known":
                 raise
-            return row
         return self._update(row.idempotency_key, status="sent", broadcasts=row.broadcasts + 1)
 
     def _fill(self, gap: range, row: ChainTx) -> list[int]:
@@ -295,7 +313,7 @@ class TxSender:
             return []
         with _sender_lock(self.chain_id, sender):
             claimed = self.db.call(chain_txs.claim_nonces, chain_id=self.chain_id, sender=sender, nonces=list(gap),
-                                   reserve_unsent=RESERVE_UNSENT, sign_noop=self._sign_noop,
+                                   reserve_unsent=RESERVE_UNSENT, node_has=self.chain.known, sign_noop=self._sign_noop,
                                    action={"why": f"fills a gap below {row.tx_hash} (nonce {row.nonce})"})
         for tx in claimed:
             self._broadcast(tx)
@@ -340,8 +358,13 @@ class TxSender:
                 settled.append(row)
         return settled
 
-    def _record(self, row: ChainTx, receipt: Receipt, note: str | None = None) -> SentTx:
-        return replace(self._result(self._store_receipt(row, receipt), replayed=False), note=note)
+    def _record(self, row: ChainTx, receipt: Receipt, note: str | None = None, settle: list[int] | None = None
+                ) -> SentTx:
+        """Record ``row``'s receipt, then bring the other open records at ``settle`` up to date."""
+        stored = self._store_receipt(row, receipt)
+        if settle:
+            self._settle_open(settle)
+        return replace(self._result(stored, replayed=False), note=note)
 
     def _store_receipt(self, row: ChainTx, receipt: Receipt) -> ChainTx:
         reason = None
@@ -386,10 +409,13 @@ class TxSender:
         """Make ``plan.nonce`` used by a no-op (outbidding what holds it; filling the nonces below it that
         nothing holds), wait for it, and record what the chain then says. Returns what happened, in words.
 
-        A nonce the chain already used only gets its records brought up to date.
+        A nonce the chain already used only gets its records brought up to date. Nothing is recorded as dropped
+        without a confirmed block that used its nonce for another transaction.
 
         Raises:
-            ChainUnavailableError: the node could not be reached or refused the no-op.
+            ChainUnavailableError: the node refused the no-op (nothing was released; the no-op stays recorded,
+                unsent), or did not answer whether it took it (it is recorded as sent, unconfirmed: it may
+                still be mined, and the records settle once a block uses the nonce), or could not be reached.
         """
         if plan.used:
             settled = self._settle_open([plan.nonce])
@@ -404,15 +430,25 @@ class TxSender:
                                         "replaces": [t.tx_hash for t in plan.replaces]})
         try:
             self.chain.send_raw(noop.raw_tx)
-        except ChainUnavailableError as exc:  # never broadcast: it can never be mined
-            self._update(noop.idempotency_key, status="dropped", revert_reason=f"the node refused it: {exc}")
-            raise ChainUnavailableError(f"the node refused the no-op for nonce {plan.nonce}, so nothing was "
-                                        f"sent: {exc}") from None
+        except ChainUnavailableError as exc:
+            answer = _answer(exc)
+            if answer in ("taken", "refused"):  # the node does not hold it; its record stays as signed
+                raise ChainUnavailableError(
+                    f"the node did not take the no-op {noop.tx_hash} for nonce {plan.nonce}, so nothing was "
+                    f"released: {exc}; `airlock doctor` shows where the nonce stands") from None
+            if answer != "known":  # a timeout, a broken connection: the node may hold it, and may mine it
+                self._update(noop.idempotency_key, status="sent", broadcasts=1)
+                raise ChainUnavailableError(
+                    f"unconfirmed: the node did not answer whether it took the no-op {noop.tx_hash} for nonce "
+                    f"{plan.nonce} ({exc}). It is recorded as sent and may still be mined; nothing is recorded as "
+                    f"dropped until a block uses nonce {plan.nonce}. `airlock doctor` shows where it stands; "
+                    "releasing the nonce again outbids it") from None
         self._update(noop.idempotency_key, status="sent", broadcasts=1)
         if plan.gap:
             with _sender_lock(self.chain_id, plan.sender):
                 below = self.db.call(chain_txs.claim_nonces, chain_id=self.chain_id, sender=plan.sender,
-                                     nonces=plan.gap, reserve_unsent=RESERVE_UNSENT, sign_noop=self._sign_noop,
+                                     nonces=plan.gap, reserve_unsent=RESERVE_UNSENT, node_has=self.chain.known,
+                                     sign_noop=self._sign_noop,
                                      action={"why": f"fills a gap below nonce {plan.nonce}, released by the "
                                                     f"operator ({by})"})
             for tx in below:
@@ -451,6 +487,22 @@ class ReleasePlan:
     def pointless(self) -> bool:
         """Nothing holds the nonce and nothing waits behind it: a release would only burn nonces."""
         return not (self.used or self.replaces or self.held_above or self.nonce < self.pending_nonce)
+
+
+def _answer(exc: ChainUnavailableError) -> str:
+    """What a node's error on broadcasting our recorded bytes means: ``known`` (it holds these very bytes: they
+    were sent), ``taken`` (another transaction has their nonce), ``refused`` (it answered no, or was never
+    reached), else ``unknown`` (no answer, a timeout or a broken connection: it may hold them)."""
+    text = str(exc).lower()
+    if _ALREADY_KNOWN.search(text):
+        return "known"
+    if any(words in text for words in _NONCE_TAKEN):
+        return "taken"
+    if any(words in text for words in _NOT_DELIVERED):
+        return "refused"
+    if any(words in text for words in _NO_ANSWER):
+        return "unknown"
+    return "refused" if any(words in text for words in _REFUSED) else "unknown"
 
 
 def _settled_line(before: ChainTx, after: ChainTx | None) -> str:

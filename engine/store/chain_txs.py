@@ -60,21 +60,23 @@ def get_transaction(session: Session, *, key: str) -> ChainTx | None:
 
 def record_signed(session: Session, *, key: str, chain_id: int, sender: str, on_chain_nonce: Callable[[], int],
                   reserve_unsent: timedelta, sign: Callable[[int], SignedTx], action: dict[str, Any],
-                  asset: str | None, amount_units: int | None) -> ChainTx:
+                  asset: str | None, amount_units: int | None,
+                  node_has: Callable[[str], bool] | None = None) -> ChainTx:
     """Lock the sender, pick its next nonce, sign under it and record the result, in one transaction.
 
     The nonce is the lowest from the node's pending one (``on_chain_nonce``) that no
-    transaction of ours on its way holds (sent, or signed less than ``reserve_unsent`` ago):
-    a gap below a transaction the node queues (it lost the ones before) is filled, not
-    queued behind. A concurrent attempt of the same action that recorded first wins: its
-    record is returned.
+    transaction of ours on its way holds (sent, or signed less than ``reserve_unsent`` ago,
+    or signed earlier and held by the node all the same, as ``node_has`` tells by its hash:
+    a broadcast whose answer was lost): a gap below a transaction the node queues (it lost
+    the ones before) is filled, not queued behind. A concurrent attempt of the same action
+    that recorded first wins: its record is returned.
     """
     _lock_sender(session, chain_id, sender)
     existing = session.get(ChainTransactionRow, key)
     if existing is not None:
         return _view(existing)
     on_chain = on_chain_nonce()
-    held = {r.nonce for r in _held(session, chain_id, sender, reserve_unsent) if r.nonce >= on_chain}
+    held = {r.nonce for r in _held(session, chain_id, sender, reserve_unsent, node_has, lambda n: n >= on_chain)}
     nonce = on_chain
     while nonce in held:
         nonce += 1
@@ -86,12 +88,14 @@ def record_signed(session: Session, *, key: str, chain_id: int, sender: str, on_
 
 
 def claim_nonces(session: Session, *, chain_id: int, sender: str, nonces: list[int], reserve_unsent: timedelta,
-                 sign_noop: Callable[[int], SignedTx], action: dict[str, Any]) -> list[ChainTx]:
+                 sign_noop: Callable[[int], SignedTx], action: dict[str, Any],
+                 node_has: Callable[[str], bool] | None = None) -> list[ChainTx]:
     """What goes to each of ``nonces`` (a gap), under the sender's lock: the transactions of ours on their way
-    that hold them (to broadcast again, same bytes), and for every nonce none holds a no-op, signed and
-    recorded here (``action``, plus the nonce), before anything is broadcast."""
+    that hold them (to broadcast again, same bytes; ``node_has`` as for :func:`record_signed`), and for every
+    nonce none holds a no-op, signed and recorded here (``action``, plus the nonce), before anything is
+    broadcast."""
     _lock_sender(session, chain_id, sender)
-    held = {r.nonce: r for r in _held(session, chain_id, sender, reserve_unsent) if r.nonce in nonces}
+    held = {r.nonce: r for r in _held(session, chain_id, sender, reserve_unsent, node_has, lambda n: n in nonces)}
     rows = [held.get(nonce) or _add_noop(session, chain_id=chain_id, sender=sender, nonce=nonce,
                                          signed=sign_noop(nonce), action=action) for nonce in nonces]
     session.commit()  # once: the sender's lock holds until every no-op is recorded
@@ -137,11 +141,14 @@ def _open(session: Session, chain_id: int, sender: str | None) -> list[ChainTran
     return list(session.exec(query.order_by(col(ChainTransactionRow.nonce), col(ChainTransactionRow.created_at))))
 
 
-def _held(session: Session, chain_id: int, sender: str, reserve_unsent: timedelta) -> list[ChainTransactionRow]:
-    """Transactions of ours on their way: sent, or signed less than ``reserve_unsent`` ago (after that, one the
-    node never acknowledged gives its nonce up)."""
+def _held(session: Session, chain_id: int, sender: str, reserve_unsent: timedelta,
+          node_has: Callable[[str], bool] | None, wanted: Callable[[int], bool]) -> list[ChainTransactionRow]:
+    """Transactions of ours on their way at the ``wanted`` nonces: sent, or signed less than ``reserve_unsent``
+    ago; after that, one the node never acknowledged gives its nonce up, unless the node has it all the same
+    (``node_has``, asked by its hash: the answer to its broadcast was lost)."""
     cutoff = utcnow() - reserve_unsent
-    return [r for r in _open(session, chain_id, sender) if r.status == "sent" or _aware(r.created_at) >= cutoff]
+    return [r for r in _open(session, chain_id, sender) if wanted(r.nonce) and (
+        r.status == "sent" or _aware(r.created_at) >= cutoff or (node_has is not None and node_has(r.tx_hash)))]
 
 
 def open_transactions(session: Session, *, chain_id: int, sender: str | None = None) -> list[ChainTx]:

@@ -234,3 +234,59 @@ def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevCha
     assert rows(db_url)[0].status == "mined"
     assert airlock("doctor").stdout.endswith("no stuck transactions\n")
     assert dev_key(1).removeprefix("0x") not in doctor.stdout + released.stdout + released.stderr
+
+
+# --- a broadcast whose answer never came: unknown, never dropped --------------------------------------------------
+
+
+class AnswerLost:
+    """The node, except that the answer to the next broadcast is lost after the node got it (a read timeout)."""
+
+    def __init__(self, chain: Chain) -> None:
+        self._chain = chain
+        self.lose = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chain, name)
+
+    def send_raw(self, raw: str) -> None:
+        self._chain.send_raw(raw)
+        if self.lose:
+            self.lose -= 1
+            raise ChainUnavailableError("eth_sendRawTransaction at http://127.0.0.1 failed: ReadTimeout: timed out")
+
+
+def test_a_payment_whose_broadcast_answer_was_lost_is_recorded_sent_when_the_node_says_it_holds_it(
+        devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    lossy = TxSender(AnswerLost(devchain.chain), Database(db_url), Signer(dev_key(1)), chain_id=31337,  # type: ignore[arg-type]
+                     receipt_timeout_s=0.3)
+    with pytest.raises(ChainUnavailableError, match="ReadTimeout"):
+        lossy.send_once("run:1:0", pay(devchain, 5_000_000))
+    [row] = rows(db_url)
+    assert (row.status, row.broadcasts) == ("signed", 0) and devchain.chain.known(row.tx_hash)
+    with pytest.raises(ChainUnavailableError, match="not mined"):  # the retry: the node holds these very bytes
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:1:0", pay(devchain, 5_000_000))
+    assert (rows(db_url)[0].status, rows(db_url)[0].broadcasts) == ("sent", 1)
+    devchain.rpc("evm_setAutomine", True)
+    devchain.rpc("evm_mine")
+    assert sender(devchain, db_url).send_once("run:1:0", pay(devchain, 5_000_000)).tx_hash == row.tx_hash
+    assert devchain.chain.token_balance(devchain.token, ACME) == 5_000_000
+
+
+def test_a_release_whose_answer_was_lost_is_unconfirmed_and_settled_by_the_chain(
+        devchain: DevChainNode, db_url: str) -> None:
+    devchain.rpc("evm_setAutomine", False)
+    with pytest.raises(ChainUnavailableError):
+        sender(devchain, db_url, receipt_timeout_s=0.3).send_once("run:1:0", pay(devchain, 5_000_000))
+    [stuck] = rows(db_url)
+    lossy = TxSender(AnswerLost(devchain.chain), Database(db_url), Signer(dev_key(1)), chain_id=31337)  # type: ignore[arg-type]
+    with pytest.raises(ChainUnavailableError, match="^unconfirmed: .* recorded as sent and may still be mined"):
+        lossy.release(lossy.release_plan(0), reason="vendor asked to hold it", by="ops@host")
+    assert [(r.status, r.action.get("kind")) for r in rows(db_url)] == [("sent", None), ("sent", "noop")]
+    devchain.rpc("evm_mine")  # anvil had swapped the no-op in for the payment: the no-op is mined
+    with pytest.raises(TransactionDroppedError, match="released by the operator"):
+        sender(devchain, db_url).send_once("run:1:0", pay(devchain, 5_000_000))
+    assert [(r.status, r.action.get("kind")) for r in rows(db_url)] == [("dropped", None), ("mined", "noop")]
+    assert devchain.chain.receipt(stuck.tx_hash) is None
+    assert devchain.chain.token_balance(devchain.token, ACME) == 0  # nothing was paid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from sqlmodel import Session, select
 from engine.adapters.chain import Receipt
 from engine.adapters.chain_doctor import inspect_senders, nonces_text
 from engine.adapters.chain_nonces import NodeView, TxState, assess, holes, next_nonce, replacement_fees
-from engine.adapters.chain_tx import Signer, TxSender
+from engine.adapters.chain_tx import RESERVE_UNSENT, Signer, TxSender, _answer
 from engine.errors import ChainUnavailableError, TransactionDroppedError
 from engine.store.db import Database
-from engine.store.tables import ChainTransactionRow
+from engine.store.tables import ChainTransactionRow, utcnow
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's published test account 1
 ME = Signer(KEY).address
@@ -80,10 +81,16 @@ def test_replacement_fees_outbid_what_they_replace_and_never_go_below_the_curren
 
 
 class FakeNode:
-    """A node with one pool: mines in nonce order, queues what has a gap below it, forgets on ``reset``."""
+    """A node with one pool: mines in nonce order, queues what has a gap below it, forgets on ``reset``.
+
+    ``says_already_known``: a transaction it holds, sent again, is answered "already known" (geth) rather than
+    accepted quietly. ``lose_answers``: that many broadcasts time out, after (``delivered``) or before the node
+    got them."""
 
     def __init__(self) -> None:
         self.automine = True
+        self.says_already_known = False
+        self.lose_answers, self.delivered = 0, True
         self.reset()
 
     def reset(self) -> None:
@@ -115,8 +122,18 @@ class FakeNode:
         return latest
 
     def send_raw(self, raw: str) -> None:
+        if self.lose_answers:
+            self.lose_answers -= 1
+            if self.delivered:
+                self.send_raw(raw)
+            raise ChainUnavailableError("eth_sendRawTransaction at http://node.example/v3/REDACTED failed: "
+                                        "ReadTimeout: HTTPConnectionPool(host='node.example', port=443): Read timed "
+                                        "out. (read timeout=10)")
         tx = self.decode(raw)
         if tx["hash"] in self.pool or tx["hash"] in self.mined:
+            if self.says_already_known:
+                raise ChainUnavailableError("eth_sendRawTransaction failed: Web3RPCError: {'code': -32000, "
+                                            "'message': 'already known'}")
             return
         if tx["nonce"] < self.nonce(ME, "latest"):
             raise ChainUnavailableError("eth_sendRawTransaction failed: nonce too low")
@@ -350,3 +367,145 @@ def test_a_long_gap_is_left_to_the_operator_and_shown_short(node: FakeNode, db: 
         sender(node, db).send_once("run:99:0", pay(2))
     assert not any(r.action.get("kind") == "noop" for r in rows(db))
     assert nonces_text(list(range(18))) == "0..17 (18 nonces)" and nonces_text([0, 2]) == "0, 2"
+
+
+# --- what the node's answer means for the record -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error, meaning", [
+    ("Web3RPCError: {'code': -32000, 'message': 'already known'}", "known"),  # geth: it holds these bytes
+    ("Web3RPCError: {'code': -32003, 'message': 'transaction already imported'}", "known"),  # anvil
+    ("Web3RPCError: {'code': -32010, 'message': 'AlreadyKnown'}", "known"),  # Nethermind
+    ("Known transaction: 0x5b3c", "known"),
+    ("Web3RPCError: {'code': -32000, 'message': 'nonce too low'}", "taken"),
+    ("Web3RPCError: {'code': -32003, 'message': 'replacement transaction underpriced'}", "taken"),
+    ("Web3RPCError: {'code': -32000, 'message': 'insufficient funds for gas * price + value'}", "refused"),
+    ("Web3RPCError: {'code': -32602, 'message': 'unknown transaction type'}", "refused"),
+    ("ConnectionError: ... Failed to establish a new connection: [Errno 111] Connection refused", "refused"),
+    ("ReadTimeout: HTTPConnectionPool(host='node.example', port=443): Read timed out.", "unknown"),
+    ("ConnectionError: ('Connection aborted.', RemoteDisconnected('closed without response'))", "unknown"),
+    ("HTTPError: 504 Server Error: Gateway Timeout", "unknown"),
+    ("Web3RPCError: {'code': -32000, 'message': 'request timed out'}", "unknown"),
+    ("something no node says", "unknown"),
+])
+def test_what_the_nodes_answer_to_a_broadcast_means(error: str, meaning: str) -> None:
+    assert _answer(ChainUnavailableError(f"eth_sendRawTransaction at http://node.example failed: {error}")) == meaning
+
+
+def age(db: Database, by: timedelta) -> None:
+    """Every record signed ``by`` earlier (past RESERVE_UNSENT, a record that was never sent gives its nonce up)."""
+    with Session(db.engine) as session:
+        for row in session.exec(select(ChainTransactionRow)).all():
+            row.created_at = utcnow() - by
+            session.add(row)
+        session.commit()
+
+
+def answer_lost(node: FakeNode, db: Database, key: str, units: int) -> ChainTransactionRow:
+    """Send with nothing mining; the node takes the transaction, but its answer is lost (a timeout)."""
+    node.automine, node.lose_answers = False, 1
+    with pytest.raises(ChainUnavailableError, match="ReadTimeout"):
+        sender(node, db).send_once(key, pay(units))
+    row = next(r for r in rows(db) if r.idempotency_key == key)
+    assert (row.status, row.broadcasts) == ("signed", 0) and node.known(row.tx_hash)
+    return row
+
+
+def test_already_known_for_our_own_bytes_means_sent_and_its_nonce_stays_reserved(
+        node: FakeNode, db: Database) -> None:
+    node.says_already_known = True
+    lost = in_flight(node, db, "run:1:0", 1)  # nonce 0, sent
+    queued = answer_lost(node, db, "run:2:0", 2)  # nonce 1: in the node's pool, recorded as signed
+    with pytest.raises(ChainUnavailableError, match="not mined"):  # its retry sends it again: "already known"
+        sender(node, db, look_every_s=60).send_once("run:2:0", pay(2))
+    [again] = [r for r in rows(db) if r.idempotency_key == "run:2:0"]
+    assert (again.status, again.broadcasts) == ("sent", 1)  # the node holds these very bytes: they were sent
+    del node.pool[lost.tx_hash]  # the node loses nonce 0: nonce 1 waits queued behind it
+    age(db, RESERVE_UNSENT + timedelta(minutes=1))
+    later = in_flight(node, db, "run:3:0", 3)
+    assert later.nonce == 2  # not 1: that nonce is still taken by the queued transaction
+    node.automine = True
+    node.mine()
+    for key, units in (("run:1:0", 1), ("run:2:0", 2), ("run:3:0", 3)):  # every action is paid, once
+        assert sender(node, db).send_once(key, pay(units)).status == "mined"
+    assert node.receipt(queued.tx_hash) is not None
+    assert [r.status for r in rows(db)] == ["mined"] * 3  # nothing dropped, no no-op needed
+    paid_once(node)
+
+
+def test_a_nonce_taken_answer_leaves_the_record_as_it_was(node: FakeNode, db: Database) -> None:
+    node.says_already_known = True
+    node.automine, node.lose_answers, node.delivered = False, 1, False  # never reached the node
+    with pytest.raises(ChainUnavailableError, match="ReadTimeout"):
+        sender(node, db).send_once("run:1:0", pay(7))
+    node.foreign(0, FEES["maxFeePerGas"] * 2)  # another holds its nonce: the node answers "underpriced"
+    unsent = sender(node, db)._get("run:1:0")
+    assert unsent is not None and sender(node, db)._broadcast(unsent) == unsent
+    [row] = rows(db)
+    assert (row.status, row.broadcasts) == ("signed", 0)  # the node does not hold it: not sent
+
+
+def test_a_broadcast_whose_answer_was_lost_keeps_its_nonce_while_the_node_holds_it(
+        node: FakeNode, db: Database) -> None:
+    lost = in_flight(node, db, "run:1:0", 1)  # nonce 0, sent
+    queued = answer_lost(node, db, "run:2:0", 2)  # nonce 1: the node has it, the record says signed
+    del node.pool[lost.tx_hash]  # nonce 1 waits queued behind nonce 0
+    age(db, RESERVE_UNSENT + timedelta(minutes=1))
+    assert in_flight(node, db, "run:3:0", 3).nonce == 2  # the node holds nonce 1: not given to another action
+    node.automine = True
+    node.mine()
+    for key, units in (("run:1:0", 1), ("run:2:0", 2), ("run:3:0", 3)):
+        assert sender(node, db).send_once(key, pay(units)).status == "mined"
+    assert node.receipt(queued.tx_hash) is not None
+    assert [r.status for r in rows(db)] == ["mined"] * 3  # its own bytes filled the gap, not a no-op
+    paid_once(node)
+
+
+def test_a_release_whose_answer_was_lost_is_unconfirmed_not_dropped(node: FakeNode, db: Database) -> None:
+    stuck = in_flight(node, db, "run:1:0", 9)
+    plan = sender(node, db).release_plan(0)
+    node.lose_answers = 1  # the node takes the no-op (it outbids the payment in the pool); the answer is lost
+    with pytest.raises(ChainUnavailableError, match=r"^unconfirmed: the node did not answer whether it took the "
+                                                    r"no-op .* for nonce 0 .* recorded as sent and may still be mined"):
+        sender(node, db).release(plan, reason="vendor asked to hold it", by="ops@host")
+    payment, noop = rows(db)
+    assert (payment.status, noop.status, noop.broadcasts) == ("sent", "sent", 1)  # nothing claimed dropped
+    assert noop.revert_reason is None
+    node.mine()  # the no-op it did take is mined
+    with pytest.raises(TransactionDroppedError, match="released by the operator"):  # the retry finds it, with proof
+        sender(node, db).send_once("run:1:0", pay(9))
+    payment, noop = rows(db)
+    assert (payment.status, noop.status) == ("dropped", "mined") and stuck.tx_hash not in node.mined
+    paid_once(node)
+
+
+def test_a_release_the_node_never_got_is_settled_by_the_block_that_uses_its_nonce(
+        node: FakeNode, db: Database) -> None:
+    stuck = in_flight(node, db, "run:1:0", 9)
+    plan = sender(node, db).release_plan(0)
+    node.lose_answers, node.delivered = 1, False  # a timeout: the node never got the no-op
+    with pytest.raises(ChainUnavailableError, match="^unconfirmed: "):
+        sender(node, db).release(plan, reason="", by="ops@host")
+    assert [r.status for r in rows(db)] == ["sent", "sent"]  # unknown: neither is dropped
+    node.automine = True
+    node.mine()  # the payment, still in the pool, is mined
+    assert sender(node, db).send_once("run:1:0", pay(9)).tx_hash == stuck.tx_hash
+    payment, noop = rows(db)
+    assert (payment.status, noop.status) == ("mined", "dropped")  # now a confirmed block used its nonce
+    assert noop.revert_reason == f"transaction {stuck.tx_hash} of another action took nonce 0"
+    paid_once(node)
+
+
+def test_a_release_the_node_refused_sends_nothing_and_claims_nothing(node: FakeNode, db: Database) -> None:
+    in_flight(node, db, "run:1:0", 9)
+    plan = sender(node, db).release_plan(0)
+    node.mine()  # the payment is mined before the release is sent: the node answers "nonce too low"
+    with pytest.raises(ChainUnavailableError, match="the node did not take the no-op .* for nonce 0, so nothing "
+                                                    "was released: .*nonce too low"):
+        sender(node, db).release(plan, reason="", by="ops@host")
+    payment, noop = rows(db)
+    assert (payment.status, noop.status, noop.broadcasts) == ("sent", "signed", 0)
+    used = sender(node, db).release_plan(0)  # asked again, the records are brought up to date
+    assert used.used and sender(node, db).release(used, reason="", by="ops@host").startswith("nonce 0 of ")
+    payment, noop = rows(db)
+    assert (payment.status, noop.status) == ("mined", "dropped")
