@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,7 +28,8 @@ class TemporalSettings(BaseModel):
     tls_key_path: Path | None = None
     api_key: SecretStr | None = None
     # How long a decision (approve, reject, edit) waits for a worker to take it; past that it is queued for
-    # delivery (a signal, durable in the run's history) and applies when a worker is back.
+    # delivery (a signal, durable in the run's history) and applies when a worker is back. At most
+    # AIRLOCK_AUTH__ASSERTION_TTL_S (see ``Settings``).
     decision_wait_s: float = Field(default=5.0, gt=0, le=60)
 
     def ui_url(self, run_id: str) -> str:
@@ -146,6 +147,19 @@ class Settings(BaseSettings):
     api: ApiClientSettings = ApiClientSettings()
     otel: OtelSettings = OtelSettings()
     auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _assertions_outlive_the_wait(self) -> Settings:
+        """A decision no worker took within ``decision_wait_s`` is queued then, and judged as of then: its
+        assertion (valid ``assertion_ttl_s`` from signing, give or take 5 s) must still be valid, or every
+        queued decision would be refused."""
+        if self.auth.assertion_ttl_s < self.temporal.decision_wait_s:
+            raise ValueError(
+                f"AIRLOCK_AUTH__ASSERTION_TTL_S ({self.auth.assertion_ttl_s}) must be at least "
+                f"AIRLOCK_TEMPORAL__DECISION_WAIT_S ({self.temporal.decision_wait_s:g}): a decision no worker "
+                "takes within the wait is queued then and judged as of then, so an assertion that expires "
+                "sooner would have every queued decision refused")
+        return self
 
     def model_post_init(self, __context: object) -> None:
         self.project_dir = self.project_dir.resolve()

@@ -70,6 +70,15 @@ def _sentence(kind: str, d: dict[str, Any]) -> str:
     if kind == "approval" and d.get("action") == "request":
         return (f"{d['approval_id']} requested for {d['tool']}: needs {d['min_approvals']} of "
                 f"{', '.join(d['approvers']) or 'anyone'}")
+    if kind == "approval" and d.get("action") == "queue":
+        return (f"{d['actor']}'s {d['decision']} on {d['approval_id']} queued for delivery at {d['queued_at']} "
+                "(no worker took it in time)")
+    if kind == "approval" and d.get("action") == "delivery":
+        what = f"{d['actor']}'s queued {d['decision']} on {d['approval_id']}"
+        if d.get("status") == "applied":
+            return f"{what} applied" + (f": {d['result']}" if d.get("result") else "")
+        return f"{what} {d.get('status')}" + (f": {d['reason']}" if d.get("reason") else "") + (
+            " (it did not count)" if d.get("status") == "withdrawn" else "")
     if kind == "approval":
         done = _PAST.get(d["action"], d["action"])
         return f"{d['actor']} {done} {d['approval_id']}" + (f": {d['comment']}" if d.get("comment") else "")

@@ -163,6 +163,11 @@ class Authority:
     def from_settings(cls, settings: Settings) -> Authority:
         return cls(_private_key(settings), settings.auth.assertion_ttl_s)
 
+    def assertion_id(self, token: str) -> str:
+        """The id (``jti``) of an assertion this authority signed, checked with its own key: what a decision
+        queued for delivery is recorded under (``engine.runtime.payloads.decision_key``)."""
+        return Verifier(self._key.public_key()).signed(token).jti
+
     def _sign(self, subject: str, action: Action, run_id: str, **claims: Any) -> str:
         now = datetime.now(UTC)
         body = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "act": action, "run": run_id,
@@ -196,7 +201,7 @@ class Verifier:
         return cls(_public_key(settings))
 
     def verify(self, token: str, *, at: datetime | None = None) -> Assertion:
-        """The claims of a valid assertion.
+        """The claims of a valid assertion: :meth:`signed`, then :meth:`unexpired` at ``at`` (now when None).
 
         ``at`` judges expiry at that moment instead of now: when a decision was accepted for delivery
         (recorded by the door that signed it, see ``engine.store.approvals.queue_decision``), it counts
@@ -205,20 +210,28 @@ class Verifier:
         Raises:
             AuthenticationError: missing, malformed, forged, expired or not meant for a run.
         """
+        return self.unexpired(self.signed(token), at=at)
+
+    def signed(self, token: str) -> Assertion:
+        """The claims of an assertion signed with this key for a run (signature, issuer, audience, the
+        claims it needs), whatever its expiry: who signed exactly what. Its id (``jti``) is what a record
+        of it is found by; the text is not, since one signed assertion has several spellings that verify
+        (a JWT library reads the signature segment leniently). Judge expiry with :meth:`unexpired`.
+
+        Raises:
+            AuthenticationError: missing, malformed, forged or not meant for a run.
+        """
         if not token:
             raise AuthenticationError("no signed assertion: the person must sign in (UI, API token, or the "
                                       "CLI with a password)")
         try:
             claims = jwt.decode(token, self._key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
                                 leeway=_LEEWAY_S, options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"],
-                                                           "verify_exp": at is None})
-        except jwt.ExpiredSignatureError:
-            raise AuthenticationError("the signed assertion has expired: decide again") from None
+                                                           "verify_exp": False})
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"the signed assertion is not valid: {exc}") from None
-        if at is not None and not (isinstance(claims["exp"], int | float)
-                                   and at.timestamp() <= claims["exp"] + _LEEWAY_S):
-            raise AuthenticationError("the signed assertion had expired when the decision was queued: decide again")
+        if not isinstance(claims["exp"], int | float) or isinstance(claims["exp"], bool):
+            raise AuthenticationError("the signed assertion is not valid: its expiry is not a time")
         try:
             return Assertion(subject=claims["sub"], action=claims["act"], run_id=claims["run"], jti=claims["jti"],
                              expires_at=datetime.fromtimestamp(claims["exp"], UTC),
@@ -226,5 +239,19 @@ class Verifier:
                              digest=claims.get("dig"), args_hash=claims.get("args"), note_hash=claims.get("note"),
                              input_hash=claims.get("inp"),
                              version=claims.get("ver"), pin=claims.get("pin"))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, OverflowError, OSError) as exc:
             raise AuthenticationError(f"the signed assertion lacks a claim: {exc}") from None
+
+    @staticmethod
+    def unexpired(claims: Assertion, *, at: datetime | None = None) -> Assertion:
+        """``claims`` if their assertion was valid at ``at`` (now when None), give or take 5 s.
+
+        Raises:
+            AuthenticationError: it had expired by then.
+        """
+        moment = (at or datetime.now(UTC)).timestamp()
+        if moment > claims.expires_at.timestamp() + _LEEWAY_S:
+            if at is None:
+                raise AuthenticationError("the signed assertion has expired: decide again")
+            raise AuthenticationError("the signed assertion had expired when the decision was queued: decide again")
+        return claims

@@ -174,21 +174,6 @@ class CloseApprovalResult(BaseModel):
     ok: bool = True
 
 
-class SettleDecisionInput(BaseModel):
-    """What the run made of a decision delivered by signal (``key``: ``payloads.decision_key``)."""
-
-    run_id: str
-    approval_id: str
-    key: str
-    status: Literal["applied", "refused"]
-    reason: str | None = None
-    result: str | None = None  # the approval's status once applied
-
-
-class SettleDecisionResult(BaseModel):
-    settled: bool = False  # False: no such queued decision (sent without the door recording it)
-
-
 class ExecuteToolInput(BaseModel):
     """The action to run; the worker finds the tool in the run's definition and checks its authority."""
 
@@ -220,6 +205,22 @@ class VerifyPersonInput(BaseModel):
     args: dict[str, Any] | None = None
     comment: str | None = None
     source: str | None = None
+
+
+class SettleDecisionInput(BaseModel):
+    """What the run made of one delivery of a decision (by update or by signal): ``decision`` as it was sent
+    to ``verify_person``. The worker finds the decision's record by the id of its verified assertion, and
+    only a delivery the assertion is bound to speaks for it."""
+
+    run_id: str
+    decision: VerifyPersonInput
+    status: Literal["applied", "refused"]
+    reason: str | None = None
+    result: str | None = None  # the approval's status once applied
+
+
+class SettleDecisionResult(BaseModel):
+    settled: bool = False  # False: no record of this decision (none queued, none taken), or not its delivery
 
 
 class VerifiedPerson(BaseModel):

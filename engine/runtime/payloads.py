@@ -7,6 +7,8 @@ input and result are in ``engine.runtime.activity_io``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from datetime import datetime
@@ -202,20 +204,46 @@ class ApprovalEditInput(BaseModel):
     source: str | None = Field(default=None, max_length=200)
 
 
-def decision_key(assertion: str) -> str:
-    """A signed decision's key: its assertion's hash. The store keeps a queued decision under it, and the
-    worker finds it there when the decision arrives."""
-    return "dk_" + hashlib.sha256(assertion.encode()).hexdigest()[:40]
+def decision_key(jti: str) -> str:
+    """A signed decision's key: the hash of its assertion's id (``jti``), read from the verified assertion
+    (``Verifier.signed``; the door that signed it, ``Authority.assertion_id``). The store keeps a queued
+    decision under it and the worker finds it there by the same id, never by the assertion's text: one
+    signed assertion has several spellings that verify alike."""
+    return "dk_" + hashlib.sha256(jti.encode()).hexdigest()[:40]
+
+
+def canonical_assertion(token: str) -> str:
+    """An assertion spelled one way, however its signature segment is written.
+
+    A JWT's signature covers its header and claims exactly as written, but the signature segment itself is
+    read leniently (PyJWT pads it and drops characters outside the base64 alphabet): ``token + "=="``
+    verifies as ``token`` does. Spelled with the signature's bytes re-encoded, every copy that verifies
+    reads the same; anything else (a forgery, another assertion) still differs. Text that is no JWT is
+    left as it is (it verifies for nobody).
+    """
+    signing_input, dot, signature = token.encode().rpartition(b".")
+    if not dot or b"." not in signing_input:
+        return token
+    try:
+        raw = base64.urlsafe_b64decode(signature + b"=" * (-len(signature) % 4))  # as PyJWT reads it
+        return (signing_input + b"." + base64.urlsafe_b64encode(raw).rstrip(b"=")).decode()
+    except (binascii.Error, ValueError):
+        return token
 
 
 def delivery_key(payload: ApprovalDecisionInput | ApprovalEditInput) -> str:
     """One delivery of a decision, the same whichever way it reaches the run (the update, or the signal sent
-    when no worker took the update in time): the hash of the whole payload. The run applies a key once.
+    when no worker took the update in time): the hash of the whole payload, its assertion spelled
+    canonically (:func:`canonical_assertion`). The run applies a key once.
 
     The whole payload, not only the assertion: a copy of an assertion on another approval, or with another
-    comment, is another delivery, refused on its own merits (the assertion is good for one use).
+    comment, is another delivery, refused on its own merits (the assertion is good for one use). But a
+    copy of the same assertion spelled otherwise is the same delivery: the run cannot verify a signature
+    itself, and two spellings of one decision must not be judged (or settled) as two.
     """
-    text = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    fields = payload.model_dump(mode="json")
+    fields["assertion"] = canonical_assertion(payload.assertion)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "dl_" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 

@@ -13,7 +13,10 @@ the run's history at once; the answer is then ``queued``: accepted for
 delivery, it applies when a worker is back, and the approval shows when it
 has, or why not. The run counts a decision once however it arrives. If even
 the signal cannot be confirmed, the queued record is withdrawn (a worker that
-gets it later refuses it) and the person is told it did not count.
+gets it later refuses it) and the person is told it did not count, unless a
+worker has it already: a worker records every decision it verifies under the
+same key before counting it, so a withdrawal fails for one the run took (even
+by the late update) and the record says how that went.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ async def decide_approval(client: Client, db: Database, authority: Authority, *,
     payload = _payload(ApprovalDecisionInput, approval_id=approval_id, decision=decision, digest=digest,
                        assertion=assertion, comment=comment, source=source)
     return await _deliver(handle, db, approval, approver, payload, AgentRunWorkflow.decide_approval,
-                          AgentRunWorkflow.deliver_decision, action=decision, wait_s=wait_s)
+                          AgentRunWorkflow.deliver_decision, key=decision_key(authority.assertion_id(assertion)),
+                          action=decision, wait_s=wait_s)
 
 
 async def edit_action(client: Client, db: Database, authority: Authority, *, approval_id: str,
@@ -156,7 +160,8 @@ async def edit_action(client: Client, db: Database, authority: Authority, *, app
     payload = _payload(ApprovalEditInput, approval_id=approval_id, digest=digest, args=args, assertion=assertion,
                        comment=comment, source=source)
     return await _deliver(handle, db, approval, approver, payload, AgentRunWorkflow.edit_action,
-                          AgentRunWorkflow.deliver_edit, action="edit", args=args, wait_s=wait_s)
+                          AgentRunWorkflow.deliver_edit, key=decision_key(authority.assertion_id(assertion)),
+                          action="edit", args=args, wait_s=wait_s)
 
 
 def _payload(model: type[T], **fields: Any) -> T:
@@ -200,11 +205,14 @@ def _refusal(exc: WorkflowUpdateFailedError) -> Exception:
 async def _deliver(handle: WorkflowHandle[AgentRunWorkflow, RunResult], db: Database, approval: ApprovalView,
                    approver: Approver, payload: T,
                    update: UpdateMethodMultiParam[[AgentRunWorkflow, T], Awaitable[ApprovalDecisionResult]],
-                   signal: MethodSyncOrAsyncSingleParam[AgentRunWorkflow, T, None], *, action: str,
+                   signal: MethodSyncOrAsyncSingleParam[AgentRunWorkflow, T, None], *, key: str, action: str,
                    wait_s: float, args: dict[str, Any] | None = None) -> ApprovalDecisionResult:
-    """Offer the decision as an update for ``wait_s`` seconds, else queue it and send it as a signal."""
-    assertion = getattr(payload, "assertion", "")
-    key = decision_key(assertion)
+    """Offer the decision as an update for ``wait_s`` seconds, else queue it and send it as a signal.
+
+    ``key`` is the decision's (``decision_key`` of its assertion's id). A worker that took the update
+    late has recorded the decision under it before counting it, so the queued record then says how it
+    went and cannot be withdrawn: the person is never told that a decision which counted does not.
+    """
     try:
         # temporalio types an async handler under ``@workflow.update(name=...)`` as returning its awaitable;
         # what the update answers is the awaited value, decoded with the handler's return type. The update's

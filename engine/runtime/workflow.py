@@ -12,9 +12,11 @@ as a signal carrying the same signed payload (``deliver_decision``,
 ``deliver_edit``), which Temporal records durably even with no worker
 polling. Both go through the same checks, the same verification of the person
 by the worker and the same rules; a delivery is applied once by its key (the
-hash of the whole payload) however many ways it arrives, its assertion is good
-for one use, each person counts once, and a signalled one ends with
-``settle_decision`` recording what became of it.
+hash of the whole payload, the assertion spelled canonically) however many
+ways it arrives, its assertion is good for one use, each person counts once,
+and each delivery, by update or by signal, ends with ``settle_decision``
+recording what became of it on the decision's record (the door's queued one,
+or the one the worker made when it took the decision).
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRecord,
         Verdict,
         WaitingApproval,
-        decision_key,
         delivery_key,
     )
     from engine.runtime.state import failure_reason
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
 _RECORD_TIMEOUT = timedelta(seconds=30)  # start_to_close of the workflow's own activities
+# Since this patch every delivery settles its decision's record itself (the update too, not only a signal).
+_SETTLE_EVERY_DELIVERY = "settle-every-delivery"
 
 
 def user_message(run_input: dict[str, Any]) -> str:
@@ -103,6 +106,7 @@ class AgentRunWorkflow:
         self._progress = RunProgress()
         self._taken: set[str] = set()  # delivery keys that reached the run (by update or signal)
         self._outcomes: dict[str, _Outcome] = {}  # ... and what became of each, once known
+        self._settled: set[str] = set()  # ... and whose outcome is recorded on the decision's record
 
     @workflow.run
     async def run(self, payload: Any) -> RunResult:
@@ -213,18 +217,22 @@ class AgentRunWorkflow:
                                                         votes=pending.call.votes, reason=pending.reason),
             start_to_close_timeout=_RECORD_TIMEOUT)
 
-    async def _verify(self, payload: ApprovalDecisionInput | ApprovalEditInput) -> VerifiedPerson:
-        """Who signed this decision, proven by the worker (signature, expiry, single use, user store), and
-        that the assertion is for exactly this payload."""
+    def _person_input(self, payload: ApprovalDecisionInput | ApprovalEditInput) -> VerifyPersonInput:
+        """A delivery as the worker checks it: the assertion and everything it must be bound to."""
         action: Literal["approve", "reject", "edit"] = (payload.decision if isinstance(payload, ApprovalDecisionInput)
                                                         else "edit")
         args = payload.args if isinstance(payload, ApprovalEditInput) else None
+        return VerifyPersonInput(run_id=self._request.run_id if self._request else "",
+                                 approval_id=payload.approval_id, digest=payload.digest, action=action,
+                                 assertion=payload.assertion, args=args, comment=payload.comment,
+                                 source=payload.source)
+
+    async def _verify(self, payload: ApprovalDecisionInput | ApprovalEditInput) -> VerifiedPerson:
+        """Who signed this decision, proven by the worker (signature, expiry, single use, user store), and
+        that the assertion is for exactly this payload."""
         try:
             return await workflow.execute_activity(
-                contract.verify_person, VerifyPersonInput(run_id=self._request.run_id if self._request else "",
-                                                          approval_id=payload.approval_id, digest=payload.digest,
-                                                          action=action, assertion=payload.assertion, args=args,
-                                                          comment=payload.comment, source=payload.source),
+                contract.verify_person, self._person_input(payload),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3))
         except ActivityError as exc:
@@ -236,7 +244,7 @@ class AgentRunWorkflow:
     @workflow.update(name="decide_approval")
     async def decide_approval(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
         """Record one person's approve/reject; quorum turns it into a verdict."""
-        return await self._once(delivery_key(decision), lambda: self._apply_decision(decision))
+        return await self._once(decision, lambda: self._apply_decision(decision))
 
     @decide_approval.validator
     def _check_decision(self, decision: ApprovalDecisionInput) -> None:
@@ -265,7 +273,7 @@ class AgentRunWorkflow:
     @workflow.update(name="edit_action")
     async def edit_action(self, edit: ApprovalEditInput) -> ApprovalDecisionResult:
         """Replace a gated action's arguments; the new action goes through the whole boundary again."""
-        return await self._once(delivery_key(edit), lambda: self._apply_edit(edit))
+        return await self._once(edit, lambda: self._apply_edit(edit))
 
     @edit_action.validator
     def _check_edit(self, edit: ApprovalEditInput) -> None:
@@ -311,23 +319,35 @@ class AgentRunWorkflow:
         if delivery_key(payload) in self._taken:
             raise ApplicationError("this decision has reached the run already; it counts once", type="ApprovalError")
 
-    async def _once(self, key: str,
+    async def _once(self, payload: ApprovalDecisionInput | ApprovalEditInput,
                     apply: Callable[[], Awaitable[ApprovalDecisionResult]]) -> ApprovalDecisionResult:
-        """Apply the delivery ``key`` names unless it reached the run already; remember what became of it."""
+        """Apply this delivery unless it reached the run already; record what became of it on the decision's
+        record, whichever way it came (the door may have stopped waiting for an update the worker then took,
+        and no signal may follow), then remember it."""
+        key = delivery_key(payload)
         if key in self._taken:  # the same decision, the other way, at the same time: that one counts
             raise ApplicationError("this decision has reached the run already; it counts once", type="ApprovalError")
         self._taken.add(key)
         try:
             result = await apply()
         except ApplicationError as exc:
-            self._outcomes[key] = _Outcome(applied=False, detail=exc.message)
+            await self._ended(payload, _Outcome(applied=False, detail=exc.message), settle=True)
             raise
         except BaseException as exc:
             reason = failure_reason(exc) if isinstance(exc, ActivityError) else f"{type(exc).__name__}: {exc}"
-            self._outcomes[key] = _Outcome(applied=False, detail=f"the run could not record it: {reason}"[:2000])
+            await self._ended(payload, _Outcome(applied=False, detail=f"the run could not record it: {reason}"[:2000]),
+                              settle=isinstance(exc, Exception))
             raise
-        self._outcomes[key] = _Outcome(applied=True, detail=_shown_result(result))
+        await self._ended(payload, _Outcome(applied=True, detail=_shown_result(result)), settle=True)
         return result
+
+    async def _ended(self, payload: ApprovalDecisionInput | ApprovalEditInput, outcome: _Outcome, *,
+                     settle: bool) -> None:
+        """A delivery ``_once`` applied or refused: recorded (in runs since every delivery settles; older
+        histories settled signals only), then remembered, which a copy that came the other way waits for."""
+        if settle and workflow.patched(_SETTLE_EVERY_DELIVERY):
+            await self._settle(payload, outcome)
+        self._outcomes[delivery_key(payload)] = outcome
 
     async def _deliver(self, payload: ApprovalDecisionInput | ApprovalEditInput, check: Callable[[], None],
                        apply: Callable[[], Awaitable[ApprovalDecisionResult]]) -> None:
@@ -335,14 +355,15 @@ class AgentRunWorkflow:
 
         Nothing raised here may fail the run: every refusal becomes the recorded reason.
         """
-        key, approval_id = delivery_key(payload), payload.approval_id
+        key, through_once = delivery_key(payload), False
         if key in self._taken:  # the update reached the run too: it counts, and says how it went
             await workflow.wait_condition(lambda: key in self._outcomes)
             outcome = self._outcomes[key]
         else:
             try:
                 check()
-                outcome = _Outcome(applied=True, detail=_shown_result(await self._once(key, apply)))
+                through_once = True  # from here on ``_once`` records it
+                outcome = _Outcome(applied=True, detail=_shown_result(await self._once(payload, apply)))
             except ApplicationError as exc:
                 outcome = _Outcome(applied=False, detail=exc.message)
             except ActivityError as exc:
@@ -350,20 +371,32 @@ class AgentRunWorkflow:
             except Exception as exc:  # noqa: BLE001 - a signal handler that raised would fail the workflow task
                 outcome = _Outcome(applied=False, detail=f"internal error: {type(exc).__name__}: {exc}"[:2000])
             self._taken.add(key)
-            self._outcomes.setdefault(key, outcome)
+            outcome = self._outcomes.setdefault(key, outcome)
+        if (through_once or key in self._settled) and workflow.patched(_SETTLE_EVERY_DELIVERY):
+            return  # recorded already (older runs recorded each signal here)
+        await self._settle(payload, outcome)
+
+    async def _settle(self, payload: ApprovalDecisionInput | ApprovalEditInput, outcome: _Outcome) -> None:
+        """Record what became of this delivery on its decision's record (``settle_decision``); the worker
+        ignores a delivery its assertion is not bound to. A failure to record is logged, never raised: it
+        must not fail the run, nor turn an applied decision into a refused one."""
+        key = delivery_key(payload)
         if not outcome.applied:
-            workflow.logger.warning("decision %s on %s refused: %s", key, approval_id, outcome.detail)
-        if self._request is None:  # not resolved yet: nothing the door could have queued
+            workflow.logger.warning("decision %s on %s refused: %s", key, payload.approval_id, outcome.detail)
+        if self._request is None:  # not resolved yet: nothing can be recorded for it
             return
-        settled = SettleDecisionInput(run_id=self._request.run_id, approval_id=approval_id,
-                                      key=decision_key(payload.assertion),
+        settled = SettleDecisionInput(run_id=self._request.run_id, decision=self._person_input(payload),
                                       status="applied" if outcome.applied else "refused",
                                       reason=None if outcome.applied else outcome.detail,
                                       result=outcome.detail if outcome.applied else None)
         try:
-            await workflow.execute_activity(contract.settle_decision, settled, start_to_close_timeout=_RECORD_TIMEOUT)
+            done = await workflow.execute_activity(contract.settle_decision, settled,
+                                                   start_to_close_timeout=_RECORD_TIMEOUT)
         except ActivityError as exc:
             workflow.logger.warning("decision %s: its outcome could not be recorded: %s", key, failure_reason(exc))
+            return
+        if done.settled:  # else there was no record yet: a door may queue one, and its signal settles it
+            self._settled.add(key)
 
     def _check_action(self, approval_id: str, digest: str) -> PendingAction:
         """Rules on the action alone, checked before anything is accepted into history."""

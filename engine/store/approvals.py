@@ -39,6 +39,7 @@ class QueuedDecision(BaseModel):
     result: str | None = None
     queued_at: datetime
     settled_at: datetime | None = None
+    door_queued: bool = True  # False: no door queued it; only the worker that took it recorded it
 
     @property
     def waiting(self) -> bool:
@@ -124,14 +125,27 @@ def close_approval(session: Session, *, request: CloseApprovalInput) -> None:
     if request.status == "expired":
         record_event(session, approval_id=row.approval_id, run_id=row.run_id, actor="airlock", action="expire",
                      digest=row.digest, source="approval timeout", comment=request.reason)
-    if request.status != "pending":  # decisions still queued can no longer count: say so now
-        late = session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.approval_id == row.approval_id,
-                                                           QueuedDecisionRow.status == "queued")).all()
-        for queued in late:
-            queued.status, queued.settled_at = "refused", utcnow()
+    if request.status != "pending":
+        _settle_waiting(session, row, request)
+
+
+def _settle_waiting(session: Session, row: ApprovalRow, request: CloseApprovalInput) -> None:
+    """Decisions on a closed approval that wait for delivery, settled now: one a worker took whose vote the
+    run counted is applied; any other can no longer count (the run's own word, when it comes, replaces
+    this one's reason). So none is left waiting for good, even if the run never settles it itself."""
+    counted = {(v.by, v.decision, v.digest, v.comment, v.source) for v in request.votes}
+    waiting = session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.approval_id == row.approval_id,
+                                                          col(QueuedDecisionRow.status).in_(WAITING))).all()
+    for queued in waiting:
+        if (queued.status == "delivering"
+                and (queued.by, queued.action, queued.digest, queued.comment, queued.source) in counted):
+            queued.status, queued.result = "applied", request.status
+        else:
+            queued.status = "refused"
             queued.reason = f"approval {row.approval_id} was {request.status} before this decision reached the run"
-            session.add(queued)
-        session.commit()
+        queued.settled_at = utcnow()
+        session.add(queued)
+    session.commit()
 
 
 def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,
@@ -181,11 +195,12 @@ def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
 
 
 def _views(session: Session, rows: Sequence[ApprovalRow]) -> list[ApprovalView]:
-    """Inbox items with their queued decisions (oldest first)."""
+    """Inbox items with the decisions doors queued on them (oldest first)."""
     ids = [r.approval_id for r in rows]
     queued: dict[str, list[QueuedDecision]] = {i: [] for i in ids}
     if ids:
-        found = session.exec(select(QueuedDecisionRow).where(col(QueuedDecisionRow.approval_id).in_(ids))
+        found = session.exec(select(QueuedDecisionRow).where(col(QueuedDecisionRow.approval_id).in_(ids),
+                                                             col(QueuedDecisionRow.door_queued).is_(True))
                              .order_by(col(QueuedDecisionRow.queued_at))).all()
         for q in found:
             queued[q.approval_id].append(QueuedDecision.model_validate(q, from_attributes=True))
@@ -202,15 +217,21 @@ def queue_decision(session: Session, *, key: str, approval_id: str, run_id: str,
     """Record that a decision was accepted for delivery (before it is sent); the same key again is a no-op.
 
     The door that authenticated the person writes it; its time is when the decision was made, which the
-    worker judges the assertion's expiry by (``queued_decision``).
+    worker judges the assertion's expiry by (``queued_decision``). A decision a worker took already (the
+    update, late) is recorded by then: it is marked as queued too, and its status says how it went.
     """
     if session.get(QueuedDecisionRow, key) is None:
         session.add(QueuedDecisionRow(key=key, approval_id=approval_id, run_id=run_id, by=by, action=action,
                                       digest=digest, comment=comment, args=args, source=source))
         try:
             session.commit()
-        except IntegrityError:  # the same decision, queued at the same instant by a retry
+        except IntegrityError:  # the same decision, recorded at the same instant (a retry, or the worker)
             session.rollback()
+    session.execute(update(QueuedDecisionRow).where(col(QueuedDecisionRow.key) == key,
+                                                    col(QueuedDecisionRow.door_queued).is_(False))
+                    .values(door_queued=True))
+    session.commit()
+    session.expire_all()
     found = queued_decision(session, key=key)
     assert found is not None
     return found
@@ -226,7 +247,8 @@ def queued_by(session: Session, *, approval_id: str, person: str) -> list[Queued
     """``person``'s decisions on this approval that wait for delivery."""
     rows = session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.approval_id == approval_id,
                                                         QueuedDecisionRow.by == person,
-                                                        col(QueuedDecisionRow.status).in_(WAITING))).all()
+                                                        col(QueuedDecisionRow.status).in_(WAITING),
+                                                        col(QueuedDecisionRow.door_queued).is_(True))).all()
     return [QueuedDecision.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -241,11 +263,29 @@ def _move(session: Session, key: str, allowed_from: tuple[str, ...], **changes: 
     return queued_decision(session, key=key)
 
 
-def claim_delivery(session: Session, *, key: str) -> QueuedDecision | None:
-    """The worker takes a queued decision it has verified (``queued`` → ``delivering``); a retry of the same
-    step finds it ``delivering``. The row afterwards (its status says whether the claim held), or None when
-    the decision was never queued."""
-    return _move(session, key, ("queued",), status="delivering")
+def claim_delivery(session: Session, *, key: str, approval_id: str, run_id: str, by: str, action: str, digest: str,
+                   comment: str | None = None, args: dict[str, Any] | None = None,
+                   source: str | None = None) -> QueuedDecision:
+    """The worker takes a decision it has verified, before it counts: a queued one moves on (``queued`` →
+    ``delivering``); one no door queued is recorded as ``delivering`` (``door_queued`` False), so that a
+    door which queues it later (its update was taken just as the door stopped waiting) cannot withdraw it.
+    A retry of the same step finds it ``delivering``. The row afterwards: its status says whether the claim
+    held (``withdrawn`` or ``refused``: it did not, and the decision must not count)."""
+    if session.get(QueuedDecisionRow, key) is None:
+        session.add(QueuedDecisionRow(key=key, approval_id=approval_id, run_id=run_id, by=by, action=action,
+                                      digest=digest, comment=comment, args=args, source=source,
+                                      status="delivering", door_queued=False))
+        try:
+            session.commit()
+        except IntegrityError:  # the door queued it at the same instant: claim that record below
+            session.rollback()
+    found = queued_decision(session, key=key)
+    assert found is not None
+    if (found.approval_id, found.run_id) != (approval_id, run_id):  # recorded for another: not this one's to take
+        return found
+    taken = _move(session, key, ("queued",), status="delivering")
+    assert taken is not None
+    return taken
 
 
 def settle_decision(session: Session, *, key: str, status: Literal["applied", "refused"], reason: str | None = None,

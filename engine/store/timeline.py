@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine.runtime.payloads import ActionKey
 from engine.store.tables import (
@@ -17,6 +17,7 @@ from engine.store.tables import (
     ApprovalRow,
     ModelCallRow,
     PolicyDecisionRow,
+    QueuedDecisionRow,
     RunRow,
     ToolExecutionRow,
     ValidationRow,
@@ -24,7 +25,8 @@ from engine.store.tables import (
 
 
 class TimelineEntry(BaseModel):
-    """One step of a run: a model call, a validation, a policy decision, an approval event or a tool execution."""
+    """One step of a run: a model call, a validation, a policy decision, an approval event (a decision queued
+    for delivery, and what became of it, among them) or a tool execution."""
 
     at: datetime
     kind: str  # model | validation | policy | approval | execution | run
@@ -63,6 +65,17 @@ def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
         entries.append(TimelineEntry(at=a.at, kind="approval",
                                      data={"approval_id": a.approval_id, "actor": a.actor, "action": a.action,
                                            "digest": a.digest, "source": a.source, "comment": a.comment}))
+    for q in session.exec(select(QueuedDecisionRow).where(QueuedDecisionRow.run_id == run_id,
+                                                          col(QueuedDecisionRow.door_queued).is_(True))).all():
+        said = {"approval_id": q.approval_id, "actor": q.by, "decision": q.action, "digest": q.digest,
+                "source": q.source, "comment": q.comment}
+        entries.append(TimelineEntry(at=q.queued_at, kind="approval",
+                                     data={**said, "action": "queue",
+                                           "queued_at": f"{q.queued_at:%Y-%m-%d %H:%M:%S} UTC"}))
+        if q.settled_at is not None and q.status in ("applied", "refused", "withdrawn"):
+            entries.append(TimelineEntry(at=q.settled_at, kind="approval",
+                                         data={**said, "action": "delivery", "status": q.status,
+                                               "result": q.result, "reason": q.reason}))
     run = session.get(RunRow, run_id)
     if run is not None and run.finished_at is not None:  # how it ended, last (also when nothing else was recorded)
         entries.append(TimelineEntry(at=max([run.finished_at, *(e.at for e in entries)], key=_naive), kind="run",

@@ -174,7 +174,7 @@ async def test_a_withdrawn_decision_is_refused_if_its_signal_arrives_after_all(
                                         assertion=authority().decide(user="bob", run_id=handle.id,
                                                                      approval_id=item.approval_id,
                                                                      digest=item.digest, action="approve"))
-        key = runs.decision_key(payload.assertion)
+        key = runs.decision_key(authority().assertion_id(payload.assertion))
         db.call(repo.queue_decision, key=key, approval_id=item.approval_id, run_id=handle.id, by="bob",
                 action="approve", digest=item.digest)
         assert db.call(repo.withdraw_decision, key=key, reason="it could not be delivered: test").status == \

@@ -1,7 +1,7 @@
 """Decisions delivered by signal (sent when no worker took the update in time) obey every rule the update
 path does: each attack below, sent as a signal from a plain Temporal client, is refused with its reason
-(recorded by the run's ``settle_decision``) and counts for nothing; a delivery counts once however many
-ways it arrives."""
+(recorded by the run's ``settle_decision``, as every delivery's outcome is) and counts for nothing; a
+delivery counts once however many ways (and spellings of its token) it arrives."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from engine.boundary.identity import Authority
 from engine.config import OpaSettings, Settings
-from engine.runtime.payloads import decision_key
 from engine.runtime.worker import build_worker
 from engine.store import repo
 from engine.store.db import Database
-from engine.store.tables import PersonAssertionRow
+from engine.store.tables import PersonAssertionRow, QueuedDecisionRow
 from engine.store.users import Approver
 from tests.helpers import authority, grant, refund, start_run, wait_for_inbox, write_spec
 from tools import support
@@ -31,8 +30,8 @@ OPS_BOB, OPS_CAROL = Approver(name="bob", roles=["treasury-ops"]), Approver(name
 
 
 async def settled(handle: WorkflowHandle[Any, Any], count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    """What the run recorded for each decision it was signalled (``settle_decision`` inputs), once there are
-    ``count`` of them."""
+    """What the run recorded for each delivery it applied or refused (``settle_decision`` inputs), once there
+    are ``count`` of them."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         found = []
@@ -85,6 +84,7 @@ async def test_every_attack_by_signal_is_refused_and_a_delivery_counts_once(
             "forged key": ("deliver_decision",
                            decision(signed("carol", key=Authority(Ed25519PrivateKey.generate())))),
             "replayed as it was": ("deliver_decision", bobs),  # the same delivery again: it counted already
+            "replayed, token re-spelled": ("deliver_decision", {**bobs, "assertion": bobs["assertion"] + "=="}),
             "replayed, comment swapped": ("deliver_decision", {**bobs, "comment": "pay it twice"}),
             "the requester": ("deliver_decision", decision(signed("alice"))),
             "a stale digest": ("deliver_decision", {**decision(signed("carol", on="sha256:old")),
@@ -101,20 +101,24 @@ async def test_every_attack_by_signal_is_refused_and_a_delivery_counts_once(
         for signal, payload in attacks.values():
             await handle.signal(signal, payload)
         await handle.signal("deliver_decision", {**decision(signed("carol")), "by": "carol"})  # malformed: dropped
-        records = await settled(handle, len(attacks))
-        by_key: dict[str, list[tuple[str, str]]] = {}
+        # bob's update and each attack but the two copies of bob's delivery, which are the update's.
+        records = await settled(handle, len(attacks) - 1)
+        by_delivery: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
         for r in records:
-            by_key.setdefault(r["key"], []).append((r["status"], r["reason"] or r["result"] or ""))
-        outcome = {name: sorted(by_key[decision_key(payload["assertion"])]) for name, (_, payload) in attacks.items()}
+            sent = r["decision"]
+            by_delivery.setdefault((sent["assertion"], sent["comment"]), []).append(
+                (r["status"], r["reason"] or r["result"] or ""))
+        outcome = {name: by_delivery.get((payload["assertion"], payload.get("comment")), [])
+                   for name, (_, payload) in attacks.items()}
         assert outcome["unsigned"] == [("refused", "no signed assertion: the person must sign in (UI, API token, "
                                                    "or the CLI with a password)")]
         assert "Signature verification failed" in outcome["forged key"][0][1]
-        # bob's assertion, sent twice more: the same delivery counts once (as the update applied it), and a
-        # copy with another comment is not what bob signed.
-        assert outcome["replayed as it was"] == outcome["replayed, comment swapped"]
-        assert outcome["replayed as it was"][0] == ("applied", "pending: 1 of 2 approvals")
-        assert outcome["replayed as it was"][1][0] == "refused"
-        assert "for another comment or source" in outcome["replayed as it was"][1][1]
+        # bob's assertion, sent three times more: the same delivery (also spelled otherwise) counts once, as
+        # the update applied it, and a copy with another comment is not what bob signed.
+        assert outcome["replayed as it was"] == [("applied", "pending: 1 of 2 approvals")]
+        assert outcome["replayed, token re-spelled"] == []  # nothing of its own: it is the update's delivery
+        [(status, reason)] = outcome["replayed, comment swapped"]
+        assert status == "refused" and "for another comment or source" in reason
         assert outcome["the requester"] == [("refused", "alice started this run and cannot decide its actions")]
         assert "is bound to action" in outcome["a stale digest"][0][1]
         assert "on sha256:old, not approve of" in outcome["signed for another digest"][0][1]
@@ -124,7 +128,12 @@ async def test_every_attack_by_signal_is_refused_and_a_delivery_counts_once(
         assert outcome["bob a second time"] == [("refused", f"bob already decided approval {apr}")]
         assert "other arguments than this edit's" in outcome["edit with other args"][0][1]
         assert all(status == "refused" for name, results in outcome.items() for status, _ in results
-                   if not name.startswith("replayed"))
+                   if name != "replayed as it was")
+        # What became of each recorded decision: bob's applied; the second assertion bob signed refused.
+        with Session(db.engine) as session:
+            records_of = {(q.by, q.status) for q in session.exec(select(QueuedDecisionRow).where(
+                QueuedDecisionRow.approval_id == apr)).all()}
+        assert records_of == {("bob", "applied"), ("bob", "refused")}
         # Nothing counted but bob's one approval; the run still waits, and goes on when carol approves.
         shown = db.call(repo.get_approval, approval_id=apr)
         assert shown is not None and shown.status == "pending"

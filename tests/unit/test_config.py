@@ -57,3 +57,20 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([5.0], 95) == 5.0
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (50.0, 95.0, 100.0)
+
+
+def test_an_assertion_must_outlive_the_wait_for_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision no worker took in time is queued about ``decision_wait_s`` after its assertion was signed and
+    judged as of then: an assertion that expired sooner would have every queued decision refused."""
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("AIRLOCK_AUTH__ASSERTION_TTL_S", "5")
+    monkeypatch.setenv("AIRLOCK_TEMPORAL__DECISION_WAIT_S", "30")
+    with pytest.raises(ValidationError, match=r"AIRLOCK_AUTH__ASSERTION_TTL_S \(5\) must be at least "
+                                              r"AIRLOCK_TEMPORAL__DECISION_WAIT_S \(30\)"):
+        Settings()
+    monkeypatch.setenv("AIRLOCK_TEMPORAL__DECISION_WAIT_S", "5")
+    assert (Settings().auth.assertion_ttl_s, Settings().temporal.decision_wait_s) == (5, 5.0)
+    monkeypatch.delenv("AIRLOCK_AUTH__ASSERTION_TTL_S")
+    monkeypatch.setenv("AIRLOCK_TEMPORAL__DECISION_WAIT_S", "60")
+    assert Settings().temporal.decision_wait_s == 60  # the longest wait fits the default lifetime (120 s)

@@ -6,7 +6,7 @@ import asyncio
 
 from temporalio import activity
 
-from engine.boundary.identity import args_hash, note_hash
+from engine.boundary.identity import Assertion, args_hash, note_hash
 from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, ApprovalError, AuthenticationError, DefinitionError
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error
@@ -88,29 +88,24 @@ class PeopleActivities(ActivitiesBase):
     async def verify_person(self, request: VerifyPersonInput) -> VerifiedPerson:
         """Check a person's signed assertion for one decision; roles and tenants come from the user store.
 
-        A decision its door queued for delivery (no worker took it in time) is judged as of when it was
-        queued: its assertion must have been valid then. One the door withdrew (it told the person it did
-        not count) or whose outcome is already recorded is refused.
+        The signature is checked first; the decision's record is then found by the assertion's id (never by
+        its text, which has several spellings that verify). A decision its door queued for delivery (no
+        worker took it in time) is judged as of when it was queued: its assertion must have been valid
+        then. One the door withdrew (it told the person it did not count) or whose refusal is recorded is
+        refused. Before it counts, the decision is recorded as taken (``claim_delivery``), also when no
+        door queued it: a door that queues it afterwards can then no longer withdraw it.
         """
         run = await self._run(request.run_id)
-        key = decision_key(request.assertion)
         try:
+            claims = self._verifier.signed(request.assertion)
+            key = decision_key(claims.jti)
             queued = await self._db(repo.queued_decision, key=key)
             if queued is not None and (queued.approval_id, queued.run_id) != (request.approval_id, run.run_id):
-                queued = None  # recorded for another approval: it says nothing about this one
+                queued = None  # recorded for another approval: the binding below refuses this copy
             if queued is not None and queued.status in ("withdrawn", "refused"):
                 raise ApprovalError(f"this decision was {queued.status}: {queued.reason}; decide again")
-            claims = self._verifier.verify(request.assertion, at=queued.queued_at if queued else None)
-            bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
-            if bound != (request.action, request.run_id, request.approval_id, request.digest):
-                raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
-                                          f"{claims.digest}, not {request.action} of {request.approval_id} on "
-                                          f"{request.digest}")
-            if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
-                raise AuthenticationError("the signed assertion is for other arguments than this edit's")
-            if claims.note_hash != note_hash(request.comment, request.source):
-                raise AuthenticationError("the signed assertion is for another comment or source than this "
-                                          "decision's")
+            self._verifier.unexpired(claims, at=queued.queued_at if queued else None)
+            _check_bound(claims, request)
             decided = await self._db(decisions.decision_for_approval, approval_id=request.approval_id)
             if decided is None or decided.run_id != run.run_id or decided.digest != request.digest:
                 raise AuthenticationError(f"approval {request.approval_id} on {request.digest} was not asked "
@@ -121,10 +116,15 @@ class PeopleActivities(ActivitiesBase):
                                        editors=editors, approvers=list(decided.result.get("approvers") or []))
             if refusal is not None:  # refused before it is recorded: a refused person leaves no vote behind
                 raise ApprovalError(refusal)
-            if queued is not None:  # the door and this worker race for it: it counts only if the door did not
-                claimed = await self._db(repo.claim_delivery, key=key)  # withdraw it first
-                if claimed is not None and claimed.status in ("withdrawn", "refused"):
-                    raise ApprovalError(f"this decision was {claimed.status}: {claimed.reason}; decide again")
+            # The door and this worker race for it: it counts only if the door did not withdraw it first.
+            claimed = await self._db(repo.claim_delivery, key=key, approval_id=request.approval_id,
+                                     run_id=run.run_id, by=person.name, action=request.action,
+                                     digest=request.digest, comment=request.comment, args=request.args,
+                                     source=request.source)
+            if (claimed.approval_id, claimed.run_id) != (request.approval_id, run.run_id):
+                raise ApprovalError("this decision is recorded for another approval; decide again")
+            if claimed.status in ("withdrawn", "refused"):
+                raise ApprovalError(f"this decision was {claimed.status}: {claimed.reason}; decide again")
             await self._db(authority.use_assertion, jti=claims.jti, run_id=run.run_id,
                            approval_id=request.approval_id, idempotency_key=decided.idempotency_key or "",
                            digest=request.digest, action=request.action, subject=person.name, roles=person.roles,
@@ -135,11 +135,40 @@ class PeopleActivities(ActivitiesBase):
 
     @activity.defn(name="settle_decision")
     async def settle_decision(self, request: SettleDecisionInput) -> SettleDecisionResult:
-        """Record what the run made of a decision it was sent by signal, on the door's queued record."""
+        """Record what the run made of a decision on its record (queued by a door, or taken by a worker).
+
+        Only a delivery its verified assertion is bound to speaks for the decision: a copy with another
+        comment, say, was refused on its own and changes nothing here. Its expiry does not matter.
+        """
         run = await self._run(request.run_id)
-        queued = await self._db(repo.queued_decision, key=request.key)
-        if queued is None or (queued.approval_id, queued.run_id) != (request.approval_id, run.run_id):
-            return SettleDecisionResult(settled=False)  # sent past the doors (a bare Temporal client): no record
-        await self._db(repo.settle_decision, key=request.key, status=request.status, reason=request.reason,
+        decision = request.decision
+        try:
+            claims = self._verifier.signed(decision.assertion)
+            _check_bound(claims, decision)
+        except AirlockError:
+            return SettleDecisionResult(settled=False)  # not this person's decision: it speaks for none
+        key = decision_key(claims.jti)
+        queued = await self._db(repo.queued_decision, key=key)
+        if queued is None or (queued.approval_id, queued.run_id) != (decision.approval_id, run.run_id):
+            return SettleDecisionResult(settled=False)  # never recorded (refused before a worker took it)
+        await self._db(repo.settle_decision, key=key, status=request.status, reason=request.reason,
                        result=request.result)
         return SettleDecisionResult(settled=True)
+
+
+def _check_bound(claims: Assertion, request: VerifyPersonInput) -> None:
+    """That a verified assertion is for exactly this delivery: action, run, approval, digest, comment and
+    source, and for an edit its arguments.
+
+    Raises:
+        AuthenticationError: it is for something else.
+    """
+    bound = (claims.action, claims.run_id, claims.approval_id, claims.digest)
+    if bound != (request.action, request.run_id, request.approval_id, request.digest):
+        raise AuthenticationError(f"the signed assertion is for {claims.action} of {claims.approval_id} on "
+                                  f"{claims.digest}, not {request.action} of {request.approval_id} on "
+                                  f"{request.digest}")
+    if request.action == "edit" and claims.args_hash != args_hash(request.args or {}):
+        raise AuthenticationError("the signed assertion is for other arguments than this edit's")
+    if claims.note_hash != note_hash(request.comment, request.source):
+        raise AuthenticationError("the signed assertion is for another comment or source than this decision's")

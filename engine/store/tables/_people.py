@@ -64,11 +64,15 @@ class QueuedDecisionRow(SQLModel, table=True):
     ``refused`` (with the reason). ``withdrawn``: the signal could not be confirmed and the person was
     told it did not count, so the worker refuses it if it ever arrives. It authorises nothing: the
     run applies the signed decision itself, with the same rules as any other.
+
+    A worker records every decision it verifies here before counting it, also one no door queued
+    (``door_queued`` False: the run took it directly; the inbox does not show those), so that a door
+    which queues it afterwards finds the run has it and cannot withdraw it.
     """
 
     __tablename__ = "queued_decisions"
 
-    key: str = Field(primary_key=True)  # payloads.decision_key of the signed assertion
+    key: str = Field(primary_key=True)  # payloads.decision_key of the signed assertion's id (jti)
     approval_id: str = Field(index=True)
     run_id: str = Field(index=True)
     by: str  # the person the door authenticated
@@ -82,6 +86,7 @@ class QueuedDecisionRow(SQLModel, table=True):
     result: str | None = None  # what it led to, once applied: the approval's status then
     queued_at: datetime = Field(default_factory=utcnow)
     settled_at: datetime | None = None
+    door_queued: bool = True  # a door queued it and told the person so; False: only the worker recorded it
 
 
 class PersonAssertionRow(SQLModel, table=True):

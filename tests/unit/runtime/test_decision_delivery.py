@@ -5,6 +5,7 @@ decision (assertion, keys). Temporal is a fake here; the store is real SQLite.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from engine.boundary.identity import Authority, Verifier, note_hash
 from engine.errors import ApprovalError, AuthenticationError
 from engine.runtime import runs
-from engine.runtime.payloads import ApprovalDecisionInput, ApprovalDecisionResult, decision_key, delivery_key
+from engine.runtime.payloads import (
+    ApprovalDecisionInput,
+    ApprovalDecisionResult,
+    canonical_assertion,
+    decision_key,
+    delivery_key,
+)
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.tables import ApprovalRow, utcnow
@@ -77,6 +84,11 @@ def db(tmp_path: Path) -> Database:
     return database
 
 
+def key_of(assertion: str) -> str:
+    """A decision's key: by its verified assertion's id."""
+    return decision_key(Verifier(KEY.public_key()).signed(assertion).jti)
+
+
 async def decide(db: Database, handle: FakeHandle, **kwargs: Any) -> ApprovalDecisionResult:
     return await runs.decide_approval(FakeClient(handle), db, Authority(KEY), approval_id="apr_1",  # type: ignore[arg-type]
                                       decision="approve", approver=BOB, comment="fine", source="cli:host",
@@ -92,7 +104,7 @@ async def test_a_decision_the_run_takes_in_time_is_answered_by_the_run_and_queue
     assert (result.status, result.approvals) == ("pending", 1)
     assert handle.signals == [] and db.call(repo.get_approval, approval_id="apr_1").queued == []  # type: ignore[union-attr]
     [(payload, update_id)] = handle.updates
-    assert update_id == decision_key(payload.assertion)
+    assert update_id == key_of(payload.assertion)
 
 
 async def test_no_worker_in_time_queues_the_same_signed_decision_and_says_so(db: Database) -> None:
@@ -105,7 +117,7 @@ async def test_no_worker_in_time_queues_the_same_signed_decision_and_says_so(db:
     assert handle.signals == [update_payload]  # the very same payload: one delivery, whichever way it arrives
     [queued] = db.call(repo.get_approval, approval_id="apr_1").waiting  # type: ignore[union-attr]
     assert (queued.key, queued.by, queued.action, queued.digest, queued.comment, queued.source) == (
-        decision_key(update_payload.assertion), "bob", "approve", "sha256:d", "fine", "cli:host")
+        key_of(update_payload.assertion), "bob", "approve", "sha256:d", "fine", "cli:host")
     with pytest.raises(ApprovalError, match="bob already decided approval apr_1: bob's approve was accepted"):
         await decide(db, handle)
 
@@ -124,7 +136,8 @@ async def test_an_unconfirmed_signal_withdraws_the_decision_and_says_it_does_not
 
 async def test_an_unconfirmed_signal_a_worker_already_took_is_not_withdrawn(db: Database) -> None:
     async def late_answer(payload: Any) -> None:  # the signal landed, a worker claimed it, the answer was lost
-        db.call(repo.claim_delivery, key=decision_key(payload.assertion))
+        db.call(repo.claim_delivery, key=key_of(payload.assertion), approval_id="apr_1", run_id="run-1", by="bob",
+                action="approve", digest="sha256:d", comment="fine", source="cli:host")
         raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
 
     result = await decide(db, FakeHandle(hang, late_answer))
@@ -135,7 +148,7 @@ async def test_an_unconfirmed_signal_a_worker_already_took_is_not_withdrawn(db: 
 
 async def test_a_signal_a_worker_applied_at_once_is_answered_as_applied(db: Database) -> None:
     async def applied(payload: Any) -> None:
-        db.call(repo.settle_decision, key=decision_key(payload.assertion), status="applied",
+        db.call(repo.settle_decision, key=key_of(payload.assertion), status="applied",
                 result="pending: 1 of 2 approvals")
 
     result = await decide(db, FakeHandle(hang, applied))
@@ -192,12 +205,25 @@ def test_the_comment_and_source_are_signed() -> None:
     assert note_hash(None, None) is None and note_hash("", "") is None
 
 
-def test_a_delivery_key_is_the_whole_payload_and_a_decision_key_the_assertion() -> None:
-    base = ApprovalDecisionInput(approval_id="a", decision="approve", digest="d", assertion="t", comment="ok")
+def test_a_delivery_key_is_the_whole_payload_and_a_decision_key_the_assertion_s_id() -> None:
+    token = Authority(KEY).decide(user="bob", run_id="r", approval_id="a", digest="d", action="approve")
+    base = ApprovalDecisionInput(approval_id="a", decision="approve", digest="d", assertion=token, comment="ok")
     assert delivery_key(base) == delivery_key(ApprovalDecisionInput.model_validate(base.model_dump(mode="json")))
     assert delivery_key(base) != delivery_key(base.model_copy(update={"comment": "other"}))
     assert delivery_key(base) != delivery_key(base.model_copy(update={"approval_id": "b"}))
-    assert decision_key("t") == decision_key(base.assertion) != decision_key("u")
+    # The same signed assertion spelled otherwise (PyJWT reads '==' after the signature too) is the same
+    # delivery; another assertion, or a forged signature, is not.
+    respelled = base.model_copy(update={"assertion": token + "=="})
+    assert Verifier(KEY.public_key()).verify(respelled.assertion).jti == Authority(KEY).assertion_id(token)
+    assert canonical_assertion(token + "==") == canonical_assertion(token) == token
+    assert delivery_key(respelled) == delivery_key(base)
+    forged = token.rsplit(".", 1)[0] + "." + Authority(KEY).decide(user="bob", run_id="r", approval_id="a",
+                                                                     digest="d", action="approve").rsplit(".", 1)[1]
+    assert delivery_key(base.model_copy(update={"assertion": forged})) != delivery_key(base)
+    assert delivery_key(base.model_copy(update={"assertion": "not a token"})) != delivery_key(base)
+    # The decision's record is keyed by the assertion's id, whatever its spelling.
+    assert key_of(token) == key_of(token + "==") == decision_key(Authority(KEY).assertion_id(token))
+    assert decision_key("jti-1") != decision_key("jti-2")
 
 
 def test_the_run_takes_a_delivery_once() -> None:
@@ -219,3 +245,57 @@ def test_the_run_takes_a_delivery_once() -> None:
         with pytest.raises(ApplicationError, match="this decision has reached the run already; it counts once"):
             wf._check_decision(delivery)
         wf._check_decision(delivery.model_copy(update={"assertion": "another"}))  # another delivery: judged anew
+
+
+async def test_the_run_settles_each_decision_it_takes_by_update_applied_or_refused(tmp_path: Path) -> None:
+    """No signal may follow an update the door stopped waiting for: the run records what became of it itself
+    (else a record the worker took stays 'delivering' and a refused person is never told)."""
+    from unittest import mock
+
+    from engine.runtime import contract
+    from engine.runtime.activity_io import CloseApprovalResult, SettleDecisionResult, VerifiedPerson
+    from engine.runtime.payloads import PendingAction, PolicyDecision, ResolvedRun, ToolCallRecord
+    from engine.runtime.workflow import AgentRunWorkflow
+    from engine.spec import load_spec
+
+    root = Path(__file__).resolve().parents[3]
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    wf = AgentRunWorkflow()
+    spec = load_spec(root / "workflows" / "support_refund.yaml", project_dir=root)
+    wf._request = ResolvedRun(run_id="r1", spec=spec, requested_by="alice", tenant="default")
+    call = ToolCallRecord(call_id="c1", step=1, index=0, tool="issue_refund", digest="d1", approval_id="a1",
+                          decision=PolicyDecision(outcome="require_approval", approvers=["support-leads"]))
+    wf._pending = {"a1": PendingAction(approval_id="a1", run_id="r1", call=call, requested_by="alice",
+                                       expires_at=now + timedelta(hours=1))}
+    settled: list[Any] = []
+
+    async def activity(fn: Any, arg: Any, **_: Any) -> Any:
+        if fn is contract.verify_person:
+            name = Verifier(KEY.public_key()).verify(arg.assertion).subject
+            if name == "carol":  # bob's approval closed it while carol's was being verified
+                wf._pending["a1"].status = "approved"
+            return VerifiedPerson(name=name, roles=["support-leads"], tenants=["default"])
+        if fn is contract.close_approval:
+            return CloseApprovalResult()
+        assert fn is contract.settle_decision
+        settled.append(arg)
+        return SettleDecisionResult(settled=True)
+
+    def decision(user: str) -> ApprovalDecisionInput:
+        return ApprovalDecisionInput(approval_id="a1", decision="approve", digest="d1",
+                                     assertion=Authority(KEY).decide(user=user, run_id="r1", approval_id="a1",
+                                                                     digest="d1", action="approve"))
+
+    with mock.patch("engine.runtime.workflow.workflow.now", lambda: now), \
+            mock.patch("engine.runtime.workflow.workflow.patched", lambda patch_id: True), \
+            mock.patch("engine.runtime.workflow.workflow.logger", logging.getLogger(__name__)), \
+            mock.patch("engine.runtime.workflow.workflow.execute_activity", activity):
+        bobs, carols = decision("bob"), decision("carol")
+        wf._check_decision(bobs)
+        assert (await wf.decide_approval(bobs)).status == "approved"
+        with pytest.raises(ApplicationError, match="approval a1 is already approved"):
+            await wf.decide_approval(carols)  # the validator let it in; the run refuses it after verifying
+    assert [(s.decision.assertion, s.status, s.result, s.reason) for s in settled] == [
+        (bobs.assertion, "applied", "approved", None),
+        (carols.assertion, "refused", None, "approval a1 is already approved")]
+    assert settled[0].run_id == "r1" and settled[0].decision.approval_id == "a1"
