@@ -190,8 +190,13 @@ def node() -> FakeNode:
     return FakeNode()
 
 
+SHORT = 0.3  # seconds: the wait for a receipt in tests that expect it to run out
+
+
 def sender(node: FakeNode, db: Database, **options: float) -> TxSender:
-    timing: dict[str, float] = {"receipt_timeout_s": 0.3, "poll_s": 0.01, "stuck_after_s": 0.0, "look_every_s": 0.0}
+    # Generous by default (a loaded machine is slow to mine even a fake block); tests that expect the wait to
+    # run out pass SHORT.
+    timing: dict[str, float] = {"receipt_timeout_s": 10.0, "poll_s": 0.01, "stuck_after_s": 0.0, "look_every_s": 0.0}
     return TxSender(node, db, Signer(KEY), chain_id=31337, **{**timing, **options})  # type: ignore[arg-type]
 
 
@@ -208,7 +213,7 @@ def in_flight(node: FakeNode, db: Database, key: str, units: int) -> ChainTransa
     """Send with nothing mining: the attempt gives up waiting, the transaction stays recorded as sent."""
     node.automine = False
     with pytest.raises(ChainUnavailableError, match="not mined"):
-        sender(node, db).send_once(key, pay(units))
+        sender(node, db, receipt_timeout_s=SHORT).send_once(key, pay(units))
     row = next(r for r in rows(db) if r.idempotency_key == key)
     assert row.status == "sent"
     return row
@@ -301,7 +306,7 @@ def test_while_another_holds_its_nonce_unconfirmed_it_waits(node: FakeNode, db: 
     in_flight(node, db, "run:1:0", 7)
     node.foreign(0, FEES["maxFeePerGas"] * 2)  # in the pool, not mined
     with pytest.raises(ChainUnavailableError, match="not mined"):
-        sender(node, db).send_once("run:1:0", pay(7))
+        sender(node, db, receipt_timeout_s=SHORT).send_once("run:1:0", pay(7))
     assert rows(db)[0].status == "sent"  # not dropped: the other might still lose
 
 
@@ -364,7 +369,7 @@ def test_a_long_gap_is_left_to_the_operator_and_shown_short(node: FakeNode, db: 
     node.send_raw(waiting.raw_tx)
     with pytest.raises(ChainUnavailableError, match=r"waits behind nonces 0\.\.17 that nothing holds .* more than 16 "
                                                     r"to fill with no-ops unasked; .*release --nonce 18"):
-        sender(node, db).send_once("run:99:0", pay(2))
+        sender(node, db, receipt_timeout_s=SHORT).send_once("run:99:0", pay(2))
     assert not any(r.action.get("kind") == "noop" for r in rows(db))
     assert nonces_text(list(range(18))) == "0..17 (18 nonces)" and nonces_text([0, 2]) == "0, 2"
 
@@ -417,7 +422,7 @@ def test_already_known_for_our_own_bytes_means_sent_and_its_nonce_stays_reserved
     lost = in_flight(node, db, "run:1:0", 1)  # nonce 0, sent
     queued = answer_lost(node, db, "run:2:0", 2)  # nonce 1: in the node's pool, recorded as signed
     with pytest.raises(ChainUnavailableError, match="not mined"):  # its retry sends it again: "already known"
-        sender(node, db, look_every_s=60).send_once("run:2:0", pay(2))
+        sender(node, db, look_every_s=60, receipt_timeout_s=SHORT).send_once("run:2:0", pay(2))
     [again] = [r for r in rows(db) if r.idempotency_key == "run:2:0"]
     assert (again.status, again.broadcasts) == ("sent", 1)  # the node holds these very bytes: they were sent
     del node.pool[lost.tx_hash]  # the node loses nonce 0: nonce 1 waits queued behind it
