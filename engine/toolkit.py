@@ -84,7 +84,7 @@ class ToolContext(BaseModel):
         return self
 
     def chain(self) -> Any:
-        """The worker's :class:`engine.adapters.chain_tx.ChainAccess`; the signing key stays inside it.
+        """The worker's :class:`engine.adapters.chain_access.ChainAccess`; the signing key stays inside it.
 
         Raises:
             ToolExecutionError: this worker has no chain configured.

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from engine.adapters.chain import Chain, checked_address
+from engine.adapters.chain_access import ChainAccess
 from engine.adapters.chain_codec import MAX_UINT256, from_units, to_units
-from engine.adapters.chain_tx import ChainAccess
 from engine.errors import ChainUnavailableError, InputError, ToolExecutionError, TransactionRevertedError
 from engine.toolkit import DecimalString, ToolContext, tool
 

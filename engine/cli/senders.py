@@ -72,8 +72,8 @@ def release(nonce: int = typer.Option(..., "--nonce", min=0, help="The nonce to 
     """Release a nonce held by a transaction that will not be mined: a no-op takes it (outbidding that
     transaction), so it can never be mined, and its action's record becomes dropped. Nonces below it that
     nothing holds are filled first. If the chain already used the nonce, only the records are brought up to date."""
+    from engine.adapters.chain_access import ChainAccess
     from engine.adapters.chain_doctor import describe, nonces_text
-    from engine.adapters.chain_tx import ChainAccess
 
     settings = _settings()
     try:

@@ -12,7 +12,8 @@ from temporalio.client import Client
 from temporalio.langgraph import LangGraphPlugin
 from temporalio.worker import Worker
 
-from engine.adapters.chain_tx import ChainAccess, Signer
+from engine.adapters.chain_access import ChainAccess
+from engine.adapters.chain_tx import Signer
 from engine.adapters.llm import ModelClient
 from engine.adapters.tracing import RunTracingInterceptor, Tracing
 from engine.boundary.identity import Verifier

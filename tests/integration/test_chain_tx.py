@@ -14,7 +14,8 @@ from eth_account import Account
 from sqlmodel import Session, select
 
 from engine.adapters.chain import Chain
-from engine.adapters.chain_tx import ChainAccess, Signer, TxSender
+from engine.adapters.chain_access import ChainAccess
+from engine.adapters.chain_tx import Signer, TxSender
 from engine.config import ChainSettings
 from engine.errors import ChainUnavailableError, InputError, TransactionDroppedError, TransactionRevertedError
 from engine.local import processes as stack

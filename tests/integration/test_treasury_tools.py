@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.adapters.chain_tx import ChainAccess
+from engine.adapters.chain_access import ChainAccess
 from engine.config import ChainSettings
 from engine.errors import ToolExecutionError
 from engine.local.devchain import dev_address

@@ -18,7 +18,8 @@ from sqlmodel import Session, select
 from engine.adapters.chain import Receipt
 from engine.adapters.chain_doctor import inspect_senders, nonces_text
 from engine.adapters.chain_nonces import NodeView, TxState, assess, holes, next_nonce, replacement_fees
-from engine.adapters.chain_tx import RESERVE_UNSENT, Signer, TxSender, _answer
+from engine.adapters.chain_outbox import RESERVE_UNSENT, _answer
+from engine.adapters.chain_tx import Signer, TxSender
 from engine.errors import ChainUnavailableError, TransactionDroppedError
 from engine.store.db import Database
 from engine.store.tables import ChainTransactionRow, utcnow

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from engine.adapters.chain import Chain
-from engine.adapters.chain_tx import ChainAccess
+from engine.adapters.chain_access import ChainAccess
 from engine.adapters.llm import ModelClient
 from engine.config import ChainSettings, LlmSettings
 from engine.errors import ChainUnavailableError, ModelError

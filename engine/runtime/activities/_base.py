@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.adapters.chain_tx import ChainAccess
+from engine.adapters.chain_access import ChainAccess
 from engine.adapters.llm import ModelClient
 from engine.boundary.identity import Verifier
 from engine.boundary.policy import OpaPolicy
