@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine.adapters.chain import Chain
 from engine.adapters.chain_access import ChainAccess
@@ -39,7 +39,8 @@ def pay(devchain: DevChainNode, units: int, to: str = ACME) -> dict[str, object]
 
 def rows(db_url: str) -> list[ChainTransactionRow]:
     with Session(make_engine(db_url)) as session:
-        return list(session.exec(select(ChainTransactionRow).order_by(ChainTransactionRow.nonce)).all())
+        return list(session.exec(select(ChainTransactionRow).order_by(  # a no-op shares its nonce: oldest first
+            col(ChainTransactionRow.nonce), col(ChainTransactionRow.created_at))).all())
 
 
 def test_a_retry_after_the_send_waits_for_the_same_transaction(devchain: DevChainNode, db_url: str) -> None:
