@@ -25,7 +25,7 @@ from engine.errors import AirlockError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
 from engine.runtime.activity_io import EvaluatePolicyInput, EvaluatePolicyResult, ExecuteToolInput, ExecuteToolResult
-from engine.runtime.payloads import ResolvedRun, ToolCallRecord
+from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.store import authority, decisions, repo
 from engine.store.authority import Clearance
 from engine.toolkit import ToolContext, ToolDef
@@ -60,10 +60,8 @@ class ActionActivities(ActivitiesBase):
         call = call.model_copy(update={"args": args, "facts": facts})
         executed = await self._db(repo.executed_calls, run_id=run.run_id)
         document = policy_document(run, call, consequential=tool.consequential, executed=executed)
-        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
-        decision = with_approvers(decision, run.spec.approval.approver_role)
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
-        decision = decision.model_copy(update={"decision_id": decision_id})
+        decision, raw, latency = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
         approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
         await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
@@ -85,8 +83,7 @@ class ActionActivities(ActivitiesBase):
         digest = action_digest(call.tool, call.args, call.facts, call.decision.revision if call.decision else None)
         clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
         if not clearance.allowed:
-            activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
-            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
+            return _refused(run, call, clearance)
         ctx = self._context(run, call.step, key)
         lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
             if tool.serialize else None
@@ -99,8 +96,7 @@ class ActionActivities(ActivitiesBase):
         clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
         if not clearance.allowed:
             await self._db(authority.release_lock, key=lock, holder=holder)
-            activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
-            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
+            return _refused(run, call, clearance)
         # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
         # holder) resumes under the lease and no other action on the account runs in between: the re-check,
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
@@ -131,10 +127,8 @@ class ActionActivities(ActivitiesBase):
                    + (["run"] if canonical_json(document["run"]) != canonical_json(decided) else []))
         if not changed:
             return None  # the same input as the decision: the same decision
-        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
-        decision = with_approvers(decision, run.spec.approval.approver_role)
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
-        decision = decision.model_copy(update={"decision_id": decision_id})
+        decision, raw, latency = await self._ask_policy(run, document, decision_id)
         problem = await self._db(authority.uncovered, run_id=run.run_id, idempotency_key=ctx.idempotency_key,
                                  approved_by=clearance.approved_by, decision=decision)
         cause = f"re-check before execution: {', '.join(changed)} changed"
@@ -151,6 +145,13 @@ class ActionActivities(ActivitiesBase):
         return ExecuteToolResult(ok=False, stale=True, changed=changed,
                                  error=f"{cause}, and the policy decided again: {problem}"
                                        + (f" ({reasons})" if reasons else ""))
+
+    async def _ask_policy(self, run: ResolvedRun, document: dict[str, Any],
+                          decision_id: str) -> tuple[PolicyDecision, Any, float]:
+        """OPA's decision on ``document``, with the workflow's approver role filled in and its id set."""
+        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
+        decision = with_approvers(decision, run.spec.approval.approver_role)
+        return decision.model_copy(update={"decision_id": decision_id}), raw, latency
 
     def _shown_error(self, exc: Exception) -> str:
         """A tool's failure as the record, the model and people see it: no keys from URLs in its text
@@ -204,6 +205,12 @@ async def _heartbeating(fn: Any, *args: Any) -> Any:
         if done:
             return task.result()
         activity.heartbeat()
+
+
+def _refused(run: ResolvedRun, call: ToolCallRecord, clearance: Clearance) -> ExecuteToolResult:
+    """The answer when the store holds no authority for exactly this action: it never ran."""
+    activity.logger.warning("refused to execute %s of %s: %s", call.tool, run.run_id, clearance.reason)
+    return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {clearance.reason}")
 
 
 def decision_cause(call: ToolCallRecord) -> str:
