@@ -16,6 +16,7 @@
     │   └── TransactionDroppedError   a sent transaction can never be mined: its nonce went to another
     ├── ModelError                  the model endpoint refused us    (http 502)
     ├── ChainUnavailableError       the RPC node cannot be read      (retryable, http 503)
+    ├── LeaseLostError              an action's lease lapsed before it began (retryable, http 409)
     └── StackError                  a local service failed to start  (http 503)
 
 Activities raise Temporal ``ApplicationError`` with ``type`` set to the class
@@ -115,6 +116,14 @@ class ToolExecutionError(AirlockError):
     """A tool raised while executing an allowed action."""
 
     http_status = 502
+
+
+class LeaseLostError(AirlockError):
+    """The lease on what an action touches lapsed (and was taken) before its execution began: nothing ran;
+    the retry takes the lease again and decides again."""
+
+    retryable = True
+    http_status = 409
 
 
 class StackError(AirlockError):

@@ -15,6 +15,7 @@ import sys
 import typer
 
 from engine.cli._app import _database, _fail, _host, _settings, app
+from engine.config import Settings
 from engine.errors import AirlockError
 
 senders_app = typer.Typer(help="The accounts that sign chain transactions.", no_args_is_help=True)
@@ -30,7 +31,8 @@ def _ago(seconds: float) -> str:
 @app.command()
 def doctor() -> None:
     """Chain transactions stuck past AIRLOCK_CHAIN__STUCK_AFTER_S, nonce gaps, and the command that clears each;
-    warns of transactions recorded as mined that the node no longer has. Exit 1 when something is stuck."""
+    warns of transactions recorded as mined that the node no longer has, and of accounts kept for an execution
+    a dead worker began. Exit 1 when a transaction is stuck."""
     from engine.adapters.chain import Chain
     from engine.adapters.chain_doctor import describe, inspect_senders, nonces_text
 
@@ -41,6 +43,7 @@ def doctor() -> None:
         reports = inspect_senders(chain, _database(settings), chain_id=chain_settings.chain_id,
                           confirmations=chain_settings.confirmations, stuck_after_s=chain_settings.stuck_after_s)
     except AirlockError as exc:
+        _kept_leases(settings)  # read from the store alone: shown without the node
         _fail(str(exc))
     print(f"chain {chain_settings.chain_id} at {chain.shown_url}")
     if not reports:
@@ -61,8 +64,23 @@ def doctor() -> None:
                   "does not replay it; check the recipient and propose it again if it is still wanted")
     if not any(r.stuck for r in reports):
         print("no stuck transactions")
-        return
-    raise typer.Exit(1)
+    _kept_leases(settings)
+    if any(r.stuck for r in reports):
+        raise typer.Exit(1)
+
+
+def _kept_leases(settings: Settings) -> None:
+    """Warn of leases kept past their time for executions a dead worker began (not an error: the
+    execution's retry resumes it once a worker runs)."""
+    from engine.store.authority import kept_leases
+    from engine.store.tables import utcnow
+
+    now = utcnow()
+    for kept in _database(settings).call(kept_leases):
+        print(f"waiting: {kept.lock_key} is kept for run {kept.run_id}, whose {kept.tool} began "
+              f"{_ago((now - kept.began_at).total_seconds())} ago and has not ended (its lease ran out "
+              f"{_ago((now - kept.expired_at).total_seconds())} ago); other actions on it wait for that "
+              "execution's retry: start a worker, or close the run in Temporal to let them go")
 
 
 @senders_app.command("release")

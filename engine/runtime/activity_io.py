@@ -181,6 +181,19 @@ class ExecuteToolInput(BaseModel):
     call: ToolCallRecord
 
 
+class ReleaseLeaseInput(BaseModel):
+    """An ``execute_tool`` activity (by id) of this run that gave up: the lease its attempts held goes back."""
+
+    run_id: str
+    activity_id: str
+
+
+class ReleaseLeaseResult(BaseModel):
+    """How many leases went back."""
+
+    released: int
+
+
 class ExecuteToolResult(BaseModel):
     """``stale``: the facts read again right before executing differ from the ones
     policy (and approval) saw, in the listed ``changed`` fields; nothing ran."""

@@ -26,6 +26,8 @@ from engine.runtime.activity_io import (
     OpenApprovalsResult,
     RecordRunInput,
     RecordRunResult,
+    ReleaseLeaseInput,
+    ReleaseLeaseResult,
     ResolveRunInput,
     ResolveRunResult,
     SettleDecisionInput,
@@ -108,4 +110,10 @@ async def evaluate_policy(request: EvaluatePolicyInput) -> EvaluatePolicyResult:
 @activity.defn(name="execute_tool")
 async def execute_tool(request: ExecuteToolInput) -> ExecuteToolResult:
     """Run an allowed action once."""
+    raise NotImplementedError
+
+
+@activity.defn(name="release_lease")
+async def release_lease(request: ReleaseLeaseInput) -> ReleaseLeaseResult:
+    """Give back the lease an ``execute_tool`` activity of the run held when it gave up."""
     raise NotImplementedError

@@ -12,12 +12,13 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from langgraph.types import interrupt
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from engine.boundary import tool_message
 from engine.runtime import contract
-from engine.runtime.activity_io import EvaluatePolicyInput, ExecuteToolInput, ValidateCallInput
+from engine.runtime.activity_io import EvaluatePolicyInput, ExecuteToolInput, ReleaseLeaseInput, ValidateCallInput
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord, Verdict
 from engine.runtime.state import AgentState, act, failure_reason, note_progress, records, request_of, updated
 
@@ -106,6 +107,8 @@ async def _execute_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRe
     try:
         ran = await act(contract.execute_tool, ExecuteToolInput(run_id=request.run_id, call=call), _TOOL)
     except ActivityError as exc:  # retries exhausted (node down): report it, never guess
+        if workflow.patched("release-lease-after-giving-up"):  # no retry will come: others need not wait
+            await act(contract.release_lease, ReleaseLeaseInput(run_id=request.run_id, activity_id=exc.activity_id))
         return updated(call, outcome="failed", error=failure_reason(exc))
     if ran.refused:  # the store holds no authority for exactly this action: it never ran
         return updated(call, outcome="denied", error=ran.error, decision=PolicyDecision(

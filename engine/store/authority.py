@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from engine.boundary.people import decision_refusal
-from engine.errors import AuthenticationError
+from engine.errors import AuthenticationError, LeaseLostError
 from engine.runtime.payloads import PolicyDecision
 from engine.store.decisions import DecisionRecord, decision_for
-from engine.store.tables import ActionLockRow, ApprovalRow, PersonAssertionRow, RunRow, utcnow
+from engine.store.tables import ActionLockRow, ApprovalRow, PersonAssertionRow, RunRow, ToolExecutionRow, utcnow
 from engine.store.users import get_user
 
 
@@ -93,17 +93,21 @@ def authority_for(session: Session, *, run_id: str, idempotency_key: str, digest
 
 
 def uncovered(session: Session, *, run_id: str, idempotency_key: str, approved_by: list[str],
-              decision: PolicyDecision) -> str | None:
+              decision: PolicyDecision, approved_reasons: list[str]) -> str | None:
     """Why the approvals already granted for an action do not satisfy a fresh decision on it, or None.
 
     The re-check before execution asks this when the policy, deciding again on fresh facts, still wants
-    approval: the people who approved exactly these arguments count when they hold one of the fresh
-    decision's approver roles (and may decide it: not the requester, not an editor), and there are enough.
+    approval: it must want it for reasons the approvers were shown (``approved_reasons``: those of the
+    decision they approved; a new reason is for a person to weigh), and the people who approved exactly
+    these arguments count when they hold one of the fresh decision's approver roles (and may decide it:
+    not the requester, not an editor), and there are enough.
     """
     if decision.outcome == "allow":
         return None
     if decision.outcome != "require_approval":
         return f"policy decided {decision.outcome}"
+    if unseen := [r for r in decision.reasons if r not in approved_reasons]:
+        return f"it now asks approval for what the approvers were not shown: {'; '.join(unseen)}"
     counted = _entitled(session, run_id=run_id, idempotency_key=idempotency_key, names=set(approved_by),
                         approvers=decision.approvers)
     if len(counted) >= decision.min_approvals:
@@ -132,30 +136,101 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def take_lock(session: Session, *, key: str, holder: str, lease: timedelta) -> bool:
-    """Take (or renew) the lease on ``key`` for ``holder``; False while someone else holds it.
+class LeaseHeld(BaseModel):
+    """Who keeps a lease: an activity (``holder``) of run ``run_id`` (Temporal run ``workflow_run_id``)."""
 
-    An expired lease is taken over: its worker died or stalled past it.
+    holder: str
+    run_id: str
+    workflow_run_id: str | None
+
+
+class LeaseAnswer(BaseModel):
+    """What ``take_lock`` did. ``kept_for``: the lease ran out but an execution began under it and is not
+    finished; it is taken over (``take_lock(take_over=...)``) only once that execution's run is closed."""
+
+    taken: bool
+    kept_for: LeaseHeld | None = None
+
+
+def take_lock(session: Session, *, key: str, holder: str, lease: timedelta,
+              take_over: str | None = None) -> LeaseAnswer:
+    """Take (or renew) the lease on ``key`` for ``holder``; not taken while someone else holds it.
+
+    An expired lease is taken over (its worker died or stalled past it) unless an execution began under it
+    and is unfinished: that execution's retry resumes without a re-check, so nothing else may act on the
+    account first. Such a lease is taken over only when its holder is named in ``take_over``, which the
+    caller does once it knows the holder's run is closed (no retry will come).
     """
     now = utcnow()
-    session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
-                                                col(ActionLockRow.expires_at) < now))
-    session.commit()
     row = session.get(ActionLockRow, key)
+    if row is not None and row.holder != holder and _aware(row.expires_at) < now:
+        unfinished = _unfinished(session, row.execution_key)
+        if unfinished is not None and row.holder != take_over:
+            return LeaseAnswer(taken=False, kept_for=unfinished.model_copy(update={"holder": row.holder}))
+        session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
+                                                    col(ActionLockRow.holder) == row.holder,
+                                                    col(ActionLockRow.expires_at) < now))
+        session.commit()
+        row = None
     if row is None:
         session.add(ActionLockRow(lock_key=key, holder=holder, expires_at=now + lease))
         try:
             session.commit()
-            return True
+            return LeaseAnswer(taken=True)
         except IntegrityError:  # someone took it at the same instant
             session.rollback()
-            return False
+            return LeaseAnswer(taken=False)
     if row.holder != holder:
-        return False
+        return LeaseAnswer(taken=False)
     row.expires_at = now + lease
     session.add(row)
     session.commit()
-    return True
+    return LeaseAnswer(taken=True)
+
+
+def _unfinished(session: Session, execution_key: str | None) -> LeaseHeld | None:
+    """The run of the execution ``execution_key`` while that execution has begun and not ended."""
+    execution = session.get(ToolExecutionRow, execution_key) if execution_key else None
+    if execution is None or execution.status != "started":
+        return None
+    run = session.get(RunRow, execution.run_id)
+    return LeaseHeld(holder="", run_id=execution.run_id, workflow_run_id=run.workflow_run_id if run else None)
+
+
+class KeptLease(BaseModel):
+    """A lease past its time, kept because an execution began under it and has not ended."""
+
+    lock_key: str
+    run_id: str
+    tool: str
+    began_at: datetime
+    expired_at: datetime
+
+
+def kept_leases(session: Session) -> list[KeptLease]:
+    """Leases past their time kept for unfinished executions, oldest first (``airlock doctor``): actions on
+    what they cover wait for those executions' retries, or for their runs to close."""
+    now, kept = utcnow(), []
+    for row in session.exec(select(ActionLockRow).where(col(ActionLockRow.expires_at) < now,
+                                                        col(ActionLockRow.execution_key).is_not(None))).all():
+        execution = session.get(ToolExecutionRow, row.execution_key)
+        if execution is not None and execution.status == "started":
+            kept.append(KeptLease(lock_key=row.lock_key, run_id=execution.run_id, tool=execution.tool,
+                                  began_at=_aware(execution.started_at), expired_at=_aware(row.expires_at)))
+    return sorted(kept, key=lambda k: k.began_at)
+
+
+def bind_lock(session: Session, *, key: str, holder: str, execution_key: str) -> None:
+    """Name the execution that begins under ``holder``'s lease (in the caller's transaction: not committed).
+
+    Raises:
+        LeaseLostError: ``holder`` no longer holds the lease (it lapsed and was taken): decide again.
+    """
+    row = session.get(ActionLockRow, key)
+    if row is None or row.holder != holder:
+        raise LeaseLostError(f"the lease on {key} lapsed before the action began; it is decided again")
+    row.execution_key = execution_key
+    session.add(row)
 
 
 def release_lock(session: Session, *, key: str, holder: str) -> None:
@@ -163,3 +238,10 @@ def release_lock(session: Session, *, key: str, holder: str) -> None:
     session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
                                                 col(ActionLockRow.holder) == holder))
     session.commit()
+
+
+def release_held(session: Session, *, holder: str) -> int:
+    """Give back every lease ``holder`` holds (its activity gave up); how many there were."""
+    gone = session.execute(delete(ActionLockRow).where(col(ActionLockRow.holder) == holder))
+    session.commit()
+    return int(getattr(gone, "rowcount", 0) or 0)

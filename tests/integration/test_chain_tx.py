@@ -7,10 +7,12 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from engine.adapters.chain import Chain
@@ -20,8 +22,9 @@ from engine.config import ChainSettings
 from engine.errors import ChainUnavailableError, InputError, TransactionDroppedError, TransactionRevertedError
 from engine.local import processes as stack
 from engine.local.devchain import deploy_demo_token, dev_address, dev_key
+from engine.store import authority, repo
 from engine.store.db import Database, make_engine
-from engine.store.tables import ChainTransactionRow
+from engine.store.tables import ActionLockRow, ChainTransactionRow, RunRow, utcnow
 from tests.conftest import ROOT, DevChainNode
 
 pytestmark = pytest.mark.integration
@@ -236,6 +239,21 @@ def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevCha
     assert rows(db_url)[0].status == "mined"
     assert airlock("doctor").stdout.endswith("no stuck transactions\n")
     assert dev_key(1).removeprefix("0x") not in doctor.stdout + released.stdout + released.stderr
+    # A worker died with a payment's execution begun, and its lease ran out: the doctor says what waits on it.
+    db = Database(db_url)
+    db.call(lambda s: (s.add(RunRow(run_id="run-9", workflow="treasury-payout", version=1, requested_by="alice",
+                                    tenant="default", status="running")), s.commit()))
+    assert db.call(authority.take_lock, key="treasury:0xabc", holder="h", lease=timedelta(minutes=6)).taken
+    db.call(repo.start_execution, key="run-9:1:0", run_id="run-9", call_id="c", tool="transfer_token", args={},
+            digest="sha256:d", lease=("treasury:0xabc", "h"))
+    db.call(lambda s: (s.execute(update(ActionLockRow).values(expires_at=utcnow() - timedelta(minutes=2))),
+                       s.commit()))
+    waiting = airlock("doctor")
+    assert waiting.returncode == 0, waiting  # a warning: the retry resumes it once a worker runs
+    assert ("waiting: treasury:0xabc is kept for run run-9, whose transfer_token began" in waiting.stdout
+            and "its lease ran out 2 min ago" in waiting.stdout), waiting.stdout
+    db.call(repo.finish_execution, key="run-9:1:0", ok=True, result={}, error=None, latency_ms=1.0)
+    assert "waiting:" not in airlock("doctor").stdout
 
 
 # --- a broadcast whose answer never came: unknown, never dropped --------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from engine.boundary import (
     action_digest,
@@ -21,10 +23,17 @@ from engine.boundary import (
 )
 from engine.boundary.arguments import validation_problems
 from engine.boundary.decision import canonical_json
-from engine.errors import AirlockError, ToolArgumentsError
+from engine.errors import AirlockError, LeaseLostError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
-from engine.runtime.activity_io import EvaluatePolicyInput, EvaluatePolicyResult, ExecuteToolInput, ExecuteToolResult
+from engine.runtime.activity_io import (
+    EvaluatePolicyInput,
+    EvaluatePolicyResult,
+    ExecuteToolInput,
+    ExecuteToolResult,
+    ReleaseLeaseInput,
+    ReleaseLeaseResult,
+)
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.store import authority, decisions, repo
 from engine.store.authority import Clearance
@@ -34,11 +43,12 @@ HEARTBEAT_EVERY_S = 2.0
 # Longer than one attempt of the tool activity (5 min): a dead worker's lease lapses after it.
 LOCK_LEASE = timedelta(minutes=6)
 LOCK_POLL_S = 0.2
+KEPT_LEASE_POLL_S = 2.0  # waiting on an unfinished execution's retry asks Temporal each time
 MAX_RESULT_BYTES = 256 * 1024  # a tool result, as the run history keeps it
 
 
 class ActionActivities(ActivitiesBase):
-    """``evaluate_policy`` and ``execute_tool``."""
+    """``evaluate_policy``, ``execute_tool`` and ``release_lease``."""
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:
@@ -88,7 +98,7 @@ class ActionActivities(ActivitiesBase):
         lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
             if tool.serialize else None
         if lock is None:
-            return await self._run_cleared(tool, run, call, clearance, digest, ctx)
+            return await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=None)
         holder = activity_key()
         await self._take_lock(lock, holder)
         # The wait may have been long: the authority is read again under the lease (an approval that expired
@@ -100,8 +110,9 @@ class ActionActivities(ActivitiesBase):
         # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
         # holder) resumes under the lease and no other action on the account runs in between: the re-check,
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
-        # one step for the account.
-        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx)
+        # one step for the account. Once the execution began the lease does not lapse while the run is open
+        # (``authority.take_lock``); the workflow gives it back if the activity gives up (``release_lease``).
+        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=(lock, holder))
         await self._db(authority.release_lock, key=lock, holder=holder)
         return ran
 
@@ -129,8 +140,9 @@ class ActionActivities(ActivitiesBase):
             return None  # the same input as the decision: the same decision
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
         decision, raw, latency = await self._ask_policy(run, document, decision_id)
+        shown = list(clearance.decision.result.get("reasons") or []) if clearance.decision else []
         problem = await self._db(authority.uncovered, run_id=run.run_id, idempotency_key=ctx.idempotency_key,
-                                 approved_by=clearance.approved_by, decision=decision)
+                                 approved_by=clearance.approved_by, decision=decision, approved_reasons=shown)
         cause = f"re-check before execution: {', '.join(changed)} changed"
         await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
                        package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
@@ -158,24 +170,58 @@ class ActionActivities(ActivitiesBase):
         (a tool's own HTTP client may quote the URL it called)."""
         return redact_text(f"{type(exc).__name__}: {exc}", self._chain.settings.rpc_url if self._chain else None)
 
+    @activity.defn(name="release_lease")
+    async def release_lease(self, request: ReleaseLeaseInput) -> ReleaseLeaseResult:
+        """Give back the lease an ``execute_tool`` activity of this run held when it gave up (retries
+        exhausted): no retry of it will come, and other actions on the account need not wait for the run
+        to end. Only the run that scheduled that activity can."""
+        await self._run(request.run_id)  # scheduled by this run's own workflow, or refused
+        holder = f"{activity.info().workflow_run_id}:{request.activity_id}"
+        if released := await self._db(authority.release_held, holder=holder):
+            activity.logger.warning("%s gave up; released %d lease(s) it held", request.activity_id, released)
+        return ReleaseLeaseResult(released=released)
+
+    async def _workflow_open(self, run_id: str, workflow_run_id: str | None) -> bool:
+        """Whether a run's workflow may still retry its activities: Temporal's answer, open when unsure."""
+        try:
+            described = await activity.client().get_workflow_handle(run_id, run_id=workflow_run_id).describe()
+        except RPCError as exc:
+            return exc.status != RPCStatusCode.NOT_FOUND  # gone past retention: closed; unreachable: wait
+        return described.status == WorkflowExecutionStatus.RUNNING
+
     async def _take_lock(self, lock: str, holder: str) -> None:
-        """Wait (heartbeating) until this activity holds the lease on what its action touches."""
-        while not await self._db(authority.take_lock, key=lock, holder=holder, lease=LOCK_LEASE):
+        """Wait (heartbeating) until this activity holds the lease on what its action touches.
+
+        A lapsed lease kept for an unfinished execution is taken over once Temporal says its run is
+        closed; until then this waits for that execution's retry (its worker is gone, or all of them are).
+        """
+        take_over = None
+        while not (answer := await self._db(authority.take_lock, key=lock, holder=holder, lease=LOCK_LEASE,
+                                            take_over=take_over)).taken:
             activity.heartbeat()
-            await asyncio.sleep(LOCK_POLL_S)
+            kept = answer.kept_for
+            if kept is not None and not await self._workflow_open(kept.run_id, kept.workflow_run_id):
+                activity.logger.warning("taking over the lease on %s: run %s, whose execution began under it, "
+                                        "is closed", lock, kept.run_id)
+                take_over = kept.holder
+                continue
+            await asyncio.sleep(LOCK_POLL_S if kept is None else KEPT_LEASE_POLL_S)
 
     async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
-                           digest: str, ctx: ToolContext) -> ExecuteToolResult:
-        """Re-check, then run the tool once and record how it ended."""
+                           digest: str, ctx: ToolContext, *, lease: tuple[str, str] | None) -> ExecuteToolResult:
+        """Re-check, then run the tool once (under ``lease``: lock key, holder) and record how it ended."""
         run_id, key = run.run_id, ctx.idempotency_key
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
         # Re-check right before acting. Skipped on a retry of an execution that already began: its effect
-        # may be under way (a transaction sent), and the tool resumes it instead of redoing it.
+        # may be under way (a transaction sent), and the tool resumes it instead of redoing it; the lease it
+        # began under kept every other action on the account out since.
         if not started_before and (stale := await self._recheck(tool, run, call, clearance, ctx)) is not None:
             return stale
         try:
             await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
-                           tool=call.tool, args=call.args, digest=digest)
+                           tool=call.tool, args=call.args, digest=digest, lease=lease)
+        except LeaseLostError as exc:  # nothing began: the retry takes the lease and decides again
+            raise application_error(exc) from exc
         except AirlockError as exc:
             return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {exc}")
         started = time.perf_counter()

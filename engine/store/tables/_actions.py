@@ -67,8 +67,10 @@ class ToolExecutionRow(SQLModel, table=True):
 class ActionLockRow(SQLModel, table=True):
     """A lease on what a consequential action touches (an account), held from the re-check to the effect.
 
-    A lease, not a database lock: it is held across network calls and survives
-    no longer than ``expires_at`` if its worker dies.
+    A lease, not a database lock: it is held across network calls. If its worker dies it lapses at
+    ``expires_at``, unless the action's execution began under it (``execution_key``): then it is kept
+    until that execution ends, its run gives it back, or its run is closed, because the execution's retry
+    resumes without deciding again.
     """
 
     __tablename__ = "action_locks"
@@ -77,6 +79,7 @@ class ActionLockRow(SQLModel, table=True):
     holder: str
     expires_at: datetime
     acquired_at: datetime = Field(default_factory=utcnow)
+    execution_key: str | None = None  # the execution (idempotency key) that began under this lease
 
 
 class ChainSenderRow(SQLModel, table=True):

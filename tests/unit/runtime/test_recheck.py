@@ -56,12 +56,13 @@ def _pay(args: Any, ctx: Any) -> dict[str, Any]:
     return {"paid": args.order_id}
 
 
-def _setup(tmp_path: Path, rule: Any) -> tuple[ActionActivities, ResolvedRun, FakePolicy]:
+def _setup(tmp_path: Path, rule: Any,
+           workflow_run_id: str = WF_RUN) -> tuple[ActionActivities, ResolvedRun, FakePolicy]:
     WORLD.update(sent_today=0, effects=[], fail_once=False)
     db = Database(f"sqlite:///{tmp_path / 'airlock.db'}").ready()
     spec = load_spec(ROOT / "workflows" / "support_refund.yaml", project_dir=ROOT)
     run = ResolvedRun(run_id=RUN, spec=spec, requested_by="alice", tenant="default", input={},
-                      workflow_run_id=WF_RUN)
+                      workflow_run_id=workflow_run_id)
     db.call(repo.register_run, run=run)
     policy = FakePolicy(rule)
     acts = ActionActivities(db=db, policy=policy, model=None, registry=None, verifier=None)  # type: ignore[arg-type]
@@ -72,16 +73,17 @@ def _setup(tmp_path: Path, rule: Any) -> tuple[ActionActivities, ResolvedRun, Fa
     return acts, run, policy
 
 
-def _env(activity_id: str) -> ActivityEnvironment:
-    env = ActivityEnvironment()
-    env.info = replace(env.info, workflow_id=RUN, workflow_run_id=WF_RUN, activity_id=activity_id)
+def _env(activity_id: str, workflow_run_id: str = WF_RUN, client: Any = None) -> ActivityEnvironment:
+    env = ActivityEnvironment(client=client)
+    env.info = replace(env.info, workflow_id=RUN, workflow_run_id=workflow_run_id, activity_id=activity_id)
     return env
 
 
-async def _decide(acts: ActionActivities, index: int, order: str) -> ToolCallRecord:
+async def _decide(acts: ActionActivities, index: int, order: str, workflow_run_id: str = WF_RUN) -> ToolCallRecord:
     call = ToolCallRecord(call_id=f"c{index}", step=1, index=index, tool="issue_refund",
                           args={"order_id": order, "amount": "10.00", "reason": "late"})
-    res = await _env(f"eval-{index}").run(acts.evaluate_policy, EvaluatePolicyInput(run_id=RUN, call=call))
+    res = await _env(f"eval-{index}", workflow_run_id).run(acts.evaluate_policy,
+                                                           EvaluatePolicyInput(run_id=RUN, call=call))
     return call.model_copy(update={"args": call.args, "facts": res.facts, "decision": res.decision,
                                    "digest": res.digest, "approval_id": res.approval_id, "outcome": "allowed"})
 

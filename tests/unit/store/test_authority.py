@@ -40,9 +40,13 @@ def db(tmp_path: Path) -> Database:
     return database
 
 
-def need(*approvers: str, count: int = 1, outcome: str = "require_approval") -> PolicyDecision:
+SHOWN = "payments above 5000 TUSD need one approval by treasury-approvers"
+
+
+def need(*approvers: str, count: int = 1, outcome: str = "require_approval",
+         reasons: tuple[str, ...] = (SHOWN,)) -> PolicyDecision:
     return PolicyDecision(outcome=outcome, require_approval=outcome == "require_approval",
-                          approvers=list(approvers), min_approvals=count)
+                          approvers=list(approvers), min_approvals=count, reasons=list(reasons))
 
 
 @pytest.mark.parametrize("approved_by, decision, problem", [
@@ -61,17 +65,21 @@ def need(*approvers: str, count: int = 1, outcome: str = "require_approval") -> 
      "needs 1 approval(s) by treasury-approvers; the approvals given count 0"),  # no such user (any more)
     ([], need("treasury-approvers"), "needs 1 approval(s) by treasury-approvers; the approvals given count 0"),
     (["bob", "dan"], need(outcome="deny"), "policy decided deny"),
+    (["bob"], need("treasury-approvers", reasons=()), None),  # fewer reasons than were shown
+    # The same role and count, but asked for a reason bob never saw: a person must weigh it.
+    (["bob"], need("treasury-approvers", reasons=(SHOWN, "recipient was flagged an hour ago")),
+     "it now asks approval for what the approvers were not shown: recipient was flagged an hour ago"),
 ])
 def test_granted_approvals_cover_only_what_they_can(db: Database, approved_by: list[str],
                                                     decision: PolicyDecision, problem: str | None) -> None:
     assert db.call(authority.uncovered, run_id="run-1", idempotency_key=KEY, approved_by=approved_by,
-                   decision=decision) == problem
+                   decision=decision, approved_reasons=[SHOWN]) == problem
 
 
 def test_a_person_whose_role_was_taken_away_no_longer_counts(db: Database) -> None:
     db.call(lambda s: users.add_user(s, name="bob", password="correct horse battery", roles=["support"]))
     assert db.call(authority.uncovered, run_id="run-1", idempotency_key=KEY, approved_by=["bob"],
-                   decision=need("treasury-approvers")) is not None
+                   decision=need("treasury-approvers"), approved_reasons=[SHOWN]) is not None
 
 
 @pytest.mark.parametrize("fields, cause", [
