@@ -110,23 +110,26 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pa
                             preexec_fn=die_with_parent if tethered else None, umask=0o077)
 
 
-def launch_temporal(port: int, ui_port: int, db_file: Path, log: Path,
+def launch_temporal(port: int, ui_port: int, db_file: Path | None, log: Path,
                     tethered: bool = False) -> subprocess.Popen[bytes]:
-    """``temporal server start-dev`` with a SQLite file (owner-only) so runs survive restarts."""
-    private_dir(db_file.parent)
-    for path in _sqlite_files(db_file):  # one an older version left world-readable
+    """``temporal server start-dev`` with a SQLite file (owner-only) so runs survive restarts; in memory
+    when ``db_file`` is None (benchmarks)."""
+    files = _sqlite_files(db_file) if db_file else []
+    if db_file:
+        private_dir(db_file.parent)
+    for path in files:  # one an older version left world-readable
         tighten(path)
+    store = ["--db-filename", str(db_file)] if db_file else []
     for attempt in range(3):
         size = log.stat().st_size if log.exists() else 0
         proc = _spawn([find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-                       "--ui-port", str(ui_port), "--db-filename", str(db_file), "--log-level", "warn"], log,
-                      tethered=tethered)
+                       "--ui-port", str(ui_port), *store, "--log-level", "warn"], log, tethered=tethered)
         wait_until(lambda: port_open("127.0.0.1", port), "temporal dev server", proc, 60, log)
         # The dev server picks ports for its internal services itself and, rarely, picks one that is
         # taken; it then dies a moment after the frontend opened. Give it that moment, and retry.
         time.sleep(1.5)
         if proc.poll() is None:
-            for path in _sqlite_files(db_file):
+            for path in _sqlite_files(db_file) if db_file else []:
                 tighten(path)
             return proc
         if "address already in use" not in log.read_text(errors="replace")[size:] or attempt == 2:
