@@ -38,8 +38,8 @@ def doctor() -> None:
 
     settings = _settings()
     chain_settings = settings.chain
-    chain = Chain(chain_settings.rpc_url, timeout_s=chain_settings.rpc_timeout_s)
     try:
+        chain = Chain(chain_settings.rpc_url, timeout_s=chain_settings.rpc_timeout_s)
         reports = inspect_senders(chain, _database(settings), chain_id=chain_settings.chain_id,
                           confirmations=chain_settings.confirmations, stuck_after_s=chain_settings.stuck_after_s)
     except AirlockError as exc:

@@ -182,10 +182,12 @@ class ExecuteToolInput(BaseModel):
 
 
 class ReleaseLeaseInput(BaseModel):
-    """An ``execute_tool`` activity (by id) of this run that gave up: the lease its attempts held goes back."""
+    """An ``execute_tool`` activity (by id) of this run that gave up: the lease its attempts held goes back.
+    ``ended``: its last attempt ended by raising (not a timeout or a cancellation: nothing of it still runs)."""
 
     run_id: str
     activity_id: str
+    ended: bool = False
 
 
 class ReleaseLeaseResult(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from langgraph.types import interrupt
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.boundary import tool_message
 from engine.runtime import contract
@@ -108,7 +108,7 @@ async def _execute_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRe
         ran = await act(contract.execute_tool, ExecuteToolInput(run_id=request.run_id, call=call), _TOOL)
     except ActivityError as exc:  # retries exhausted (node down): report it, never guess
         if workflow.patched("release-lease-after-giving-up"):  # no retry will come: others need not wait
-            await act(contract.release_lease, ReleaseLeaseInput(run_id=request.run_id, activity_id=exc.activity_id))
+            await _release_lease(request, exc)
         return updated(call, outcome="failed", error=failure_reason(exc))
     if ran.refused:  # the store holds no authority for exactly this action: it never ran
         return updated(call, outcome="denied", error=ran.error, decision=PolicyDecision(
@@ -120,6 +120,17 @@ async def _execute_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallRe
             outcome="deny", reasons=[f"state kept changing before execution ({MAX_RECHECKS} checks)", ran.error or ""]))
     return updated(call, outcome="proposed", facts={}, decision=None, digest=None, approval_id=None, votes=[],
                  rechecks=call.rechecks + 1, recheck_reason=ran.error)
+
+
+async def _release_lease(request: ResolvedRun, exc: ActivityError) -> None:
+    """Give back the lease of an execution activity that gave up. When the store is down too, the lease
+    stays until this run closes (``authority.take_lock`` asks Temporal), and the run goes on."""
+    ended = isinstance(exc.cause, ApplicationError)  # raised: not a timeout or a cancellation
+    try:
+        await act(contract.release_lease, ReleaseLeaseInput(run_id=request.run_id, activity_id=exc.activity_id,
+                                                            ended=ended))
+    except ActivityError as failed:
+        workflow.logger.warning("could not release the lease of %s: %s", exc.activity_id, failure_reason(failed))
 
 
 async def route_after_model(state: AgentState) -> Literal["end", "check_tool_calls"]:

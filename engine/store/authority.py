@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -164,12 +164,16 @@ def take_lock(session: Session, *, key: str, holder: str, lease: timedelta,
     now = utcnow()
     row = session.get(ActionLockRow, key)
     if row is not None and row.holder != holder and _aware(row.expires_at) < now:
-        unfinished = _unfinished(session, row.execution_key)
+        unfinished = _unfinished(session, row.holder, row.execution_key)
         if unfinished is not None and row.holder != take_over:
-            return LeaseAnswer(taken=False, kept_for=unfinished.model_copy(update={"holder": row.holder}))
-        session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
-                                                    col(ActionLockRow.holder) == row.holder,
-                                                    col(ActionLockRow.expires_at) < now))
+            return LeaseAnswer(taken=False, kept_for=unfinished)
+        # Only the lease as read goes: one its holder bound (or renewed) meanwhile stays, and the insert
+        # below then finds it.
+        bound = col(ActionLockRow.execution_key)
+        session.execute(delete(ActionLockRow).where(
+            col(ActionLockRow.lock_key) == key, col(ActionLockRow.holder) == row.holder,
+            col(ActionLockRow.expires_at) < now,
+            bound.is_(None) if row.execution_key is None else bound == row.execution_key))
         session.commit()
         row = None
     if row is None:
@@ -188,13 +192,13 @@ def take_lock(session: Session, *, key: str, holder: str, lease: timedelta,
     return LeaseAnswer(taken=True)
 
 
-def _unfinished(session: Session, execution_key: str | None) -> LeaseHeld | None:
-    """The run of the execution ``execution_key`` while that execution has begun and not ended."""
+def _unfinished(session: Session, holder: str, execution_key: str | None) -> LeaseHeld | None:
+    """``holder`` and the run of the execution ``execution_key``, while that execution has begun and not ended."""
     execution = session.get(ToolExecutionRow, execution_key) if execution_key else None
     if execution is None or execution.status != "started":
         return None
     run = session.get(RunRow, execution.run_id)
-    return LeaseHeld(holder="", run_id=execution.run_id, workflow_run_id=run.workflow_run_id if run else None)
+    return LeaseHeld(holder=holder, run_id=execution.run_id, workflow_run_id=run.workflow_run_id if run else None)
 
 
 class KeptLease(BaseModel):
@@ -220,17 +224,19 @@ def kept_leases(session: Session) -> list[KeptLease]:
     return sorted(kept, key=lambda k: k.began_at)
 
 
-def bind_lock(session: Session, *, key: str, holder: str, execution_key: str) -> None:
-    """Name the execution that begins under ``holder``'s lease (in the caller's transaction: not committed).
+def bind_lock(session: Session, *, key: str, holder: str, execution_key: str, lease: timedelta) -> None:
+    """Name the execution that begins under ``holder``'s lease, and renew it (in the caller's transaction,
+    not committed). One conditional UPDATE: it binds ``holder``'s own row or nothing, whoever writes at the
+    same instant.
 
     Raises:
         LeaseLostError: ``holder`` no longer holds the lease (it lapsed and was taken): decide again.
     """
-    row = session.get(ActionLockRow, key)
-    if row is None or row.holder != holder:
+    bound = session.execute(update(ActionLockRow).where(
+        col(ActionLockRow.lock_key) == key, col(ActionLockRow.holder) == holder).values(
+        execution_key=execution_key, expires_at=utcnow() + lease))
+    if getattr(bound, "rowcount", 0) != 1:
         raise LeaseLostError(f"the lease on {key} lapsed before the action began; it is decided again")
-    row.execution_key = execution_key
-    session.add(row)
 
 
 def release_lock(session: Session, *, key: str, holder: str) -> None:
@@ -240,8 +246,15 @@ def release_lock(session: Session, *, key: str, holder: str) -> None:
     session.commit()
 
 
-def release_held(session: Session, *, holder: str) -> int:
-    """Give back every lease ``holder`` holds (its activity gave up); how many there were."""
-    gone = session.execute(delete(ActionLockRow).where(col(ActionLockRow.holder) == holder))
+def release_held(session: Session, *, holder: str, ended: bool) -> int:
+    """Give back the leases ``holder`` (an activity that gave up) holds; how many there were.
+
+    ``ended``: its last attempt ended (raised), so nothing of it runs any more: the leases go now. Otherwise
+    (the attempt timed out, or was cancelled) its thread may still be running the tool: the leases are only
+    unbound from their executions and lapse at their time, as a dead worker's would.
+    """
+    mine = col(ActionLockRow.holder) == holder
+    changed = session.execute(delete(ActionLockRow).where(mine) if ended
+                              else update(ActionLockRow).where(mine).values(execution_key=None))
     session.commit()
-    return int(getattr(gone, "rowcount", 0) or 0)
+    return int(getattr(changed, "rowcount", 0) or 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,18 +46,18 @@ def get_execution(session: Session, *, key: str) -> Execution | None:
 
 
 def start_execution(session: Session, *, key: str, run_id: str, call_id: str, tool: str,
-                    args: dict[str, Any], digest: str, lease: tuple[str, str] | None = None) -> None:
+                    args: dict[str, Any], digest: str, lease: tuple[str, str, timedelta] | None = None) -> None:
     """Mark an execution of the authorised action ``digest`` as started (or count one more attempt).
 
-    ``lease``: ``(lock key, holder)`` of the lease the action runs under; in the same transaction the
-    lease is bound to this execution, so it outlives a dead worker until the execution ends.
+    ``lease``: ``(lock key, holder, duration)`` of the lease the action runs under; in the same transaction
+    the lease is renewed and bound to this execution, so it outlives a dead worker until the execution ends.
 
     Raises:
         AuthenticationError: another action already started under this key.
         LeaseLostError: the lease lapsed and was taken before the execution began (nothing is written).
     """
     if lease is not None:
-        bind_lock(session, key=lease[0], holder=lease[1], execution_key=key)
+        bind_lock(session, key=lease[0], holder=lease[1], execution_key=key, lease=lease[2])
     row = session.get(ToolExecutionRow, key)
     if row is None:
         row = ToolExecutionRow(idempotency_key=key, run_id=run_id, call_id=call_id, tool=tool, args=args,

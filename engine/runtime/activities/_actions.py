@@ -112,7 +112,7 @@ class ActionActivities(ActivitiesBase):
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
         # one step for the account. Once the execution began the lease does not lapse while the run is open
         # (``authority.take_lock``); the workflow gives it back if the activity gives up (``release_lease``).
-        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=(lock, holder))
+        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=(lock, holder, LOCK_LEASE))
         await self._db(authority.release_lock, key=lock, holder=holder)
         return ran
 
@@ -177,8 +177,9 @@ class ActionActivities(ActivitiesBase):
         to end. Only the run that scheduled that activity can."""
         await self._run(request.run_id)  # scheduled by this run's own workflow, or refused
         holder = f"{activity.info().workflow_run_id}:{request.activity_id}"
-        if released := await self._db(authority.release_held, holder=holder):
-            activity.logger.warning("%s gave up; released %d lease(s) it held", request.activity_id, released)
+        if released := await self._db(authority.release_held, holder=holder, ended=request.ended):
+            activity.logger.warning("%s gave up; %s %d lease(s) it held", request.activity_id,
+                                    "released" if request.ended else "unbound (they lapse at their time)", released)
         return ReleaseLeaseResult(released=released)
 
     async def _workflow_open(self, run_id: str, workflow_run_id: str | None) -> bool:
@@ -186,7 +187,13 @@ class ActionActivities(ActivitiesBase):
         try:
             described = await activity.client().get_workflow_handle(run_id, run_id=workflow_run_id).describe()
         except RPCError as exc:
-            return exc.status != RPCStatusCode.NOT_FOUND  # gone past retention: closed; unreachable: wait
+            # NOT_FOUND: gone past retention, so closed (not the namespace: this activity's own worker polls
+            # it). Anything else (Temporal unreachable, no permission): unsure, so it stays open.
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            activity.logger.warning("cannot tell whether run %s is still open (%s: %s); waiting for it", run_id,
+                                    exc.status.name, exc.message)
+            return True
         return described.status == WorkflowExecutionStatus.RUNNING
 
     async def _take_lock(self, lock: str, holder: str) -> None:
@@ -208,8 +215,10 @@ class ActionActivities(ActivitiesBase):
             await asyncio.sleep(LOCK_POLL_S if kept is None else KEPT_LEASE_POLL_S)
 
     async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
-                           digest: str, ctx: ToolContext, *, lease: tuple[str, str] | None) -> ExecuteToolResult:
-        """Re-check, then run the tool once (under ``lease``: lock key, holder) and record how it ended."""
+                           digest: str, ctx: ToolContext, *,
+                           lease: tuple[str, str, timedelta] | None) -> ExecuteToolResult:
+        """Re-check, then run the tool once (under ``lease``: lock key, holder, duration) and record how it
+        ended."""
         run_id, key = run.run_id, ctx.idempotency_key
         started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
         # Re-check right before acting. Skipped on a retry of an execution that already began: its effect

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from engine.errors import LeaseLostError
 from engine.runtime.activities._actions import ActionActivities
 from engine.runtime.activity_io import ExecuteToolInput, ReleaseLeaseInput
-from engine.store import authority, repo
+from engine.store import authority, executions, repo
 from engine.store.tables import ActionLockRow, ToolExecutionRow, utcnow
 from tests.unit.runtime.test_recheck import RUN, WF_RUN, WORLD, _decide, _env, _setup
 
@@ -122,10 +122,26 @@ async def test_a_lease_given_up_on_is_released_by_its_own_run_only(tmp_path: Pat
     assert acts._database.call(held) == [f"{WF_RUN}:exec-0"]
     stranger = _env("release-9", workflow_run_id="another-run")
     with pytest.raises(ApplicationError, match="not scheduled by run"):
-        await stranger.run(acts.release_lease, ReleaseLeaseInput(run_id=RUN, activity_id="exec-0"))
+        await stranger.run(acts.release_lease, ReleaseLeaseInput(run_id=RUN, activity_id="exec-0", ended=True))
     assert acts._database.call(held) == [f"{WF_RUN}:exec-0"]
-    released = await _env("release-1").run(acts.release_lease, ReleaseLeaseInput(run_id=RUN, activity_id="exec-0"))
+    released = await _env("release-1").run(acts.release_lease,
+                                            ReleaseLeaseInput(run_id=RUN, activity_id="exec-0", ended=True))
     assert released.released == 1 and acts._database.call(held) == []
+
+
+async def test_a_lease_whose_last_attempt_may_still_run_lapses_at_its_time(tmp_path: Path) -> None:
+    """The activity gave up on a timeout: its attempt's thread may still be running the tool, so the lease is
+    not handed on at once; it is unbound from the execution and lapses like a dead worker's lease."""
+    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
+    a = await _decide(acts, 0, "A-1001")
+    await _first_attempt_dies_after_starting(acts, a)
+    await _env("release-1").run(acts.release_lease, ReleaseLeaseInput(run_id=RUN, activity_id="exec-0"))
+    db = acts._database
+    assert [(r.holder, r.execution_key) for r in db.call(lambda s: s.exec(select(ActionLockRow)).all())] == \
+        [(f"{WF_RUN}:exec-0", None)]
+    assert not db.call(authority.take_lock, key="account-1", holder="h2", lease=timedelta(minutes=6)).taken
+    _lapse_every_lease(acts)
+    assert db.call(authority.take_lock, key="account-1", holder="h2", lease=timedelta(minutes=6)).taken
 
 
 def test_an_execution_does_not_begin_under_a_lease_that_was_taken(tmp_path: Path) -> None:
@@ -137,15 +153,57 @@ def test_an_execution_does_not_begin_under_a_lease_that_was_taken(tmp_path: Path
     _lapse_every_lease(acts)
     assert db.call(authority.take_lock, key="acct", holder="h2", lease=timedelta(minutes=6)).taken
     with pytest.raises(LeaseLostError) as raised:
-        db.call(repo.start_execution, key="k1", run_id=RUN, call_id="c0", tool="issue_refund", args={},
-                digest="sha256:d", lease=("acct", "h1"))
+        _start(db, "h1")
     assert raised.value.retryable
     assert db.call(repo.get_execution, key="k1") is None
-    db.call(repo.start_execution, key="k1", run_id=RUN, call_id="c0", tool="issue_refund", args={},
-            digest="sha256:d", lease=("acct", "h2"))
+    _start(db, "h2")
     _lapse_every_lease(acts)  # h2's worker dies with the execution begun: h3 is kept out, h2 renews
     assert db.call(authority.take_lock, key="acct", holder="h3", lease=timedelta(minutes=6)).kept_for is not None
     assert db.call(authority.take_lock, key="acct", holder="h2", lease=timedelta(minutes=6)).taken
     db.call(repo.finish_execution, key="k1", ok=True, result={}, error=None, latency_ms=1.0)
     _lapse_every_lease(acts)  # finished: the lapsed lease is an ordinary one again
     assert db.call(authority.take_lock, key="acct", holder="h3", lease=timedelta(minutes=6)).taken
+
+
+def _start(db: Any, holder: str) -> None:
+    db.call(repo.start_execution, key="k1", run_id=RUN, call_id="c0", tool="issue_refund", args={},
+            digest="sha256:d", lease=("acct", holder, timedelta(minutes=6)))
+
+
+def test_a_lease_bound_between_a_takers_read_and_its_delete_stays(tmp_path: Path, monkeypatch: Any) -> None:
+    """h1 stalled past its lease, then begins its execution right after h2 read the (still unbound) lease:
+    h2's delete must not remove the lease h1 just bound."""
+    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
+    db = acts._database
+    assert db.call(authority.take_lock, key="acct", holder="h1", lease=timedelta(minutes=6)).taken
+    _lapse_every_lease(acts)
+    real = authority._unfinished
+
+    def h1_begins_now(session: Any, holder: str, execution_key: Any) -> Any:
+        _start(db, "h1")
+        return real(session, holder, execution_key)
+
+    monkeypatch.setattr(authority, "_unfinished", h1_begins_now)
+    answer = db.call(authority.take_lock, key="acct", holder="h2", lease=timedelta(minutes=6))
+    rows = db.call(lambda s: [(r.holder, r.execution_key) for r in s.exec(select(ActionLockRow)).all()])
+    assert not answer.taken and rows == [("h1", "k1")], rows
+
+
+def test_a_lease_taken_just_before_the_bind_is_never_bound(tmp_path: Path, monkeypatch: Any) -> None:
+    """h2 takes h1's lapsed lease just before h1 binds it: h1's execution does not begin (LeaseLostError)
+    and h2's lease stays h2's, unbound."""
+    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
+    db = acts._database
+    assert db.call(authority.take_lock, key="acct", holder="h1", lease=timedelta(minutes=6)).taken
+    _lapse_every_lease(acts)
+    real = executions.bind_lock
+
+    def h2_takes_it_first(session: Any, **kwargs: Any) -> None:
+        assert db.call(authority.take_lock, key="acct", holder="h2", lease=timedelta(minutes=6)).taken
+        real(session, **kwargs)
+
+    monkeypatch.setattr(executions, "bind_lock", h2_takes_it_first)
+    with pytest.raises(LeaseLostError):
+        _start(db, "h1")
+    rows = db.call(lambda s: [(r.holder, r.execution_key) for r in s.exec(select(ActionLockRow)).all()])
+    assert rows == [("h2", None)] and db.call(repo.get_execution, key="k1") is None
