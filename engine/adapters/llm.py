@@ -19,6 +19,7 @@ chained (Temporal records every cause, and logs print them).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ BREAKER_FAILURES = 3
 MAX_ANSWER_BYTES = 512 * 1024
 MAX_ANSWER_CALLS = 64
 BREAKER_COOLDOWN_S = 30.0
+MAX_CLIENTS = 32
 
 
 class RetryableModelError(ModelError):
@@ -89,6 +91,9 @@ class ModelClient:
     def __init__(self, settings: LlmSettings) -> None:
         self._settings = settings
         self._breakers: dict[str, Breaker] = {}
+        # One client (its connection pool and TLS context) per endpoint, URL, key and timeout, reused by
+        # every call of this worker: building one costs more than a call to a nearby endpoint.
+        self._clients: OrderedDict[tuple[str | None, str, float], openai.AsyncOpenAI] = OrderedDict()
 
     def breaker(self, endpoint: str) -> Breaker:
         """The circuit breaker of one endpoint (by label, URL and key variable)."""
@@ -96,13 +101,23 @@ class ModelClient:
 
     def _client(self, endpoint: EndpointSpec, script: str | None, field: str) -> tuple[openai.AsyncOpenAI, str]:
         if endpoint.provider == "scripted":
-            return openai.AsyncOpenAI(base_url=self._settings.scripted_url, api_key="scripted",
-                                      timeout=endpoint.timeout_s, max_retries=0), script or ""
+            return self._reused(self._settings.scripted_url, "scripted", endpoint.timeout_s), script or ""
         key = secret_from_env(endpoint.api_key_env) if endpoint.api_key_env else None
         if endpoint.api_key_env and not key:
             raise ModelError(f"environment variable {endpoint.api_key_env} ({field}.api_key_env) is not set")
-        return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key or "none", timeout=endpoint.timeout_s,
-                                  max_retries=0), endpoint.name
+        # The key is read each call, so a rotated key takes effect at once (with a client of its own).
+        return self._reused(endpoint.base_url, key or "none", endpoint.timeout_s), endpoint.name
+
+    def _reused(self, base_url: str | None, api_key: str, timeout_s: float) -> openai.AsyncOpenAI:
+        """The client for these settings, made on first use; the least recently used beyond
+        ``MAX_CLIENTS`` is dropped (a rotated key, an endpoint no longer named)."""
+        wanted = (base_url, api_key, timeout_s)
+        client = self._clients.pop(wanted, None) or openai.AsyncOpenAI(base_url=base_url, api_key=api_key,
+                                                                       timeout=timeout_s, max_retries=0)
+        self._clients[wanted] = client
+        while len(self._clients) > MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        return client
 
     async def complete(self, request: CallModelInput) -> CallModelResult:
         """One chat completion with the workflow's tools, from the first endpoint that answers.
@@ -159,8 +174,7 @@ class ModelClient:
                     "gen_ai.request.model": shown, "http.request.method": "POST",
                     "url.full": safe_url(str(client.base_url).rstrip("/") + "/chat/completions"),
                     "airlock.endpoint": label}, scope="airlock.llm") as span:
-                async with client:
-                    response = await client.chat.completions.create(**kwargs)
+                response = await client.chat.completions.create(**kwargs)
                 usage = getattr(response, "usage", None)
                 if usage is not None:
                     span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens or 0)

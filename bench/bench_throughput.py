@@ -1,0 +1,170 @@
+"""Throughput and latency of a run with one allowed consequential call, against the bare graph.
+
+Airlock: the scripted model proposes ``issue_refund`` (10.00, within the automatic limit) → validation, OPA,
+execution → the model answers; ``resolve_run`` and ``record_run`` around it. Bare: a ``temporalio-langgraph``
+graph of three no-op activity nodes. Each runs in its own worker process on the same Temporal dev server, in
+interleaved rounds: ``BENCH_RUNS`` (60) runs started at once, then single runs one after the other. Once on
+the SQLite-file dev server (what ``airlock up`` starts), once in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+from temporalio.client import Client
+
+from bench.common import ROOT, Stack, median, services, table
+from engine.config import Settings
+from engine.local import processes as stack
+from engine.spec import ResolvedSpec
+from engine.store.db import migrate
+from tests.conftest import add_people, copy_workflows, signing_key
+from tests.helpers import refund, start_run, write_spec
+from tools import support
+
+TITLE = "Throughput: one allowed consequential call vs the bare graph"
+RUNS = int(os.environ.get("BENCH_RUNS", "60"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SINGLES = int(os.environ.get("BENCH_SINGLES", "10"))
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its waited-for children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Contender:
+    """One worker process and how to start one of its runs."""
+
+    def __init__(self, name: str, proc: Any, start: Callable[[int], Awaitable[Any]],
+                 check: Callable[[Any], bool]) -> None:
+        self.name, self.proc, self.start, self.check = name, proc, start, check
+        self.batches: list[float] = []  # runs/s per batch
+        self.singles: list[float] = []  # ms per single run
+        self.cpu_ms: list[float] = []  # worker CPU per run, per batch
+        self.failed = 0
+        self._n = 0
+
+    async def one(self) -> bool:
+        self._n += 1
+        handle = await self.start(self._n)
+        return self.check(await handle.result())
+
+    async def batch(self, runs: int) -> None:
+        cpu, started = _cpu_s(self.proc.pid), time.perf_counter()
+        ok = await asyncio.gather(*(self.one() for _ in range(runs)))
+        elapsed = time.perf_counter() - started
+        self.batches.append(runs / elapsed)
+        self.cpu_ms.append((_cpu_s(self.proc.pid) - cpu) / runs * 1000)
+        self.failed += ok.count(False)
+
+    async def single(self) -> None:
+        started = time.perf_counter()
+        self.failed += not await self.one()
+        self.singles.append((time.perf_counter() - started) * 1000)
+
+
+def _launch(args: list[str], log: Path, env: dict[str, str]) -> Any:
+    proc = stack.launch_python(args, log, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, tethered=True)
+    stack.wait_until(lambda: "worker ready" in log.read_text(errors="replace"), "worker", proc, 90, log)
+    return proc
+
+
+def _specs(folder: Path, db_url: str) -> list[ResolvedSpec]:
+    """One spec per concurrent run, each refunding its own order (refunds of one order run one at a time)."""
+    with Session(support.ledger(db_url)) as session:
+        for i in range(RUNS):
+            if session.get(support.Order, f"C-{i:04d}") is None:
+                session.add(support.Order(order_id=f"C-{i:04d}", customer_id="cus_ana", total=10_000_000, item="x"))
+        session.commit()
+    return [write_spec(folder, [{"tool_calls": [refund(f"C-{i:04d}", "10.00")]}, {"content": "done"}],
+                       spec_file=f"bench{i}.yaml", name=f"refund-bench-{i}") for i in range(RUNS)]
+
+
+async def _measure(services_: Stack, work: Path) -> list[Contender]:
+    db_url = f"sqlite:///{work / 'airlock.db'}"
+    migrate(db_url)
+    add_people(db_url)
+    copy_workflows(work / "workflows")
+    specs = _specs(work / "workflows", db_url)
+    settings = Settings(project_dir=ROOT, workflows_dir=work / "workflows", state_dir=work / "state",
+                        database_url=db_url, temporal={"address": services_.temporal_address, "task_queue": "airlock"},
+                        opa={"url": services_.opa_url}, llm={"scripted_url": services_.scripted_url},
+                        auth={"signing_key": signing_key()})
+    env = {"AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
+           "AIRLOCK_DATABASE_URL": db_url, "AIRLOCK_TEMPORAL__ADDRESS": services_.temporal_address,
+           "AIRLOCK_TEMPORAL__TASK_QUEUE": "airlock", "AIRLOCK_OPA__URL": services_.opa_url,
+           "AIRLOCK_LLM__SCRIPTED_URL": services_.scripted_url, "AIRLOCK_WORKFLOWS_DIR": str(work / "workflows"),
+           "AIRLOCK_AUTH__SIGNING_KEY": signing_key()}
+    client = await Client.connect(services_.temporal_address)
+    airlock_proc = _launch(["-m", "engine.cli", "worker"], work / "airlock-worker.log", env)
+    bare_proc = _launch(["-c", "from bench.bare_worker import main; main()", services_.temporal_address, "bare"], work / "bare-worker.log", {})
+    try:
+        async def start_airlock(n: int) -> Any:
+            return await start_run(client, task_queue="airlock", spec=specs[n % RUNS],
+                                   run_input={"customer_id": "cus_ana"})
+
+        async def start_bare(n: int) -> Any:
+            return await client.start_workflow("BareGraphWorkflow", f"bare-{n}", id=f"bare-{time.time_ns()}-{n}",
+                                               task_queue="bare")
+
+        def executed(result: Any) -> bool:
+            return result.status == "completed" and [c.outcome for c in result.tool_calls] == ["executed"]
+
+        airlock = Contender("Airlock", airlock_proc, start_airlock, executed)
+        bare = Contender("bare graph", bare_proc, start_bare, lambda r: r == ["model", "check", "execute"])
+        await airlock.batch(5)  # warm both up: imports, connections, caches
+        await bare.batch(5)
+        airlock.batches.clear(), bare.batches.clear(), airlock.cpu_ms.clear(), bare.cpu_ms.clear()
+        for r in range(ROUNDS):
+            for contender in (bare, airlock) if r % 2 == 0 else (airlock, bare):
+                await contender.batch(RUNS)
+        for i in range(SINGLES):
+            for contender in (bare, airlock) if i % 2 == 0 else (airlock, bare):
+                await contender.single()
+        airlock.rss = _rss_mib(airlock_proc.pid)  # type: ignore[attr-defined]
+        bare.rss = _rss_mib(bare_proc.pid)  # type: ignore[attr-defined]
+        return [airlock, bare]
+    finally:
+        stack.stop_process(airlock_proc)
+        stack.stop_process(bare_proc)
+
+
+def main() -> str:
+    out = []
+    for label, in_file in (("SQLite-file dev server", True), ("in-memory dev server", False)):
+        with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, \
+                services(Path(tmp) / "services", temporal_file=in_file) as services_:
+            airlock, bare = asyncio.run(_measure(services_, Path(tmp)))
+        throughput = median(airlock.batches) / median(bare.batches)
+        latency = median(airlock.singles) / median(bare.singles)
+        rows = [[c.name, f"{median(c.batches):.1f}", f"{median(c.singles):.0f}", f"{median(c.cpu_ms):.0f}",
+                 f"{c.rss:.0f}", c.failed] for c in (airlock, bare)]  # type: ignore[attr-defined]
+        out.append(f"**{label}**, {RUNS} runs started at once × {ROUNDS} rounds, {SINGLES} single runs each\n\n"
+                   + table(["worker", "runs/s (median batch)", "single run ms (median)", "worker CPU ms/run",
+                            "worker RSS MiB", "failed runs"], rows)
+                   + "\n\n" + table(["ratio", "measured", "target", "met"], [
+                       ["throughput Airlock / bare", f"{throughput:.2f}×", "≥ 0.80×",
+                        "yes" if throughput >= 0.8 else "no"],
+                       ["single-run latency Airlock / bare", f"{latency:.2f}×", "≤ 1.50×",
+                        "yes" if latency <= 1.5 else "no"]]))
+    return "\n\n".join(out)
+
+
+if __name__ == "__main__":
+    print(main())
