@@ -42,8 +42,12 @@ class OpaSettings(BaseModel):
 
     url: str = "http://127.0.0.1:8181"
     token: SecretStr | None = None
-    timeout_s: float = 2.0
+    timeout_s: float = Field(default=2.0, gt=0)  # one request; a slower answer counts as a transient failure
     rule: str = "decision"
+    # One decision, retries included, takes at most this long; past it the call is denied (fail closed).
+    decision_budget_s: float = Field(default=5.0, gt=0)
+    # At most this many retries of a transient failure (OPA unreachable, too slow, 5xx) within the budget.
+    retries: int = Field(default=6, ge=0)
 
 
 class ChainSettings(BaseModel):

@@ -188,7 +188,7 @@ def _shown(value: Any, percent: bool = False) -> str:
 
 
 def print_stats(console: Console, figures: dict[str, Any]) -> None:
-    """``airlock stats`` as three small tables."""
+    """``airlock stats``: a summary line, latency per step kind, then model, boundary and policy lines."""
     runs, model, boundary = figures["runs"], figures["model"], figures["boundary"]
     console.print(f"since {figures['since']}" + (f", workflow {figures['workflow']}" if figures["workflow"] else "")
                   + f": {runs['total']} run(s), " + ", ".join(f"{n} {s}" for s, n in runs["by_status"].items())
@@ -207,3 +207,5 @@ def print_stats(console: Console, figures: dict[str, Any]) -> None:
                   f"{_shown(boundary['denial_rate'], True)}, approval rate {_shown(boundary['approval_rate'], True)}, "
                   f"{boundary['escalations']} escalation(s): "
                   + (", ".join(f"{n} {s}" for s, n in boundary["approvals"].items()) or ""), highlight=False)
+    console.print(f"policy: OPA asked again {boundary['policy_retries']} time(s) in {boundary['retried_decisions']} "
+                  f"decision(s), {boundary['policy_unavailable']} denied as policy unavailable", highlight=False)

@@ -76,6 +76,9 @@ class PolicyDecision(BaseModel):
     outcome: PolicyOutcome = "deny"
     revision: str | None = None
     decision_id: str | None = None
+    # How many times OPA was asked for it: 1, plus one per transient failure retried within the decision
+    # budget (``AIRLOCK_OPA__DECISION_BUDGET_S``). A default, so decisions in older workflow histories decode.
+    attempts: int = 1
 
 
 class ApprovalVote(BaseModel):

@@ -41,7 +41,9 @@ def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: s
                   digest: str, idempotency_key: str, approval_id: str | None, cause: str) -> None:
     """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
     overwrites its own row; every other decision, a re-decision included, gets its own, with its ``cause``
-    (what made the boundary decide: ``proposed``, an edit, a re-decision, the re-check before execution)."""
+    (what made the boundary decide: ``proposed``, an edit, a re-decision, the re-check before execution).
+    ``result`` holds the whole decision, the times OPA was asked for it (``attempts``, which ``airlock stats``
+    sums) included."""
     row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
         decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
         package=package, outcome=decision.outcome, input=document, result={})

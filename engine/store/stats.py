@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from engine.boundary.decision import UNAVAILABLE
 from engine.errors import InputError
 from engine.store.tables import ApprovalRow, ModelCallRow, PolicyDecisionRow, RunRow, ToolExecutionRow, utcnow
 
@@ -41,6 +42,19 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
+
+
+def _retries(result: dict[str, Any]) -> int:
+    """How many times OPA was asked again for a stored decision (``PolicyDecision.attempts`` - 1; decisions
+    stored before attempts were counted took one)."""
+    attempts = result.get("attempts", 1)
+    return attempts - 1 if isinstance(attempts, int) and attempts > 1 else 0
+
+
+def _unavailable(result: dict[str, Any]) -> bool:
+    """Whether a stored decision is the fail-closed denial given when OPA had no well-formed decision."""
+    reasons = result.get("reasons")
+    return isinstance(reasons, list) and reasons[:1] == [UNAVAILABLE]
 
 
 def _buckets(start: datetime, end: datetime) -> tuple[str, list[datetime]]:
@@ -77,7 +91,8 @@ def _series(runs: list[Any], models: list[Any], start: datetime, end: datetime) 
 
 def stats(session: Session, *, since: timedelta, workflow: str | None = None,
           tenants: list[str] | None = None) -> dict[str, Any]:
-    """Runs, latency per step kind, tokens and cost, boundary outcomes and fallbacks since ``now - since``."""
+    """Runs, latency per step kind, tokens and cost, boundary outcomes, OPA retries and fallbacks since
+    ``now - since``."""
     end = utcnow()
     start: datetime = end - since
     query = select(RunRow).where(RunRow.started_at >= start)
@@ -99,6 +114,7 @@ def stats(session: Session, *, since: timedelta, workflow: str | None = None,
     tokens = sum(m.input_tokens + m.output_tokens for m in models)
     cost = sum(m.cost for m in models)
     outcomes = Counter(d.outcome for d in decisions)
+    retries = [_retries(d.result) for d in decisions]
     verdicts = Counter(a.status for a in approvals)
     return {
         "since": start.isoformat(timespec="seconds"), "workflow": workflow,
@@ -118,6 +134,8 @@ def stats(session: Session, *, since: timedelta, workflow: str | None = None,
         "boundary": {"decisions": len(decisions), "denial_rate": _rate(outcomes.get("deny", 0), len(decisions)),
                      "approval_rate": _rate(outcomes.get("require_approval", 0), len(decisions)),
                      "escalations": len(approvals), "approvals": dict(sorted(verdicts.items())),
-                     "outcomes": dict(sorted(outcomes.items()))},
+                     "outcomes": dict(sorted(outcomes.items())),
+                     "policy_retries": sum(retries), "retried_decisions": sum(1 for n in retries if n),
+                     "policy_unavailable": sum(1 for d in decisions if _unavailable(d.result))},
         "series": _series(list(runs), models, start, end),
     }

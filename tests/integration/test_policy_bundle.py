@@ -27,7 +27,7 @@ STRANGER = "0x000000000000000000000000000000000000bEEF"
 ALLOW_EVERYTHING = 'package airlock.treasury_payout\nimport rego.v1\ndecision := {"allow": true}\n'
 
 
-def _payment(to: str) -> dict:
+def payment(to: str) -> dict:
     """A 90 tUSD transfer to ``to``, with facts that hold (the payee list decides)."""
     return {
         "tool": {"name": "transfer_token", "consequential": True,
@@ -45,7 +45,7 @@ def _payment(to: str) -> dict:
 
 
 @contextmanager
-def _serving(policies: Path, run_dir: Path) -> Iterator[str]:
+def serving(policies: Path, run_dir: Path) -> Iterator[str]:
     """An OPA started as `airlock up` starts it, serving a bundle built from ``policies``."""
     port = stack.free_port()
     proc = stack.launch_opa(port, policies, run_dir / "opa.log", tethered=True)
@@ -72,9 +72,9 @@ def _copy_policies(target: Path, **data_patch: dict) -> Path:
 
 
 async def test_writes_through_the_rest_api_are_refused(tmp_path: Path) -> None:
-    with _serving(ROOT / "policies", tmp_path) as url:
+    with serving(ROOT / "policies", tmp_path) as url:
         opa = OpaPolicy(OpaSettings(url=url))
-        before, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+        before, _, _ = await opa.evaluate(PACKAGE, payment(STRANGER))
         async with aiohttp.ClientSession() as http:
             add_payee = await http.put(f"{url}/v1/data/airlock/treasury/payees/{STRANGER}", json="Mallory Ltd")
             new_policy = await http.put(f"{url}/v1/policies/x", data=ALLOW_EVERYTHING,
@@ -82,7 +82,7 @@ async def test_writes_through_the_rest_api_are_refused(tmp_path: Path) -> None:
             drop_payees = await http.delete(f"{url}/v1/data/airlock/treasury/payees")
             patch = await http.patch(f"{url}/v1/data", json=[{"op": "add", "path": "/evil", "value": 1}])
             payees = await (await http.get(f"{url}/v1/data/airlock/treasury/payees")).json()
-        after, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+        after, _, _ = await opa.evaluate(PACKAGE, payment(STRANGER))
     assert [r.status for r in (add_payee, new_policy, drop_payees, patch)] == [401, 401, 401, 401]
     assert STRANGER not in payees["result"] and len(payees["result"]) == 2
     assert before.outcome == after.outcome == "deny"
@@ -101,9 +101,9 @@ async def test_revision_covers_data_and_is_the_served_bundles(tmp_path: Path) ->
     seen = {}
     for folder in (plain, more_payees):
         run_dir = tmp_path / f"run-{folder.name}"
-        with _serving(folder, run_dir) as url:
+        with serving(folder, run_dir) as url:
             opa = OpaPolicy(OpaSettings(url=url))
-            decision, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+            decision, _, _ = await opa.evaluate(PACKAGE, payment(STRANGER))
             served = await opa.revision()
         assert decision.revision == served == _manifest(run_dir / "policy-bundle.tar.gz")["revision"]
         assert served == policybundle.policies_revision(folder)
@@ -116,14 +116,14 @@ async def test_revision_covers_data_and_is_the_served_bundles(tmp_path: Path) ->
 async def test_package_no_module_declares_is_denied(tmp_path: Path) -> None:
     # A data document at the decision's path is not a policy: it must not decide.
     folder = _copy_policies(tmp_path / "p", shadow={"decision": {"allow": True, "reasons": ["from data"]}})
-    with _serving(folder, tmp_path) as url:
+    with serving(folder, tmp_path) as url:
         opa = OpaPolicy(OpaSettings(url=url))
         served = await opa.revision()
         for package in ("airlock.nobody", "airlock.shadow"):
-            decision, _, _ = await opa.evaluate(package, _payment(STRANGER))
+            decision, _, _ = await opa.evaluate(package, payment(STRANGER))
             assert decision.outcome == "deny" and decision.revision == served
             assert decision.reasons == ["policy unavailable", f"no policy module declares package {package}"]
-        declared, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+        declared, _, _ = await opa.evaluate(PACKAGE, payment(STRANGER))
     assert "policy unavailable" not in declared.reasons and declared.revision == served
 
 
@@ -138,7 +138,7 @@ async def test_opa_serving_no_bundle_is_denied(tmp_path: Path) -> None:
     try:
         stack.wait_until(lambda: stack.http_ok(f"http://127.0.0.1:{port}/health"), "opa", proc, 30)
         opa = OpaPolicy(OpaSettings(url=f"http://127.0.0.1:{port}"))
-        decision, _, _ = await opa.evaluate(PACKAGE, _payment(STRANGER))
+        decision, _, _ = await opa.evaluate(PACKAGE, payment(STRANGER))
         assert await opa.revision() is None
     finally:
         stack.stop_process(proc)
