@@ -3,12 +3,14 @@ decisions on them that wait for a worker (queued for delivery), with what became
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Text, cast, exists, func, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -20,6 +22,8 @@ from engine.store.users import record_event
 
 DeliveryStatus = Literal["queued", "delivering", "applied", "refused", "withdrawn"]
 WAITING: tuple[DeliveryStatus, ...] = ("queued", "delivering")  # accepted for delivery, not applied yet
+# Newest first; the id breaks ties between items made at the same instant, so pages neither repeat nor skip one.
+_NEWEST_FIRST = (col(ApprovalRow.created_at).desc(), col(ApprovalRow.approval_id).desc())
 
 
 class QueuedDecision(BaseModel):
@@ -151,7 +155,7 @@ def _settle_waiting(session: Session, row: ApprovalRow, request: CloseApprovalIn
 def list_approvals(session: Session, *, status: str | None = "pending", run_id: str | None = None,
                    limit: int = 100, tenants: list[str] | None = None) -> list[ApprovalView]:
     """Inbox items, newest first (of ``tenants`` only, when given)."""
-    query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc()).limit(limit)
+    query = select(ApprovalRow).order_by(*_NEWEST_FIRST).limit(limit)
     if tenants is not None:
         query = query.where(col(ApprovalRow.tenant).in_(tenants))
     if status:
@@ -164,28 +168,56 @@ def list_approvals(session: Session, *, status: str | None = "pending", run_id: 
 def inbox(session: Session, *, tenants: list[str], status: str | None = "pending", workflow: str | None = None,
           tool: str | None = None, role: str | None = None, page: int = 1,
           page_size: int = 20) -> tuple[list[ApprovalView], int]:
-    """One page of the inbox of ``tenants``, newest first, and how many items match in all."""
-    query = select(ApprovalRow).where(col(ApprovalRow.tenant).in_(tenants)).order_by(
-        col(ApprovalRow.created_at).desc())
+    """One page of the inbox of ``tenants``, newest first, and how many items match in all.
+
+    Filtered, counted and paged in SQL, and only the page's rows read whole. Without a workflow, tool or
+    role filter the count and the page's ids come from the ``ix_approvals_inbox`` index alone. A page past
+    the last is empty.
+    """
+    matches: list[ColumnElement[bool]] = [col(ApprovalRow.tenant).in_(tenants)]
     if status:
-        query = query.where(ApprovalRow.status == status)
+        matches.append(col(ApprovalRow.status) == status)
     if workflow:
-        query = query.where(ApprovalRow.workflow == workflow)
+        matches.append(col(ApprovalRow.workflow) == workflow)
     if tool:
-        query = query.where(ApprovalRow.tool == tool)
-    rows = session.exec(query).all()
-    if role:  # JSON containment differs between SQLite and PostgreSQL; inboxes are small
-        rows = [r for r in rows if role in (r.approvers or [])]
+        matches.append(col(ApprovalRow.tool) == tool)
+    if role:
+        matches.append(_names_approver(session, role))
+    total = session.exec(select(func.count()).select_from(ApprovalRow).where(*matches)).one()
     start = (max(page, 1) - 1) * page_size
-    return _views(session, rows[start:start + page_size]), len(rows)
+    if start >= total:  # nothing to read (and no OFFSET beyond what the database's integers hold)
+        return [], total
+    ids = select(ApprovalRow.approval_id).where(*matches).order_by(*_NEWEST_FIRST).offset(start).limit(page_size)
+    rows = session.exec(select(ApprovalRow).where(col(ApprovalRow.approval_id).in_(ids)).order_by(*_NEWEST_FIRST))
+    return _views(session, rows.all()), total
+
+
+def _names_approver(session: Session, role: str) -> ColumnElement[bool]:
+    """Whether an approval's ``approvers`` (a JSON list) holds ``role``, in the database's own JSON terms.
+
+    No index serves it: each row the other filters leave is read and its list looked into.
+    """
+    approvers = col(ApprovalRow.approvers)
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(approvers, JSONB).contains([role])
+    each = func.json_each(approvers).table_valued("value")
+    return exists().select_from(each).where(each.c.value == role)
 
 
 def inbox_facets(session: Session, *, tenants: list[str]) -> dict[str, list[str]]:
-    """The workflows, tools and roles that pending items of ``tenants`` have, for the filters."""
-    rows = session.exec(select(ApprovalRow).where(ApprovalRow.status == "pending",
-                                                  col(ApprovalRow.tenant).in_(tenants))).all()
-    return {"workflow": sorted({r.workflow for r in rows}), "tool": sorted({r.tool for r in rows}),
-            "role": sorted({a for r in rows for a in r.approvers or []})}
+    """The workflows, tools and roles that pending items of ``tenants`` have, for the filters.
+
+    One pass in SQL over the distinct (workflow, tool, approver list) combinations, which are few however
+    many items wait; the roles are read out of each approver list here.
+    """
+    combinations = session.exec(select(col(ApprovalRow.workflow), col(ApprovalRow.tool),
+                                       cast(col(ApprovalRow.approvers), Text))
+                                .where(col(ApprovalRow.status) == "pending", col(ApprovalRow.tenant).in_(tenants))
+                                .distinct()).all()
+    return {"workflow": sorted({workflow for workflow, _, _ in combinations}),
+            "tool": sorted({tool for _, tool, _ in combinations}),
+            "role": sorted({role for _, _, approvers in combinations if approvers
+                            for role in json.loads(approvers) or []})}
 
 
 def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from engine.store.tables._clock import utcnow
@@ -16,6 +16,9 @@ class ApprovalRow(SQLModel, table=True):
     """One gated action waiting for (or decided by) people: the inbox."""
 
     __tablename__ = "approvals"
+    # The inbox's filter (status, the person's tenants) in its order, newest first: the page's ids and the
+    # count come from this index without reading a row.
+    __table_args__ = (Index("ix_approvals_inbox", "status", "tenant", "created_at", "approval_id"),)
 
     approval_id: str = Field(primary_key=True)
     run_id: str = Field(index=True)
