@@ -20,8 +20,7 @@ from typing import Any
 from sqlmodel import Session
 from temporalio.client import Client
 
-from bench.common import ROOT, Stack, median, services, table
-from engine.config import Settings
+from bench.common import ROOT, Stack, cpu_s, median, services, table
 from engine.local import processes as stack
 from engine.spec import ResolvedSpec
 from engine.store.db import migrate
@@ -35,12 +34,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SINGLES = int(os.environ.get("BENCH_SINGLES", "10"))
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (and its waited-for children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -52,12 +45,14 @@ class Contender:
     """One worker process and how to start one of its runs."""
 
     def __init__(self, name: str, proc: Any, start: Callable[[int], Awaitable[Any]],
-                 check: Callable[[Any], bool]) -> None:
-        self.name, self.proc, self.start, self.check = name, proc, start, check
+                 check: Callable[[Any], bool], others: dict[str, int]) -> None:
+        self.name, self.proc, self.start, self.check, self.others = name, proc, start, check, others
         self.batches: list[float] = []  # runs/s per batch
         self.singles: list[float] = []  # ms per single run
         self.cpu_ms: list[float] = []  # worker CPU per run, per batch
+        self.stack_cpu_ms: list[float] = []  # Temporal, OPA and the scripted model: CPU per run, per batch
         self.failed = 0
+        self.rss = 0.0
         self._n = 0
 
     async def one(self) -> bool:
@@ -66,11 +61,13 @@ class Contender:
         return self.check(await handle.result())
 
     async def batch(self, runs: int) -> None:
-        cpu, started = _cpu_s(self.proc.pid), time.perf_counter()
+        cpu, others = cpu_s(self.proc.pid), sum(cpu_s(p) for p in self.others.values())
+        started = time.perf_counter()
         ok = await asyncio.gather(*(self.one() for _ in range(runs)))
         elapsed = time.perf_counter() - started
         self.batches.append(runs / elapsed)
-        self.cpu_ms.append((_cpu_s(self.proc.pid) - cpu) / runs * 1000)
+        self.cpu_ms.append((cpu_s(self.proc.pid) - cpu) / runs * 1000)
+        self.stack_cpu_ms.append((sum(cpu_s(p) for p in self.others.values()) - others) / runs * 1000)
         self.failed += ok.count(False)
 
     async def single(self) -> None:
@@ -96,27 +93,30 @@ def _specs(folder: Path, db_url: str) -> list[ResolvedSpec]:
                        spec_file=f"bench{i}.yaml", name=f"refund-bench-{i}") for i in range(RUNS)]
 
 
-async def _measure(services_: Stack, work: Path) -> list[Contender]:
-    db_url = f"sqlite:///{work / 'airlock.db'}"
-    migrate(db_url)
-    add_people(db_url)
-    copy_workflows(work / "workflows")
-    specs = _specs(work / "workflows", db_url)
-    settings = Settings(project_dir=ROOT, workflows_dir=work / "workflows", state_dir=work / "state",
-                        database_url=db_url, temporal={"address": services_.temporal_address, "task_queue": "airlock"},
-                        opa={"url": services_.opa_url}, llm={"scripted_url": services_.scripted_url},
-                        auth={"signing_key": signing_key()})
-    env = {"AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(settings.state_dir),
-           "AIRLOCK_DATABASE_URL": db_url, "AIRLOCK_TEMPORAL__ADDRESS": services_.temporal_address,
-           "AIRLOCK_TEMPORAL__TASK_QUEUE": "airlock", "AIRLOCK_OPA__URL": services_.opa_url,
-           "AIRLOCK_LLM__SCRIPTED_URL": services_.scripted_url, "AIRLOCK_WORKFLOWS_DIR": str(work / "workflows"),
-           "AIRLOCK_AUTH__SIGNING_KEY": signing_key()}
-    client = await Client.connect(services_.temporal_address)
-    airlock_proc = _launch(["-m", "engine.cli", "worker"], work / "airlock-worker.log", env)
-    bare_proc = _launch(["-c", "from bench.bare_worker import main; main()", services_.temporal_address, "bare"], work / "bare-worker.log", {})
-    try:
+class Workers:
+    """Both worker processes on one stack, and a Contender for each; stop() ends them."""
+
+    def __init__(self, services_: Stack, work: Path) -> None:
+        db_url = f"sqlite:///{work / 'airlock.db'}"
+        migrate(db_url)
+        add_people(db_url)
+        copy_workflows(work / "workflows")
+        self.specs = _specs(work / "workflows", db_url)
+        env = {"AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(work / "state"),
+               "AIRLOCK_DATABASE_URL": db_url, "AIRLOCK_TEMPORAL__ADDRESS": services_.temporal_address,
+               "AIRLOCK_TEMPORAL__TASK_QUEUE": "airlock", "AIRLOCK_OPA__URL": services_.opa_url,
+               "AIRLOCK_LLM__SCRIPTED_URL": services_.scripted_url, "AIRLOCK_WORKFLOWS_DIR": str(work / "workflows"),
+               "AIRLOCK_AUTH__SIGNING_KEY": signing_key()}
+        self.services, self.procs = services_, []
+        self.procs.append(_launch(["-m", "engine.cli", "worker"], work / "airlock-worker.log", env))
+        self.procs.append(_launch(["-c", "from bench.bare_worker import main; main()", services_.temporal_address,
+                                   "bare"], work / "bare-worker.log", {}))
+
+    async def contenders(self) -> tuple[Contender, Contender]:
+        client = await Client.connect(self.services.temporal_address)
+
         async def start_airlock(n: int) -> Any:
-            return await start_run(client, task_queue="airlock", spec=specs[n % RUNS],
+            return await start_run(client, task_queue="airlock", spec=self.specs[n % RUNS],
                                    run_input={"customer_id": "cus_ana"})
 
         async def start_bare(n: int) -> Any:
@@ -126,38 +126,70 @@ async def _measure(services_: Stack, work: Path) -> list[Contender]:
         def executed(result: Any) -> bool:
             return result.status == "completed" and [c.outcome for c in result.tool_calls] == ["executed"]
 
-        airlock = Contender("Airlock", airlock_proc, start_airlock, executed)
-        bare = Contender("bare graph", bare_proc, start_bare, lambda r: r == ["model", "check", "execute"])
+        airlock = Contender("Airlock", self.procs[0], start_airlock, executed, self.services.pids)
+        bare = Contender("bare graph", self.procs[1], start_bare, lambda r: r == ["model", "check", "execute"],
+                         self.services.pids)
+        return airlock, bare
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stack.stop_process(proc)
+
+
+async def _measure(services_: Stack, work: Path) -> list[Contender]:
+    workers = Workers(services_, work)
+    try:
+        airlock, bare = await workers.contenders()
         await airlock.batch(5)  # warm both up: imports, connections, caches
         await bare.batch(5)
-        airlock.batches.clear(), bare.batches.clear(), airlock.cpu_ms.clear(), bare.cpu_ms.clear()
+        for contender in (airlock, bare):
+            contender.batches.clear(), contender.cpu_ms.clear(), contender.stack_cpu_ms.clear()
         for r in range(ROUNDS):
             for contender in (bare, airlock) if r % 2 == 0 else (airlock, bare):
                 await contender.batch(RUNS)
         for i in range(SINGLES):
             for contender in (bare, airlock) if i % 2 == 0 else (airlock, bare):
                 await contender.single()
-        airlock.rss = _rss_mib(airlock_proc.pid)  # type: ignore[attr-defined]
-        bare.rss = _rss_mib(bare_proc.pid)  # type: ignore[attr-defined]
+        airlock.rss, bare.rss = _rss_mib(airlock.proc.pid), _rss_mib(bare.proc.pid)
         return [airlock, bare]
     finally:
-        stack.stop_process(airlock_proc)
-        stack.stop_process(bare_proc)
+        workers.stop()
+
+
+async def memory_curves(services_: Stack, work: Path, *, total: int, batch: int) -> dict[str, list[tuple[int, float]]]:
+    """(runs completed, worker RSS MiB) after each batch, for both workers, batches interleaved."""
+    workers = Workers(services_, work)
+    try:
+        contenders = await workers.contenders()
+        curves: dict[str, list[tuple[int, float]]] = {c.name: [] for c in contenders}
+        for done in range(batch, total + 1, batch):
+            for contender in contenders:
+                await contender.batch(batch)
+                curves[contender.name].append((done, _rss_mib(contender.proc.pid)))
+        failed = {c.name: c.failed for c in contenders if c.failed}
+        if failed:
+            raise RuntimeError(f"runs failed during the memory benchmark: {failed}")
+        return curves
+    finally:
+        workers.stop()
 
 
 def main() -> str:
     out = []
-    for label, in_file in (("SQLite-file dev server", True), ("in-memory dev server", False)):
+    servers = (("SQLite-file dev server", True), ("in-memory dev server", False))
+    chosen = os.environ.get("BENCH_SERVERS", "file,memory").split(",")
+    for label, in_file in [s for s in servers if ("file" if s[1] else "memory") in chosen]:
         with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, \
                 services(Path(tmp) / "services", temporal_file=in_file) as services_:
             airlock, bare = asyncio.run(_measure(services_, Path(tmp)))
         throughput = median(airlock.batches) / median(bare.batches)
         latency = median(airlock.singles) / median(bare.singles)
         rows = [[c.name, f"{median(c.batches):.1f}", f"{median(c.singles):.0f}", f"{median(c.cpu_ms):.0f}",
-                 f"{c.rss:.0f}", c.failed] for c in (airlock, bare)]  # type: ignore[attr-defined]
+                 f"{median(c.stack_cpu_ms):.0f}", f"{c.rss:.0f}", c.failed]
+                for c in (airlock, bare)]
         out.append(f"**{label}**, {RUNS} runs started at once × {ROUNDS} rounds, {SINGLES} single runs each\n\n"
                    + table(["worker", "runs/s (median batch)", "single run ms (median)", "worker CPU ms/run",
-                            "worker RSS MiB", "failed runs"], rows)
+                            "Temporal+OPA+model CPU ms/run", "worker RSS MiB", "failed runs"], rows)
                    + "\n\n" + table(["ratio", "measured", "target", "met"], [
                        ["throughput Airlock / bare", f"{throughput:.2f}×", "≥ 0.80×",
                         "yes" if throughput >= 0.8 else "no"],

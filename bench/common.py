@@ -34,6 +34,7 @@ class Stack:
     opa_url: str
     scripted_url: str
     logs: Path
+    pids: dict[str, int]  # temporal, opa, scripted: for CPU accounting
 
 
 @contextmanager
@@ -46,13 +47,26 @@ def services(logs: Path, *, temporal_file: bool = True, opa: bool = True,
         db_file = logs / "temporal.db" if temporal_file else None
         temporal = stack.launch_temporal(t_port, ui_port, db_file, logs / "temporal.log", tethered=True)
         stop.callback(stack.stop_process, temporal)
+        pids = {"temporal": temporal.pid}
         if opa:
             proc = stack.launch_opa(opa_port, ROOT / "policies", logs / "opa.log", ROOT, tethered=True)
             stop.callback(stack.stop_process, proc)
+            pids["opa"] = proc.pid
         if scripted:
             proc = stack.launch_scripted(llm_port, logs / "scripted.log", tethered=True)
             stop.callback(stack.stop_process, proc)
-        yield Stack(f"127.0.0.1:{t_port}", f"http://127.0.0.1:{opa_port}", f"http://127.0.0.1:{llm_port}/v1", logs)
+            pids["scripted"] = proc.pid
+        yield Stack(f"127.0.0.1:{t_port}", f"http://127.0.0.1:{opa_port}", f"http://127.0.0.1:{llm_port}/v1", logs,
+                    pids)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process used so far (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], p: float) -> float:

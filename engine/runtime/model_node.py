@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from engine.runtime import contract
 from engine.runtime.activity_io import CallModelInput, ValidateOutputInput
 from engine.runtime.payloads import ResolvedRun, ToolCallRecord
-from engine.runtime.state import AgentState, act, note_progress, records, request_of
+from engine.runtime.state import AgentState, act, act_here, note_progress, records, request_of
 from engine.spec import endpoint_label
 
 # What one model request may carry: every request is a message in the run's history, which Temporal
@@ -107,7 +107,7 @@ async def _final_answer(request: ResolvedRun, state: AgentState, step: int, cont
     if not spec.output_schema:
         return {"status": "completed", "output": content}
     note_progress(activity="validating the final answer")
-    checked = await act(contract.validate_output, ValidateOutputInput(run_id=request.run_id, step=step,
+    checked = await act_here(contract.validate_output, ValidateOutputInput(run_id=request.run_id, step=step,
                                                                       content=content))
     if checked.ok:
         return {"status": "completed", "output": content, "structured": checked.value}

@@ -20,7 +20,7 @@ from engine.boundary import tool_message
 from engine.runtime import contract
 from engine.runtime.activity_io import EvaluatePolicyInput, ExecuteToolInput, ReleaseLeaseInput, ValidateCallInput
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord, Verdict
-from engine.runtime.state import AgentState, act, failure_reason, note_progress, records, request_of, updated
+from engine.runtime.state import AgentState, act, act_here, failure_reason, note_progress, records, request_of, updated
 
 # Deciding reads the facts: a node that is down is retried briefly, then the action is denied (fail closed).
 _FACTS = {"start_to_close_timeout": timedelta(seconds=60),
@@ -47,14 +47,14 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
         available = ", ".join(t.name for t in request.spec.tool_specs)
         return updated(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
     note_progress(activity=f"checking {call.tool}")
-    valid = await act(contract.validate_tool_call, ValidateCallInput(
+    valid = await act_here(contract.validate_tool_call, ValidateCallInput(
         run_id=request.run_id, tool=call.tool, raw_arguments=call.raw_arguments, step=call.step,
         call_id=call.call_id))
     if not valid.ok:
         return updated(call, outcome="invalid", error=valid.error)
     call = updated(call, args=valid.args)
     try:  # the worker reads the facts itself and decides on them
-        decided = await act(contract.evaluate_policy, EvaluatePolicyInput(run_id=request.run_id, call=call),
+        decided = await act_here(contract.evaluate_policy, EvaluatePolicyInput(run_id=request.run_id, call=call),
                              _FACTS)
     except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
         return updated(call, outcome="denied", decision=PolicyDecision(

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from engine.runtime.payloads import ResolvedRun, ToolCallRecord
 
@@ -42,9 +42,33 @@ class AgentState(TypedDict, total=False):
     repairing: bool
 
 
+# Runs started since this patch take their short steps as local activities (histories before it keep
+# scheduling them as activities, and replay as they ran).
+LOCAL_STEPS = "short-steps-local"
+
+
 async def act(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str, Any] = QUICK) -> R:
     """Call an activity through its declaration (``engine.runtime.contract``): typed input and result."""
     return await workflow.execute_activity(declared, arg, **opts)
+
+
+async def act_here(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str, Any] = QUICK) -> R:
+    """Call a short step (seconds, no heartbeat: resolving, validating, deciding, recording) as a local
+    activity: this worker runs it within the workflow task, with the same retries, and the history records
+    its result as a marker, without a round trip through the Temporal server per step. A worker that dies
+    before the task completes leaves the step to run again on the next worker, as an activity's retry would
+    (each of these steps is idempotent under its activity id)."""
+    if not workflow.patched(LOCAL_STEPS):
+        return await workflow.execute_activity(declared, arg, **opts)
+    try:
+        return await workflow.execute_local_activity(declared, arg, **opts)
+    except ActivityError:
+        raise
+    except FailureError as exc:  # a local activity's failure arrives unwrapped: wrap it as an activity's is,
+        # so callers handle a step that gave up the same way whichever way it ran
+        name = declared.__name__
+        raise ActivityError(f"{name} failed", scheduled_event_id=0, started_event_id=0, identity="",
+                            activity_type=name, activity_id="", retry_state=None) from exc
 
 
 def failure_reason(exc: ActivityError) -> str:

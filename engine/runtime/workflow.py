@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         WaitingApproval,
     )
-    from engine.runtime.state import failure_reason
+    from engine.runtime.state import act_here, failure_reason
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -80,8 +80,8 @@ class AgentRunWorkflow(DecisionHandlers):
             return self._refused(str(payload.get("run_id") or workflow.info().workflow_id)[:200],
                                  str(payload.get("workflow") or "?")[:200], f"malformed run request: {exc}")
         try:
-            resolved = await workflow.execute_activity(contract.resolve_run, ResolveRunInput(request=asked),
-                                                       start_to_close_timeout=RECORD_TIMEOUT)
+            resolved = await act_here(contract.resolve_run, ResolveRunInput(request=asked),
+                                      {"start_to_close_timeout": RECORD_TIMEOUT})
         except ActivityError as exc:  # not authenticated, or no such definition: nothing ran
             return self._refused(asked.run_id, asked.workflow, f"refused: {failure_reason(exc)}")
         except Exception as exc:  # noqa: BLE001 - e.g. a definition this workflow cannot decode
@@ -167,7 +167,7 @@ class AgentRunWorkflow(DecisionHandlers):
                 for p in self._pending.values()}
 
     async def _record(self, record: RecordRunInput) -> None:
-        await workflow.execute_activity(contract.record_run, record, start_to_close_timeout=RECORD_TIMEOUT)
+        await act_here(contract.record_run, record, {"start_to_close_timeout": RECORD_TIMEOUT})
 
     @workflow.query(name="get_pending_actions")
     def get_pending_actions(self) -> list[PendingAction]:
