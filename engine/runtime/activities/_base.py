@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -30,6 +31,7 @@ from engine.store import repo
 from engine.store.db import Database
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
+RUNS_KEPT = 64  # resolved runs an activities object keeps in memory (more than run at once on one worker)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -53,7 +55,9 @@ class ActivitiesBase:
         self._registry = registry
         self._verifier = verifier
         self._tools: dict[str, ToolDef] = {}
-        self._runs: dict[str, ResolvedRun] = {}  # a run's resolved record never changes
+        # A run's resolved record never changes: the most recently used ones are kept (not every run the
+        # worker ever served, or its memory would grow with them).
+        self._runs: OrderedDict[str, ResolvedRun] = OrderedDict()
 
     def _tool(self, import_path: str) -> ToolDef:
         if import_path not in self._tools:
@@ -71,13 +75,20 @@ class ActivitiesBase:
             if found is None:
                 raise ApplicationError(f"no run {run_id} was resolved by a worker: nothing is done for it",
                                        type="AuthenticationError", non_retryable=True)
-            self._runs[run_id] = found.model_copy(update={"spec": await self._definition(found.spec)})
+            self._remember(found.model_copy(update={"spec": await self._definition(found.spec)}))
+        self._runs.move_to_end(run_id)
         run, info = self._runs[run_id], activity.info()
         if (info.workflow_id, info.workflow_run_id) != (run_id, run.workflow_run_id):
             raise ApplicationError(f"this activity was not scheduled by run {run_id} (it came from workflow "
                                    f"{info.workflow_id}); nothing is done for it", type="AuthenticationError",
                                    non_retryable=True)
         return run
+
+    def _remember(self, run: ResolvedRun) -> None:
+        """Keep a resolved run for the activities that follow, forgetting the least recently used."""
+        self._runs[run.run_id] = run
+        while len(self._runs) > RUNS_KEPT:
+            self._runs.popitem(last=False)
 
     async def _definition(self, recorded: ResolvedSpec) -> ResolvedSpec:
         """A recorded definition with its endpoint keys, from this worker's own copy of it (by hash).

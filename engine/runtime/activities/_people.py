@@ -68,7 +68,7 @@ class PeopleActivities(ActivitiesBase):
             await self._db(repo.register_run, run=shown)
         except AirlockError as exc:
             raise application_error(exc) from exc
-        self._runs[run.run_id] = run
+        self._remember(run)
         return ResolveRunResult(run=shown)
 
     async def _member(self, name: str, tenant: str) -> Approver:
