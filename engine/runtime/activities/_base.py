@@ -31,7 +31,7 @@ from engine.store import repo
 from engine.store.db import Database
 from engine.toolkit import ToolContext, ToolDef, resolve_tool
 
-RUNS_KEPT = 64  # resolved runs an activities object keeps in memory (more than run at once on one worker)
+RUNS_KEPT = 128  # resolved runs an activities object keeps in memory (more than one worker runs at once)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
