@@ -18,6 +18,7 @@ chained (Temporal records every cause, and logs print them).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -111,7 +112,7 @@ class ModelClient:
     def _reused(self, base_url: str | None, api_key: str, timeout_s: float) -> openai.AsyncOpenAI:
         """The client for these settings, made on first use; the least recently used beyond
         ``MAX_CLIENTS`` is dropped (a rotated key, an endpoint no longer named)."""
-        wanted = (base_url, api_key, timeout_s)
+        wanted = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), timeout_s)  # no key in the cache's keys
         client = self._clients.pop(wanted, None) or openai.AsyncOpenAI(base_url=base_url, api_key=api_key,
                                                                        timeout=timeout_s, max_retries=0)
         self._clients[wanted] = client

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
 from engine.runtime.payloads import ResolvedRun, ToolCallRecord
 
@@ -45,6 +45,9 @@ class AgentState(TypedDict, total=False):
 # Runs started since this patch take their short steps as local activities (histories before it keep
 # scheduling them as activities, and replay as they ran).
 LOCAL_STEPS = "short-steps-local"
+# A local step whose next retry is further off than this waits on a timer and comes back as a new local
+# activity (a new activity id): what a step writes must not depend on its id (Temporal's default: 1 min).
+LOCAL_RETRY_THRESHOLD = timedelta(minutes=1)
 
 
 async def act(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str, Any] = QUICK) -> R:
@@ -61,7 +64,8 @@ async def act_here(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str
     if not workflow.patched(LOCAL_STEPS):
         return await workflow.execute_activity(declared, arg, **opts)
     try:
-        return await workflow.execute_local_activity(declared, arg, **opts)
+        return await workflow.execute_local_activity(declared, arg, **opts,
+                                                     local_retry_threshold=LOCAL_RETRY_THRESHOLD)
     except ActivityError:
         raise
     except FailureError as exc:  # a local activity's failure arrives unwrapped: wrap it as an activity's is,
@@ -76,6 +80,9 @@ def failure_reason(exc: ActivityError) -> str:
     cause = exc.cause
     if isinstance(cause, ApplicationError):
         return f"{exc.activity_type} failed: {cause.type}: {cause.message}"
+    if isinstance(cause, TimeoutError) and cause.type is not None:  # the same words, local activity or not
+        kind = "".join(word.capitalize() for word in cause.type.name.split("_"))
+        return f"{exc.activity_type} failed: activity {kind} timeout"
     return f"{exc.activity_type} failed: {cause or exc}"
 
 

@@ -62,9 +62,8 @@ def make_engine(url: str) -> Engine:
         def _pragmas(conn: Any, _record: Any) -> None:  # DBAPI connection: sqlite3's here
             cursor = conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives the process
-            # dying (a worker killed mid-run); only a power cut may lose the last ones.
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # synchronous stays FULL: the chain outbox's record of a signed transaction must survive a power
+            # cut before the transaction is broadcast, or a retry could sign another one.
             # 512 KiB of page cache per connection (SQLite's default is 2 MiB): the file's pages stay in the
             # OS cache anyway, and a worker's pooled connections otherwise grow its memory with the database.
             cursor.execute("PRAGMA cache_size=-512")
