@@ -245,7 +245,7 @@ def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevCha
                                     tenant="default", status="running")), s.commit()))
     assert db.call(authority.take_lock, key="treasury:0xabc", holder="h", lease=timedelta(minutes=6)).taken
     db.call(repo.start_execution, key="run-9:1:0", run_id="run-9", call_id="c", tool="transfer_token", args={},
-            digest="sha256:d", lease=("treasury:0xabc", "h"))
+            digest="sha256:d", lease=("treasury:0xabc", "h", timedelta(minutes=6)))
     db.call(lambda s: (s.execute(update(ActionLockRow).values(expires_at=utcnow() - timedelta(minutes=2))),
                        s.commit()))
     waiting = airlock("doctor")
