@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from engine.errors import AuthenticationError
-from engine.store.authority import bind_lock
+from engine.store.authority import Clearance, authority_for, bind_lock
 from engine.store.tables import ToolExecutionRow, utcnow
 
 
@@ -43,6 +43,19 @@ def get_execution(session: Session, *, key: str) -> Execution | None:
     """The execution recorded under an idempotency key, or None."""
     row = session.get(ToolExecutionRow, key)
     return Execution.model_validate(row, from_attributes=True) if row else None
+
+
+class Standing(BaseModel):
+    """Where an action stands before it runs: its execution so far (None if it never began) and its authority."""
+
+    execution: Execution | None
+    clearance: Clearance
+
+
+def standing(session: Session, *, run_id: str, key: str, digest: str) -> Standing:
+    """The action's execution record and its authority (``authority.authority_for``), in one session."""
+    return Standing(execution=get_execution(session, key=key),
+                    clearance=authority_for(session, run_id=run_id, idempotency_key=key, digest=digest))
 
 
 def start_execution(session: Session, *, key: str, run_id: str, call_id: str, tool: str,

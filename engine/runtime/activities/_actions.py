@@ -35,8 +35,9 @@ from engine.runtime.activity_io import (
     ReleaseLeaseResult,
 )
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
-from engine.store import authority, decisions, repo
+from engine.store import authority, decisions, executions, repo
 from engine.store.authority import Clearance
+from engine.store.executions import Standing
 from engine.toolkit import ToolContext, ToolDef
 
 HEARTBEAT_EVERY_S = 2.0
@@ -87,32 +88,31 @@ class ActionActivities(ActivitiesBase):
         run, call = await self._run(request.run_id), request.call
         tool = self._tool_of(run, call.tool)
         key = idempotency_key(run.run_id, call)
-        done = await self._db(lambda s, **k: _finished(repo.get_execution(s, **k)), key=key)
-        if done is not None:
-            return done
         digest = action_digest(call.tool, call.args, call.facts, call.decision.revision if call.decision else None)
-        clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
-        if not clearance.allowed:
-            return _refused(run, call, clearance)
+        now = await self._db(executions.standing, run_id=run.run_id, key=key, digest=digest)
+        if (done := _finished(now.execution)) is not None:
+            return done
+        if not now.clearance.allowed:
+            return _refused(run, call, now.clearance)
         ctx = self._context(run, call.step, key)
         lock = await asyncio.to_thread(tool.serialize, tool.args_model.model_validate(call.args), ctx) \
             if tool.serialize else None
         if lock is None:
-            return await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=None)
+            return await self._run_cleared(tool, run, call, now, digest, ctx, lease=None)
         holder = activity_key()
         await self._take_lock(lock, holder)
-        # The wait may have been long: the authority is read again under the lease (an approval that expired
-        # meanwhile, an approver who lost the role).
-        clearance = await self._db(authority.authority_for, run_id=run.run_id, idempotency_key=key, digest=digest)
-        if not clearance.allowed:
+        # The wait may have been long: where the action stands is read again under the lease (an approval
+        # that expired meanwhile, an approver who lost the role, an attempt that began meanwhile).
+        now = await self._db(executions.standing, run_id=run.run_id, key=key, digest=digest)
+        if (done := _finished(now.execution)) is not None or not now.clearance.allowed:
             await self._db(authority.release_lock, key=lock, holder=holder)
-            return _refused(run, call, clearance)
+            return done or _refused(run, call, now.clearance)
         # Released when this attempt ends with an answer; kept when it raises, so its retry (the same
         # holder) resumes under the lease and no other action on the account runs in between: the re-check,
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
         # one step for the account. Once the execution began the lease does not lapse while the run is open
         # (``authority.take_lock``); the workflow gives it back if the activity gives up (``release_lease``).
-        ran = await self._run_cleared(tool, run, call, clearance, digest, ctx, lease=(lock, holder, LOCK_LEASE))
+        ran = await self._run_cleared(tool, run, call, now, digest, ctx, lease=(lock, holder, LOCK_LEASE))
         await self._db(authority.release_lock, key=lock, holder=holder)
         return ran
 
@@ -214,17 +214,16 @@ class ActionActivities(ActivitiesBase):
                 continue
             await asyncio.sleep(LOCK_POLL_S if kept is None else KEPT_LEASE_POLL_S)
 
-    async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
+    async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, now: Standing,
                            digest: str, ctx: ToolContext, *,
                            lease: tuple[str, str, timedelta] | None) -> ExecuteToolResult:
         """Re-check, then run the tool once (under ``lease``: lock key, holder, duration) and record how it
-        ended."""
+        ended. ``now``: where the action stood, read under the lease."""
         run_id, key = run.run_id, ctx.idempotency_key
-        started_before = await self._db(lambda s, **k: repo.get_execution(s, **k) is not None, key=key)
         # Re-check right before acting. Skipped on a retry of an execution that already began: its effect
         # may be under way (a transaction sent), and the tool resumes it instead of redoing it; the lease it
         # began under kept every other action on the account out since.
-        if not started_before and (stale := await self._recheck(tool, run, call, clearance, ctx)) is not None:
+        if now.execution is None and (stale := await self._recheck(tool, run, call, now.clearance, ctx)) is not None:
             return stale
         try:
             await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
