@@ -64,9 +64,6 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             # synchronous stays FULL: the chain outbox's record of a signed transaction must survive a power
             # cut before the transaction is broadcast, or a retry could sign another one.
-            # 512 KiB of page cache per connection (SQLite's default is 2 MiB): the file's pages stay in the
-            # OS cache anyway, and a worker's pooled connections otherwise grow its memory with the database.
-            cursor.execute("PRAGMA cache_size=-512")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
