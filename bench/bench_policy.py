@@ -28,6 +28,7 @@ from engine.config import OpaSettings
 from engine.local import processes as stack
 from engine.runtime.payloads import ResolvedRun, ToolCallRecord
 from engine.spec import load_spec
+from tests.helpers import payment_facts
 
 TITLE = "Policy decision: Airlock's OPA client vs a bare POST"
 ROUNDS = int(os.environ.get("BENCH_POLICY_ROUNDS", "10"))
@@ -43,15 +44,7 @@ def _document() -> tuple[str, dict[str, Any]]:
     run = ResolvedRun(run_id="bench-run", spec=spec, requested_by="alice", tenant="default",
                       input={"invoice": "INV-2041", "note": "hosting, March"})
     args = {"chain_id": 31337, "token": TOKEN, "to": PAYEE, "amount": "250"}
-    facts = {
-        "chain": {"node_id": 31337, "configured_id": 31337, "requested_id": 31337, "matches": True},
-        "sender": {"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "token_balance": "100000"},
-        "token": {"address": TOKEN, "has_code": True, "symbol": "tUSD", "decimals": 6},
-        "amount": {"value": "250", "unlimited": False},
-        "recipient": {"address": PAYEE, "is_contract": False},
-        "sent_today": "0",
-        "simulation": {"ok": True, "revert_reason": None, "balance_changes": []},
-    }
+    facts = payment_facts(PAYEE, "250")
     call = ToolCallRecord(call_id="call_1_0", step=1, index=0, tool="transfer_token", args=args, facts=facts)
     return spec.policy, policy_document(run, call, consequential=True, executed=[])
 

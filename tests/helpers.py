@@ -34,6 +34,23 @@ def refund(order_id: str, amount: str, reason: str = "item arrived damaged") -> 
     return {"name": "issue_refund", "args": {"order_id": order_id, "amount": amount, "reason": reason}}
 
 
+DEMO_TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"  # where `airlock up` deploys tUSD
+
+
+def payment_facts(to: str, amount: str) -> dict[str, Any]:
+    """Facts of a tUSD transfer of ``amount`` to ``to`` from the demo treasury that hold (the policy decides on
+    the payee list and the limits)."""
+    return {
+        "chain": {"node_id": 31337, "configured_id": 31337, "requested_id": 31337, "matches": True},
+        "sender": {"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "token_balance": "100000"},
+        "token": {"address": DEMO_TOKEN, "has_code": True, "symbol": "tUSD", "decimals": 6},
+        "amount": {"value": amount, "unlimited": False},
+        "recipient": {"address": to, "is_contract": False},
+        "sent_today": "0",
+        "simulation": {"ok": True, "revert_reason": None, "balance_changes": []},
+    }
+
+
 def write_spec(tmp_path: Path, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
                **overrides: Any) -> ResolvedSpec:
     """A support-refund spec whose scripted model answers ``turns``.

@@ -18,7 +18,7 @@ from engine.boundary import bundle as policybundle
 from engine.boundary.policy import OpaPolicy
 from engine.config import OpaSettings
 from engine.local import processes as stack
-from tests.helpers import ROOT
+from tests.helpers import ROOT, payment_facts
 
 pytestmark = pytest.mark.integration
 PACKAGE = "airlock.treasury_payout"
@@ -32,15 +32,7 @@ def payment(to: str) -> dict:
     return {
         "tool": {"name": "transfer_token", "consequential": True,
                  "args": {"chain_id": 31337, "token": TOKEN, "to": to, "amount": "90"}},
-        "facts": {
-            "chain": {"node_id": 31337, "configured_id": 31337, "requested_id": 31337, "matches": True},
-            "sender": {"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "token_balance": "100000"},
-            "token": {"address": TOKEN, "has_code": True, "symbol": "tUSD", "decimals": 6},
-            "amount": {"value": "90", "unlimited": False},
-            "recipient": {"address": to, "is_contract": False},
-            "sent_today": "0",
-            "simulation": {"ok": True, "revert_reason": None, "balance_changes": []},
-        },
+        "facts": payment_facts(to, "90"),
     }
 
 

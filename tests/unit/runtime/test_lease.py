@@ -60,17 +60,25 @@ async def _first_attempt_dies_after_starting(acts: ActionActivities, call: Any, 
     assert [r.status for r in rows] == ["started"] and WORLD["effects"] == []
 
 
+async def _a_began_and_b_waits(tmp_path: Path, monkeypatch: Any,
+                               open_: bool) -> tuple[ActionActivities, Runs, Any, Any]:
+    """Two payments decided under a daily limit of one; A's first attempt began and died; whether A's run
+    is open is ``open_``."""
+    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
+    runs = Runs(open_=open_)
+    monkeypatch.setattr(acts, "_workflow_open", runs)
+    monkeypatch.setattr("engine.runtime.activities._actions.LOCK_POLL_S", 0.05)
+    a, b = await _decide(acts, 0, "A-1001"), await _decide(acts, 1, "A-1002")
+    await _first_attempt_dies_after_starting(acts, a)
+    return acts, runs, a, b
+
+
 async def test_a_lapsed_lease_of_an_unfinished_execution_keeps_other_payments_out(tmp_path: Path,
                                                                                   monkeypatch: Any) -> None:
     """The attack: a daily limit of one payment; A starts executing and its worker dies; all workers stay
     down past the lease; B comes first when they return. B must not take the account while A's retry (which
     skips the re-check) is still to come, or both are paid."""
-    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
-    runs = Runs(open_=True)
-    monkeypatch.setattr(acts, "_workflow_open", runs)
-    monkeypatch.setattr("engine.runtime.activities._actions.LOCK_POLL_S", 0.05)
-    a, b = await _decide(acts, 0, "A-1001"), await _decide(acts, 1, "A-1002")
-    await _first_attempt_dies_after_starting(acts, a)
+    acts, runs, a, b = await _a_began_and_b_waits(tmp_path, monkeypatch, open_=True)
     _lapse_every_lease(acts)
 
     waiting = asyncio.create_task(_env("exec-1").run(acts.execute_tool, ExecuteToolInput(run_id=RUN, call=b)))
@@ -97,12 +105,7 @@ async def test_the_lease_of_a_closed_run_is_taken_over(tmp_path: Path, monkeypat
 
 async def test_a_lease_that_has_not_lapsed_is_never_questioned(tmp_path: Path, monkeypatch: Any) -> None:
     """While A's lease runs, B waits without asking Temporal anything (the lease alone answers)."""
-    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
-    runs = Runs(open_=False)
-    monkeypatch.setattr(acts, "_workflow_open", runs)
-    monkeypatch.setattr("engine.runtime.activities._actions.LOCK_POLL_S", 0.05)
-    a, b = await _decide(acts, 0, "A-1001"), await _decide(acts, 1, "A-1002")
-    await _first_attempt_dies_after_starting(acts, a)
+    acts, runs, _, b = await _a_began_and_b_waits(tmp_path, monkeypatch, open_=False)
     waiting = asyncio.create_task(_env("exec-1").run(acts.execute_tool, ExecuteToolInput(run_id=RUN, call=b)))
     await asyncio.sleep(0.5)
     assert not waiting.done() and runs.asked == []
