@@ -129,7 +129,7 @@ def launch_temporal(port: int, ui_port: int, db_file: Path | None, log: Path,
         # taken; it then dies a moment after the frontend opened. Give it that moment, and retry.
         time.sleep(1.5)
         if proc.poll() is None:
-            for path in _sqlite_files(db_file) if db_file else []:
+            for path in files:
                 tighten(path)
             return proc
         if "address already in use" not in log.read_text(errors="replace")[size:] or attempt == 2:

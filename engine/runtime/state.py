@@ -60,7 +60,7 @@ async def act_here(declared: Callable[[A], Awaitable[R]], arg: A, opts: dict[str
     activity: this worker runs it within the workflow task, with the same retries, and the history records
     its result as a marker, without a round trip through the Temporal server per step. A worker that dies
     before the task completes leaves the step to run again on the next worker, as an activity's retry would
-    (each of these steps is idempotent under its activity id)."""
+    (each of these steps can run again: what it writes is keyed by the run, or rewritten in place)."""
     if not workflow.patched(LOCAL_STEPS):
         return await workflow.execute_activity(declared, arg, **opts)
     try:

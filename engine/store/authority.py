@@ -192,10 +192,15 @@ def take_lock(session: Session, *, key: str, holder: str, lease: timedelta,
     return LeaseAnswer(taken=True)
 
 
+def _started(session: Session, execution_key: str | None) -> ToolExecutionRow | None:
+    """The execution ``execution_key`` while it has begun and not ended."""
+    execution = session.get(ToolExecutionRow, execution_key) if execution_key else None
+    return execution if execution is not None and execution.status == "started" else None
+
+
 def _unfinished(session: Session, holder: str, execution_key: str | None) -> LeaseHeld | None:
     """``holder`` and the run of the execution ``execution_key``, while that execution has begun and not ended."""
-    execution = session.get(ToolExecutionRow, execution_key) if execution_key else None
-    if execution is None or execution.status != "started":
+    if (execution := _started(session, execution_key)) is None:
         return None
     run = session.get(RunRow, execution.run_id)
     return LeaseHeld(holder=holder, run_id=execution.run_id, workflow_run_id=run.workflow_run_id if run else None)
@@ -217,8 +222,7 @@ def kept_leases(session: Session) -> list[KeptLease]:
     now, kept = utcnow(), []
     for row in session.exec(select(ActionLockRow).where(col(ActionLockRow.expires_at) < now,
                                                         col(ActionLockRow.execution_key).is_not(None))).all():
-        execution = session.get(ToolExecutionRow, row.execution_key)
-        if execution is not None and execution.status == "started":
+        if (execution := _started(session, row.execution_key)) is not None:
             kept.append(KeptLease(lock_key=row.lock_key, run_id=execution.run_id, tool=execution.tool,
                                   began_at=_aware(execution.started_at), expired_at=_aware(row.expires_at)))
     return sorted(kept, key=lambda k: k.began_at)

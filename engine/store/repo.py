@@ -23,7 +23,15 @@ from engine.store.approvals import (
     settle_decision,
     withdraw_decision,
 )
-from engine.store.executions import Execution, executed_calls, finish_execution, get_execution, start_execution
+from engine.store.executions import (
+    Execution,
+    Standing,
+    executed_calls,
+    finish_execution,
+    get_execution,
+    standing,
+    start_execution,
+)
 from engine.store.model_calls import (
     PromptVersion,
     cost_today,
@@ -44,10 +52,10 @@ from engine.store.runs import (
 from engine.store.timeline import TimelineEntry, run_timeline
 
 __all__ = [
-    "ApprovalView", "Execution", "PromptVersion", "QueuedDecision", "RunView", "TimelineEntry",
+    "ApprovalView", "Execution", "PromptVersion", "QueuedDecision", "RunView", "Standing", "TimelineEntry",
     "claim_delivery", "close_approval", "cost_today", "executed_calls", "finish_execution", "get_approval",
     "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals", "open_approvals", "prompt_version",
     "prompt_versions", "queue_decision", "queued_by", "queued_decision", "record_model_call", "record_refused_run",
     "record_run", "record_validation", "register_run", "resolved_run", "run_timeline", "settle_decision",
-    "start_execution", "withdraw_decision", "workflow_names",
+    "standing", "start_execution", "withdraw_decision", "workflow_names",
 ]

@@ -35,9 +35,8 @@ from engine.runtime.activity_io import (
     ReleaseLeaseResult,
 )
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
-from engine.store import authority, decisions, executions, repo
+from engine.store import authority, decisions, repo
 from engine.store.authority import Clearance
-from engine.store.executions import Standing
 from engine.toolkit import ToolContext, ToolDef
 
 HEARTBEAT_EVERY_S = 2.0
@@ -89,7 +88,7 @@ class ActionActivities(ActivitiesBase):
         tool = self._tool_of(run, call.tool)
         key = idempotency_key(run.run_id, call)
         digest = action_digest(call.tool, call.args, call.facts, call.decision.revision if call.decision else None)
-        now = await self._db(executions.standing, run_id=run.run_id, key=key, digest=digest)
+        now = await self._db(repo.standing, run_id=run.run_id, key=key, digest=digest)
         if (done := _finished(now.execution)) is not None:
             return done
         if not now.clearance.allowed:
@@ -103,7 +102,7 @@ class ActionActivities(ActivitiesBase):
         await self._take_lock(lock, holder)
         # The wait may have been long: where the action stands is read again under the lease (an approval
         # that expired meanwhile, an approver who lost the role, an attempt that began meanwhile).
-        now = await self._db(executions.standing, run_id=run.run_id, key=key, digest=digest)
+        now = await self._db(repo.standing, run_id=run.run_id, key=key, digest=digest)
         if (done := _finished(now.execution)) is not None or not now.clearance.allowed:
             await self._db(authority.release_lock, key=lock, holder=holder)
             return done or _refused(run, call, now.clearance)
@@ -214,7 +213,7 @@ class ActionActivities(ActivitiesBase):
                 continue
             await asyncio.sleep(LOCK_POLL_S if kept is None else KEPT_LEASE_POLL_S)
 
-    async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, now: Standing,
+    async def _run_cleared(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, now: repo.Standing,
                            digest: str, ctx: ToolContext, *,
                            lease: tuple[str, str, timedelta] | None) -> ExecuteToolResult:
         """Re-check, then run the tool once (under ``lease``: lock key, holder, duration) and record how it
