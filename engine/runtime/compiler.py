@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
 from engine.runtime import nodes
 from engine.runtime.model_node import call_model
@@ -48,6 +50,25 @@ def agent_graph() -> StateGraph[AgentState]:
     graph.add_node("call_model", call_model, metadata=dict(_IN_WORKFLOW))
     graph.add_edge(START, "call_model")
     return add_boundary(graph)
+
+
+# Each registered graph compiled once per worker process (compiling inspects every node's source: ~2 ms,
+# more inside the workflow sandbox); keyed by the graph object, which the worker keeps for its lifetime.
+_compiled: dict[int, tuple[StateGraph[Any, Any, Any, Any], CompiledStateGraph[Any, Any, Any, Any]]] = {}
+
+
+def compiled(graph: StateGraph[Any, Any, Any, Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """``graph`` compiled, with a checkpointer of its own: one run's state never meets another's.
+
+    The compiled graph holds no state between invocations but its checkpointer, so the worker compiles
+    each graph once and every run gets a shallow copy with a fresh ``InMemorySaver``. Compiling is
+    deterministic; a race between two workflow tasks compiles twice and keeps one, which is harmless.
+    """
+    entry = _compiled.get(id(graph))
+    if entry is None or entry[0] is not graph:
+        entry = (graph, graph.compile())
+        _compiled[id(graph)] = entry
+    return entry[1].copy({"checkpointer": InMemorySaver()})
 
 
 def graph_name(spec: WorkflowSpec) -> str:

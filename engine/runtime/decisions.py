@@ -29,8 +29,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    # by its full name: ``from engine.runtime import contract`` would load the module afresh inside the
+    # sandbox for every run (importlib resolves a from-list's submodule past the sandbox's passthrough)
+    import engine.runtime.contract as contract
     from engine.boundary.people import decision_refusal, rejection_problem
-    from engine.runtime import contract
     from engine.runtime.activity_io import (
         CloseApprovalInput,
         SettleDecisionInput,

@@ -25,14 +25,15 @@ from temporalio.exceptions import ActivityError
 from engine.runtime.decisions import RECORD_TIMEOUT, DecisionHandlers
 
 with workflow.unsafe.imports_passed_through():
-    from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
     from pydantic import ValidationError
     from temporalio.langgraph import graph as registered_graph
 
-    from engine.runtime import contract
+    # by its full name: ``from engine.runtime import contract`` would load the module afresh inside the
+    # sandbox for every run (importlib resolves a from-list's submodule past the sandbox's passthrough)
+    import engine.runtime.contract as contract
     from engine.runtime.activity_io import GuardInputInput, OpenApprovalsInput, RecordRunInput, ResolveRunInput
-    from engine.runtime.compiler import graph_name, initial_state
+    from engine.runtime.compiler import compiled, graph_name, initial_state
     from engine.runtime.payloads import (
         PendingAction,
         ResolvedRun,
@@ -108,7 +109,7 @@ class AgentRunWorkflow(DecisionHandlers):
 
     async def _drive(self, request: ResolvedRun) -> RunResult:
         """Run the graph to its end, pausing for people at each interrupt."""
-        app = registered_graph(graph_name(request.spec)).compile(checkpointer=InMemorySaver())
+        app = compiled(registered_graph(graph_name(request.spec)))
         config: RunnableConfig = {"configurable": {"thread_id": request.run_id}}
         try:
             message = user_message(request.input)

@@ -73,3 +73,43 @@ async def test_a_run_answered_by_the_fallback_model_replays_without_calling_a_mo
     monkeypatch.setattr(openai.resources.chat.AsyncCompletions, "create", no_model)
     result = await _replayer(agent_graph()).replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_run_does_not_load_the_activity_contract_afresh_in_the_sandbox(monkeypatch) -> None:
+    """The workflow module is imported anew inside the sandbox for every run; what it passes through must
+    come from the worker's own modules, not run again per run (the contract's 13 declarations cost CPU on
+    every run when ``from engine.runtime import contract`` slipped past the passthrough)."""
+    import temporalio.activity
+
+    declared: list[str] = []
+    real = temporalio.activity.defn
+
+    def counting(*args: object, **kwargs: object) -> object:
+        declared.append(str(kwargs.get("name") or args))
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(temporalio.activity, "defn", counting)
+    path = HISTORIES[0]
+    result = await _replayer(agent_graph()).replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+    assert result.replay_failure is None
+    assert declared == []
+
+
+def test_a_graph_is_compiled_once_and_each_run_gets_a_checkpointer_of_its_own(monkeypatch) -> None:
+    from engine.runtime.compiler import compiled
+
+    graph = agent_graph()
+    compiles = 0
+    real = StateGraph.compile
+
+    def counting(self: StateGraph, *args: object, **kwargs: object) -> object:
+        nonlocal compiles
+        compiles += 1
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateGraph, "compile", counting)
+    first, second = compiled(graph), compiled(graph)
+    assert compiles == 1
+    assert first.checkpointer is not None and second.checkpointer is not None
+    assert first.checkpointer is not second.checkpointer
+    assert compiled(agent_graph()) is not first and compiles == 2  # another graph: compiled for itself
