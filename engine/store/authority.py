@@ -243,11 +243,12 @@ def bind_lock(session: Session, *, key: str, holder: str, execution_key: str, le
         raise LeaseLostError(f"the lease on {key} lapsed before the action began; it is decided again")
 
 
-def release_lock(session: Session, *, key: str, holder: str) -> None:
-    """Give the lease back (only its holder can)."""
+def release_lock(session: Session, *, key: str, holder: str, commit: bool = True) -> None:
+    """Give the lease back (only its holder can); ``commit=False`` leaves it to the caller's transaction."""
     session.execute(delete(ActionLockRow).where(col(ActionLockRow.lock_key) == key,
                                                 col(ActionLockRow.holder) == holder))
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def release_held(session: Session, *, holder: str, ended: bool) -> int:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from engine.errors import AuthenticationError
-from engine.store.authority import Clearance, authority_for, bind_lock
+from engine.store.authority import Clearance, authority_for, bind_lock, release_lock
 from engine.store.tables import ToolExecutionRow, utcnow
 
 
@@ -84,11 +84,14 @@ def start_execution(session: Session, *, key: str, run_id: str, call_id: str, to
 
 
 def finish_execution(session: Session, *, key: str, ok: bool, result: Any, error: str | None,
-                     latency_ms: float) -> None:
-    """Record how an execution ended."""
+                     latency_ms: float, release: tuple[str, str] | None = None) -> None:
+    """Record how an execution ended and, with ``release`` (lock key, holder), give back the lease it ran
+    under in the same transaction: the account is free exactly when the record says the action ended."""
     row = session.get(ToolExecutionRow, key)
     assert row is not None, f"execution {key} was never started"
     row.status = "succeeded" if ok else "failed"
     row.result, row.error, row.latency_ms, row.finished_at = result, error, latency_ms, utcnow()
     session.add(row)
+    if release is not None:
+        release_lock(session, key=release[0], holder=release[1], commit=False)
     session.commit()

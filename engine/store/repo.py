@@ -7,6 +7,11 @@ and returns store-owned models, never rows. They live by aggregate:
 :mod:`~engine.store.model_calls`; this module keeps one place to import them from.
 """
 
+from typing import Any, NamedTuple
+
+from sqlmodel import Session
+
+from engine.runtime.payloads import ResolvedRun
 from engine.store.approvals import (
     ApprovalView,
     QueuedDecision,
@@ -23,6 +28,8 @@ from engine.store.approvals import (
     settle_decision,
     withdraw_decision,
 )
+from engine.store.authority import use_assertion
+from engine.store.decisions import actions_decided, key_decided
 from engine.store.executions import (
     Execution,
     Standing,
@@ -52,10 +59,41 @@ from engine.store.runs import (
 from engine.store.timeline import TimelineEntry, run_timeline
 
 __all__ = [
-    "ApprovalView", "Execution", "PromptVersion", "QueuedDecision", "RunView", "Standing", "TimelineEntry",
-    "claim_delivery", "close_approval", "cost_today", "executed_calls", "finish_execution", "get_approval",
-    "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals", "open_approvals", "prompt_version",
-    "prompt_versions", "queue_decision", "queued_by", "queued_decision", "record_model_call", "record_refused_run",
-    "record_run", "record_validation", "register_run", "resolved_run", "run_timeline", "settle_decision",
-    "standing", "start_execution", "withdraw_decision", "workflow_names",
+    "ApprovalView", "Execution", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView", "Standing",
+    "TimelineEntry", "admit_run", "claim_delivery", "close_approval", "cost_today", "executed_calls",
+    "finish_execution", "get_approval", "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals",
+    "open_approvals", "policy_context", "prompt_version", "prompt_versions", "queue_decision", "queued_by",
+    "queued_decision", "record_model_call", "record_refused_run", "record_run", "record_validation", "register_run",
+    "resolved_run", "run_timeline", "settle_decision", "standing", "start_execution", "withdraw_decision",
+    "workflow_names",
 ]
+
+
+# Reads and writes that one step makes together, in one session (a session and a thread hand-off each
+# cost the worker more CPU than the queries themselves).
+
+
+def admit_run(session: Session, *, run: ResolvedRun, jti: str, roles: list[str], used_by: str) -> None:
+    """Spend the run's start assertion and record the run (``resolve_run``'s writes).
+
+    Raises:
+        AuthenticationError: the assertion was used already, or another workflow run started this run.
+    """
+    use_assertion(session, jti=jti, run_id=run.run_id, approval_id="", idempotency_key="", digest="",
+                  action="start", subject=run.requested_by, roles=roles, used_by=used_by)
+    register_run(session, run=run)
+
+
+class PolicyContext(NamedTuple):
+    """What the store tells ``evaluate_policy`` before it asks the policy."""
+
+    decided: int  # distinct actions the run has had decided
+    seen: bool  # this action among them (an edit or a re-check): counted once; only read past the limit
+    executed: list[dict[str, Any]]  # ``{tool, args}`` of the run's successful executions, oldest first
+
+
+def policy_context(session: Session, *, run_id: str, key: str, limit: int) -> PolicyContext:
+    """The run's decided actions (and whether ``key`` is one, once ``limit`` is reached) and executions."""
+    decided = actions_decided(session, run_id=run_id)
+    return PolicyContext(decided=decided, seen=decided >= limit and key_decided(session, key=key),
+                         executed=executed_calls(session, run_id=run_id))

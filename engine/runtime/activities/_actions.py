@@ -61,15 +61,14 @@ class ActionActivities(ActivitiesBase):
         except ValidationError as exc:
             raise application_error(ToolArgumentsError(validation_problems(exc, "(arguments)"))) from exc
         key = idempotency_key(run.run_id, call)
-        decided = await self._db(decisions.actions_decided, run_id=run.run_id)
-        if decided >= run.spec.limits.max_tool_calls and not await self._db(decisions.key_decided, key=key):
-            raise ApplicationError(f"run {run.run_id} has had {decided} actions decided; the workflow allows "
-                                   f"{run.spec.limits.max_tool_calls} (limits.max_tool_calls)",
-                                   type="LimitError", non_retryable=True)
+        limit = run.spec.limits.max_tool_calls
+        known = await self._db(repo.policy_context, run_id=run.run_id, key=key, limit=limit)
+        if known.decided >= limit and not known.seen:
+            raise ApplicationError(f"run {run.run_id} has had {known.decided} actions decided; the workflow "
+                                   f"allows {limit} (limits.max_tool_calls)", type="LimitError", non_retryable=True)
         facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
         call = call.model_copy(update={"args": args, "facts": facts})
-        executed = await self._db(repo.executed_calls, run_id=run.run_id)
-        document = policy_document(run, call, consequential=tool.consequential, executed=executed)
+        document = policy_document(run, call, consequential=tool.consequential, executed=known.executed)
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision, raw, latency = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
@@ -111,9 +110,7 @@ class ActionActivities(ActivitiesBase):
         # the effect and what it reserves (a payment's signed transaction counts toward today's total) are
         # one step for the account. Once the execution began the lease does not lapse while the run is open
         # (``authority.take_lock``); the workflow gives it back if the activity gives up (``release_lease``).
-        ran = await self._run_cleared(tool, run, call, now, digest, ctx, lease=(lock, holder, LOCK_LEASE))
-        await self._db(authority.release_lock, key=lock, holder=holder)
-        return ran
+        return await self._run_cleared(tool, run, call, now, digest, ctx, lease=(lock, holder, LOCK_LEASE))
 
     async def _recheck(self, tool: ToolDef, run: ResolvedRun, call: ToolCallRecord, clearance: Clearance,
                        ctx: ToolContext) -> ExecuteToolResult | None:
@@ -217,20 +214,23 @@ class ActionActivities(ActivitiesBase):
                            digest: str, ctx: ToolContext, *,
                            lease: tuple[str, str, timedelta] | None) -> ExecuteToolResult:
         """Re-check, then run the tool once (under ``lease``: lock key, holder, duration) and record how it
-        ended. ``now``: where the action stood, read under the lease."""
+        ended. ``now``: where the action stood, read under the lease. The lease is given back with every
+        answer (with the record of how the action ended, in one transaction) and kept when this raises."""
         run_id, key = run.run_id, ctx.idempotency_key
+        release = lease[:2] if lease is not None else None
         # Re-check right before acting. Skipped on a retry of an execution that already began: its effect
         # may be under way (a transaction sent), and the tool resumes it instead of redoing it; the lease it
         # began under kept every other action on the account out since.
         if now.execution is None and (stale := await self._recheck(tool, run, call, now.clearance, ctx)) is not None:
-            return stale
+            return await self._released(release, stale)
         try:
             await self._db(repo.start_execution, key=key, run_id=run_id, call_id=call.call_id,
                            tool=call.tool, args=call.args, digest=digest, lease=lease)
         except LeaseLostError as exc:  # nothing began: the retry takes the lease and decides again
             raise application_error(exc) from exc
         except AirlockError as exc:
-            return ExecuteToolResult(ok=False, refused=True, error=f"not authorised: {exc}")
+            return await self._released(release, ExecuteToolResult(ok=False, refused=True,
+                                                                   error=f"not authorised: {exc}"))
         started = time.perf_counter()
         try:
             result = plain(await _heartbeating(tool.func, tool.args_model.model_validate(call.args), ctx))
@@ -246,8 +246,14 @@ class ActionActivities(ActivitiesBase):
         except Exception as exc:  # noqa: BLE001 - a tool's own failure is reported to the model, not hidden
             result, ok, error = None, False, self._shown_error(exc)
         await self._db(repo.finish_execution, key=key, ok=ok, result=result, error=error,
-                       latency_ms=round((time.perf_counter() - started) * 1000, 2))
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2), release=release)
         return ExecuteToolResult(ok=ok, result=result, error=error)
+
+    async def _released(self, lease: tuple[str, str] | None, answer: ExecuteToolResult) -> ExecuteToolResult:
+        """``answer``, once the lease (lock key, holder) it was reached under is given back."""
+        if lease is not None:
+            await self._db(authority.release_lock, key=lease[0], holder=lease[1])
+        return answer
 
 
 async def _heartbeating(fn: Any, *args: Any) -> Any:

@@ -57,17 +57,15 @@ class PeopleActivities(ActivitiesBase):
                                requested_by=person.name, tenant=req.tenant, workflow_run_id=info.workflow_run_id,
                                reason=f"refused: {refusal}")
                 raise refusal from None
-            # Used by this workflow run's start, whatever its attempt or activity id: a local activity
-            # that retries past its local threshold comes back under a new id.
-            await self._db(authority.use_assertion, jti=claims.jti, run_id=req.run_id, approval_id="",
-                           idempotency_key="", digest="", action="start", subject=person.name,
-                           roles=person.roles, used_by=f"{info.workflow_run_id}:start")
             run = ResolvedRun(run_id=req.run_id, spec=spec, requested_by=person.name, tenant=req.tenant,
                               input=req.input, workflow_run_id=info.workflow_run_id)
             # The record and the workflow's history get the definition without endpoint keys; this worker
             # keeps its own copy (and another finds it again by hash, see ``ActivitiesBase._run``).
             shown = run.model_copy(update={"spec": shown_spec(spec)})
-            await self._db(repo.register_run, run=shown)
+            # The start assertion is used by this workflow run's start, whatever its attempt or activity id
+            # (a local activity that retries past its local threshold comes back under a new id).
+            await self._db(repo.admit_run, run=shown, jti=claims.jti, roles=person.roles,
+                           used_by=f"{info.workflow_run_id}:start")
         except AirlockError as exc:
             raise application_error(exc) from exc
         self._remember(run)

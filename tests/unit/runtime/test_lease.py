@@ -210,3 +210,36 @@ def test_a_lease_taken_just_before_the_bind_is_never_bound(tmp_path: Path, monke
         _start(db, "h1")
     rows = db.call(lambda s: [(r.holder, r.execution_key) for r in s.exec(select(ActionLockRow)).all()])
     assert rows == [("h2", None)] and db.call(repo.get_execution, key="k1") is None
+
+
+def _locks(db: Any) -> list[tuple[str, str]]:
+    return db.call(lambda s: sorted((r.lock_key, r.holder) for r in s.exec(select(ActionLockRow)).all()))
+
+
+def test_the_lease_is_given_back_with_the_record_of_how_the_action_ended(tmp_path: Path, monkeypatch: Any) -> None:
+    """One transaction: the account is free exactly when the record says the action ended, and only the
+    holder's own lease is given back."""
+    acts, _, _ = _setup(tmp_path, _daily_limit_of_one)
+    db = acts._database
+    assert db.call(authority.take_lock, key="acct", holder="h1", lease=timedelta(minutes=6)).taken
+    assert db.call(authority.take_lock, key="other", holder="h9", lease=timedelta(minutes=6)).taken
+    _start(db, "h1")
+
+    def broken_commit(session: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the store went away before the commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(executions, "release_lock", broken_commit)
+        with pytest.raises(RuntimeError):
+            db.call(repo.finish_execution, key="k1", ok=True, result={"refund_id": "re_1"}, error=None,
+                    latency_ms=1.0, release=("acct", "h1"))
+    # nothing was written: still unfinished, still held
+    assert db.call(repo.get_execution, key="k1").status == "started"  # type: ignore[union-attr]
+    assert _locks(db) == [("acct", "h1"), ("other", "h9")]
+    db.call(repo.finish_execution, key="k1", ok=True, result={"refund_id": "re_1"}, error=None, latency_ms=1.0,
+            release=("acct", "h1"))
+    assert db.call(repo.get_execution, key="k1").status == "succeeded"  # type: ignore[union-attr]
+    assert _locks(db) == [("other", "h9")]
+    db.call(repo.finish_execution, key="k1", ok=True, result={}, error=None, latency_ms=1.0,
+            release=("other", "h1"))  # not h1's: kept
+    assert _locks(db) == [("other", "h9")]

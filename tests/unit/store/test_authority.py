@@ -1,4 +1,5 @@
-"""The re-check before execution: do the approvals already given cover a fresh decision? (real SQLite store)"""
+"""The store's answers about authority: do the approvals already given cover a fresh decision, is an assertion
+spent, how many actions has a run had decided (real SQLite store)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
+from engine.errors import AuthenticationError
 from engine.runtime.activities._actions import decision_cause
-from engine.runtime.payloads import PolicyDecision, ToolCallRecord
-from engine.store import authority, users
+from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
+from engine.spec import load_spec
+from engine.store import authority, decisions, repo, users
 from engine.store.db import Database
 from engine.store.tables import PersonAssertionRow, RunRow
 
 KEY = "run-1:2:0"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -93,3 +97,32 @@ def test_a_person_whose_role_was_taken_away_no_longer_counts(db: Database) -> No
 def test_every_decision_says_why_it_was_made(fields: dict[str, object], cause: str) -> None:
     call = ToolCallRecord(call_id="c", step=1, index=0, tool="transfer_token", **fields)
     assert decision_cause(call) == cause
+
+
+def _run(run_id: str, workflow_run_id: str) -> ResolvedRun:
+    spec = load_spec(ROOT / "workflows" / "support_refund.yaml", project_dir=ROOT)
+    return ResolvedRun(run_id=run_id, spec=spec, requested_by="alice", tenant="default", input={},
+                       workflow_run_id=workflow_run_id)
+
+
+def test_admitting_a_run_spends_its_start_assertion_once(db: Database) -> None:
+    db.call(repo.admit_run, run=_run("run-2", "wf-a"), jti="start-1", roles=[], used_by="wf-a:start")
+    db.call(repo.admit_run, run=_run("run-2", "wf-a"), jti="start-1", roles=[], used_by="wf-a:start")  # a retry
+    assert db.call(repo.resolved_run, run_id="run-2") is not None
+    with pytest.raises(AuthenticationError, match="already used"):  # the same assertion for another run
+        db.call(repo.admit_run, run=_run("run-3", "wf-b"), jti="start-1", roles=[], used_by="wf-b:start")
+    assert db.call(repo.resolved_run, run_id="run-3") is None
+    with pytest.raises(AuthenticationError, match="another workflow run"):  # the same run id, another start
+        db.call(repo.admit_run, run=_run("run-2", "wf-c"), jti="start-2", roles=[], used_by="wf-c:start")
+
+
+def test_the_policy_context_counts_decided_actions_and_knows_a_decided_one(db: Database) -> None:
+    for i, key in enumerate(["k-a", "k-b", "k-a"]):
+        db.call(decisions.save_decision, decision_id=f"run-1:{i}", run_id="run-1", call_id=f"c{i}",
+                package="airlock.support", document={"tool": {"name": "issue_refund"}},
+                decision=PolicyDecision(outcome="allow", revision="r1"),
+                raw={}, latency_ms=1.0, digest="sha256:d", idempotency_key=key, approval_id=None, cause="model")
+    below = db.call(repo.policy_context, run_id="run-1", key="k-c", limit=3)
+    assert (below.decided, below.seen, below.executed) == (2, False, [])
+    assert db.call(repo.policy_context, run_id="run-1", key="k-a", limit=2).seen
+    assert not db.call(repo.policy_context, run_id="run-1", key="k-c", limit=2).seen
