@@ -149,6 +149,26 @@ class EvaluatePolicyResult(BaseModel):
     approval_id: str | None = None
 
 
+# The type of the error ``check_call`` gives when the arguments' check itself could not be recorded (the
+# store is down): the call is denied as unchecked, not as "facts unavailable".
+UNCHECKED = "ArgumentsCheckUnrecorded"
+
+
+class CheckCallInput(BaseModel):
+    """One proposed call (``raw_arguments``, ``step``, ``call_id`` as the model gave them): validated and,
+    when valid, decided, in one step."""
+
+    run_id: str
+    call: ToolCallRecord
+
+
+class CheckCallResult(BaseModel):
+    """``valid`` as ``validate_tool_call`` answers; ``decided`` as ``evaluate_policy`` does, when valid."""
+
+    valid: ValidateCallResult
+    decided: EvaluatePolicyResult | None = None
+
+
 class OpenApprovalsInput(BaseModel):
     """The inbox rows are built from the worker's own decision records; ``calls`` only name them."""
 

@@ -14,6 +14,8 @@ from temporalio import activity
 from engine.runtime.activity_io import (
     CallModelInput,
     CallModelResult,
+    CheckCallInput,
+    CheckCallResult,
     CloseApprovalInput,
     CloseApprovalResult,
     EvaluatePolicyInput,
@@ -104,6 +106,12 @@ async def settle_decision(request: SettleDecisionInput) -> SettleDecisionResult:
 @activity.defn(name="evaluate_policy")
 async def evaluate_policy(request: EvaluatePolicyInput) -> EvaluatePolicyResult:
     """Read one call's facts and decide it."""
+    raise NotImplementedError
+
+
+@activity.defn(name="check_call")
+async def check_call(request: CheckCallInput) -> CheckCallResult:
+    """``validate_tool_call`` and, when the arguments are valid, ``evaluate_policy``: one step per call."""
     raise NotImplementedError
 
 

@@ -18,7 +18,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from engine.boundary import tool_message
 from engine.runtime import contract
-from engine.runtime.activity_io import EvaluatePolicyInput, ExecuteToolInput, ReleaseLeaseInput, ValidateCallInput
+from engine.runtime.activity_io import (
+    UNCHECKED,
+    CheckCallInput,
+    EvaluatePolicyInput,
+    EvaluatePolicyResult,
+    ExecuteToolInput,
+    ReleaseLeaseInput,
+    ValidateCallInput,
+)
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord, Verdict
 from engine.runtime.state import AgentState, act, act_here, failure_reason, note_progress, records, request_of, updated
 
@@ -29,6 +37,9 @@ _TOOL = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": ti
          "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10,
                                      non_retryable_error_types=["ToolExecutionError"])}
 MAX_RECHECKS = 3
+# Runs started since this patch validate and decide each proposed call in one step (``check_call``); earlier
+# histories replay their two (``validate_tool_call``, then ``evaluate_policy``).
+CHECK_IN_ONE_STEP = "check-call-in-one-step"
 
 
 async def check_tool_calls(state: AgentState) -> dict[str, Any]:
@@ -47,6 +58,14 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
         available = ", ".join(t.name for t in request.spec.tool_specs)
         return updated(call, outcome="invalid", error=f"unknown tool {call.tool!r}; available: {available}")
     note_progress(activity=f"checking {call.tool}")
+    if workflow.patched(CHECK_IN_ONE_STEP):
+        try:  # the worker validates, reads the facts itself and decides on them, in one step
+            checked = await act_here(contract.check_call, CheckCallInput(run_id=request.run_id, call=call), _FACTS)
+        except ActivityError as exc:  # a call that cannot be checked is a denial, never a guess
+            return _unchecked(call, exc)
+        if not checked.valid.ok or checked.decided is None:
+            return updated(call, outcome="invalid", error=checked.valid.error)
+        return _decided(updated(call, args=checked.valid.args), checked.decided)
     valid = await act_here(contract.validate_tool_call, ValidateCallInput(
         run_id=request.run_id, tool=call.tool, raw_arguments=call.raw_arguments, step=call.step,
         call_id=call.call_id))
@@ -57,8 +76,20 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
         decided = await act_here(contract.evaluate_policy, EvaluatePolicyInput(run_id=request.run_id, call=call),
                              _FACTS)
     except ActivityError as exc:  # facts that cannot be read are a denial, never a guess
-        return updated(call, outcome="denied", decision=PolicyDecision(
-            outcome="deny", reasons=["facts unavailable", failure_reason(exc)]))
+        return _unchecked(call, exc)
+    return _decided(call, decided)
+
+
+def _unchecked(call: ToolCallRecord, exc: ActivityError) -> ToolCallRecord:
+    """Denied: what deciding needed (the facts, or recording the arguments' check) could not be had."""
+    cause = exc.cause
+    what = "arguments unchecked" if isinstance(cause, ApplicationError) and cause.type == UNCHECKED \
+        else "facts unavailable"
+    return updated(call, outcome="denied", decision=PolicyDecision(outcome="deny",
+                                                                   reasons=[what, failure_reason(exc)]))
+
+
+def _decided(call: ToolCallRecord, decided: EvaluatePolicyResult) -> ToolCallRecord:
     decision = decided.decision
     outcome = {"allow": "allowed", "deny": "denied", "require_approval": "pending_approval"}[decision.outcome]
     return updated(call, decision=decision, outcome=outcome, facts=decided.facts, digest=decided.digest,

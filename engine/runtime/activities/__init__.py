@@ -25,4 +25,4 @@ class AirlockActivities(PeopleActivities, RunActivities, ActionActivities):
         """Every activity, for the worker."""
         return [self.resolve_run, self.verify_person, self.record_run, self.guard_input, self.call_model,
                 self.validate_tool_call, self.validate_output, self.evaluate_policy, self.open_approvals,
-                self.close_approval, self.settle_decision, self.execute_tool, self.release_lease]
+                self.close_approval, self.settle_decision, self.check_call, self.execute_tool, self.release_lease]

@@ -27,12 +27,16 @@ from engine.errors import AirlockError, LeaseLostError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
 from engine.runtime.activity_io import (
+    UNCHECKED,
+    CheckCallInput,
+    CheckCallResult,
     EvaluatePolicyInput,
     EvaluatePolicyResult,
     ExecuteToolInput,
     ExecuteToolResult,
     ReleaseLeaseInput,
     ReleaseLeaseResult,
+    ValidateCallInput,
 )
 from engine.runtime.payloads import PolicyDecision, ResolvedRun, ToolCallRecord
 from engine.store import authority, decisions, repo
@@ -48,7 +52,28 @@ MAX_RESULT_BYTES = 256 * 1024  # a tool result, as the run history keeps it
 
 
 class ActionActivities(ActivitiesBase):
-    """``evaluate_policy``, ``execute_tool`` and ``release_lease``."""
+    """``check_call``, ``evaluate_policy``, ``execute_tool`` and ``release_lease``."""
+
+    @activity.defn(name="check_call")
+    async def check_call(self, request: CheckCallInput) -> CheckCallResult:
+        """Validate a proposed call's arguments and, when they are valid, decide it: the two steps of one
+        call in one local activity (each still recorded: the validation on the timeline, the decision with
+        its input). A retry validates again (recorded under the same key) and decides again."""
+        call = request.call
+        try:
+            valid = await self._validated(ValidateCallInput(run_id=request.run_id, tool=call.tool,
+                                                            raw_arguments=call.raw_arguments, step=call.step,
+                                                            call_id=call.call_id))
+        except ApplicationError:
+            raise
+        except Exception as exc:  # the store: retried; if it stays down, the call is denied as unchecked
+            raise ApplicationError(f"the arguments' check could not be recorded: {type(exc).__name__}: "
+                                   f"{redact_text(str(exc))}", type=UNCHECKED) from exc
+        if not valid.ok:
+            return CheckCallResult(valid=valid)
+        decided = await self.evaluate_policy(EvaluatePolicyInput(
+            run_id=request.run_id, call=call.model_copy(update={"args": valid.args})))
+        return CheckCallResult(valid=valid, decided=decided)
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: EvaluatePolicyInput) -> EvaluatePolicyResult:

@@ -21,9 +21,11 @@ from temporalio.exceptions import ApplicationError
 
 from engine.adapters.chain_access import ChainAccess
 from engine.adapters.llm import ModelClient
+from engine.boundary.arguments import check_arguments
 from engine.boundary.identity import Verifier
 from engine.boundary.policy import OpaPolicy
 from engine.errors import AirlockError
+from engine.runtime.activity_io import ValidateCallInput, ValidateCallResult
 from engine.runtime.definitions import DefinitionRegistry
 from engine.runtime.payloads import ResolvedRun
 from engine.spec import ResolvedSpec
@@ -112,6 +114,17 @@ class ActivitiesBase:
             return self._tool(spec_tool.import_path)
         except ValueError as exc:
             raise ApplicationError(f"tool {name}: {exc}", type="DefinitionError", non_retryable=True) from exc
+
+    async def _validated(self, request: ValidateCallInput) -> ValidateCallResult:
+        """A proposed call's arguments against the limits and the tool's schema, recorded on the run's
+        timeline when it names its step."""
+        tool = self._tool_of(await self._run(request.run_id), request.tool)
+        result = check_arguments(tool.args_model, request.raw_arguments)
+        if request.step is not None:
+            await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
+                           key=f"{request.call_id}:{short_hash(request.raw_arguments)}", kind="tool_arguments",
+                           subject=request.tool, ok=result.ok, error=result.error)
+        return result
 
     async def _db(self, fn: Callable[Concatenate[Any, _P], _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """``fn(session, **kwargs)``, a repository function, off the event loop.

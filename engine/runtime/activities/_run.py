@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.boundary.arguments import check_arguments, validation_problems
+from engine.boundary.arguments import validation_problems
 from engine.errors import ModelError
 from engine.runtime.activities._base import ActivitiesBase, short_hash
 from engine.runtime.activity_io import (
@@ -85,13 +85,7 @@ class RunActivities(ActivitiesBase):
 
     @activity.defn(name="validate_tool_call")
     async def validate_tool_call(self, request: ValidateCallInput) -> ValidateCallResult:
-        tool = self._tool_of(await self._run(request.run_id), request.tool)
-        result = check_arguments(tool.args_model, request.raw_arguments)
-        if request.step is not None:
-            await self._db(repo.record_validation, run_id=request.run_id, step=request.step,
-                           key=f"{request.call_id}:{short_hash(request.raw_arguments)}", kind="tool_arguments",
-                           subject=request.tool, ok=result.ok, error=result.error)
-        return result
+        return await self._validated(request)
 
     @activity.defn(name="validate_output")
     async def validate_output(self, request: ValidateOutputInput) -> ValidateOutputResult:
