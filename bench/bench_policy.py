@@ -46,7 +46,7 @@ def _document() -> tuple[str, dict[str, Any]]:
     args = {"chain_id": 31337, "token": TOKEN, "to": PAYEE, "amount": "250"}
     facts = payment_facts(PAYEE, "250")
     call = ToolCallRecord(call_id="call_1_0", step=1, index=0, tool="transfer_token", args=args, facts=facts)
-    return spec.policy, policy_document(run, call, consequential=True, executed=[])
+    return spec.policy, policy_document(run, call, consequential=True, previous=[], provenance={})
 
 
 async def _timed(call: Callable[[], Awaitable[None]], times: list[float], n: int) -> None:

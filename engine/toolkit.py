@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -108,6 +108,16 @@ class ToolDef:
     description: str
     facts: Callable[..., dict[str, Any]] | None
     serialize: Callable[..., str] | None = None
+    # Which of its output a tool vouches for: all of it (True), none (False: a third party may have written
+    # it), or these fields (dotted paths; the rest is untrusted). See ``tool(trusted=...)``.
+    trusted: bool | frozenset[str] = False
+
+    def trusted_field(self, path: str) -> bool:
+        """Whether the output field at ``path`` (``"amount"``, ``"items[2].memo"``) is one this tool vouches for."""
+        if isinstance(self.trusted, bool):
+            return self.trusted
+        plain = re.sub(r"\[\d+\]", "", path)  # a list's items share their field's trust
+        return any(plain == f or plain.startswith(f + ".") for f in self.trusted)
 
 
 def tool(
@@ -116,6 +126,7 @@ def tool(
     facts: Callable[..., dict[str, Any]] | None = None,
     name: str | None = None,
     serialize: Callable[..., str] | None = None,
+    trusted: bool | Sequence[str] = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a function as an Airlock tool (optional: plain functions work too).
 
@@ -123,6 +134,13 @@ def tool(
     order): actions with the same key run one at a time, from the re-check of
     their facts to the end of their effect, so limits the policy checked on the
     facts hold when several are approved at once.
+
+    ``trusted`` says which of the tool's output it vouches for, as a source of
+    later arguments (``input.provenance``): ``True`` for all of it (a balance
+    read from the node), a list of fields (``["amount", "date"]`` of a
+    transaction history whose ``subject`` a third party writes), or ``False``,
+    the default: unlabelled output is untrusted. A tool whose result is a
+    pydantic model may instead mark fields ``Field(json_schema_extra={"trusted": True})``.
     """
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,6 +149,7 @@ def tool(
             "facts": facts,
             "name": name or func.__name__,
             "serialize": serialize,
+            "trusted": trusted if isinstance(trusted, bool) else frozenset(trusted),
         }
         return func
 
@@ -231,4 +250,14 @@ def resolve_tool(import_path: str) -> ToolDef:
         description=doc.split("\n\n")[0],
         facts=meta.get("facts"),
         serialize=meta.get("serialize"),
+        trusted=_output_trust(meta.get("trusted", False), hints.get("return")),
     )
+
+
+def _output_trust(declared: bool | frozenset[str], returns: Any) -> bool | frozenset[str]:
+    """What ``tool(trusted=...)`` declared, or, for a result model, its fields marked trusted."""
+    if declared is not False or not (inspect.isclass(returns) and issubclass(returns, BaseModel)):
+        return declared
+    marked = frozenset(name for name, field in returns.model_fields.items()
+                       if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("trusted") is True)
+    return marked or False

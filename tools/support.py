@@ -92,7 +92,7 @@ class LookupOrderArgs(BaseModel):
     order_id: str = Field(pattern=ORDER_ID, description="Order id, e.g. A-1001")
 
 
-@tool(consequential=False)
+@tool(consequential=False, trusted=True)  # the shop's own ledger: nothing in it is a third party's text
 def lookup_order(args: LookupOrderArgs, ctx: ToolContext) -> dict[str, Any]:
     """Look up an order: customer, item, total and what was already refunded."""
     with Session(ledger(ctx.database_url)) as session:

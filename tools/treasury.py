@@ -41,7 +41,8 @@ class BalanceArgs(BaseModel):
     token: Address | None = Field(default=None, description="ERC-20 token; omit for the native coin")
 
 
-@tool()
+# the asset symbol is what the token's deployer wrote into its contract: not vouched for
+@tool(trusted=["address", "token", "balance"])
 def get_balance(args: BalanceArgs, ctx: ToolContext) -> dict[str, Any]:
     """Balance of an address, in the native coin or an ERC-20 token."""
     chain = _access(ctx).chain
@@ -61,7 +62,7 @@ class AllowanceArgs(BaseModel):
     spender: Address
 
 
-@tool()
+@tool(trusted=["token", "owner", "spender", "allowance"])  # read from the node; the symbol is the deployer's
 def get_allowance(args: AllowanceArgs, ctx: ToolContext) -> dict[str, Any]:
     """How much of a token a spender may still move from an owner."""
     chain = _access(ctx).chain
@@ -77,7 +78,7 @@ class TokenArgs(BaseModel):
     token: Address
 
 
-@tool()
+@tool(trusted=["token", "decimals"])  # a name and symbol say whatever the token's deployer wrote
 def token_metadata(args: TokenArgs, ctx: ToolContext) -> dict[str, Any]:
     """Name, symbol and decimals of an ERC-20 token, read from its contract."""
     chain = _access(ctx).chain
@@ -93,7 +94,7 @@ class TxStatusArgs(BaseModel):
     tx_hash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="Transaction hash")
 
 
-@tool()
+@tool(trusted=True)  # read from the node
 def transaction_status(args: TxStatusArgs, ctx: ToolContext) -> dict[str, Any]:
     """Whether a transaction is pending, mined or reverted, and its confirmations."""
     chain = _access(ctx).chain

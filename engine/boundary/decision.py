@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.runtime.payloads import PolicyDecision, PolicyOutcome, ResolvedRun, ToolCallRecord
 
-POLICY_INPUT_VERSION = 1
+POLICY_INPUT_VERSION = 2  # 2: run.previous holds every earlier call with its outcome and result; provenance
 UNAVAILABLE = "policy unavailable"
 
 
@@ -23,17 +23,19 @@ def policy_document(
     call: ToolCallRecord,
     *,
     consequential: bool,
-    executed: list[dict[str, Any]],
+    previous: list[dict[str, Any]],
+    provenance: dict[str, Any],
     approved_by: list[str] | None = None,
 ) -> dict[str, Any]:
     """The OPA input for one proposed call (shape in the README's policy contract).
 
-    ``request`` is the run as the worker resolved and recorded it and
-    ``executed`` the ``{tool, args}`` of its executions that succeeded, from
-    the store: nothing here comes from whoever started or drives the run.
-    ``approved_by``: at the re-check right before execution, the verified
-    people who approved exactly these arguments (``approved`` is null at
-    the first decision).
+    ``request`` is the run as the worker resolved and recorded it; ``previous`` every earlier call of the
+    run the policy decided, oldest first (``{call_id, tool, args, outcome, result, trusted}``: denied and
+    rejected ones too; ``result`` only of an execution that succeeded, ``trusted`` what its tool vouches
+    for), from the store; ``provenance`` where each argument value occurs among what the run has seen
+    (``engine.boundary.provenance``): nothing here comes from whoever started or drives the run.
+    ``approved_by``: at the re-check right before execution, the verified people who approved exactly
+    these arguments (``approved`` is null at the first decision).
     """
     return {
         "version": POLICY_INPUT_VERSION,
@@ -41,11 +43,12 @@ def policy_document(
         "actor": {"requested_by": request.requested_by, "tenant": request.tenant},
         "tool": {"name": call.tool, "consequential": consequential, "args": call.args},
         "facts": call.facts,
+        "provenance": provenance,
         "run": {
             "step": call.step,
             "input": request.input,
-            "calls": dict(Counter(c["tool"] for c in executed)),
-            "previous": [{"tool": c["tool"], "args": c["args"]} for c in executed],
+            "calls": dict(Counter(c["tool"] for c in previous if c["outcome"] == "executed")),
+            "previous": previous,
         },
         "approved": None if approved_by is None else {"by": approved_by},
     }

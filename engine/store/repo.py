@@ -7,7 +7,7 @@ and returns store-owned models, never rows. They live by aggregate:
 :mod:`~engine.store.model_calls`; this module keeps one place to import them from.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlmodel import Session
 
@@ -29,6 +29,7 @@ from engine.store.approvals import (
     withdraw_decision,
 )
 from engine.store.authority import use_assertion
+from engine.store.calls import PastCall, calls_so_far
 from engine.store.decisions import actions_decided, key_decided
 from engine.store.executions import (
     Execution,
@@ -59,8 +60,8 @@ from engine.store.runs import (
 from engine.store.timeline import TimelineEntry, run_timeline
 
 __all__ = [
-    "ApprovalView", "Execution", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView", "Standing",
-    "TimelineEntry", "admit_run", "claim_delivery", "close_approval", "cost_today", "executed_calls",
+    "ApprovalView", "Execution", "PastCall", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView", "Standing",
+    "TimelineEntry", "admit_run", "calls_so_far", "claim_delivery", "close_approval", "cost_today", "executed_calls",
     "finish_execution", "get_approval", "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals",
     "open_approvals", "policy_context", "prompt_version", "prompt_versions", "queue_decision", "queued_by",
     "queued_decision", "record_model_call", "record_refused_run", "record_run", "record_validation", "register_run",
@@ -89,11 +90,12 @@ class PolicyContext(NamedTuple):
 
     decided: int  # distinct actions the run has had decided
     seen: bool  # this action among them (an edit or a re-check): counted once; only read past the limit
-    executed: list[dict[str, Any]]  # ``{tool, args}`` of the run's successful executions, oldest first
+    past: list[PastCall]  # every earlier action of the run the policy decided and what it came to, oldest first
 
 
 def policy_context(session: Session, *, run_id: str, key: str, limit: int) -> PolicyContext:
-    """The run's decided actions (and whether ``key`` is one, once ``limit`` is reached) and executions."""
+    """The run's decided actions (and whether ``key`` is one, once ``limit`` is reached) and what each of the
+    others came to."""
     decided = actions_decided(session, run_id=run_id)
     return PolicyContext(decided=decided, seen=decided >= limit and key_decided(session, key=key),
-                         executed=executed_calls(session, run_id=run_id))
+                         past=calls_so_far(session, run_id=run_id, excluding=key))

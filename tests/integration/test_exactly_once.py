@@ -59,7 +59,8 @@ async def _recorded(settings: Settings, outcome: str = "allow", **args: Any) -> 
     with Session(make_engine(settings.db_url)) as session:
         repo.register_run(session, run=run)
         decisions.save_decision(session, decision_id="run-1:1", run_id="run-1", call_id="call_1_0",
-                           package=spec.policy, document=policy_document(run, call, consequential=True, executed=[]),
+                           package=spec.policy,
+                           document=policy_document(run, call, consequential=True, previous=[], provenance={}),
                            decision=decision, raw=None, latency_ms=1.0, digest=digest, idempotency_key=KEY,
                            approval_id=None, cause="proposed")
     return ExecuteToolInput(run_id="run-1", call=call)

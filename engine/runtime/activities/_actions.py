@@ -23,6 +23,7 @@ from engine.boundary import (
 )
 from engine.boundary.arguments import validation_problems
 from engine.boundary.decision import canonical_json
+from engine.boundary.provenance import provenance_document, source_of
 from engine.errors import AirlockError, LeaseLostError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
@@ -93,7 +94,7 @@ class ActionActivities(ActivitiesBase):
                                    f"allows {limit} (limits.max_tool_calls)", type="LimitError", non_retryable=True)
         facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
         call = call.model_copy(update={"args": args, "facts": facts})
-        document = policy_document(run, call, consequential=tool.consequential, executed=known.executed)
+        document = self._document(run, call, tool, known.past)
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision, raw, latency = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
@@ -104,6 +105,31 @@ class ActionActivities(ActivitiesBase):
         activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
                              decision.reasons)
         return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
+
+    def _document(self, run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[repo.PastCall],
+                  approved_by: list[str] | None = None) -> dict[str, Any]:
+        """The policy's input for ``call``: what the run did before it, and where each argument came from."""
+        trust = {c.tool: self._trust_of(run, c.tool) for c in past}
+        previous = [{"call_id": c.call_id, "tool": c.tool, "args": c.args, "outcome": c.outcome, "result": c.result,
+                     "trusted": _shown(trust[c.tool])} for c in past]
+        sources = [*source_of("user", {"input": run.input}, trusted=True),
+                   *source_of("config", {"system_prompt": run.spec.prompt_text}, trusted=True)]
+        for c in past:
+            if c.result is not None:
+                vouched = trust[c.tool]
+                sources += source_of(f"tool:{c.tool}", c.result, call_id=c.call_id, echoes=[c.args],
+                                     trusted=vouched if isinstance(vouched, bool) else dict.fromkeys(vouched, True))
+        document: dict[str, Any] = policy_document(run, call, consequential=tool.consequential, previous=previous,
+                                                   provenance=provenance_document(call.args, sources),
+                                                   approved_by=approved_by)
+        return document
+
+    def _trust_of(self, run: ResolvedRun, name: str) -> bool | frozenset[str]:
+        """What a tool of the run vouches for in its output; a tool the worker cannot find vouches for nothing."""
+        try:
+            return self._tool_of(run, name).trusted
+        except ApplicationError:
+            return False
 
     @activity.defn(name="execute_tool")
     async def execute_tool(self, request: ExecuteToolInput) -> ExecuteToolResult:
@@ -150,9 +176,9 @@ class ActionActivities(ActivitiesBase):
         revision = call.decision.revision if call.decision else None
         current = await self._policy.revision()
         facts = await self._facts(tool, call.args, ctx) if tool.facts is not None else call.facts
-        executed = await self._db(repo.executed_calls, run_id=run.run_id)
-        document = policy_document(run, call.model_copy(update={"facts": facts}), consequential=tool.consequential,
-                                   executed=executed, approved_by=clearance.approved_by)
+        past = await self._db(repo.calls_so_far, run_id=run.run_id, excluding=ctx.idempotency_key)
+        document = self._document(run, call.model_copy(update={"facts": facts}), tool, past,
+                                  approved_by=clearance.approved_by)
         decided = clearance.decision.input.get("run") if clearance.decision else None
         changed = ((["policy revision"] if current != revision else []) + _changed(call.facts, facts)
                    # what the run did since (another call of the same turn executed first): run.calls, .previous
@@ -279,6 +305,11 @@ class ActionActivities(ActivitiesBase):
         if lease is not None:
             await self._db(authority.release_lock, key=lease[0], holder=lease[1])
         return answer
+
+
+def _shown(trust: bool | frozenset[str]) -> bool | list[str]:
+    """A tool's output trust as the policy reads it: true, false, or the fields it vouches for."""
+    return trust if isinstance(trust, bool) else sorted(trust)
 
 
 async def _heartbeating(fn: Any, *args: Any) -> Any:

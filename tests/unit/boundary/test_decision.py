@@ -64,13 +64,19 @@ def test_policy_document_has_the_contract_shape() -> None:
                         prompt_text="p", prompt_hash="0" * 64, tool_specs=[], output_json_schema=None,
                         definition_hash="sha256:" + "0" * 64)
     request = ResolvedRun(spec=spec, input={"customer_id": "c1"}, requested_by="alice", tenant="acme", run_id="r")
-    executed = [{"tool": "issue_refund", "args": {"amount": "5"}}]
-    doc = policy_document(request, _call(facts={"x": 1}), consequential=True, executed=executed)
+    previous = [{"call_id": "c0", "tool": "issue_refund", "args": {"amount": "5"}, "outcome": "executed",
+                 "result": {"refund_id": "re_1"}, "trusted": False},
+                {"call_id": "c1", "tool": "issue_refund", "args": {"amount": "900"}, "outcome": "denied",
+                 "result": None, "trusted": False}]
+    provenance = {"amount": {"sources": [], "trusted": False}}
+    doc = policy_document(request, _call(facts={"x": 1}), consequential=True, previous=previous, provenance=provenance)
+    assert doc["version"] == 2 and doc["provenance"] == provenance
+    assert doc["run"]["previous"] == previous  # denied calls too, each with its outcome
     assert doc["workflow"] == {"name": "w", "version": 2, "run_id": "r"}
     assert doc["actor"] == {"requested_by": "alice", "tenant": "acme"}
     assert doc["tool"] == {"name": "issue_refund", "consequential": True, "args": {"amount": "5"}}
     assert doc["facts"] == {"x": 1}
-    assert doc["run"]["calls"] == {"issue_refund": 1} and doc["run"]["step"] == 3
+    assert doc["run"]["calls"] == {"issue_refund": 1} and doc["run"]["step"] == 3  # executed ones only
     assert doc["run"]["input"] == {"customer_id": "c1"}
 
 

@@ -123,6 +123,51 @@ def test_the_policy_context_counts_decided_actions_and_knows_a_decided_one(db: D
                 decision=PolicyDecision(outcome="allow", revision="r1"),
                 raw={}, latency_ms=1.0, digest="sha256:d", idempotency_key=key, approval_id=None, cause="model")
     below = db.call(repo.policy_context, run_id="run-1", key="k-c", limit=3)
-    assert (below.decided, below.seen, below.executed) == (2, False, [])
+    assert (below.decided, below.seen, [c.key for c in below.past]) == (2, False, ["k-a", "k-b"])
     assert db.call(repo.policy_context, run_id="run-1", key="k-a", limit=2).seen
     assert not db.call(repo.policy_context, run_id="run-1", key="k-c", limit=2).seen
+
+
+def test_calls_so_far_tells_what_each_earlier_action_came_to(db: Database) -> None:
+    """Executed (with its result), failed, denied, rejected, waiting, allowed-not-run: each earlier action once,
+    by the latest decision, in the order first decided; the action being decided is left out."""
+    from datetime import timedelta
+
+    from engine.runtime.activity_io import CloseApprovalInput, OpenApprovalsInput
+    from engine.store.tables import utcnow
+
+    def decide(i: int, key: str, outcome: str, amount: str, approval: str | None = None) -> None:
+        db.call(decisions.save_decision, decision_id=f"run-1:{i}", run_id="run-1", call_id=f"c-{key}",
+                package="airlock.support", document={"tool": {"name": "issue_refund", "args": {"amount": amount}}},
+                decision=PolicyDecision(outcome=outcome, revision="r1"), raw={}, latency_ms=1.0, digest=f"d{i}",
+                idempotency_key=key, approval_id=approval, cause="proposed")
+
+    decide(0, "k-ran", "allow", "10.00")
+    decide(1, "k-denied", "deny", "900.00")
+    decide(2, "k-rejected", "require_approval", "120.00", approval="apr_r")
+    decide(3, "k-waiting", "require_approval", "130.00", approval="apr_w")
+    decide(4, "k-allowed", "allow", "5.00")
+    decide(5, "k-failed", "allow", "6.00")
+    decide(6, "k-denied", "allow", "90.00")  # decided again (an edit): the latest decision counts
+    decide(7, "k-now", "allow", "1.00")
+    decide(8, "k-no", "deny", "9000.00")
+    calls = [ToolCallRecord(call_id=f"c-{k}", step=1, index=i, tool="issue_refund", approval_id=f"apr_{k[2]}",
+                            digest=f"d{i}") for i, k in [(2, "k-rejected"), (3, "k-waiting")]]
+    db.call(repo.open_approvals, request=OpenApprovalsInput(run_id="run-1", expires_at=utcnow() + timedelta(hours=1),
+                                                            calls=calls))
+    db.call(repo.close_approval, request=CloseApprovalInput(approval_id="apr_r", run_id="run-1", digest="d2",
+                                                            status="rejected", reason="not this one"))
+    for key, ok in [("k-ran", True), ("k-failed", False)]:
+        db.call(repo.start_execution, key=key, run_id="run-1", call_id=f"c-{key}", tool="issue_refund",
+                args={"amount": "x"}, digest="d", lease=None)
+        db.call(repo.finish_execution, key=key, ok=ok, result={"refund_id": "re_1"} if ok else None,
+                error=None if ok else "card declined", latency_ms=1.0)
+    past = db.call(repo.calls_so_far, run_id="run-1", excluding="k-now")
+    assert [(c.key, c.outcome) for c in past] == [
+        ("k-ran", "executed"), ("k-denied", "allowed"), ("k-rejected", "rejected"), ("k-waiting", "pending_approval"),
+        ("k-allowed", "allowed"), ("k-failed", "failed"), ("k-no", "denied")]
+    ran, denied, *_, failed, _ = past
+    assert ran.result == {"refund_id": "re_1"} and ran.args == {"amount": "x"}  # what ran, as it ran
+    assert denied.args == {"amount": "90.00"} and denied.result is None
+    assert failed.result is None and failed.error == "card declined"
+    assert db.call(repo.calls_so_far, run_id="other") == []

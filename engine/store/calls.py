@@ -1,0 +1,65 @@
+"""What each call of a run came to so far: the policy's ``run.previous`` and the sources provenance reads.
+
+One entry per action (idempotency key) the policy decided, in the order first decided: its latest
+arguments and decision, the approval it waited for, and its execution with the result. Denied, rejected
+and expired calls are in it too: a policy may weigh what the model tried before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from engine.store.tables import ApprovalRow, PolicyDecisionRow, ToolExecutionRow
+
+CallOutcome = Literal["executed", "failed", "running", "denied", "allowed", "pending_approval", "approved",
+                      "rejected", "expired"]
+# An approval's status, as the outcome of its action when nothing ran (approved and still waiting to run:
+# "approved"; decided by the expiry: "expired").
+_BY_APPROVAL: dict[str, CallOutcome] = {"pending": "pending_approval", "approved": "approved",
+                                        "rejected": "rejected", "expired": "expired"}
+_BY_EXECUTION: dict[str, CallOutcome] = {"succeeded": "executed", "failed": "failed", "started": "running"}
+_BY_DECISION: dict[str, CallOutcome] = {"allow": "allowed", "deny": "denied", "require_approval": "pending_approval"}
+
+
+class PastCall(BaseModel):
+    """One earlier action of a run and what it came to."""
+
+    key: str  # idempotency key
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    outcome: CallOutcome
+    result: Any = None  # the execution's result, when it ran and succeeded
+    error: str | None = None  # a failed execution's error, as the model was told it
+
+
+def calls_so_far(session: Session, *, run_id: str, excluding: str | None = None) -> list[PastCall]:
+    """Every action of ``run_id`` the policy decided (but ``excluding``, an idempotency key), oldest first."""
+    decisions = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)
+                             .order_by(col(PolicyDecisionRow.created_at), col(PolicyDecisionRow.decision_id))).all()
+    latest: dict[str, PolicyDecisionRow] = {}
+    for row in decisions:  # oldest first: insertion order is the order first decided, the value the latest
+        if row.idempotency_key and row.idempotency_key != excluding:
+            latest[row.idempotency_key] = row
+    if not latest:
+        return []
+    executions = {r.idempotency_key: r for r in session.exec(
+        select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id)).all()}
+    approvals = {r.approval_id: r for r in session.exec(select(ApprovalRow).where(ApprovalRow.run_id == run_id)).all()}
+    calls = []
+    for key, decision in latest.items():
+        ran, approval = executions.get(key), approvals.get(decision.approval_id or "")
+        if ran is not None:
+            outcome = _BY_EXECUTION.get(ran.status, "running")
+        elif approval is not None:
+            outcome = _BY_APPROVAL.get(approval.status, "pending_approval")
+        else:
+            outcome = _BY_DECISION.get(decision.outcome, "denied")
+        args = ran.args if ran is not None else (decision.input.get("tool") or {}).get("args") or {}
+        calls.append(PastCall(key=key, call_id=decision.call_id, tool=decision.tool, args=args, outcome=outcome,
+                              result=ran.result if ran is not None and ran.status == "succeeded" else None,
+                              error=ran.error if ran is not None else None))
+    return calls
