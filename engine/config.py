@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     policies_dir: Path | None = None
     state_dir: Path | None = None
     database_url: str | None = None
+    # glibc malloc arenas a worker keeps (0: glibc's default, 8 per core). Its many short-lived threads
+    # (activity and store hand-offs) each got an arena and the worker's resident size kept creeping up.
+    worker_malloc_arenas: int = Field(default=2, ge=0, le=64)
 
     temporal: TemporalSettings = TemporalSettings()
     opa: OpaSettings = OpaSettings()

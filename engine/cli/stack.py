@@ -58,9 +58,10 @@ def keys() -> None:
 def worker() -> None:
     """Run a worker in the foreground (for deployments)."""
     from engine.runtime.temporal import connect
-    from engine.runtime.worker import build_worker, check_settings
+    from engine.runtime.worker import build_worker, check_settings, limit_malloc_arenas
 
     settings = _settings()
+    limit_malloc_arenas(settings.worker_malloc_arenas)
 
     async def go() -> None:
         check_settings(settings)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,21 @@ def check_settings(settings: Settings) -> None:
     """
     Verifier.from_settings(settings)
     Signer.from_settings(settings.chain)
+
+
+_M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap this process's glibc malloc arenas (``mallopt(M_ARENA_MAX)``); False where there is no glibc
+    (musl, macOS) or ``arenas`` is 0 (leave the default). Called once, before the worker's threads start."""
+    if arenas <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc: nothing to cap
+        return False
 
 
 def build_worker(client: Client, settings: Settings) -> Worker:
