@@ -181,8 +181,8 @@ class ActionActivities(ActivitiesBase):
                                   approved_by=clearance.approved_by)
         decided = clearance.decision.input.get("run") if clearance.decision else None
         changed = ((["policy revision"] if current != revision else []) + _changed(call.facts, facts)
-                   # what the run did since (another call of the same turn executed first): run.calls, .previous
-                   + (["run"] if canonical_json(document["run"]) != canonical_json(decided) else []))
+                   # what the run did since (another call of the same turn executed first)
+                   + (["run"] if _effects(document["run"]) != _effects(decided) else []))
         if not changed:
             return None  # the same input as the decision: the same decision
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
@@ -305,6 +305,16 @@ class ActionActivities(ActivitiesBase):
         if lease is not None:
             await self._db(authority.release_lock, key=lease[0], holder=lease[1])
         return answer
+
+
+def _effects(run: Any) -> str:
+    """What a run did, as a policy input shows it: its step, input and executed calls. Another call's
+    approval, rejection or denial since the decision is not a reason to decide again; an execution is."""
+    if not isinstance(run, dict):
+        return ""
+    done = [p for p in run.get("previous") or [] if isinstance(p, dict) and p.get("outcome") == "executed"]
+    return canonical_json({"step": run.get("step"), "input": run.get("input"), "calls": run.get("calls"),
+                           "executed": done})
 
 
 def _shown(trust: bool | frozenset[str]) -> bool | list[str]:

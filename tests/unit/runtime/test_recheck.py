@@ -105,3 +105,16 @@ async def test_a_call_of_the_same_turn_is_decided_again_on_what_the_run_did_sinc
     assert not ran.ok and WORLD["effects"] == ["A-1001"], f"second refund executed: {WORLD['effects']}"
     assert ran.stale and ran.changed == ["run"]
     assert policy.documents[-1]["run"]["calls"] == {"issue_refund": 1}
+
+
+async def test_another_calls_decision_since_is_no_reason_to_decide_again(tmp_path: Path) -> None:
+    """The second call of the turn was denied after the first was decided: ``run.previous`` now shows it, but
+    the run did nothing since, so the first runs on its decision (no re-decision, no 'run changed' row)."""
+    acts, _, policy = _setup(tmp_path, lambda d: "deny" if d["tool"]["args"]["order_id"] == "A-1002" else "allow")
+    WORLD["sent_today"] = 0
+    first, second = await _decide(acts, 0, "A-1001"), await _decide(acts, 1, "A-1002")
+    assert second.decision.outcome == "deny"  # type: ignore[union-attr]
+    assert [p["outcome"] for p in policy.documents[1]["run"]["previous"]] == ["allowed"]
+    ran = await _env("exec-0").run(acts.execute_tool, ExecuteToolInput(run_id=RUN, call=first))
+    assert ran.ok and WORLD["effects"] == ["A-1001"]
+    assert len(policy.documents) == 2  # decided once each; the re-check found the same input
