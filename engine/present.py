@@ -17,6 +17,25 @@ def args_summary(args: dict[str, Any], width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+SHOWN_SOURCES = 3  # of an argument's sources, people see the first few (and how many more there are)
+
+
+def origin_of(provenance: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Where argument ``key`` came from, as a person deciding is shown it (None: not traced).
+
+    ``made_up``: found nowhere the run has seen; ``trusted``: at least one trusted source; ``sources``: the
+    first few, each ``{from, field, context, trusted}`` as text; ``more``: how many are not listed.
+    """
+    entry = provenance.get(key)
+    if not isinstance(entry, dict):
+        return None
+    found = [s for s in entry.get("sources") or [] if isinstance(s, dict)]
+    return {"trusted": entry.get("trusted") is True, "made_up": not found, "more": max(0, len(found) - SHOWN_SOURCES),
+            "sources": [{"from": str(s.get("from") or "?"), "field": str(s.get("field") or ""),
+                         "context": str(s.get("context") or ""), "trusted": s.get("trusted") is True}
+                        for s in found[:SHOWN_SOURCES]]}
+
+
 def waited(since: datetime) -> str:
     """``3m`` / ``2h`` since a time."""
     seconds = int((datetime.now(UTC) - since.replace(tzinfo=since.tzinfo or UTC)).total_seconds())

@@ -137,7 +137,8 @@ def lead(name: str) -> Approver:
 
 
 async def waiting_refund(client: Client, settings: Settings, tmp_path: Path, amount: str = "180.00",
-                         said: str | None = None, **overrides: Any) -> tuple[WorkflowHandle, ApprovalView]:
+                         said: str | None = None, run_input: dict[str, Any] | None = None,
+                         **overrides: Any) -> tuple[WorkflowHandle, ApprovalView]:
     """Reset the demo ledger, start a one-refund run as alice (for cus_ana), wait until it asks for approval."""
     support.reset_demo_ledger(settings.db_url)
     first: dict[str, Any] = {"tool_calls": [refund("A-1002", amount)]}
@@ -145,6 +146,6 @@ async def waiting_refund(client: Client, settings: Settings, tmp_path: Path, amo
         first["content"] = said
     spec = write_spec(tmp_path, [first, {"content": "done"}], **overrides)
     handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
-                             run_input={"customer_id": "cus_ana"})
+                             run_input=run_input or {"customer_id": "cus_ana"})
     [item] = await wait_for_inbox(settings.db_url, handle.id)
     return handle, item

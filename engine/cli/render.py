@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from engine.present import TimelineLine, args_summary, usage_of, waited
+from engine.present import TimelineLine, args_summary, origin_of, usage_of, waited
 from engine.runtime.payloads import RunProgress, RunResult, ToolCallRecord
 from engine.store.repo import ApprovalView, RunView
 
@@ -102,10 +102,30 @@ def simulation_lines(facts: dict[str, Any]) -> list[str]:
                     for c in sim.get("balance_changes") or [])]
 
 
+def argument_lines(key: str, value: Any, provenance: dict[str, Any]) -> list[str]:
+    """An argument and where it came from (untrusted sources in red; everything shown escaped: an argument or
+    a source's text is written by the model or a third party, never markup)."""
+    lines = [f"  {escape(key)}: [bold]{escape(str(value))}[/]"]
+    origin = origin_of(provenance, key)
+    if origin is None:
+        return lines
+    if origin["made_up"]:
+        return [*lines, "    [red]found nowhere the run has seen: the model made it up[/]"]
+    if not origin["trusted"]:
+        lines.append("    [red]only from untrusted content[/]")
+    for s in origin["sources"]:
+        where = escape(s["from"] + (f" · {s['field']}" if s["field"] else ""))
+        shown = f"from {where}: “{escape(s['context'])}”"
+        lines.append(f"    {shown}" if s["trusted"] else f"    [red]{shown} (untrusted)[/]")
+    if origin["more"]:
+        lines.append(f"    and {origin['more']} more")
+    return lines
+
+
 def approval_panel(item: ApprovalView) -> Panel:
     """One gated action with everything needed to decide it."""
     lines = [f"[bold]{item.tool}[/] in {item.workflow} v{item.version}, run {item.run_id}",
-             *(f"  {k}: [bold]{v}[/]" for k, v in item.args.items()),
+             *(line for k, v in item.args.items() for line in argument_lines(k, v, item.provenance)),
              f"requested by: {item.requested_by} (tenant {item.tenant})",
              f"model's reason: {item.model_reason or '-'}",
              *simulation_lines(item.facts),

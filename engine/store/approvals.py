@@ -76,6 +76,9 @@ class ApprovalView(BaseModel):
     expires_at: datetime
     decided_at: datetime | None
     queued: list[QueuedDecision] = Field(default_factory=list)  # decisions sent while no worker was there
+    # Where each argument came from, as the policy saw it (``input.provenance`` of the decision that asked for
+    # this approval); shown to whoever decides. Filled for one item (``get_approval``), not for inbox pages.
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def waiting(self) -> list[QueuedDecision]:
@@ -223,7 +226,11 @@ def inbox_facets(session: Session, *, tenants: list[str]) -> dict[str, list[str]
 def get_approval(session: Session, *, approval_id: str) -> ApprovalView | None:
     """One inbox item, or None."""
     row = session.get(ApprovalRow, approval_id)
-    return _views(session, [row])[0] if row else None
+    if row is None:
+        return None
+    decided = decision_for_approval(session, approval_id=approval_id)
+    seen = decided.input.get("provenance") if decided is not None else None
+    return _views(session, [row])[0].model_copy(update={"provenance": seen if isinstance(seen, dict) else {}})
 
 
 def _views(session: Session, rows: Sequence[ApprovalRow]) -> list[ApprovalView]:

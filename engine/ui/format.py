@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import Environment
 
 from engine.adapters.chain import checksum
-from engine.present import args_summary, waited
+from engine.present import args_summary, origin_of, waited
 
 
 def _find(data: Any, key: str) -> Any:
@@ -27,9 +27,10 @@ def label(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
-def argument_rows(args: dict[str, Any], facts: dict[str, Any],
-                  names: dict[str, str] | None = None) -> list[dict[str, str]]:
-    """One row per argument: label, shown value, a kind for styling, and what the policy data calls it."""
+def argument_rows(args: dict[str, Any], facts: dict[str, Any], names: dict[str, str] | None = None,
+                  provenance: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per argument: label, shown value, a kind for styling, what the policy data calls it, and where
+    it came from (``origin``, see ``engine.present.origin_of``; None when not traced)."""
     currency = _find(args, "currency") or _find(facts, "currency") or _find(facts.get("token"), "symbol") or ""
     rows = []
     for key, value in args.items():
@@ -37,7 +38,8 @@ def argument_rows(args: dict[str, Any], facts: dict[str, Any],
         kind = "amount" if "amount" in key else ("id" if address or key.endswith("_id") else "text")
         shown = address or (f"{value} {currency}".strip() if kind == "amount" else str(value))
         rows.append({"label": label(key), "value": shown, "kind": kind,
-                     "known_as": (names or {}).get(str(value).lower(), "")})
+                     "known_as": (names or {}).get(str(value).lower(), ""),
+                     "origin": origin_of(provenance or {}, key)})
     return rows
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from engine.config import Settings
+from engine.runtime.worker import build_worker
 from engine.store.db import make_engine
 from engine.store.tables import PolicyDecisionRow
 from tests.helpers import refund, run_to_end, write_spec
@@ -58,3 +59,29 @@ async def test_the_policy_sees_where_each_argument_came_from(client: Client, set
     # a value the model made up: found nowhere, untrusted
     assert denied["provenance"]["order_id"] == {"sources": [], "trusted": False}
     assert lookup["run"]["previous"][0]["outcome"] == "denied"
+
+
+async def test_the_approver_is_shown_where_each_argument_came_from(client: Client, settings: Settings,
+                                                                    tmp_path: Path) -> None:
+    """The order id the customer typed is shown as theirs; the amount nobody gave is flagged as made up; the
+    terminal shows both, and an argument's text is never read as markup."""
+    from rich.console import Console
+
+    from engine.cli.render import approval_panel
+    from engine.store import repo
+    from engine.store.db import Database
+    from tests.helpers import waiting_refund
+
+    said = {"customer_id": "cus_ana", "message": "Please refund A-1002, the chair arrived [red]late[/]."}
+    async with build_worker(client, settings):
+        handle, item = await waiting_refund(client, settings, tmp_path, "180.00", run_input=said)
+    shown = Database(settings.db_url).call(repo.get_approval, approval_id=item.approval_id)
+    assert shown is not None
+    assert shown.provenance["order_id"]["trusted"] and shown.provenance["order_id"]["sources"][0]["from"] == "user"
+    assert shown.provenance["amount"] == {"sources": [], "trusted": False}
+    console = Console(record=True, width=200, color_system=None)
+    console.print(approval_panel(shown))
+    text = console.export_text()
+    assert "from user · input.message: “Please refund A-1002, the chair arrived [red]late[/].”" in text
+    assert "amount: 180.00" in text and "found nowhere the run has seen: the model made it up" in text
+    await handle.terminate()

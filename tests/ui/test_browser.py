@@ -47,11 +47,11 @@ async def signed_in(browser: Browser, web: Web, name: str, width: int = 1280) ->
     return page
 
 
-async def start(web: Web, tmp_path: Path, amount: str = "180.00", policy: str | None = None
-                ) -> tuple[str, WorkflowHandle]:
+async def start(web: Web, tmp_path: Path, amount: str = "180.00", policy: str | None = None,
+                run_input: dict[str, str] | None = None) -> tuple[str, WorkflowHandle]:
     extra = {"policy": policy} if policy else {}
     handle, item = await waiting_refund(await connect(web.settings.temporal), web.settings, tmp_path, amount,
-                                        said="The chair came late.", **extra)
+                                        said="The chair came late.", run_input=run_input, **extra)
     return item.approval_id, handle
 
 
@@ -267,3 +267,23 @@ async def test_a_payment_approval_shows_the_simulated_balance_changes(
     response = await page.goto(f"{web.url}/stats?since=yesterday")
     assert response is not None and response.status == 422
     assert page.outside_requests == []  # type: ignore[attr-defined]
+
+
+async def test_the_approver_sees_where_each_argument_came_from_at_phone_width(browser: Browser, web: Web,
+                                                                              tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    # the order id inside one long unbroken run of characters: its context must wrap, not widen the page
+    message = ("My order arrived broken. Reference: " + "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" * 2
+               + "/A-1002/" + "GB33BUKB20201555555555" * 4 + " Thanks!")
+    approval_id, _ = await start(web, tmp_path, run_input={"customer_id": "cus_ana", "message": message})
+    page = await signed_in(browser, web, "bob", width=390)
+    await page.goto(f"{web.url}/approvals/{approval_id}")
+    origins = page.locator("[data-origin]")
+    await expect(origins).to_have_count(3)  # order id, amount, reason
+    await expect(origins.nth(0)).to_have_attribute("data-origin", "trusted")
+    await expect(origins.nth(0)).to_contain_text("user · input.message")
+    await expect(origins.nth(0)).to_contain_text("/A-1002/GB33BUKB")
+    await expect(origins.nth(1)).to_have_attribute("data-origin", "untrusted")
+    await expect(origins.nth(1)).to_contain_text("the model made it up")
+    assert not await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    await page.screenshot(path=str(ARTIFACTS / "detail-provenance-390.png"), full_page=True)
