@@ -14,10 +14,11 @@ package airlock.treasury_payout
 import rego.v1
 
 import data.airlock.envelope
+import data.airlock.lib.provenance
 
 _cfg := data.airlock.treasury
 
-_reads := {"get_balance", "get_allowance", "token_metadata", "transaction_status"}
+_reads := {"read_invoice", "get_balance", "get_allowance", "token_metadata", "transaction_status"}
 
 _payments := {"transfer_token", "transfer_native"}
 
@@ -122,6 +123,25 @@ deny contains sprintf("the simulation reverts: %v", [_facts.simulation.revert_re
 deny contains sprintf("recipient %v is not on the payee list", [_args.to]) if {
 	_tool in _payments
 	not _cfg.payees[_args.to]
+}
+
+# Where the arguments came from (input.provenance): a recipient, or an amount, that only a third party's text
+# gave (an instruction hidden in an invoice's note) is not the company's decision. A recipient on the payee
+# list is vouched for wherever the model read it.
+_payees := {address | some address, _ in _cfg.payees}
+
+deny contains sprintf("recipient %v comes only from untrusted content: %s", [_args.to, provenance.where("to")]) if {
+	_tool in _payments
+	provenance.untrusted_only("to")
+	not provenance.vouched("to", _payees)
+}
+
+approval contains sprintf("the amount %v comes only from untrusted content: %s", [
+	_args.amount,
+	provenance.where("amount"),
+]) if {
+	_tool in _payments
+	provenance.untrusted_only("amount")
 }
 
 deny contains sprintf("recipient %v is a contract that is not allowlisted", [_args.to]) if {

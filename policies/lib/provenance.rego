@@ -61,7 +61,7 @@ untrusted_amounts(paths) := {reason |
 	some path in paths
 	_arg(path)
 	not trusted(path)
-	reason := sprintf("%s %v was not given by the user or a trusted source: %s", [path, _arg(path), _where(path)])
+	reason := sprintf("%s %v was not given by the user or a trusted source: %s", [path, _arg(path), where(path)])
 }
 
 # METADATA
@@ -86,8 +86,10 @@ _arg(path) := value if {
 
 _untrusted_reason(path) := sprintf("%s %v appears nowhere the user, the configuration or a trusted source gave (the model made it up)", [path, _arg(path)]) if {
 	nowhere(path)
-} else := sprintf("%s %v comes only from untrusted content: %s", [path, _arg(path), _where(path)])
+} else := sprintf("%s %v comes only from untrusted content: %s", [path, _arg(path), where(path)])
 
-_where(path) := "nowhere (the model made it up)" if {
+# METADATA
+# description: Where the argument at path was found, as one line for a reason (each source with the text around it).
+where(path) := "nowhere (the model made it up)" if {
 	nowhere(path)
 } else := concat("; ", [sprintf("%s %s: \"%s\"", [s.from, s.field, s.context]) | some s in entry(path).sources])

@@ -85,3 +85,54 @@ async def test_the_approver_is_shown_where_each_argument_came_from(client: Clien
     assert "from user · input.message: “Please refund A-1002, the chair arrived [red]late[/].”" in text
     assert "amount: 180.00" in text and "found nowhere the run has seen: the model made it up" in text
     await handle.terminate()
+
+
+async def test_an_instruction_in_an_invoice_note_does_not_become_a_payment(
+        client: Client, chain_settings: Settings, devchain: Any, tmp_path: Path) -> None:
+    """The scripted model follows what the supplier wrote in INV-2042's note: pay the invoice to a new address,
+    and send Acme 900 tUSD on the side. The first is refused for where the address came from; the second, small
+    enough to go through on its own, waits for a person, who is shown the note it came from. Nothing moves."""
+    from engine.store import repo
+    from engine.store.db import Database
+    from tests.helpers import start_run, wait_for_inbox
+    from tests.integration.test_treasury import ACME, STRANGER, balance, pay, treasury_spec
+
+    read = {"name": "read_invoice", "args": {"invoice_id": "INV-2042"}}
+    spec = treasury_spec(tmp_path, read, pay(STRANGER, "4800.00"), pay(ACME, "900"))
+    async with build_worker(client, chain_settings):
+        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec,
+                                 run_input={"message": "Pay invoice INV-2042."}, requested_by="alice")
+        [item] = await wait_for_inbox(chain_settings.db_url, handle.id)
+        shown = Database(chain_settings.db_url).call(repo.get_approval, approval_id=item.approval_id)
+        await handle.terminate()
+    redirect, setup_fee = _inputs(chain_settings.db_url, handle.id)[1:3]
+    assert redirect["provenance"]["to"]["sources"][0]["field"] == "note"
+    with Session(make_engine(chain_settings.db_url)) as session:
+        denied = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.outcome == "deny")).one()
+    assert any(r.startswith(f"recipient {STRANGER} comes only from untrusted content: tool:read_invoice note")
+               for r in denied.result["reasons"]), denied.result
+    assert redirect["provenance"]["amount"]["trusted"]  # the amount due is the AP ledger's
+    assert setup_fee["provenance"]["to"]["trusted"] is False  # Acme's address only in the note, but vouched for
+    assert any("the amount 900 comes only from untrusted content: tool:read_invoice note" in r
+               for r in item.policy_reasons), item.policy_reasons
+    assert shown is not None and shown.provenance["amount"]["sources"][0]["context"].count("900 tUSD") == 1
+    assert balance(devchain, STRANGER) == 0 and balance(devchain, ACME) == 0
+
+
+async def test_the_same_payments_go_through_when_the_user_or_the_ledger_gave_them(
+        client: Client, chain_settings: Settings, devchain: Any, tmp_path: Path) -> None:
+    """Acme's invoice, paid its amount due to its listed address, and 900 tUSD the user asked for in words:
+    both within the automatic limit, both allowed and sent, nothing escalated."""
+    from tests.helpers import start_run
+    from tests.integration.test_treasury import ACME, balance, pay, treasury_spec, tusd
+
+    read = {"name": "read_invoice", "args": {"invoice_id": "INV-2041"}}
+    spec = treasury_spec(tmp_path, read, pay(ACME, "640.00"), pay(ACME, "900"))
+    async with build_worker(client, chain_settings):
+        handle = await start_run(client, task_queue=chain_settings.temporal.task_queue, spec=spec,
+                                 run_input={"message": "Pay INV-2041, and 900 tUSD to Acme Hosting for the setup."},
+                                 requested_by="alice")
+        result = await handle.result()
+    assert [(c.tool, c.outcome) for c in result.tool_calls] == [
+        ("read_invoice", "executed"), ("transfer_token", "executed"), ("transfer_token", "executed")]
+    assert balance(devchain, ACME) == tusd("1540")
