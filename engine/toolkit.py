@@ -109,15 +109,9 @@ class ToolDef:
     facts: Callable[..., dict[str, Any]] | None
     serialize: Callable[..., str] | None = None
     # Which of its output a tool vouches for: all of it (True), none (False: a third party may have written
-    # it), or these fields (dotted paths; the rest is untrusted). See ``tool(trusted=...)``.
+    # it), or these fields (dotted paths; the rest is untrusted; ``engine.boundary.provenance.source_of``
+    # applies them). See ``tool(trusted=...)``.
     trusted: bool | frozenset[str] = False
-
-    def trusted_field(self, path: str) -> bool:
-        """Whether the output field at ``path`` (``"amount"``, ``"items[2].memo"``) is one this tool vouches for."""
-        if isinstance(self.trusted, bool):
-            return self.trusted
-        plain = re.sub(r"\[\d+\]", "", path)  # a list's items share their field's trust
-        return any(plain == f or plain.startswith(f + ".") for f in self.trusted)
 
 
 def tool(
@@ -142,6 +136,9 @@ def tool(
     the default: unlabelled output is untrusted. A tool whose result is a
     pydantic model may instead mark fields ``Field(json_schema_extra={"trusted": True})``.
     """
+
+    if isinstance(trusted, str):  # a bare "amount" would be read as its letters
+        raise TypeError(f"tool(trusted=...) takes True, False or a list of fields, not the string {trusted!r}")
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         func.__airlock_tool__ = {  # type: ignore[attr-defined]

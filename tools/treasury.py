@@ -94,7 +94,7 @@ class TxStatusArgs(BaseModel):
     tx_hash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="Transaction hash")
 
 
-@tool(trusted=True)  # read from the node
+@tool(trusted=["tx_hash", "status"])  # read from the node; its numbers (block, gas) are no amount's source
 def transaction_status(args: TxStatusArgs, ctx: ToolContext) -> dict[str, Any]:
     """Whether a transaction is pending, mined or reverted, and its confirmations."""
     chain = _access(ctx).chain

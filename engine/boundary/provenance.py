@@ -32,8 +32,12 @@ Matching rules:
 - Short generic values are noise: a decimal or text argument under 3 characters once
   normalised ("1", "ok", "10.00") is matched only against whole scalar fields.
 - A source's ``echoes`` (values a tool merely repeats from its own arguments, such as a
-  payment confirmation) are never an occurrence for an argument equal to one of them:
-  taint is not laundered through a write tool's confirmation. Other values still count.
+  payment confirmation) are never an occurrence for an argument equal to one of them, for
+  one whose other form is one of them (a URL whose host was an argument), or for one found
+  inside an argument's text (a search query naming an address): taint is not laundered
+  through a tool that repeats what it was given. Other values still count.
+- An argument that Unicode folding (NFKC) changes — fullwidth letters, ligatures — is
+  never trusted: the tool would act on a spelling no trusted source wrote.
 - Output is deterministic: occurrences in source order, then field order, then position
   in text; at most 5 per source field and 20 per argument; context is at most 40
   characters each side of the match, "…" where cut, whitespace shown as spaces.
@@ -44,6 +48,7 @@ Matching rules:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -69,6 +74,7 @@ MAX_PER_ARGUMENT = 20
 CONTEXT_CHARS = 40
 MAX_SCALAR_CONTEXT = 120
 _INDEX = re.compile(r"\[\d+\]")
+_AMBIGUOUS = re.compile(r"[.\[\]\"]")  # characters of a path, in a key
 _SPACE = re.compile(r"\s")
 
 
@@ -113,14 +119,29 @@ class _Field(NamedTuple):
     text: str | None
 
 
-_Prepared = tuple[set[tuple[str, str]], list[_Field]]  # a source's echoed forms and its fields
+class _Prepared(NamedTuple):
+    echoed: set[tuple[str, str]]  # forms of the values the source repeats from its call's arguments
+    echoed_text: list[str]  # those arguments' text, where a repeated value may sit inside a sentence
+    fields: list[_Field]
+
+    def repeats(self, forms: list[tuple[str, str]]) -> bool:
+        """Whether the source only repeats this value: one of its forms (a URL's host too) is an argument of
+        the source's own call, or the value sits in an argument's text (a query naming an address)."""
+        if any(form in self.echoed for form in forms):
+            return True
+        form = forms[0]
+        return scannable(*form) and any(next(tokens(t, *form), None) is not None for t in self.echoed_text)
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
     """Each scalar inside a JSON value with its path (``a.b``, ``items[2].memo``)."""
     if isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _leaves(item, f"{path}.{key}" if path else str(key))
+            name = str(key)
+            if _AMBIGUOUS.search(name):  # a key such as "amount.x" must not pass for a field under "amount"
+                yield from _leaves(item, f"{path}[{json.dumps(name)}]")
+            else:
+                yield from _leaves(item, f"{path}.{name}" if path else name)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             yield from _leaves(item, f"{path}[{index}]")
@@ -193,22 +214,26 @@ def _contexts(form: tuple[str, str], field: _Field) -> list[str]:
 
 
 def _prepare(source: Source) -> _Prepared:
-    echoed = {form for _, leaf in _leaves(source.echoes, "") for form in normalise(leaf)}
+    repeated = [leaf for _, leaf in _leaves(source.echoes, "")]
+    echoed = {form for leaf in repeated for form in normalise(leaf)}
+    echoed_text = [unicodedata.normalize("NFKC", leaf) for leaf in repeated if isinstance(leaf, str)]
     fields = [
         _Field(_join(source.field, sub), leaf, set(normalise(leaf)),
                unicodedata.normalize("NFKC", leaf) if isinstance(leaf, str) else None)
         for sub, leaf in _leaves(source.value, "")
     ]
-    return echoed, fields
+    return _Prepared(echoed, echoed_text, fields)
 
 
-def _trace(form: tuple[str, str], sources: Sequence[Source], prepared: list[_Prepared]) -> ArgumentProvenance:
+def _trace(forms: list[tuple[str, str]], sources: Sequence[Source], prepared: list[_Prepared],
+           folded: bool) -> ArgumentProvenance:
+    form = forms[0]
     found: list[Occurrence] = []
     trusted = False
-    for source, (echoed, fields) in zip(sources, prepared, strict=True):
-        if form in echoed or (len(found) >= MAX_PER_ARGUMENT and (trusted or not source.trusted)):
+    for source, ready in zip(sources, prepared, strict=True):
+        if (len(found) >= MAX_PER_ARGUMENT and (trusted or not source.trusted)) or ready.repeats(forms):
             continue
-        for field in fields:
+        for field in ready.fields:
             contexts = _contexts(form, field)
             trusted = trusted or (source.trusted and bool(contexts))
             found.extend(
@@ -219,7 +244,9 @@ def _trace(form: tuple[str, str], sources: Sequence[Source], prepared: list[_Pre
     kept = found[:MAX_PER_ARGUMENT]
     if trusted and not any(o.trusted for o in kept):  # whoever reads the list sees why it is trusted
         kept[-1] = next(o for o in found if o.trusted)
-    return ArgumentProvenance(sources=kept, trusted=trusted)
+    # A value that Unicode folding changed (fullwidth letters, ligatures) is not what the trusted source
+    # says, byte for byte, whatever it matched: the tool would act on the other spelling.
+    return ArgumentProvenance(sources=kept, trusted=trusted and not folded)
 
 
 def provenance(args: Mapping[str, Any], sources: Sequence[Source]) -> dict[str, ArgumentProvenance]:
@@ -233,7 +260,8 @@ def provenance(args: Mapping[str, Any], sources: Sequence[Source]) -> dict[str, 
     for path, value in _leaves(args, ""):
         forms = normalise(value)
         if forms:
-            result[path] = _trace(forms[0], sources, prepared)
+            folded = isinstance(value, str) and unicodedata.normalize("NFKC", value) != value
+            result[path] = _trace(forms, sources, prepared, folded)
     return result
 
 

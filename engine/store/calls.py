@@ -34,6 +34,10 @@ class PastCall(BaseModel):
     outcome: CallOutcome
     result: Any = None  # the execution's result, when it ran and succeeded
     error: str | None = None  # a failed execution's error, as the model was told it
+    # Every traced argument of the call was trusted when it was decided (``input.provenance``): only then
+    # does its result carry the trust its tool declares. A read the model aimed where untrusted text said
+    # (an attacker's token, an invoice id from an email) vouches for nothing it returns.
+    args_trusted: bool = False
 
 
 def calls_so_far(session: Session, *, run_id: str, excluding: str | None = None) -> list[PastCall]:
@@ -54,6 +58,8 @@ def calls_so_far(session: Session, *, run_id: str, excluding: str | None = None)
         ran, approval = executions.get(key), approvals.get(decision.approval_id or "")
         if ran is not None:
             outcome = _BY_EXECUTION.get(ran.status, "running")
+        elif decision.outcome == "deny":  # a later decision (a re-check after the approval) refused it
+            outcome = "denied"
         elif approval is not None:
             outcome = _BY_APPROVAL.get(approval.status, "pending_approval")
         else:
@@ -61,5 +67,13 @@ def calls_so_far(session: Session, *, run_id: str, excluding: str | None = None)
         args = ran.args if ran is not None else (decision.input.get("tool") or {}).get("args") or {}
         calls.append(PastCall(key=key, call_id=decision.call_id, tool=decision.tool, args=args, outcome=outcome,
                               result=ran.result if ran is not None and ran.status == "succeeded" else None,
-                              error=ran.error if ran is not None else None))
+                              error=ran.error if ran is not None else None,
+                              args_trusted=_all_trusted(decision.input.get("provenance"))))
     return calls
+
+
+def _all_trusted(provenance: Any) -> bool:
+    """Whether a decision's ``input.provenance`` found every traced argument trusted (none traced: yes; a
+    decision made before provenance existed: no)."""
+    return isinstance(provenance, dict) and all(isinstance(e, dict) and e.get("trusted") is True
+                                                for e in provenance.values())

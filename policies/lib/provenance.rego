@@ -49,7 +49,7 @@ vouched(path, vouchers) if {
 # description: Reasons to deny a destination (recipient, invitee, URL) taken only from untrusted content or made up, unless vouched for.
 untrusted_destinations(paths, vouchers) := {reason |
 	some path in paths
-	_arg(path)
+	_present(path)
 	not trusted(path)
 	not vouched(path, vouchers)
 	reason := _untrusted_reason(path)
@@ -59,7 +59,7 @@ untrusted_destinations(paths, vouchers) := {reason |
 # description: Reasons to ask a person about an amount that only untrusted content (or nothing at all) gave.
 untrusted_amounts(paths) := {reason |
 	some path in paths
-	_arg(path)
+	_present(path)
 	not trusted(path)
 	reason := sprintf("%s %v was not given by the user or a trusted source: %s", [path, _arg(path), where(path)])
 }
@@ -71,7 +71,7 @@ exfiltration(paths, private_tools, vouchers) := {reason |
 	call.outcome == "executed"
 	call.tool in private_tools
 	some path in paths
-	_arg(path)
+	_present(path)
 	not trusted(path)
 	not vouched(path, vouchers)
 	reason := sprintf("the run read private data (%s) and %s %v did not come from the user or a trusted source", [
@@ -79,10 +79,22 @@ exfiltration(paths, private_tools, vouchers) := {reason |
 	])
 }
 
+# The argument at a provenance path ("to", "payee.iban", "payments[0].to"), false included;
+# undefined when the call has no such argument.
 _arg(path) := value if {
-	value := object.get(input.tool.args, split(path, "."), null)
-	value != null
+	value := object.get(input.tool.args, _segments(path), _absent)
+	value != _absent
 }
+
+_present(path) if _arg(path) != _absent
+
+_absent := "\u0000absent"
+
+_segments(path) := [_segment(part) | some part in split(replace(path, "[", ".["), "."); part != ""]
+
+_segment(part) := to_number(trim_suffix(trim_prefix(part, "["), "]")) if regex.match(`^\[[0-9]+\]$`, part)
+
+_segment(part) := part if not regex.match(`^\[[0-9]+\]$`, part)
 
 _untrusted_reason(path) := sprintf("%s %v appears nowhere the user, the configuration or a trusted source gave (the model made it up)", [path, _arg(path)]) if {
 	nowhere(path)

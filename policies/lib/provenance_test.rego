@@ -91,3 +91,20 @@ test_exfiltration_allows_a_destination_the_user_gave if {
 	reasons := provenance.exfiltration({"to"}, {"read_file"}, set()) with input as _input(_from_user, _from_user, previous)
 	count(reasons) == 0
 }
+
+test_untrusted_destinations_reads_a_destination_inside_a_list if {
+	doc := {
+		"tool": {"name": "batch_pay", "args": {"payments": [{"to": _payee}, {"to": _attacker}]}},
+		"provenance": {"payments[0].to": _from_user, "payments[1].to": _from_invoice},
+	}
+	reasons := provenance.untrusted_destinations({"payments[0].to", "payments[1].to"}, set()) with input as doc
+	count(reasons) == 1
+	some reason in reasons
+	startswith(reason, sprintf("payments[1].to %v comes only from untrusted content", [_attacker]))
+}
+
+test_untrusted_amounts_reports_an_argument_whose_value_is_false if {
+	doc := {"tool": {"name": "share", "args": {"public": false}}, "provenance": {}}
+	reasons := provenance.untrusted_amounts({"public"}) with input as doc
+	count(reasons) == 1
+}

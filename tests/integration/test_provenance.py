@@ -136,3 +136,18 @@ async def test_the_same_payments_go_through_when_the_user_or_the_ledger_gave_the
     assert [(c.tool, c.outcome) for c in result.tool_calls] == [
         ("read_invoice", "executed"), ("transfer_token", "executed"), ("transfer_token", "executed")]
     assert balance(devchain, ACME) == tusd("1540")
+
+
+async def test_a_read_the_model_aimed_itself_vouches_for_nothing_it_returns(client: Client, settings: Settings,
+                                                                          tmp_path: Path) -> None:
+    """The customer named no order; the model looked one up on its own: the lookup's total is no trusted source
+    for the refund's amount (what a read returns is only as good as what it was asked)."""
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A-1001"}}]},
+                                 {"tool_calls": [refund("A-1001", "40.00")]}, {"content": "Refunded."}])
+    result = await run_to_end(client, settings, spec, {"customer_id": "cus_ana", "message": "My lamp broke."})
+    lookup, paid = _inputs(settings.db_url, result.run_id)
+    assert lookup["provenance"]["order_id"] == {"sources": [], "trusted": False}  # made up
+    amount = paid["provenance"]["amount"]
+    assert [(s["from"], s["field"], s["trusted"]) for s in amount["sources"]] == [("tool:lookup_order", "total", False)]
+    assert not amount["trusted"] and paid["run"]["previous"][0]["trusted"] is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 
@@ -36,7 +38,8 @@ def _heaps(arenas: int) -> int:
     return int(done.stdout.strip())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc"
+                    or "MALLOC_ARENA_MAX" in os.environ, reason="glibc's malloc, not capped from outside")
 def test_a_capped_worker_keeps_its_threads_on_few_heaps() -> None:
     assert limit_malloc_arenas(0) is False  # 0 leaves glibc's default
     capped, default = _heaps(2), _heaps(0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, Field
 
+from engine.boundary.provenance import source_of
 from engine.spec import add_import_roots
-from engine.toolkit import ToolContext, ToolDef, resolve_tool, tool
+from engine.toolkit import ToolContext, resolve_tool, tool
 from tests.helpers import ROOT
 
 add_import_roots(ROOT)  # the project's own tools may be resolved
@@ -26,20 +28,24 @@ class _History(BaseModel):
 def test_the_demo_tools_declare_what_they_vouch_for() -> None:
     assert resolve_tool("tools.support:lookup_order").trusted is True
     assert resolve_tool("tools.support:issue_refund").trusted is False  # unlabelled output is untrusted
-    metadata = resolve_tool("tools.treasury:token_metadata")
-    assert metadata.trusted == frozenset({"token", "decimals"})
-    assert metadata.trusted_field("decimals") and not metadata.trusted_field("name")
+    assert resolve_tool("tools.treasury:token_metadata").trusted == frozenset({"token", "decimals"})
+    assert resolve_tool("tools.invoices:read_invoice").trusted == frozenset(
+        {"invoice_id", "vendor", "amount_due", "token", "due"})
 
 
-def test_listed_fields_cover_their_sub_fields_and_list_items() -> None:
+def test_listed_fields_cover_their_sub_fields_and_list_items_as_the_worker_applies_them() -> None:
     declared = tool(trusted=["items.amount", "account"])(lambda args, ctx: {})
-    meta = declared.__airlock_tool__
-    assert meta["trusted"] == frozenset({"items.amount", "account"})
-    defn = ToolDef(import_path="x:y", name="y", func=declared, args_model=_Args, consequential=False, description="",
-                   facts=None, trusted=meta["trusted"])
-    assert defn.trusted_field("items[3].amount") and defn.trusted_field("account.iban")
-    assert not defn.trusted_field("items[3].memo") and not defn.trusted_field("accounts")
-    assert not defn.trusted_field("item.amount")
+    listed = declared.__airlock_tool__["trusted"]
+    result = {"items": [{"amount": "1", "memo": "m"}], "account": {"iban": "GB33"}, "accounts": "x",
+              "item": {"amount": "2"}}
+    trust = {s.field: s.trusted for s in source_of("tool:t", result, trusted=dict.fromkeys(listed, True))}
+    assert trust == {"items[0].amount": True, "items[0].memo": False, "account.iban": True, "accounts": False,
+                     "item.amount": False}
+
+
+def test_a_bare_string_is_refused() -> None:
+    with pytest.raises(TypeError, match="not the string 'amount'"):
+        tool(trusted="amount")  # type: ignore[arg-type]
 
 
 def test_a_result_model_marks_its_trusted_fields(monkeypatch: Any) -> None:
@@ -51,6 +57,4 @@ def test_a_result_model_marks_its_trusted_fields(monkeypatch: Any) -> None:
 
     history.__module__ = module.__name__
     monkeypatch.setattr(module, "history", history, raising=False)
-    resolved = resolve_tool("tools.support:history")
-    assert resolved.trusted == frozenset({"amount", "date"})
-    assert not resolved.trusted_field("subject")
+    assert resolve_tool("tools.support:history").trusted == frozenset({"amount", "date"})

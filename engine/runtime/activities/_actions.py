@@ -94,7 +94,7 @@ class ActionActivities(ActivitiesBase):
                                    f"allows {limit} (limits.max_tool_calls)", type="LimitError", non_retryable=True)
         facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
         call = call.model_copy(update={"args": args, "facts": facts})
-        document = self._document(run, call, tool, known.past)
+        document = await asyncio.to_thread(self._document, run, call, tool, known.past)  # scans what the run saw
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision, raw, latency = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
@@ -109,14 +109,15 @@ class ActionActivities(ActivitiesBase):
     def _document(self, run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[repo.PastCall],
                   approved_by: list[str] | None = None) -> dict[str, Any]:
         """The policy's input for ``call``: what the run did before it, and where each argument came from."""
-        trust = {c.tool: self._trust_of(run, c.tool) for c in past}
+        # What each earlier call's tool vouches for in its result, if the call's own arguments were trusted.
+        trust = {c.key: self._trust_of(run, c.tool) if c.args_trusted else False for c in past}
         previous = [{"call_id": c.call_id, "tool": c.tool, "args": c.args, "outcome": c.outcome, "result": c.result,
-                     "trusted": _shown(trust[c.tool])} for c in past]
+                     "trusted": _shown(trust[c.key])} for c in past]
         sources = [*source_of("user", {"input": run.input}, trusted=True),
                    *source_of("config", {"system_prompt": run.spec.prompt_text}, trusted=True)]
         for c in past:
             if c.result is not None:
-                vouched = trust[c.tool]
+                vouched = trust[c.key]
                 sources += source_of(f"tool:{c.tool}", c.result, call_id=c.call_id, echoes=[c.args],
                                      trusted=vouched if isinstance(vouched, bool) else dict.fromkeys(vouched, True))
         document: dict[str, Any] = policy_document(run, call, consequential=tool.consequential, previous=previous,
@@ -177,8 +178,8 @@ class ActionActivities(ActivitiesBase):
         current = await self._policy.revision()
         facts = await self._facts(tool, call.args, ctx) if tool.facts is not None else call.facts
         past = await self._db(repo.calls_so_far, run_id=run.run_id, excluding=ctx.idempotency_key)
-        document = self._document(run, call.model_copy(update={"facts": facts}), tool, past,
-                                  approved_by=clearance.approved_by)
+        document = await asyncio.to_thread(self._document, run, call.model_copy(update={"facts": facts}), tool, past,
+                                           clearance.approved_by)
         decided = clearance.decision.input.get("run") if clearance.decision else None
         changed = ((["policy revision"] if current != revision else []) + _changed(call.facts, facts)
                    # what the run did since (another call of the same turn executed first)

@@ -253,3 +253,33 @@ def test_property_address_never_matches_a_different_one_with_same_ends(
     entry = found({"to": mine}, sources)
     assert entry.trusted == (middle == other)
     assert len(entry.sources) == (2 if middle == other else 0)
+
+
+# --- laundering through a tool that repeats what it was given (found by an attack on the first version) ----
+
+
+def test_a_value_inside_a_text_argument_the_tool_repeats_is_not_vouched_for() -> None:
+    query = {"query": f"payments to {ADDRESS}"}
+    repeated = source_of("tool:search_ledger", {"query": query["query"], "matches": []}, trusted=True, echoes=[query])
+    assert provenance_document({"to": ADDRESS}, repeated)["to"] == {"sources": [], "trusted": False}
+
+
+def test_a_url_built_from_a_host_argument_is_not_vouched_for() -> None:
+    built = source_of("tool:resolve", {"host": "evil.io", "url": "https://evil.io/pay"}, trusted=True,
+                      echoes=[{"host": "evil.io"}])
+    assert not provenance_document({"url": "https://evil.io/pay"}, built)["url"]["trusted"]
+
+
+def test_a_value_unicode_folding_changed_is_never_trusted() -> None:
+    typed = user("Please mail the receipt to bob@example.com")
+    assert provenance_document({"to": "bob@example.com"}, typed)["to"]["trusted"]
+    folded = provenance_document({"to": "ｂob@example.com"}, typed)["to"]  # fullwidth b
+    assert folded["sources"] and not folded["trusted"]
+
+
+def test_a_key_that_looks_like_a_path_does_not_borrow_a_trusted_fields_trust() -> None:
+    planted = source_of("tool:t", {"amount": "1", "amount.x": ADDRESS, "amount[0]": INJECTED_IBAN},
+                        trusted={"amount": True})
+    seen = provenance_document({"to": ADDRESS, "iban": INJECTED_IBAN}, planted)
+    assert not seen["to"]["trusted"] and seen["to"]["sources"][0]["field"] == '["amount.x"]'
+    assert not seen["iban"]["trusted"]

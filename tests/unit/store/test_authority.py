@@ -171,3 +171,33 @@ def test_calls_so_far_tells_what_each_earlier_action_came_to(db: Database) -> No
     assert denied.args == {"amount": "90.00"} and denied.result is None
     assert failed.result is None and failed.error == "card declined"
     assert db.call(repo.calls_so_far, run_id="other") == []
+
+
+def test_a_call_s_result_is_trusted_only_when_its_arguments_were(db: Database) -> None:
+    """``args_trusted`` from the decision's provenance; a re-check that denied after the approval wins."""
+    def decide(i: int, key: str, provenance: object, outcome: str = "allow", approval: str | None = None) -> None:
+        document = {"tool": {"name": "lookup_order", "args": {"order_id": "A-1"}}, "provenance": provenance}
+        db.call(decisions.save_decision, decision_id=f"run-1:{i}", run_id="run-1", call_id=f"c{i}",
+                package="airlock.support", document=document, decision=PolicyDecision(outcome=outcome, revision="r"),
+                raw={}, latency_ms=1.0, digest=f"d{i}", idempotency_key=key, approval_id=approval, cause="proposed")
+
+    decide(0, "k-typed", {"order_id": {"sources": [{"from": "user"}], "trusted": True}})
+    decide(1, "k-made-up", {"order_id": {"sources": [], "trusted": False}})
+    decide(2, "k-no-args", {})
+    past = {c.key: c.args_trusted for c in db.call(repo.calls_so_far, run_id="run-1")}
+    assert past == {"k-typed": True, "k-made-up": False, "k-no-args": True}
+    # approved, then refused by the re-check before it ran: denied, not "approved"
+    from datetime import timedelta
+
+    from engine.runtime.activity_io import CloseApprovalInput, OpenApprovalsInput
+    from engine.store.tables import utcnow
+
+    decide(3, "k-gated", {}, outcome="require_approval", approval="apr_g")
+    gated = ToolCallRecord(call_id="c3", step=1, index=3, tool="lookup_order", approval_id="apr_g", digest="d3")
+    db.call(repo.open_approvals, request=OpenApprovalsInput(run_id="run-1", expires_at=utcnow() + timedelta(hours=1),
+                                                            calls=[gated]))
+    db.call(repo.close_approval, request=CloseApprovalInput(approval_id="apr_g", run_id="run-1", digest="d3",
+                                                            status="approved"))
+    assert db.call(repo.calls_so_far, run_id="run-1")[-1].outcome == "approved"
+    decide(4, "k-gated", {}, outcome="deny", approval="apr_g")
+    assert db.call(repo.calls_so_far, run_id="run-1")[-1].outcome == "denied"
