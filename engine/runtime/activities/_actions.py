@@ -18,15 +18,13 @@ from engine.boundary import (
     action_digest,
     approval_id,
     idempotency_key,
-    policy_document,
     with_approvers,
 )
 from engine.boundary.arguments import validation_problems
-from engine.boundary.decision import canonical_json
-from engine.boundary.provenance import provenance_document, source_of
 from engine.errors import AirlockError, LeaseLostError, ToolArgumentsError
 from engine.redact import redact_text
 from engine.runtime.activities._base import ActivitiesBase, activity_key, application_error, plain
+from engine.runtime.activities._policy_input import changed_facts, effects, policy_input
 from engine.runtime.activity_io import (
     UNCHECKED,
     CheckCallInput,
@@ -108,22 +106,8 @@ class ActionActivities(ActivitiesBase):
 
     def _document(self, run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[repo.PastCall],
                   approved_by: list[str] | None = None) -> dict[str, Any]:
-        """The policy's input for ``call``: what the run did before it, and where each argument came from."""
-        # What each earlier call's tool vouches for in its result, if the call's own arguments were trusted.
-        trust = {c.key: self._trust_of(run, c.tool) if c.args_trusted else False for c in past}
-        previous = [{"call_id": c.call_id, "tool": c.tool, "args": c.args, "outcome": c.outcome, "result": c.result,
-                     "trusted": _shown(trust[c.key])} for c in past]
-        sources = [*source_of("user", {"input": run.input}, trusted=True),
-                   *source_of("config", {"system_prompt": run.spec.prompt_text}, trusted=True)]
-        for c in past:
-            if c.result is not None:
-                vouched = trust[c.key]
-                sources += source_of(f"tool:{c.tool}", c.result, call_id=c.call_id, echoes=[c.args],
-                                     trusted=vouched if isinstance(vouched, bool) else dict.fromkeys(vouched, True))
-        document: dict[str, Any] = policy_document(run, call, consequential=tool.consequential, previous=previous,
-                                                   provenance=provenance_document(call.args, sources),
-                                                   approved_by=approved_by)
-        return document
+        """The policy's input for ``call`` (``engine.runtime.activities._policy_input``)."""
+        return policy_input(run, call, tool, past, lambda name: self._trust_of(run, name), approved_by)
 
     def _trust_of(self, run: ResolvedRun, name: str) -> bool | frozenset[str]:
         """What a tool of the run vouches for in its output; a tool the worker cannot find vouches for nothing."""
@@ -181,9 +165,9 @@ class ActionActivities(ActivitiesBase):
         document = await asyncio.to_thread(self._document, run, call.model_copy(update={"facts": facts}), tool, past,
                                            clearance.approved_by)
         decided = clearance.decision.input.get("run") if clearance.decision else None
-        changed = ((["policy revision"] if current != revision else []) + _changed(call.facts, facts)
+        changed = ((["policy revision"] if current != revision else []) + changed_facts(call.facts, facts)
                    # what the run did since (another call of the same turn executed first)
-                   + (["run"] if _effects(document["run"]) != _effects(decided) else []))
+                   + (["run"] if effects(document["run"]) != effects(decided) else []))
         if not changed:
             return None  # the same input as the decision: the same decision
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
@@ -308,19 +292,8 @@ class ActionActivities(ActivitiesBase):
         return answer
 
 
-def _effects(run: Any) -> str:
-    """What a run did, as a policy input shows it: its step, input and executed calls. Another call's
-    approval, rejection or denial since the decision is not a reason to decide again; an execution is."""
-    if not isinstance(run, dict):
-        return ""
-    done = [p for p in run.get("previous") or [] if isinstance(p, dict) and p.get("outcome") == "executed"]
-    return canonical_json({"step": run.get("step"), "input": run.get("input"), "calls": run.get("calls"),
-                           "executed": done})
 
 
-def _shown(trust: bool | frozenset[str]) -> bool | list[str]:
-    """A tool's output trust as the policy reads it: true, false, or the fields it vouches for."""
-    return trust if isinstance(trust, bool) else sorted(trust)
 
 
 async def _heartbeating(fn: Any, *args: Any) -> Any:
@@ -349,18 +322,6 @@ def decision_cause(call: ToolCallRecord) -> str:
     return "; ".join(causes) or "proposed"
 
 
-def _changed(before: dict[str, Any], after: dict[str, Any], path: str = "") -> list[str]:
-    """Dotted paths where two fact snapshots differ, ignoring ``volatile`` (nonce, gas, fees, block)."""
-    out: list[str] = []
-    for key in sorted(set(before) | set(after)):
-        if not path and key == "volatile":
-            continue
-        a, b, where = before.get(key), after.get(key), f"{path}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed(a, b, where + ".")
-        elif a != b:
-            out.append(where)
-    return out
 
 
 def _finished(row: Any) -> ExecuteToolResult | None:
