@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from engine.store.tables import ApprovalRow, PolicyDecisionRow, ToolExecutionRow
+from engine.store.tables import ApprovalRow, PolicyDecisionRow, QueuedDecisionRow, ToolExecutionRow
 
 CallOutcome = Literal["executed", "failed", "running", "denied", "allowed", "pending_approval", "approved",
                       "rejected", "expired"]
@@ -77,3 +77,23 @@ def _all_trusted(provenance: Any) -> bool:
     decision made before provenance existed: no)."""
     return isinstance(provenance, dict) and all(isinstance(e, dict) and e.get("trusted") is True
                                                 for e in provenance.values())
+
+
+class Edit(BaseModel):
+    """Arguments a verified person wrote for an action (an edit the worker took)."""
+
+    by: str
+    args: dict[str, Any]
+
+
+def edits_of(session: Session, *, key: str) -> list[Edit]:
+    """The edits verified people made to the action ``key`` (idempotency key), oldest first: each one's
+    assertion was bound to exactly these arguments, and the worker took it (delivering or applied)."""
+    approvals = session.exec(select(PolicyDecisionRow.approval_id).where(
+        PolicyDecisionRow.idempotency_key == key, col(PolicyDecisionRow.approval_id).is_not(None))).all()
+    if not approvals:
+        return []
+    rows = session.exec(select(QueuedDecisionRow).where(
+        col(QueuedDecisionRow.approval_id).in_(set(approvals)), QueuedDecisionRow.action == "edit",
+        col(QueuedDecisionRow.status).in_(("delivering", "applied"))).order_by(col(QueuedDecisionRow.queued_at))).all()
+    return [Edit(by=r.by, args=r.args) for r in rows if isinstance(r.args, dict)]

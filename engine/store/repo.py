@@ -29,7 +29,7 @@ from engine.store.approvals import (
     withdraw_decision,
 )
 from engine.store.authority import use_assertion
-from engine.store.calls import PastCall, calls_so_far
+from engine.store.calls import Edit, PastCall, calls_so_far, edits_of
 from engine.store.decisions import actions_decided, key_decided
 from engine.store.executions import (
     Execution,
@@ -60,13 +60,13 @@ from engine.store.runs import (
 from engine.store.timeline import TimelineEntry, run_timeline
 
 __all__ = [
-    "ApprovalView", "Execution", "PastCall", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView", "Standing",
-    "TimelineEntry", "admit_run", "calls_so_far", "claim_delivery", "close_approval", "cost_today", "executed_calls",
-    "finish_execution", "get_approval", "get_execution", "get_run", "inbox", "inbox_facets", "list_approvals",
-    "open_approvals", "policy_context", "prompt_version", "prompt_versions", "queue_decision", "queued_by",
-    "queued_decision", "record_model_call", "record_refused_run", "record_run", "record_validation", "register_run",
-    "resolved_run", "run_timeline", "settle_decision", "standing", "start_execution", "withdraw_decision",
-    "workflow_names",
+    "ApprovalView", "Edit", "Execution", "PastCall", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView",
+    "Standing", "TimelineEntry", "admit_run", "calls_so_far", "claim_delivery", "close_approval", "cost_today",
+    "edits_of", "executed_calls", "finish_execution", "get_approval", "get_execution", "get_run", "inbox",
+    "inbox_facets", "list_approvals", "open_approvals", "policy_context", "prompt_version", "prompt_versions",
+    "queue_decision", "queued_by", "queued_decision", "recheck_context", "record_model_call", "record_refused_run",
+    "record_run", "record_validation", "register_run", "resolved_run", "run_timeline", "settle_decision", "standing",
+    "start_execution", "withdraw_decision", "workflow_names",
 ]
 
 
@@ -91,6 +91,7 @@ class PolicyContext(NamedTuple):
     decided: int  # distinct actions the run has had decided
     seen: bool  # this action among them (an edit or a re-check): counted once; only read past the limit
     past: list[PastCall]  # every earlier action of the run the policy decided and what it came to, oldest first
+    edits: list[Edit]  # arguments verified people wrote for this action
 
 
 def policy_context(session: Session, *, run_id: str, key: str, limit: int) -> PolicyContext:
@@ -98,4 +99,9 @@ def policy_context(session: Session, *, run_id: str, key: str, limit: int) -> Po
     others came to."""
     decided = actions_decided(session, run_id=run_id)
     return PolicyContext(decided=decided, seen=decided >= limit and key_decided(session, key=key),
-                         past=calls_so_far(session, run_id=run_id, excluding=key))
+                         past=calls_so_far(session, run_id=run_id, excluding=key), edits=edits_of(session, key=key))
+
+
+def recheck_context(session: Session, *, run_id: str, key: str) -> tuple[list[PastCall], list[Edit]]:
+    """What the re-check before execution reads to build the policy input again (one session)."""
+    return calls_so_far(session, run_id=run_id, excluding=key), edits_of(session, key=key)

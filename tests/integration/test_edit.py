@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from engine.config import Settings
@@ -14,6 +14,7 @@ from engine.errors import ToolArgumentsError
 from engine.runtime.worker import build_worker
 from engine.store import repo, users
 from engine.store.db import Database
+from engine.store.tables import PolicyDecisionRow
 from tests.helpers import decide_approval, edit_action, lead, wait_for_inbox, waiting_refund
 from tests.integration.test_runs import model_requests
 from tools import support
@@ -48,6 +49,13 @@ async def test_edit_down_to_the_automatic_limit_executes_without_new_approval(
         assert old and old.status == "edited"
         [event] = users.events_for(session, approval_id=item.approval_id)
         assert (event.actor, event.action, event.comment) == ("bob", "edit", "40 is what we agreed on the phone")
+        # the decision on the edited arguments knows bob wrote them (his assertion was bound to exactly these)
+        after = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == handle.id)
+                             .order_by(col(PolicyDecisionRow.created_at))).all()[-1]
+    seen = after.input["provenance"]
+    assert seen["amount"]["trusted"] and ("person:bob", "amount") in [
+        (s["from"], s["field"]) for s in seen["amount"]["sources"]]
+    assert seen["reason"]["sources"][0]["from"] == "person:bob"
 
 
 async def test_edit_that_still_needs_approval_gets_a_new_digest(client: Client, settings: Settings,

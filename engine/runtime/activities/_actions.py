@@ -92,7 +92,7 @@ class ActionActivities(ActivitiesBase):
                                    f"allows {limit} (limits.max_tool_calls)", type="LimitError", non_retryable=True)
         facts = await self._facts(tool, args, self._context(run, call.step, "")) if tool.facts else {}
         call = call.model_copy(update={"args": args, "facts": facts})
-        document = await asyncio.to_thread(self._document, run, call, tool, known.past)  # scans what the run saw
+        document = await asyncio.to_thread(self._document, run, call, tool, known.past, known.edits)  # scans
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
         decision, raw, latency = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
@@ -105,9 +105,9 @@ class ActionActivities(ActivitiesBase):
         return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
 
     def _document(self, run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[repo.PastCall],
-                  approved_by: list[str] | None = None) -> dict[str, Any]:
+                  edits: list[repo.Edit], approved_by: list[str] | None = None) -> dict[str, Any]:
         """The policy's input for ``call`` (``engine.runtime.activities._policy_input``)."""
-        return policy_input(run, call, tool, past, lambda name: self._trust_of(run, name), approved_by)
+        return policy_input(run, call, tool, past, lambda name: self._trust_of(run, name), approved_by, edits)
 
     def _trust_of(self, run: ResolvedRun, name: str) -> bool | frozenset[str]:
         """What a tool of the run vouches for in its output; a tool the worker cannot find vouches for nothing."""
@@ -161,9 +161,9 @@ class ActionActivities(ActivitiesBase):
         revision = call.decision.revision if call.decision else None
         current = await self._policy.revision()
         facts = await self._facts(tool, call.args, ctx) if tool.facts is not None else call.facts
-        past = await self._db(repo.calls_so_far, run_id=run.run_id, excluding=ctx.idempotency_key)
+        past, edits = await self._db(repo.recheck_context, run_id=run.run_id, key=ctx.idempotency_key)
         document = await asyncio.to_thread(self._document, run, call.model_copy(update={"facts": facts}), tool, past,
-                                           clearance.approved_by)
+                                           edits, clearance.approved_by)
         decided = clearance.decision.input.get("run") if clearance.decision else None
         changed = ((["policy revision"] if current != revision else []) + changed_facts(call.facts, facts)
                    # what the run did since (another call of the same turn executed first)

@@ -10,25 +10,29 @@ from engine.boundary import policy_document
 from engine.boundary.decision import canonical_json
 from engine.boundary.provenance import provenance_document, source_of
 from engine.runtime.payloads import ResolvedRun, ToolCallRecord
-from engine.store.calls import PastCall
+from engine.store.calls import Edit, PastCall
 from engine.toolkit import ToolDef
 
 Trust = bool | frozenset[str]
 
 
 def policy_input(run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[PastCall],
-                 trust_of: Callable[[str], Trust], approved_by: list[str] | None = None) -> dict[str, Any]:
+                 trust_of: Callable[[str], Trust], approved_by: list[str] | None = None,
+                 edits: list[Edit] | None = None) -> dict[str, Any]:
     """``call``'s policy input: what the run did before it (``past``), and where each argument came from.
 
-    Sources: the run's input (``user``), its system prompt (``config``) and each earlier result
-    (``tool:<name>``), trusted as ``trust_of(tool)`` declares, and only if that call's own arguments were
-    trusted when it was decided.
+    Sources: the run's input (``user``), its system prompt (``config``), the arguments verified people wrote
+    in an edit of this action (``person:<name>``, from the store: their assertions were bound to exactly
+    those arguments) and each earlier result (``tool:<name>``), trusted as ``trust_of(tool)`` declares, and
+    only if that call's own arguments were trusted when it was decided.
     """
     trust = {c.key: trust_of(c.tool) if c.args_trusted else False for c in past}
     previous = [{"call_id": c.call_id, "tool": c.tool, "args": c.args, "outcome": c.outcome, "result": c.result,
                  "trusted": _shown(trust[c.key])} for c in past]
     sources = [*source_of("user", {"input": run.input}, trusted=True),
                *source_of("config", {"system_prompt": run.spec.prompt_text}, trusted=True)]
+    for edit in edits or []:
+        sources += source_of(f"person:{edit.by}", edit.args, trusted=True)
     for c in past:
         if c.result is not None:
             vouched = trust[c.key]
