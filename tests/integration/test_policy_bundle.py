@@ -124,7 +124,7 @@ async def test_opa_serving_no_bundle_is_denied(tmp_path: Path) -> None:
     log = open(tmp_path / "opa.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([stack.find_binary("opa"), "run", "--server", "--addr", f"127.0.0.1:{port}",
                              str(ROOT / "policies" / "treasury_payout.rego"), str(ROOT / "policies" / "envelope.rego"),
-                             str(ROOT / "policies" / "data.json")],
+                             str(ROOT / "policies" / "lib" / "provenance.rego"), str(ROOT / "policies" / "data.json")],
                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=stack.die_with_parent,
                             start_new_session=True)
     try:

@@ -79,7 +79,7 @@ async def test_a_run_started_by_a_traced_client_is_one_trace_with_http_spans(
     run = [s for s in spans if s.trace_id == root.trace_id]
     names = {s.name for s in run}
     assert "RunWorkflow:AgentRunWorkflow" in names
-    assert {"RunActivity:call_model", "RunActivity:evaluate_policy", "RunActivity:execute_tool"} <= names
+    assert {"RunActivity:call_model", "RunActivity:check_call", "RunActivity:execute_tool"} <= names
     # every span of the run is in the run's trace: none of its activities started a trace of its own
     assert not [s.name for s in spans if s.name.startswith("RunActivity:") and s.trace_id != root.trace_id]
     # outgoing HTTP calls are children of the activity that made them
@@ -90,7 +90,7 @@ async def test_a_run_started_by_a_traced_client_is_one_trace_with_http_spans(
     for parent, attrs in http:
         urls.setdefault(parent, set()).add(str(attrs.get("url.full") or attrs.get("http.url")).rstrip("/"))
     assert urls["RunActivity:call_model"] == {settings.llm.scripted_url + "/chat/completions"}  # our own span
-    policy_urls = urls["RunActivity:evaluate_policy"]
+    policy_urls = urls["RunActivity:check_call"]  # validating and deciding a call: one step
     assert f"{settings.opa.url}/v1/data/airlock/treasury_payout/decision" in policy_urls  # aiohttp (OPA)
     assert chain_settings.chain.rpc_url in policy_urls  # the facts, read with requests (web3)
     assert chain_settings.chain.rpc_url in urls["RunActivity:execute_tool"]  # the re-check and the send
@@ -98,8 +98,8 @@ async def test_a_run_started_by_a_traced_client_is_one_trace_with_http_spans(
     assert len(chats) == 2  # one per model step
     assert all(c["gen_ai.request.model"] == "treasury.turns.yaml" and c["gen_ai.usage.input_tokens"] > 0
                for c in chats)
-    assert {parent for parent, _ in http} <= {"RunActivity:call_model", "RunActivity:evaluate_policy",
-                                              "RunActivity:execute_tool", "RunActivity:validate_tool_call"}
+    assert {parent for parent, _ in http} <= {"RunActivity:call_model", "RunActivity:check_call",
+                                              "RunActivity:execute_tool"}
     services = {a.value.string_value for r in received for rs in r.resource_spans for a in rs.resource.attributes
                 if a.key == "service.name"}
     assert services == {"airlock"}
@@ -125,7 +125,7 @@ async def test_a_run_started_without_tracing_is_still_one_trace(
     spans = _spans(received)
     trace_id = bytes.fromhex(run_trace_carrier(handle.id)["traceparent"].split("-")[1])
     run = [s for s in spans if s.trace_id == trace_id]
-    assert {"RunWorkflow:AgentRunWorkflow", "RunActivity:call_model", "RunActivity:evaluate_policy",
+    assert {"RunWorkflow:AgentRunWorkflow", "RunActivity:call_model", "RunActivity:check_call",
             "RunActivity:execute_tool"} <= {s.name for s in run}
     assert not [s.name for s in spans if s.name.startswith("RunActivity:") and s.trace_id != trace_id]
     # each activity's run is a child of the span the workflow scheduled it in
