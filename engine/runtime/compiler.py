@@ -53,8 +53,8 @@ def agent_graph() -> StateGraph[AgentState]:
 
 
 # Each registered graph compiled once per worker process (compiling inspects every node's source: ~2 ms,
-# more inside the workflow sandbox); keyed by the graph object, which the worker keeps for its lifetime.
-_compiled: dict[int, tuple[StateGraph[Any, Any, Any, Any], CompiledStateGraph[Any, Any, Any, Any]]] = {}
+# more inside the workflow sandbox); keyed by the graph object (hashed by identity), kept for the worker's life.
+_compiled: dict[StateGraph[Any, Any, Any, Any], CompiledStateGraph[Any, Any, Any, Any]] = {}
 
 
 def compiled(graph: StateGraph[Any, Any, Any, Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -64,11 +64,9 @@ def compiled(graph: StateGraph[Any, Any, Any, Any]) -> CompiledStateGraph[Any, A
     each graph once and every run gets a shallow copy with a fresh ``InMemorySaver``. Compiling is
     deterministic; a race between two workflow tasks compiles twice and keeps one, which is harmless.
     """
-    entry = _compiled.get(id(graph))
-    if entry is None or entry[0] is not graph:
-        entry = (graph, graph.compile())
-        _compiled[id(graph)] = entry
-    return entry[1].copy({"checkpointer": InMemorySaver()})
+    if graph not in _compiled:
+        _compiled[graph] = graph.compile()
+    return _compiled[graph].copy({"checkpointer": InMemorySaver()})
 
 
 def graph_name(spec: WorkflowSpec) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from engine.errors import AuthenticationError
 from engine.store.authority import Clearance, authority_for, bind_lock, release_lock
@@ -29,14 +29,6 @@ class Execution(BaseModel):
     latency_ms: float
     started_at: datetime
     finished_at: datetime | None = None
-
-
-def executed_calls(session: Session, *, run_id: str) -> list[dict[str, Any]]:
-    """``{tool, args}`` of a run's executions that succeeded, oldest first (for the policy input)."""
-    rows = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id,
-                                                       ToolExecutionRow.status == "succeeded")
-                        .order_by(col(ToolExecutionRow.started_at))).all()
-    return [{"tool": r.tool, "args": r.args} for r in rows]
 
 
 def get_execution(session: Session, *, key: str) -> Execution | None:

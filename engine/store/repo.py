@@ -34,7 +34,6 @@ from engine.store.decisions import actions_decided, key_decided
 from engine.store.executions import (
     Execution,
     Standing,
-    executed_calls,
     finish_execution,
     get_execution,
     standing,
@@ -62,7 +61,7 @@ from engine.store.timeline import TimelineEntry, run_timeline
 __all__ = [
     "ApprovalView", "Edit", "Execution", "PastCall", "PolicyContext", "PromptVersion", "QueuedDecision", "RunView",
     "Standing", "TimelineEntry", "admit_run", "calls_so_far", "claim_delivery", "close_approval", "cost_today",
-    "edits_of", "executed_calls", "finish_execution", "get_approval", "get_execution", "get_run", "inbox",
+    "edits_of", "finish_execution", "get_approval", "get_execution", "get_run", "inbox",
     "inbox_facets", "list_approvals", "open_approvals", "policy_context", "prompt_version", "prompt_versions",
     "queue_decision", "queued_by", "queued_decision", "recheck_context", "record_model_call", "record_refused_run",
     "record_run", "record_validation", "register_run", "resolved_run", "run_timeline", "settle_decision", "standing",
@@ -98,10 +97,12 @@ def policy_context(session: Session, *, run_id: str, key: str, limit: int) -> Po
     """The run's decided actions (and whether ``key`` is one, once ``limit`` is reached) and what each of the
     others came to."""
     decided = actions_decided(session, run_id=run_id)
-    return PolicyContext(decided=decided, seen=decided >= limit and key_decided(session, key=key),
-                         past=calls_so_far(session, run_id=run_id, excluding=key), edits=edits_of(session, key=key))
+    past, edits = recheck_context(session, run_id=run_id, key=key)
+    return PolicyContext(decided=decided, seen=decided >= limit and key_decided(session, key=key), past=past,
+                         edits=edits)
 
 
 def recheck_context(session: Session, *, run_id: str, key: str) -> tuple[list[PastCall], list[Edit]]:
-    """What the re-check before execution reads to build the policy input again (one session)."""
+    """What the policy input needs of the store besides the run (the re-check reads only this): what each
+    other action of the run came to, and the arguments verified people wrote for this one."""
     return calls_so_far(session, run_id=run_id, excluding=key), edits_of(session, key=key)

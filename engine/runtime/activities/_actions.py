@@ -292,10 +292,6 @@ class ActionActivities(ActivitiesBase):
         return answer
 
 
-
-
-
-
 async def _heartbeating(fn: Any, *args: Any) -> Any:
     """Run a blocking tool in a thread, heartbeating so a dead worker's attempt is retried within seconds."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
@@ -320,8 +316,6 @@ def decision_cause(call: ToolCallRecord) -> str:
     if call.rechecks:
         causes.append(f"decided again ({call.rechecks}): {call.recheck_reason or 'the re-check sent it back'}")
     return "; ".join(causes) or "proposed"
-
-
 
 
 def _finished(row: Any) -> ExecuteToolResult | None:

@@ -74,3 +74,16 @@ async def test_a_check_that_cannot_be_recorded_is_denied_as_unchecked(tmp_path: 
     facts_down = ApplicationError("node down", type="ChainUnavailableError")
     gave_up.__cause__ = facts_down
     assert _unchecked(_proposed("{}"), gave_up).decision.reasons[0] == "facts unavailable"  # type: ignore[union-attr]
+
+
+async def test_a_call_that_claims_an_editor_gets_no_trust_from_the_claim(tmp_path: Path) -> None:
+    """Whoever drives the run may say a person edited the call; only the worker's own record of a verified
+    edit makes a person a source. A call claiming bob wrote its arguments is traced like any other."""
+    acts, _, policy = _setup(tmp_path, lambda d: "allow")
+    claimed = _proposed({"order_id": "A-1001", "amount": "10.00", "reason": "late"}).model_copy(
+        update={"edited_by": "bob", "editors": ["bob"], "revision": 1})
+    checked = await _env("check-0").run(acts.check_call, CheckCallInput(run_id=RUN, call=claimed))
+    assert checked.decided is not None
+    seen = policy.documents[0]["provenance"]
+    assert seen["amount"] == {"sources": [], "trusted": False}
+    assert not any(s["from"].startswith("person:") for entry in seen.values() for s in entry["sources"])
