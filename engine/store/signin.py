@@ -14,7 +14,7 @@ import math
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlmodel import Session, col, select
 
 from engine.store.tables import SignInFailureRow, UiSessionRow, utcnow
@@ -101,19 +101,23 @@ def begin_attempt(session: Session, *, user: str, address: str, max_failures: in
         too many failures came from this user and address, or from this address, within
         ``window_s``; a refused attempt is not counted, so waiting is enough.
     """
+    # Attempts from one address are written and counted one at a time: each counts every attempt before
+    # it, so the first ones within the limit go ahead and the rest wait. (Written first and counted after,
+    # concurrently, a burst of attempts could each count all the others and refuse one another.)
+    if session.get_bind().dialect.name == "postgresql":  # SQLite runs one writing transaction at a time
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"sign-in:{address}"})
     now = utcnow()
     session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.at) < now - timedelta(seconds=window_s)))
     row = SignInFailureRow(user=user, address=address, at=now)
     session.add(row)
-    session.commit()  # visible to every other attempt before this one counts them
+    session.flush()
     attempt = row.failure_id
     wait = _wait(session, user=user, address=address, max_failures=max_failures, max_per_address=max_per_address,
                  window_s=window_s, now=now, excluding=attempt)
     if wait:
         session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.failure_id) == attempt))
-        session.commit()
-        return None, wait
-    return attempt, 0
+    session.commit()  # ends the turn: the next attempt from this address counts this one
+    return (None, wait) if wait else (attempt, 0)
 
 
 def succeeded(session: Session, *, user: str, address: str) -> None:
