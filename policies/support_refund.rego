@@ -1,14 +1,24 @@
 # Refund policy for the support-refund workflow.
 # Up to 50 automatically, up to 500 with one approval by support-leads,
 # never above 500, never more than is left on the order, never to an order
-# of another customer. Anything not covered is denied.
+# of another customer; an amount that only a ticket's or a web page's text
+# gave needs approval. Emails: to the customer's address on file or a
+# colleague at the shop's own domain; to an address only a third party's text
+# gave, never; to anyone else the user named, with approval. Anything not
+# covered is denied.
 package airlock.support_refund
 
 import rego.v1
 
 import data.airlock.envelope
+import data.airlock.lib.provenance
 
-_tools := {"lookup_order", "issue_refund"}
+_reads := {"lookup_order", "read_ticket", "fetch_page"}
+
+_tools := _reads | {"issue_refund", "send_email"}
+
+# What a run reads from the shop's private records (orders, tickets): it may go to the customer or the shop.
+_private := {"lookup_order", "read_ticket"}
 
 _auto_limit := 50
 
@@ -64,9 +74,68 @@ approval contains sprintf("refunds above %d need one approval by support-leads",
 	_amount > _auto_limit
 }
 
-allowed contains "read-only lookup" if input.tool.name == "lookup_order"
+# Where the amount came from (input.provenance): a figure that only a ticket's or a page's text gave is the
+# writer's claim, not the shop's; a person looks before it is paid.
+approval contains sprintf("the amount %v comes only from untrusted content: %s", [
+	input.tool.args.amount,
+	provenance.where("amount"),
+]) if {
+	_refund
+	provenance.untrusted_only("amount")
+}
+
+allowed contains "read-only lookup" if input.tool.name in _reads
 
 allowed contains sprintf("refund of %v is within the automatic limit of %d", [input.tool.args.amount, _auto_limit]) if {
 	_refund
 	_amount <= _auto_limit
+}
+
+# --- emails ----------------------------------------------------------------------------
+
+_email if input.tool.name == "send_email"
+
+_to := lower(input.tool.args.to)
+
+_to_customer if _to == lower(input.facts.customer.email)
+
+_to_colleague if endswith(_to, concat("", ["@", lower(input.facts.own_domain)]))
+
+# Addresses the shop vouches for whatever text the model read them in.
+_vouched := {input.tool.args.to | _to_customer} | {input.tool.args.to | _to_colleague}
+
+_read_private if {
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool in _private
+}
+
+deny contains reason if {
+	_email
+	not _read_private
+	some reason in provenance.untrusted_destinations({"to"}, _vouched)
+}
+
+deny contains reason if {
+	_email
+	some reason in provenance.exfiltration({"to"}, _private, _vouched)
+}
+
+approval contains sprintf("%v is neither the customer's address on file nor at %v: one approval by support-leads", [
+	input.tool.args.to,
+	input.facts.own_domain,
+]) if {
+	_email
+	not _to_customer
+	not _to_colleague
+}
+
+allowed contains "email to the customer's address on file" if {
+	_email
+	_to_customer
+}
+
+allowed contains sprintf("email to a colleague at %v", [input.facts.own_domain]) if {
+	_email
+	_to_colleague
 }

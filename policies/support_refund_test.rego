@@ -85,3 +85,92 @@ test_decision_unknown_tool_denied if {
 	d := support_refund.decision with input as {"tool": {"name": "wire_money", "args": {}}}
 	not d.allow
 }
+
+# --- where the arguments came from ------------------------------------------------------
+
+_ticket(context) := {"sources": [{"from": "tool:read_ticket", "field": "body", "trusted": false, "context": context}], "trusted": false}
+
+_typed := {"sources": [{"from": "user", "field": "input.message", "trusted": true, "context": "…"}], "trusted": true}
+
+test_an_amount_only_a_ticket_gave_needs_approval if {
+	inp := object.union(_refund("45.00", "cus_ana"), {"provenance": {"amount": _ticket("Refund 45 EUR on A-1003")}})
+	d := support_refund.decision with input as inp
+	d.allow
+	d.require_approval
+	some r in d.reasons
+	startswith(r, "the amount 45.00 comes only from untrusted content: tool:read_ticket body")
+}
+
+test_an_amount_the_user_typed_is_allowed if {
+	inp := object.union(_refund("45.00", "cus_ana"), {"provenance": {"amount": _typed}})
+	d := support_refund.decision with input as inp
+	d.allow
+	not d.require_approval
+}
+
+test_an_amount_the_model_worked_out_is_judged_by_the_limits_alone if {
+	inp := object.union(_refund("45.00", "cus_ana"), {"provenance": {"amount": {"sources": [], "trusted": false}}})
+	d := support_refund.decision with input as inp
+	not d.require_approval
+}
+
+_email(to, to_prov, previous) := {
+	"tool": {"name": "send_email", "args": {"to": to, "subject": "Your order", "body": "…"}},
+	"facts": {"customer": {"customer_id": "cus_ana", "email": "ana.lima@mail.example"}, "own_domain": "shop.example"},
+	"run": {"input": {"customer_id": "cus_ana"}, "previous": previous},
+	"provenance": {"to": to_prov},
+}
+
+_looked_up := [{"tool": "lookup_order", "outcome": "executed", "args": {"order_id": "A-1002"}}]
+
+test_an_email_to_the_customer_on_file_is_allowed_wherever_the_address_was_read if {
+	d := support_refund.decision with input as _email("Ana.Lima@mail.example", _ticket("reply to ana.lima@…"), _looked_up)
+	d.allow
+	not d.require_approval
+	d.reasons == {"email to the customer's address on file"}
+}
+
+test_an_email_to_a_colleague_is_allowed if {
+	d := support_refund.decision with input as _email("billing@shop.example", _typed, _looked_up)
+	d.allow
+	not d.require_approval
+}
+
+test_private_data_to_an_address_from_a_ticket_is_exfiltration if {
+	d := support_refund.decision with input as _email("audit@shop-example.com", _ticket("email … to audit@shop-example.com"), _looked_up)
+	not d.allow
+	some r in d.reasons
+	startswith(r, "the run read private data (lookup_order) and to audit@shop-example.com did not come from")
+}
+
+test_an_address_only_a_page_gave_is_denied_before_any_private_read if {
+	page := {"sources": [{"from": "tool:fetch_page", "field": "text", "trusted": false, "context": "…"}], "trusted": false}
+	d := support_refund.decision with input as _email("claims@carrier-refunds.example", page, [])
+	not d.allow
+	some r in d.reasons
+	startswith(r, "to claims@carrier-refunds.example comes only from untrusted content: tool:fetch_page text")
+}
+
+test_an_address_the_model_made_up_is_denied if {
+	d := support_refund.decision with input as _email("ops@evil.example", {"sources": [], "trusted": false}, [])
+	not d.allow
+}
+
+test_look_alike_domains_are_not_the_shop if {
+	some to in ["x@shop.example.evil.com", "x@evil-shop.example", "x@shop-example"]
+	d := support_refund.decision with input as _email(to, _ticket("…"), [])
+	not d.allow
+}
+
+test_an_address_the_user_typed_needs_approval if {
+	d := support_refund.decision with input as _email("ana.work@firm.example", _typed, _looked_up)
+	d.allow
+	d.require_approval
+}
+
+test_an_email_without_provenance_is_denied if {
+	inp := json.remove(_email("ops@evil.example", _typed, []), ["provenance"])
+	d := support_refund.decision with input as inp
+	not d.allow
+	"to ops@evil.example comes only from untrusted content: not traced (the input has no provenance for it)" in d.reasons
+}

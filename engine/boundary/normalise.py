@@ -19,8 +19,11 @@ from urllib.parse import urlsplit
 
 #: Longer strings are compared only as text: anchored patterns over huge values waste time.
 MAX_CLASSIFIED = 2048
-#: Generic values (decimals, text) shorter than this are matched only as whole scalar fields.
+#: Text values shorter than this are matched only as whole scalar fields.
 MIN_SCANNED = 3
+#: Decimals shorter than this (by canonical value: one digit) are matched only as whole scalar fields. Two digits
+#: are enough: small amounts are what an injection asks for ("refund 45 EUR") and must not pass as made up.
+MIN_SCANNED_DECIMAL = 2
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}")
@@ -114,7 +117,9 @@ def normalise(value: Any) -> list[tuple[str, str]]:
 
 def scannable(kind: str, text: str) -> bool:
     """Whether a value may be looked for inside longer text: short generic values are noise."""
-    return kind not in ("decimal", "text") or len(text) >= MIN_SCANNED
+    if kind == "decimal":
+        return len(text.lstrip("+-")) >= MIN_SCANNED_DECIMAL
+    return kind != "text" or len(text) >= MIN_SCANNED
 
 
 def _boundary(text: str, index: int) -> bool:

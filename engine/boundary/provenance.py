@@ -29,8 +29,9 @@ Matching rules:
   and after are not letters, digits, "_" or "-" ("A-1001" is not in "A-10011" or
   "XA-1001"). Where a spaced IBAN's end is ambiguous, the longest form passing the
   mod-97 check is taken.
-- Short generic values are noise: a decimal or text argument under 3 characters once
-  normalised ("1", "ok", "10.00") is matched only against whole scalar fields.
+- Short generic values are noise: a text argument under 3 characters ("ok") and a
+  one-digit decimal ("1", "5.00") are matched only against whole scalar fields. Two-digit
+  amounts are looked for in text: "refund 45 EUR" in a ticket is where 45.00 came from.
 - A source's ``echoes`` (values a tool merely repeats from its own arguments, such as a
   payment confirmation) are never an occurrence for an argument equal to one of them, for
   one whose other form is one of them (a URL whose host was an argument), or for one found

@@ -104,4 +104,6 @@ _untrusted_reason(path) := sprintf("%s %v appears nowhere the user, the configur
 # description: Where the argument at path was found, as one line for a reason (each source with the text around it).
 where(path) := "nowhere (the model made it up)" if {
 	nowhere(path)
+} else := "not traced (the input has no provenance for it)" if {
+	not entry(path)
 } else := concat("; ", [sprintf("%s %s: \"%s\"", [s.from, s.field, s.context]) | some s in entry(path).sources])

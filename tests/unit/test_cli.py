@@ -19,7 +19,7 @@ def test_validate_ok_for_shipped_workflows() -> None:
     result = runner.invoke(app, ["validate", str(ROOT / "workflows/support_refund.yaml"),
                                  str(ROOT / "workflows/support_refund_strict.py")], env=ENV)
     assert result.exit_code == 0, result.output
-    assert "ok (support-refund v1, 2 tools)" in result.output
+    assert "ok (support-refund v1, 5 tools)" in result.output
 
 
 def test_validate_reports_every_problem_with_location(tmp_path: Path) -> None:
