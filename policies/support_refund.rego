@@ -20,6 +20,9 @@ _tools := _reads | {"issue_refund", "send_email"}
 # What a run reads from the shop's private records (orders, tickets): it may go to the customer or the shop.
 _private := {"lookup_order", "read_ticket"}
 
+# Tools whose results a third party writes.
+_third_party := {"read_ticket", "fetch_page"}
+
 _auto_limit := 50
 
 _approval_limit := 500
@@ -76,12 +79,9 @@ approval contains sprintf("refunds above %d need one approval by support-leads",
 
 # Where the amount came from (input.provenance): a figure that only a ticket's or a page's text gave is the
 # writer's claim, not the shop's; a person looks before it is paid.
-approval contains sprintf("the amount %v comes only from untrusted content: %s", [
-	input.tool.args.amount,
-	provenance.where("amount"),
-]) if {
+approval contains reason if {
 	_refund
-	provenance.untrusted_only("amount")
+	some reason in provenance.suspect_amounts({"amount"}, _third_party)
 }
 
 allowed contains "read-only lookup" if input.tool.name in _reads
@@ -119,6 +119,43 @@ deny contains reason if {
 deny contains reason if {
 	_email
 	some reason in provenance.exfiltration({"to"}, _private, _vouched)
+}
+
+# Another customer's records (an order, a ticket filed under them) never go out in this customer's run, not even
+# to this customer.
+deny contains sprintf("the run read %v %v of another customer (%v)", [call.tool, object.get(call.args, _record_key[call.tool], "?"), call.result.customer_id]) if {
+	_email
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool in _private
+	call.result.customer_id != object.get(input.run.input, "customer_id", "")
+}
+
+_record_key := {"lookup_order": "order_id", "read_ticket": "ticket_id"}
+
+# A link to anywhere but the shop, in an email written after the run read a third party's text, is how phishing is
+# relayed (to a colleague or to the customer): a person checks it. The worker lists the body's hosts however they
+# are dressed (no scheme, "hxxps", fullwidth letters, invisible characters).
+approval contains sprintf("the email names %v and the run read %v: a person checks what it relays", [
+	concat(", ", input.facts.foreign_hosts),
+	concat(", ", sort([t | some t in _third_party; provenance.read_any({t})])),
+]) if {
+	_email
+	count(input.facts.foreign_hosts) > 0
+	provenance.read_any(_third_party)
+}
+
+# The same refund twice in one run.
+approval contains sprintf("this run already refunded %v on order %v (%v): a person checks it is not paid twice", [
+	call.args.amount,
+	call.args.order_id,
+	call.call_id,
+]) if {
+	_refund
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool == "issue_refund"
+	call.args.order_id == input.tool.args.order_id
 }
 
 approval contains sprintf("%v is neither the customer's address on file nor at %v: one approval by support-leads", [

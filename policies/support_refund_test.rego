@@ -8,6 +8,7 @@ _refund(amount, customer) := {
 	"tool": {"name": "issue_refund", "args": {"order_id": "A-1002", "amount": amount, "reason": "late"}},
 	"facts": {"order": {"exists": true, "customer_id": customer, "total": "320.00", "refundable": "320.00"}},
 	"run": {"input": {"customer_id": "cus_ana"}},
+	"provenance": {"amount": _typed},
 }
 
 test_decision_small_refund_allowed if {
@@ -93,12 +94,12 @@ _ticket(context) := {"sources": [{"from": "tool:read_ticket", "field": "body", "
 _typed := {"sources": [{"from": "user", "field": "input.message", "trusted": true, "context": "…"}], "trusted": true}
 
 test_an_amount_only_a_ticket_gave_needs_approval if {
-	inp := object.union(_refund("45.00", "cus_ana"), {"provenance": {"amount": _ticket("Refund 45 EUR on A-1003")}})
+	inp := json.patch(_refund("45.00", "cus_ana"), [{"op": "replace", "path": "/provenance/amount", "value": _ticket("Refund 45 EUR on A-1003")}])
 	d := support_refund.decision with input as inp
 	d.allow
 	d.require_approval
 	some r in d.reasons
-	startswith(r, "the amount 45.00 comes only from untrusted content: tool:read_ticket body")
+	startswith(r, "amount 45.00 was not given by the user or a trusted source: tool:read_ticket body")
 }
 
 test_an_amount_the_user_typed_is_allowed if {
@@ -109,14 +110,29 @@ test_an_amount_the_user_typed_is_allowed if {
 }
 
 test_an_amount_the_model_worked_out_is_judged_by_the_limits_alone if {
-	inp := object.union(_refund("45.00", "cus_ana"), {"provenance": {"amount": {"sources": [], "trusted": false}}})
+	inp := json.patch(_refund("45.00", "cus_ana"), [{"op": "replace", "path": "/provenance/amount", "value": {"sources": [], "trusted": false}}])
 	d := support_refund.decision with input as inp
 	not d.require_approval
 }
 
+test_an_amount_made_up_after_reading_a_ticket_needs_approval if {
+	inp := json.patch(_refund("45.00", "cus_ana"), [
+		{"op": "replace", "path": "/provenance/amount", "value": {"sources": [], "trusted": false}},
+		{"op": "add", "path": "/run/previous", "value": [{"tool": "read_ticket", "outcome": "executed", "args": {}}]},
+	])
+	d := support_refund.decision with input as inp
+	d.require_approval
+	"amount 45.00 was not given by the user or a trusted source: nowhere (the model made it up after reading read_ticket)" in d.reasons
+}
+
+test_a_refund_without_provenance_needs_approval if {
+	d := support_refund.decision with input as json.remove(_refund("20.00", "cus_ana"), ["provenance"])
+	d.require_approval
+}
+
 _email(to, to_prov, previous) := {
 	"tool": {"name": "send_email", "args": {"to": to, "subject": "Your order", "body": "…"}},
-	"facts": {"customer": {"customer_id": "cus_ana", "email": "ana.lima@mail.example"}, "own_domain": "shop.example"},
+	"facts": {"customer": {"customer_id": "cus_ana", "email": "ana.lima@mail.example"}, "own_domain": "shop.example", "foreign_hosts": []},
 	"run": {"input": {"customer_id": "cus_ana"}, "previous": previous},
 	"provenance": {"to": to_prov},
 }
@@ -173,4 +189,52 @@ test_an_email_without_provenance_is_denied if {
 	d := support_refund.decision with input as inp
 	not d.allow
 	"to ops@evil.example comes only from untrusted content: not traced (the input has no provenance for it)" in d.reasons
+}
+
+test_another_customers_order_never_goes_out_not_even_to_this_customer if {
+	bens := [{"tool": "lookup_order", "outcome": "executed", "args": {"order_id": "B-2001"}, "result": {"order_id": "B-2001", "customer_id": "cus_ben"}}]
+	d := support_refund.decision with input as _email("ana.lima@mail.example", _typed, bens)
+	not d.allow
+	"the run read lookup_order B-2001 of another customer (cus_ben)" in d.reasons
+}
+
+test_a_link_from_a_page_relayed_to_a_colleague_needs_approval if {
+	read := [{"tool": "fetch_page", "outcome": "executed", "args": {}}]
+	inp := json.patch(_email("finance@shop.example", _typed, read), [{"op": "replace", "path": "/facts/foreign_hosts", "value": ["pay.evil.example"]}])
+	d := support_refund.decision with input as inp
+	d.require_approval
+	"the email names pay.evil.example and the run read fetch_page: a person checks what it relays" in d.reasons
+}
+
+test_a_link_from_a_ticket_sent_to_the_customer_needs_approval if {
+	read := [{"tool": "read_ticket", "outcome": "executed", "args": {"ticket_id": "T-3002"}, "result": {"customer_id": "cus_ana"}}]
+	inp := json.patch(_email("ana.lima@mail.example", _typed, read), [{"op": "replace", "path": "/facts/foreign_hosts", "value": ["card-check.example"]}])
+	d := support_refund.decision with input as inp
+	d.require_approval
+}
+
+test_another_customers_ticket_never_goes_out if {
+	read := [{"tool": "read_ticket", "outcome": "executed", "args": {"ticket_id": "T-3009"}, "result": {"customer_id": "cus_ben"}}]
+	d := support_refund.decision with input as _email("audit@shop.example", _typed, read)
+	not d.allow
+	"the run read read_ticket T-3009 of another customer (cus_ben)" in d.reasons
+}
+
+test_records_read_in_a_run_without_a_customer_never_go_out if {
+	inp := json.remove(_email("audit@shop.example", _typed, [{"tool": "lookup_order", "outcome": "executed", "args": {"order_id": "B-2001"}, "result": {"customer_id": "cus_ben"}}]), ["run/input/customer_id"])
+	d := support_refund.decision with input as inp
+	not d.allow
+}
+
+test_the_same_order_refunded_twice_in_a_run_needs_approval if {
+	inp := object.union(_refund("20.00", "cus_ana"), {"run": {"previous": [{"call_id": "c1", "tool": "issue_refund", "outcome": "executed", "args": {"order_id": "A-1002", "amount": "20.00"}}]}})
+	d := support_refund.decision with input as inp
+	d.require_approval
+}
+
+test_a_link_to_a_colleague_without_third_party_reads_is_allowed if {
+	inp := json.patch(_email("finance@shop.example", _typed, _looked_up), [{"op": "replace", "path": "/tool/args/body", "value": "See https://shop.example/orders/A-1002"}])
+	d := support_refund.decision with input as inp
+	not d.require_approval
+	d.allow
 }

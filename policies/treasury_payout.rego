@@ -136,12 +136,57 @@ deny contains sprintf("recipient %v comes only from untrusted content: %s", [_ar
 	not provenance.vouched("to", _payees)
 }
 
-approval contains sprintf("the amount %v comes only from untrusted content: %s", [
-	_args.amount,
-	provenance.where("amount"),
+approval contains reason if {
+	_tool in _payments
+	some reason in provenance.suspect_amounts({"amount"}, {"read_invoice"})
+}
+
+# A listed payee that only a third party's text named for this payment ("this receivable was assigned to Acme",
+# written in Globex's invoice) is vouched for as a payee, not as the payee of this invoice: it is, when an invoice
+# the run read is that payee's own (the AP ledger's vendor).
+# The invoice is this payee's own when the AP ledger names the payee as its vendor and the amount is its amount due.
+_own_invoice if {
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool == "read_invoice"
+	call.result.vendor == _cfg.payees[_args.to]
+	to_number(call.result.amount_due) == to_number(_args.amount)
+}
+
+# Named only by a third party: found only in untrusted content, not traced at all, or made up (pieced together)
+# after the run read an invoice.
+_to_from_third_party if provenance.untrusted_only("to")
+
+_to_from_third_party if not provenance.entry("to")
+
+_to_from_third_party if {
+	provenance.nowhere("to")
+	provenance.read_any({"read_invoice"})
+}
+
+approval contains sprintf("recipient %v (%v) is a listed payee, but only untrusted content named it for this payment: %s", [
+	_args.to,
+	_cfg.payees[_args.to],
+	provenance.where("to"),
 ]) if {
 	_tool in _payments
-	provenance.untrusted_only("amount")
+	_to_from_third_party
+	_cfg.payees[_args.to]
+	not _own_invoice
+}
+
+# The same payment twice in one run (an invoice "bounced", a second invoice number for the same bill).
+approval contains sprintf("this run already paid %v to %v (%v): a person checks it is not paid twice", [
+	_args.amount,
+	_args.to,
+	call.call_id,
+]) if {
+	_tool in _payments
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool == _tool
+	lower(call.args.to) == lower(_args.to)
+	to_number(call.args.amount) == to_number(_args.amount)
 }
 
 deny contains sprintf("recipient %v is a contract that is not allowlisted", [_args.to]) if {

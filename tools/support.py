@@ -11,6 +11,8 @@ third party's text, and nothing in them is taken as the shop's decision.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -194,6 +196,14 @@ def issue_refund(args: RefundArgs, ctx: ToolContext) -> dict[str, Any]:
                 "currency": existing.currency}
 
 
+def _document(store: dict[str, dict[str, str]], key: str, missing: str) -> dict[str, Any]:
+    """A copy of one document of an in-memory store, or LookupError(``missing``)."""
+    found = store.get(key)
+    if found is None:
+        raise LookupError(missing)
+    return dict(found)
+
+
 class TicketArgs(BaseModel):
     """Arguments of ``read_ticket``."""
 
@@ -203,10 +213,7 @@ class TicketArgs(BaseModel):
 @tool(trusted=["ticket_id", "customer_id"])  # the helpdesk's; subject and body: whoever wrote in
 def read_ticket(args: TicketArgs, ctx: ToolContext) -> dict[str, Any]:
     """Read a support ticket: the customer it is filed under, its subject and what the writer said."""
-    ticket = TICKETS.get(args.ticket_id)
-    if ticket is None:
-        raise LookupError(f"no ticket {args.ticket_id}")
-    return dict(ticket)
+    return _document(TICKETS, args.ticket_id, f"no ticket {args.ticket_id}")
 
 
 class PageArgs(BaseModel):
@@ -218,24 +225,38 @@ class PageArgs(BaseModel):
 @tool()  # a web page is anyone's text
 def fetch_page(args: PageArgs, ctx: ToolContext) -> dict[str, Any]:
     """Read a web page (a carrier's tracking page, a product page): its title and text."""
-    page = PAGES.get(args.url)
-    if page is None:
-        raise LookupError(f"no page at {args.url}")
-    return dict(page)
+    return _document(PAGES, args.url, f"no page at {args.url}")
 
 
 class EmailArgs(BaseModel):
     """Arguments of ``send_email``."""
 
-    to: str = Field(pattern=r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,190}$", description="Recipient's address")
+    # ASCII only: a Kelvin sign or a fullwidth letter lower-cases into another address's spelling; no "%", "!" or
+    # quotes, which some mail servers relay onwards.
+    to: str = Field(pattern=r"^[A-Za-z0-9._+\-]{1,64}@[A-Za-z0-9.\-]{1,190}$", description="Recipient's address")
     subject: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=5000)
 
 
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+
+
+def hosts_in(text: str) -> list[str]:
+    """Every host name a text mentions, however it is dressed (``hxxps://``, no scheme, fullwidth letters,
+    invisible characters between them), lower-cased, sorted."""
+    plain = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    return sorted({h.lower() for h in _HOST.findall(plain)})
+
+
 def email_facts(args: EmailArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Facts the policy needs about an email: the run's customer and the address they gave the shop."""
+    """Facts the policy needs about an email: the run's customer and the address they gave the shop, and the
+    hosts the body names that are not the shop's own (a link a third party wants relayed)."""
     customer = CUSTOMERS.get(str(ctx.run_input.get("customer_id", "")))
-    return {"customer": dict(customer) if customer else {"exists": False}, "own_domain": OWN_DOMAIN}
+    foreign = [h for h in hosts_in(f"{args.subject}\n{args.body}")
+               if h != OWN_DOMAIN and not h.endswith(f".{OWN_DOMAIN}")]
+    return {"customer": dict(customer) if customer else {"exists": False}, "own_domain": OWN_DOMAIN,
+            "foreign_hosts": foreign}
 
 
 @tool(consequential=True, facts=email_facts)

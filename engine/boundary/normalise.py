@@ -31,6 +31,8 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|0|[1-9][0-9]*)(?:\.[0-9]+)?")
+# A decimal comma ("49,99 €"): one or two digits after it, so never a thousands group.
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:0|[1-9][0-9]*),[0-9]{1,2}")
 
 # In text, tokens start and stop only where a longer token could not continue.
 _TOKENS = {
@@ -45,14 +47,17 @@ _TOKENS = {
         r"(?![\w\-@]|\.[A-Za-z0-9])"
     ),
     "decimal": re.compile(
-        r"(?<![\w.,+\-])[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?![\w\-]|[.,][0-9])"
+        r"(?<![\w.,+\-])[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+,[0-9]{1,2}|[0-9]+(?:\.[0-9]+)?)"
+        r"(?![\w\-]|[.,][0-9])"
     ),
 }
 
 
 def _decimal(text: str) -> str | None:
     """The canonical value of a decimal (``10``, ``10.0`` and ``10.00`` alike), or None."""
-    if not _DECIMAL.fullmatch(text):
+    if _DECIMAL_COMMA.fullmatch(text):
+        text = text.replace(",", ".")
+    elif not _DECIMAL.fullmatch(text):
         return None
     try:
         number = Decimal(text.replace(",", ""))

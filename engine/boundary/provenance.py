@@ -16,7 +16,7 @@ Matching rules:
   email (lower-cased); URL (scheme and host lower-cased, the ``/`` of an empty path dropped;
   it also yields its host, so a host argument is found in a URL naming it, but a URL
   argument is not found by its host alone); host (lower-cased); decimal (by value: "10",
-  "10.0", 10 and 10.0 are equal, "100" is not "10"; "1,250.50" is 1250.5; leading zeros
+  "10.0", 10 and 10.0 are equal, "100" is not "10"; "1,250.50" is 1250.5; "49,99" is 49.99; leading zeros
   make it text); anything else is text (Unicode NFKC, surrounding whitespace trimmed,
   case-sensitive). Booleans and None are not traced.
 - A scalar source field whose normalised value equals the argument's is an occurrence;

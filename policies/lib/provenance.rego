@@ -65,6 +65,39 @@ untrusted_amounts(paths) := {reason |
 }
 
 # METADATA
+# description: The run executed one of these tools (tools whose results a third party writes - an invoice's note, a ticket, a web page).
+read_any(tools) if {
+	some call in input.run.previous
+	call.outcome == "executed"
+	call.tool in tools
+}
+
+# METADATA
+# description: Reasons to ask a person about an amount that only untrusted text gave, or that the model made up after the run read a third party's text (an instruction can ask for a figure the text never spells out, such as "round it up to nine hundred fifty").
+suspect_amounts(paths, third_party_tools) := {reason |
+	some path in paths
+	_present(path)
+	not trusted(path)
+	_suspect(path, third_party_tools)
+	reason := sprintf("%s %v was not given by the user or a trusted source: %s", [path, _arg(path), _suspect_where(path, third_party_tools)])
+}
+
+_suspect(path, _) if untrusted_only(path)
+
+_suspect(path, tools) if {
+	nowhere(path)
+	read_any(tools)
+}
+
+_suspect(path, _) if not entry(path)
+
+_suspect_where(path, tools) := sprintf("nowhere (the model made it up after reading %s)", [concat(", ", sort([t | some t in tools; _read(t)]))]) if {
+	nowhere(path)
+} else := where(path)
+
+_read(tool) if read_any({tool})
+
+# METADATA
 # description: Reasons to deny sending data out when the run read a private source and the destination is not trusted or vouched for.
 exfiltration(paths, private_tools, vouchers) := {reason |
 	some call in input.run.previous

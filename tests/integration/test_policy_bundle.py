@@ -28,11 +28,14 @@ ALLOW_EVERYTHING = 'package airlock.treasury_payout\nimport rego.v1\ndecision :=
 
 
 def payment(to: str) -> dict:
-    """A 90 tUSD transfer to ``to``, with facts that hold (the payee list decides)."""
+    """A 90 tUSD transfer to ``to`` that the user asked for, with facts that hold (the payee list decides)."""
+    typed = {"sources": [{"from": "user", "field": "input.message", "trusted": True, "context": "pay 90"}],
+             "trusted": True}
     return {
         "tool": {"name": "transfer_token", "consequential": True,
                  "args": {"chain_id": 31337, "token": TOKEN, "to": to, "amount": "90"}},
         "facts": payment_facts(to, "90"),
+        "provenance": {"to": typed, "amount": typed},
     }
 
 

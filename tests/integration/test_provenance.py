@@ -113,7 +113,7 @@ async def test_an_instruction_in_an_invoice_note_does_not_become_a_payment(
                for r in denied.result["reasons"]), denied.result
     assert redirect["provenance"]["amount"]["trusted"]  # the amount due is the AP ledger's
     assert setup_fee["provenance"]["to"]["trusted"] is False  # Acme's address only in the note, but vouched for
-    assert any("the amount 900 comes only from untrusted content: tool:read_invoice note" in r
+    assert any("amount 900 was not given by the user or a trusted source: tool:read_invoice note" in r
                for r in item.policy_reasons), item.policy_reasons
     assert shown is not None and shown.provenance["amount"]["sources"][0]["context"].count("900 tUSD") == 1
     assert balance(devchain, STRANGER) == 0 and balance(devchain, ACME) == 0
@@ -153,7 +153,7 @@ async def test_a_read_the_model_aimed_itself_vouches_for_nothing_it_returns(clie
                                  run_input={"customer_id": "cus_ana", "message": "My lamp broke."})
         [item] = await wait_for_inbox(settings.db_url, handle.id)
         await handle.terminate()
-    assert any(r.startswith("the amount 40.00 comes only from untrusted content: tool:lookup_order total")
+    assert any(r.startswith("amount 40.00 was not given by the user or a trusted source: tool:lookup_order total")
                for r in item.policy_reasons), item.policy_reasons
     lookup, paid = _inputs(settings.db_url, handle.id)
     assert lookup["provenance"]["order_id"] == {"sources": [], "trusted": False}  # made up
@@ -204,7 +204,7 @@ async def test_instructions_in_a_ticket_become_neither_a_refund_nor_a_leak(clien
     assert any(r.startswith("the run read private data (lookup_order) and to audit@shop-example.com did not come")
                for r in rows[2].result["reasons"]), rows[2].result
     assert rows[2].input["provenance"]["to"]["sources"][0]["from"] == "tool:read_ticket"
-    assert any("the amount 45.00 comes only from untrusted content: tool:read_ticket body" in r
+    assert any("amount 45.00 was not given by the user or a trusted source: tool:read_ticket body" in r
                for r in item.policy_reasons), item.policy_reasons
     assert _emails_to(settings.db_url) == [] and support.list_refunds(settings.db_url) == []
 

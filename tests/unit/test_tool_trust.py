@@ -31,6 +31,31 @@ def test_the_demo_tools_declare_what_they_vouch_for() -> None:
     assert resolve_tool("tools.treasury:token_metadata").trusted == frozenset({"token", "decimals"})
     assert resolve_tool("tools.invoices:read_invoice").trusted == frozenset(
         {"invoice_id", "vendor", "amount_due", "token", "due"})
+    assert resolve_tool("tools.support:read_ticket").trusted == frozenset({"ticket_id", "customer_id"})
+    assert resolve_tool("tools.support:fetch_page").trusted is False
+    assert resolve_tool("tools.support:send_email").trusted is False
+
+
+def test_an_email_is_sent_once_per_action_and_its_facts_name_the_customer_on_file(tmp_path: Any) -> None:
+    """A retried execution of the same action (same idempotency key) returns the first email; the facts give
+    the address the run's customer gave the shop, and nothing for a run without a known customer."""
+    from sqlmodel import Session, select
+
+    from tools import support
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    ctx = ToolContext(run_id="r", step=1, idempotency_key="r:call_1", database_url=url, requested_by="alice",
+                      tenant="default", run_input={"customer_id": "cus_ana"})
+    args = support.EmailArgs(to="ana.lima@mail.example", subject="Your refund", body="We refunded 40.00 EUR.")
+    first, again = support.send_email(args, ctx), support.send_email(args, ctx)
+    assert first == again and first["to"] == "ana.lima@mail.example"
+    other = support.send_email(args, ctx.model_copy(update={"idempotency_key": "r:call_2"}))
+    assert other["message_id"] != first["message_id"]
+    with Session(support.ledger(url)) as session:
+        assert len(session.exec(select(support.Email)).all()) == 2
+    assert support.email_facts(args, ctx)["customer"]["email"] == "ana.lima@mail.example"
+    stranger = ctx.model_copy(update={"run_input": {"customer_id": "cus_nobody"}})
+    assert support.email_facts(args, stranger)["customer"] == {"exists": False}
 
 
 def test_listed_fields_cover_their_sub_fields_and_list_items_as_the_worker_applies_them() -> None:
@@ -58,3 +83,27 @@ def test_a_result_model_marks_its_trusted_fields(monkeypatch: Any) -> None:
     history.__module__ = module.__name__
     monkeypatch.setattr(module, "history", history, raising=False)
     assert resolve_tool("tools.support:history").trusted == frozenset({"amount", "date"})
+
+
+@pytest.mark.parametrize("body", ["pay.evil.example/x", "hxxps://pay.evil.example", "ftp://pay.evil.example",
+                                  "https:\\\\pay.evil.example", "ｈｔｔｐｓ://ｐａｙ.evil.example",
+                                  "http\u200b://pay.\u200bevil.example", "//PAY.EVIL.EXAMPLE."])
+def test_an_emails_hosts_are_found_however_the_link_is_dressed(body: str) -> None:
+    from tools import support
+
+    assert "pay.evil.example" in support.hosts_in(f"Please confirm at {body} today")
+    ctx = ToolContext(run_id="r", step=1, idempotency_key="k", database_url="sqlite://", requested_by="alice",
+                      tenant="default", run_input={"customer_id": "cus_ana"})
+    args = support.EmailArgs(to="finance@shop.example", subject="Invoice", body=f"See {body} and shop.example/help")
+    assert support.email_facts(args, ctx)["foreign_hosts"] == ["pay.evil.example"]
+
+
+@pytest.mark.parametrize("to", ["ben.o\u212aafor@post.example", "evil%attacker.example@shop.example",
+                                "attacker.example!evil@shop.example", '"evil"@shop.example', "a@b@shop.example"])
+def test_an_email_address_is_plain_ascii_without_relay_tricks(to: str) -> None:
+    from pydantic import ValidationError
+
+    from tools import support
+
+    with pytest.raises(ValidationError):
+        support.EmailArgs(to=to, subject="s", body="b")

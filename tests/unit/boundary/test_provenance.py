@@ -291,3 +291,14 @@ def test_a_key_that_looks_like_a_path_does_not_borrow_a_trusted_fields_trust() -
     seen = provenance_document({"to": ADDRESS, "iban": INJECTED_IBAN}, planted)
     assert not seen["to"]["trusted"] and seen["to"]["sources"][0]["field"] == '["amount.x"]'
     assert not seen["iban"]["trusted"]
+
+
+def test_a_decimal_comma_is_a_decimal() -> None:
+    """ "49,99 €" in a page is where 49.99 came from; "1,250" is still one thousand two hundred and fifty, and a
+    list of digits is no amount."""
+    page = source_of("tool:fetch_page", {"text": "owed a 49,99 € delay refund; 1,250 parcels; codes 1,2,3"},
+                     trusted=False)
+    assert fields(found({"amount": "49.99"}, page)) == [("tool:fetch_page", "text")]
+    assert fields(found({"amount": "1250"}, page)) == [("tool:fetch_page", "text")]
+    assert found({"amount": "1.25"}, page).sources == [] and found({"amount": "1.2"}, page).sources == []
+    assert found({"amount": "49.9"}, page).sources == []
