@@ -144,13 +144,21 @@ approval contains reason if {
 # A listed payee that only a third party's text named for this payment ("this receivable was assigned to Acme",
 # written in Globex's invoice) is vouched for as a payee, not as the payee of this invoice: it is, when an invoice
 # the run read is that payee's own (the AP ledger's vendor).
-# The invoice is this payee's own when the AP ledger names the payee as its vendor and the amount is its amount due.
+# The payment is against this payee's own invoice when the AP ledger names the payee as the vendor of an invoice
+# the run read, and the amount is that invoice's amount due or one the user typed.
 _own_invoice if {
 	some call in input.run.previous
 	call.outcome == "executed"
 	call.tool == "read_invoice"
 	call.result.vendor == _cfg.payees[_args.to]
-	to_number(call.result.amount_due) == to_number(_args.amount)
+	_amount_for(call.result)
+}
+
+_amount_for(invoice) if to_number(replace(invoice.amount_due, ",", "")) == to_number(_args.amount)
+
+_amount_for(_) if {
+	some source in provenance.entry("amount").sources
+	source.from == "user"
 }
 
 # Named only by a third party: found only in untrusted content, not traced at all, or made up (pieced together)

@@ -218,3 +218,19 @@ test_a_recipient_without_provenance_is_not_vouched_by_the_payee_list_alone if {
 	d := treasury_payout.decision with input as json.remove(_pay("250"), ["provenance/to"])
 	d.require_approval
 }
+
+test_a_payees_own_invoice_with_a_thousands_separator_vouches_for_its_amount if {
+	acme := {"run": {"previous": [{"call_id": "c1", "tool": "read_invoice", "outcome": "executed", "args": {}, "result": {"vendor": "Acme Hosting Ltd", "amount_due": "1,000.00"}}]}}
+	doc := object.union(_with_provenance(_pay("1000"), {"to": _from_note("…"), "amount": _from_ledger}), acme)
+	d := treasury_payout.decision with input as doc
+	d.allow
+	not d.require_approval
+}
+
+test_a_partial_payment_the_user_typed_against_the_payees_own_invoice_is_allowed if {
+	typed := {"sources": [{"from": "user", "field": "input.message", "trusted": true, "context": "pay 300"}], "trusted": true}
+	doc := object.union(_with_provenance(_pay("300"), {"to": _from_note("…"), "amount": typed}), _read_acme_invoice)
+	d := treasury_payout.decision with input as doc
+	d.allow
+	not d.require_approval
+}
