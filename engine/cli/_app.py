@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
@@ -28,8 +29,40 @@ if TYPE_CHECKING:  # imported where used, so the CLI starts quickly
     from engine.store.db import Database
     from engine.store.users import Approver
 
+#: The options of the ``airlock`` command itself, accepted anywhere on the line (``airlock up --project-dir X``).
+GLOBAL_OPTIONS = ("--project-dir", "--workflows-dir", "--tools-dir", "--policies-dir")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options (and their values) moved in front of the command, as Click wants them;
+    nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            taken = 1 if "=" in arg else 2
+            front += args[i:i + taken]
+            i += taken
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class _AirlockGroup(TyperGroup):
+    """The ``airlock`` command group: global options wherever the user types them."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args)))
+
+
 app = typer.Typer(help="Airlock: agent workflows where the model proposes and a boundary decides.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, cls=_AirlockGroup)
 
 
 approvals_app = typer.Typer(help="The approval inbox, across all runs.", no_args_is_help=True)
@@ -98,6 +131,7 @@ def main(
     """Folders default to workflows/, tools/ and policies/ of the current directory."""
     given = {"project_dir": project_dir, "workflows_dir": workflows_dir, "tools_dir": tools_dir,
              "policies_dir": policies_dir}
+    _overrides.clear()  # each invocation's own (in one process, tests invoke the app many times)
     _overrides.update({k: v for k, v in given.items() if v is not None})
 
 
@@ -120,15 +154,37 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _spec(path: Path, settings: Settings) -> ResolvedSpec:
     if not path.exists() and settings.workflows_dir:  # a bare name: look in the workflows folder
-        from engine.runtime.definitions import spec_file
-
-        path = spec_file(settings.workflows_dir, str(path)) or path
+        path = _named(str(path), settings.workflows_dir, settings.project_dir) or path
     try:
         return load_spec(path, project_dir=settings.project_dir)
     except SpecError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
         raise typer.Exit(2) from exc
+
+
+def _named(name: str, workflows_dir: Path, project_dir: Path) -> Path | None:
+    """The definition a bare name means: a file of that name in the workflows folder (``support_refund``), or
+    the one whose ``name:`` it is (``support-refund``). A name that is neither fails listing what there is; a
+    path (a ``/`` or a definition's suffix) is left to the loader, which names the missing file."""
+    from engine.runtime.definitions import SPEC_SUFFIXES, spec_file, spec_files
+
+    found = spec_file(workflows_dir, name)
+    if found is not None:
+        return found
+    known: list[str] = []
+    for candidate in spec_files(workflows_dir):
+        try:
+            spec = load_spec(candidate, project_dir=project_dir)
+        except Exception:  # noqa: BLE001 - a broken file is no match (`airlock validate` details it)
+            continue
+        if spec.name == name:
+            return candidate
+        known.append(f"{spec.name} ({candidate.name})")
+    if "/" in name or os.sep in name or name.endswith(SPEC_SUFFIXES):
+        return None
+    there = ", ".join(known) if known else "none"
+    _fail(f"no workflow named {name!r} in {workflows_dir}; there are: {there}", 2)
 
 
 def parse_input(raw: str) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def test_run_finds_a_bare_workflow_name_in_workflows_dir() -> None:
     result = runner.invoke(app, ["run", "support_refund", "--as", "alice", "--input", "nope"], env=ENV)
     assert result.exit_code == 2 and "--input:1:1: not valid JSON" in result.output
     missing = runner.invoke(app, ["run", "no_such_workflow", "--as", "alice"], env=ENV)
-    assert missing.exit_code == 2 and "no_such_workflow:1: (file): no such file" in missing.output
+    assert missing.exit_code == 2 and "no workflow named 'no_such_workflow'" in missing.output
 
 
 def test_deciding_as_someone_needs_their_password(tmp_path: Path) -> None:
@@ -155,3 +155,39 @@ def test_an_api_url_that_is_not_airlock_is_a_clear_error(tmp_path: Path) -> None
         server.shutdown()
     assert result.exit_code == 1 and "did not answer with the Airlock API's JSON" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_global_options_are_taken_wherever_they_are_typed(tmp_path: Path) -> None:
+    """`airlock run NAME --project-dir X` means `airlock --project-dir X run NAME`: the project's workflows are
+    the ones looked in (nothing listens at the Temporal address, so a found workflow fails later, with 1)."""
+    env = {"AIRLOCK_TEMPORAL__ADDRESS": "127.0.0.1:1"}  # no AIRLOCK_PROJECT_DIR: the option must carry it
+    for args in (["run", "support-refund", "--project-dir", str(ROOT)],
+                 ["run", f"--project-dir={ROOT}", "support-refund"],
+                 ["--project-dir", str(ROOT), "run", "support-refund"]):
+        result = runner.invoke(app, [*args, "--as", "alice", "--input", "{"], env=env)
+        assert result.exit_code == 2 and "--input:1:2: not valid JSON" in result.output, (args, result.output)
+    elsewhere = runner.invoke(app, ["run", "support-refund", "--project-dir", str(tmp_path), "--as", "alice"],
+                              env=env)
+    assert elsewhere.exit_code == 2 and f"no workflow named 'support-refund' in {tmp_path / 'workflows'}" in (
+        elsewhere.output.replace("\n", ""))
+
+
+def test_nothing_after_a_double_dash_is_taken_for_a_global_option() -> None:
+    from engine.cli._app import hoist_global_options
+
+    assert hoist_global_options(["up", "--project-dir", "x", "--", "--tools-dir", "y"]) == [
+        "--project-dir", "x", "up", "--", "--tools-dir", "y"]
+
+
+def test_run_takes_a_workflows_name_or_its_file_and_lists_what_exists_otherwise() -> None:
+    by_name = runner.invoke(app, ["run", "treasury-payout", "--as", "alice", "--input", "[1]"], env=ENV)
+    by_file = runner.invoke(app, ["run", "treasury_payout", "--as", "alice", "--input", "[1]"], env=ENV)
+    for result in (by_name, by_file):
+        assert result.exit_code == 2 and "must be a JSON object, got list" in result.output, result.output
+    unknown = runner.invoke(app, ["run", "agentdojo-banking", "--as", "alice"], env=ENV)
+    said = unknown.output.replace("\n", "")
+    assert unknown.exit_code == 2 and "no workflow named 'agentdojo-banking'" in said
+    assert "treasury-payout (treasury_payout.yaml)" in said
+    assert "support-refund-strict (support_refund_strict.py)" in said
+    missing_file = runner.invoke(app, ["run", "workflows/nothing.yaml", "--as", "alice"], env=ENV)
+    assert missing_file.exit_code == 2 and "nothing.yaml" in missing_file.output
