@@ -79,10 +79,24 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
 
 
-out = Console()
+#: The width of output that goes to a pipe or a file: wide enough that nothing is wrapped (a path, an address,
+#: a table's row stays on one line for grep and scripts); tables and panels are only as wide as their content.
+UNWRAPPED = 100_000
 
 
-err = Console(stderr=True)
+def console(*, stderr: bool = False) -> Console:
+    """A console that wraps at the terminal's width on a terminal, and not at all into a pipe or a file (unless
+    ``COLUMNS`` says otherwise)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=UNWRAPPED)
+
+
+out = console()
+
+
+err = console(stderr=True)
 
 
 _overrides: dict[str, Any] = {}

@@ -191,3 +191,20 @@ def test_run_takes_a_workflows_name_or_its_file_and_lists_what_exists_otherwise(
     assert "support-refund-strict (support_refund_strict.py)" in said
     missing_file = runner.invoke(app, ["run", "workflows/nothing.yaml", "--as", "alice"], env=ENV)
     assert missing_file.exit_code == 2 and "nothing.yaml" in missing_file.output
+
+
+def test_output_into_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
+    """A path longer than any terminal stays on one line when the output goes to a pipe (grep, scripts)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4)
+    shutil.copytree(ROOT / "workflows", folder)
+    deep = folder / "support_refund.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"AIRLOCK_PROJECT_DIR": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(deep)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{deep}: ok (support-refund v1, 5 tools)"]
