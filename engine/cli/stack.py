@@ -15,11 +15,12 @@ from engine.local import stack as localstack
 
 
 @app.command()
-def up() -> None:
-    """Start Temporal, OPA, anvil, the scripted model and a worker (idempotent)."""
+def up(chain: bool | None = typer.Option(None, "--chain/--no-chain", help="Start anvil with the demo token "
+                                           "(default: when a workflow of the project names a chain_id).")) -> None:
+    """Start Temporal, OPA, the scripted model, a worker, the UI and, for chain workflows, anvil (idempotent)."""
     settings = _settings()
     try:
-        localstack.up(settings, lambda line: out.print(line, highlight=False))
+        localstack.up(settings, lambda line: out.print(line, highlight=False), chain=chain)
     except AirlockError as exc:
         _fail(str(exc))
 

@@ -43,7 +43,7 @@ DEMOS = ("treasury-payout", "support-refund")
 def _stack_and_accounts(settings: Settings, console: Console) -> Approver:
     """Start the stack; create the demo accounts (alice asks, bob approves)."""
     console.rule("1. local stack")
-    localstack.up(settings, lambda line: console.print("  " + line, highlight=False))
+    localstack.up(settings, lambda line: console.print("  " + line, highlight=False), chain=True)
     db = Database(settings.db_url).migrate()
     db.call(users.add_user, name=REQUESTER, password=DEMO_PASSWORD, roles=["support", "treasury"])
     approver = db.call(users.add_user, name=APPROVER, password=DEMO_PASSWORD,

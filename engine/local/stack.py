@@ -104,9 +104,26 @@ def _policy_hint(settings: Settings) -> str:
             "`airlock down && airlock up` serves it")
 
 
-def up(settings: Settings, say: Callable[[str], None]) -> None:
-    """Start every component not already running (idempotent)."""
+def needs_chain(settings: Settings) -> bool:
+    """Whether a workflow of the project names a chain (``chain_id``): only then does `up` start anvil."""
+    from engine.runtime.definitions import spec_files
+    from engine.spec import load_spec
+
+    for path in spec_files(settings.workflows_dir or Path("workflows")):
+        try:
+            if load_spec(path, project_dir=settings.project_dir).chain_id is not None:
+                return True
+        except Exception:  # noqa: BLE001 - a broken file names no chain (`airlock validate` details it)
+            continue
+    return False
+
+
+def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None) -> None:
+    """Start every component not already running (idempotent); anvil only when ``chain`` (by default: when a
+    workflow of the project names a chain)."""
     state = private_dir(settings.state_dir or Path(".airlock"))  # also tightens one an older version made
+    if chain is None:
+        chain = needs_chain(settings)
     files = stack.StateFiles(state)
     addr = addresses(settings)
     launchers: dict[str, Callable[[int, Path], subprocess.Popen[bytes]]] = {
@@ -117,6 +134,9 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir),
         "model": lambda port, log: stack.launch_scripted(port, log),
     }
+    if not chain:
+        del launchers["anvil"]
+        say("anvil: not started (no workflow of the project names a chain_id; `airlock up --chain` starts it)")
     for name, launch in launchers.items():
         host, port = addr[name]
         if _is_ours(files, name):
@@ -129,7 +149,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
         served = f", bundle {_served_revision(settings)}" if name == "opa" else ""
         say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)}{served})")
-    chain_env = _prepare_chain(settings, state, say)
+    chain_env = _prepare_chain(settings, state, say) if chain else {}
     _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}", chain_env)
     ui_address = f"{settings.ui.host}:{settings.ui.port}"
     if not _is_ours(files, "ui") and stack.port_open(settings.ui.host, settings.ui.port):

@@ -98,3 +98,41 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
     status = {s["name"]: s["state"] for s in json.loads(airlock("status", "--json").stdout)}
     assert status == {"temporal": "stopped", "opa": "external", "anvil": "stopped", "model": "stopped",
                       "worker": "stopped", "ui": "stopped"}
+
+
+def test_up_starts_no_chain_for_a_project_without_chain_workflows(services: Services, tmp_path: Path) -> None:
+    """A project whose workflows name no chain_id gets no anvil, no demo token and no keystore; `--chain` asks
+    for them all the same."""
+    ports = {name: stack.free_port() for name in ("temporal", "ui", "anvil", "model", "web")}
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "scripts").mkdir()
+    (workflows / "scripts" / "turns.yaml").write_text("turns:\n  - content: done\n")
+    (workflows / "refunds.yaml").write_text(
+        "name: refunds\nversion: 1\nmodel: {provider: scripted, script: scripts/turns.yaml}\nsystem_prompt: hi\n"
+        "tools: [tools.support:lookup_order]\npolicy: airlock.support_refund\n")
+    env = {**os.environ, "AIRLOCK_PROJECT_DIR": str(ROOT), "AIRLOCK_STATE_DIR": str(tmp_path / "state"),
+           "AIRLOCK_TEMPORAL__ADDRESS": f"127.0.0.1:{ports['temporal']}",
+           "AIRLOCK_TEMPORAL__UI_PORT": str(ports["ui"]), "AIRLOCK_OPA__URL": services.opa_url,
+           "AIRLOCK_CHAIN__RPC_URL": f"http://127.0.0.1:{ports['anvil']}",
+           "AIRLOCK_LLM__SCRIPTED_URL": f"http://127.0.0.1:{ports['model']}/v1",
+           "AIRLOCK_UI__PORT": str(ports["web"])}
+
+    def airlock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args, "--workflows-dir", str(workflows)],
+                              cwd=ROOT, env=env, text=True, capture_output=True, timeout=120)
+
+    try:
+        up = airlock("up")
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert "anvil: not started (no workflow of the project names a chain_id" in up.stdout
+        assert "chain:" not in up.stdout and not stack.port_open("127.0.0.1", ports["anvil"])
+        assert not (tmp_path / "state" / "keys" / "treasury.keystore.json").exists()
+        status = {s["name"]: s["state"] for s in json.loads(airlock("status", "--json").stdout)}
+        assert status["anvil"] == "stopped" and status["worker"] == "running"
+        with_chain = airlock("up", "--chain")
+        assert with_chain.returncode == 0, with_chain.stderr + with_chain.stdout
+        assert f"anvil: started at 127.0.0.1:{ports['anvil']}" in with_chain.stdout
+        assert "chain: demo token tUSD at" in with_chain.stdout
+    finally:
+        airlock("down")
