@@ -287,3 +287,44 @@ async def test_the_approver_sees_where_each_argument_came_from_at_phone_width(br
     await expect(origins.nth(1)).to_contain_text("the model made it up")
     assert not await page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
     await page.screenshot(path=str(ARTIFACTS / "detail-provenance-390.png"), full_page=True)
+
+
+async def test_treasury_pages_fit_a_phone(browser: Browser, chain_settings: Settings, devchain: DevChainNode,
+                                          web: Web, tmp_path: Path) -> None:
+    """A treasury payment waiting for approval, with its long addresses, token contract, facts and the invoice
+    note it was read from: the inbox, the approval page and the run page fit 390 px without scrolling sideways,
+    and at desktop width too."""
+    from tests.integration.test_treasury import GLOBEX, pay, treasury_spec
+
+    make_people(web.settings.db_url)
+    from engine.store import users
+    from engine.store.db import make_engine
+
+    with Session(make_engine(web.settings.db_url)) as session:
+        users.add_user(session, name="erin", password="erin-password", roles=["treasury-approvers"])
+    spec = treasury_spec(tmp_path, {"name": "read_invoice", "args": {"invoice_id": "INV-2042"}},
+                         pay(GLOBEX, "4800.00", memo="INV-2042 Q4 freight " + "0x" + "ab" * 32))
+    from tests.helpers import start_run, wait_for_inbox
+
+    handle = await start_run(await connect(web.settings.temporal), task_queue=web.settings.temporal.task_queue,
+                             spec=spec, run_input={"message": "Pay invoice INV-2042."}, requested_by="alice")
+    [item] = await wait_for_inbox(web.settings.db_url, handle.id)
+    for width in (390, 1280):
+        page = await signed_in(browser, web, "erin", width=width)
+        wide: dict[str, int] = {}
+        for name, path in (("inbox", "/"), ("approval", f"/approvals/{item.approval_id}"),
+                           ("run", f"/runs/{handle.id}")):
+            await page.goto(f"{web.url}{path}")
+            await page.wait_for_load_state("networkidle")
+            await page.screenshot(path=str(ARTIFACTS / f"treasury-{name}-{width}.png"), full_page=True)
+            scroll = await page.evaluate("document.documentElement.scrollWidth")
+            if scroll > width + 1:
+                wide[name] = scroll
+        assert wide == {}, f"pages wider than {width} px: {wide}"
+    page = await signed_in(browser, web, "erin", width=390)
+    await page.goto(f"{web.url}/approvals/{item.approval_id}")
+    to = page.locator("dl.args dd").filter(has_text=GLOBEX).first  # whole, wrapped inside its box
+    await expect(to).to_be_visible()
+    box = await to.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    await handle.terminate()
