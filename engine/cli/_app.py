@@ -241,6 +241,7 @@ async def _client(settings: Settings) -> Client:
 
 
 PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read --as USER's password from stdin.")
+JSON = typer.Option(False, "--json", help="Print one JSON object (a list for several).")
 
 
 def authenticate(settings: Settings, as_user: str | None, password_stdin: bool) -> Approver:

@@ -22,6 +22,7 @@ import typer
 from engine.boundary.people import rejection_problem
 from engine.cli import render
 from engine.cli._app import (
+    JSON,
     PASSWORD_STDIN,
     _client,
     _database,
@@ -107,7 +108,7 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
 
 
 def _act(approval_id: str, user: str | None, action: str, comment: str | None,
-         args: dict[str, Any] | None = None, password_stdin: bool = False) -> None:
+         args: dict[str, Any] | None = None, password_stdin: bool = False, as_json: bool = False) -> None:
     """Approve, reject or edit: through the API with a token, else locally as ``--as`` (with a password)."""
     from engine.runtime.runs import decide_approval, edit_action
 
@@ -121,7 +122,7 @@ def _act(approval_id: str, user: str | None, action: str, comment: str | None,
                       else api.decide(approval_id, decision=action, digest=digest, comment=comment))
         except AirlockError as exc:
             _fail(str(exc))
-        _print_outcome(approval_id, result)
+        _print_outcome(approval_id, result, as_json)
         return
     approver = authenticate(settings, user, password_stdin)
     db, signer = _database(settings), authority(settings)
@@ -140,7 +141,7 @@ def _act(approval_id: str, user: str | None, action: str, comment: str | None,
                                                wait_s=settings.temporal.decision_wait_s)
         except AirlockError as exc:
             _fail(str(exc), exit_code(exc))
-        _print_outcome(approval_id, result)
+        _print_outcome(approval_id, result, as_json)
 
     run_client_command(go())
 
@@ -148,9 +149,14 @@ def _act(approval_id: str, user: str | None, action: str, comment: str | None,
 QUEUED_EXIT = 3  # accepted for delivery, not applied yet
 
 
-def _print_outcome(approval_id: str, result: ApprovalDecisionResult) -> None:
-    """How the decision went; a queued one exits ``QUEUED_EXIT`` (the command succeeded, the run has not
-    applied it yet)."""
+def _print_outcome(approval_id: str, result: ApprovalDecisionResult, as_json: bool = False) -> None:
+    """How the decision went (one JSON object with ``--json``); a queued one exits ``QUEUED_EXIT`` (the command
+    succeeded, the run has not applied it yet)."""
+    if as_json:
+        print(json.dumps({"approval_id": approval_id, **result.model_dump(mode="json")}))
+        if result.status == "queued":
+            raise typer.Exit(QUEUED_EXIT)
+        return
     if result.status == "queued":
         out.print(f"{approval_id}: queued — {result.detail or 'accepted for delivery'}. It does not count until "
                   f"a worker applies it: `airlock approvals show {approval_id}` shows when it has, or why not.",
@@ -211,25 +217,27 @@ _AS = typer.Option(None, "--as", help="Who decides (local mode); with an API tok
 
 @app.command()
 def approve(approval_id: str, as_user: str | None = _AS,
-            comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
+            comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN,
+            as_json: bool = JSON) -> None:
     """Approve a pending action (not as the user who started its run, nor one who edited it)."""
-    _act(approval_id, as_user, "approve", comment, password_stdin=password_stdin)
+    _act(approval_id, as_user, "approve", comment, password_stdin=password_stdin, as_json=as_json)
 
 
 @app.command()
 def reject(approval_id: str, as_user: str | None = _AS,
            reason: str = typer.Option(..., "--reason", help="Goes back to the model."),
-           password_stdin: bool = PASSWORD_STDIN) -> None:
+           password_stdin: bool = PASSWORD_STDIN, as_json: bool = JSON) -> None:
     """Reject a pending action; the reason goes back to the model."""
     if (problem := rejection_problem("reject", reason)) is not None:
         _fail(f"--reason: {problem}", 2)
-    _act(approval_id, as_user, "reject", reason, password_stdin=password_stdin)
+    _act(approval_id, as_user, "reject", reason, password_stdin=password_stdin, as_json=as_json)
 
 
 @app.command()
 def edit(approval_id: str, as_user: str | None = _AS,
          set_: list[str] = typer.Option(..., "--set", help="NAME=VALUE for an argument to change (repeat)."),
-         comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN) -> None:
+         comment: str | None = typer.Option(None, "--comment"), password_stdin: bool = PASSWORD_STDIN,
+         as_json: bool = JSON) -> None:
     """Correct a pending action's arguments; it is checked and decided again."""
     args = dict(_load(_settings(), approval_id).args)
     for item in set_:
@@ -237,4 +245,4 @@ def edit(approval_id: str, as_user: str | None = _AS,
         if not sep or name not in args:
             _fail(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(args)}", 2)
         args[name] = value
-    _act(approval_id, as_user, "edit", comment, args, password_stdin=password_stdin)
+    _act(approval_id, as_user, "edit", comment, args, password_stdin=password_stdin, as_json=as_json)

@@ -12,6 +12,7 @@ import typer
 
 from engine.cli import render
 from engine.cli._app import (
+    JSON,
     PASSWORD_STDIN,
     _client,
     _database,
@@ -40,17 +41,26 @@ if TYPE_CHECKING:
 
 
 @app.command()
-def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML or Python).")) -> None:
-    """Check workflow specs; print PATH:LINE: field: message for each problem."""
+def validate(paths: list[Path] = typer.Argument(..., help="Workflow specs (YAML or Python)."),
+             as_json: bool = JSON) -> None:
+    """Check workflow specs; print PATH:LINE: field: message for each problem (exit 2 when there is one)."""
     settings, failed = _settings(), False
+    report: list[dict[str, object]] = []
     for path in paths:
         try:
             spec = load_spec(path, project_dir=settings.project_dir)
-            out.print(f"{path}: ok ({spec.name} v{spec.version}, {len(spec.tool_specs)} tools)", highlight=False)
+            report.append({"path": str(path), "ok": True, "name": spec.name, "version": spec.version,
+                           "tools": [t.name for t in spec.tool_specs], "problems": []})
+            if not as_json:
+                out.print(f"{path}: ok ({spec.name} v{spec.version}, {len(spec.tool_specs)} tools)", highlight=False)
         except SpecError as exc:
             failed = True
-            for issue in exc.issues:
-                print(issue, file=sys.stderr)
+            report.append({"path": str(path), "ok": False, "problems": [str(i) for i in exc.issues]})
+            if not as_json:
+                for issue in exc.issues:
+                    print(issue, file=sys.stderr)
+    if as_json:
+        print(json.dumps(report))
     if failed:
         raise typer.Exit(2)
 

@@ -134,8 +134,10 @@ async def test_reject_from_cli_needs_reason_and_reaches_run(client: Client, sett
         [item] = await wait_for_inbox(settings.db_url, run_id)
         code, _, err = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", " ")
         assert code == 2 and "--reason: a rejection needs a reason" in err
-        code, out, _ = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", "duplicate")
-        assert code == 0 and "rejected" in out
+        code, out, _ = await airlock(settings, "reject", item.approval_id, "--as", "bob", "--reason", "duplicate",
+                                     "--json")
+        assert code == 0 and json.loads(out)["approval_id"] == item.approval_id
+        assert json.loads(out)["status"] == "rejected"
         result = await client.get_workflow_handle(run_id, result_type=RunResult).result()
     assert result.tool_calls[0].outcome == "rejected" and result.tool_calls[0].error == "duplicate"
 

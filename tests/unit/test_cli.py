@@ -208,3 +208,15 @@ def test_output_into_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
                           text=True, env=env, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"{deep}: ok (support-refund v1, 5 tools)"]
+
+
+def test_validate_as_json_reports_every_file(tmp_path: Path) -> None:
+    import json
+
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(app, ["validate", str(ROOT / "workflows/treasury_payout.yaml"), str(missing), "--json"],
+                           env=ENV)
+    assert result.exit_code == 2
+    good, bad = json.loads(result.stdout)
+    assert good["ok"] and good["name"] == "treasury-payout" and "transfer_token" in good["tools"]
+    assert bad == {"path": str(missing), "ok": False, "problems": [f"{missing}:1: (file): no such file"]}
