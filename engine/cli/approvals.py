@@ -79,7 +79,7 @@ def approvals_list(
     elif not items:
         out.print("no pending approvals")
     else:
-        out.print(render.approvals_table(items))
+        out.print(render.approvals_table(out, items))
 
 
 def _load(settings: Settings, approval_id: str) -> ApprovalView:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -65,19 +66,36 @@ def result_json(result: RunResult) -> str:
                       default=str)
 
 
-def calls_table(calls: list[ToolCallRecord], title: str = "Tool calls") -> Table:
-    """A table of proposed calls: what the model asked, what the boundary did."""
+def fitted(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> RenderableType:
+    """A table when each row fits the console on one line; otherwise one record per block ("column: value"
+    lines), so long addresses and hashes are never folded into narrow columns. Cells are Rich markup (escape
+    what a user or a model wrote)."""
     table = Table(title=title, title_justify="left")
-    for col in ("step", "tool", "arguments", "policy", "outcome", "why"):
+    for col in columns:
         table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    natural = console.measure(table, options=console.options.update(max_width=1_000_000)).maximum
+    if not rows or natural <= console.width:
+        return table
+    blocks: list[RenderableType] = [f"[italic]{escape(title)}[/]"]
+    for row in rows:
+        blocks.append("\n".join(f"[dim]{escape(col)}:[/] {cell}" for col, cell in zip(columns, row, strict=True))
+                      + "\n")
+    return Group(*blocks)
+
+
+def calls_table(console: Console, calls: list[ToolCallRecord], title: str = "Tool calls") -> RenderableType:
+    """The proposed calls: what the model asked, what the boundary did."""
+    rows = []
     for c in calls:
         why = "; ".join(c.decision.reasons) if c.decision else (c.error or "")
         if c.votes:
             why += " | " + ", ".join(f"{v.decision}d by {v.by}" for v in c.votes)
         style = _OUTCOME_STYLE.get(c.outcome, "")
-        table.add_row(str(c.step), escape(c.tool), escape(args_summary(c.args or {"raw": c.raw_arguments})),
-                      c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", escape(why))
-    return table
+        rows.append([str(c.step), escape(c.tool), escape(args_summary(c.args or {"raw": c.raw_arguments})),
+                     c.decision.outcome if c.decision else "-", f"[{style}]{c.outcome}[/]", escape(why)])
+    return fitted(console, title, ("step", "tool", "arguments", "policy", "outcome", "why"), rows)
 
 
 def print_result(console: Console, result: RunResult) -> None:
@@ -86,7 +104,7 @@ def print_result(console: Console, result: RunResult) -> None:
     console.print(f"run [bold]{result.run_id}[/] ({result.workflow} v{result.version}): "
                   f"[{style}]{result.status}[/]" + (f" — {escape(result.reason)}" if result.reason else ""))
     if result.tool_calls:
-        console.print(calls_table(result.tool_calls))
+        console.print(calls_table(console, result.tool_calls))
     if result.output:
         console.print(f"[bold]final answer:[/] {escape(result.output)}")
 
@@ -162,17 +180,14 @@ def status_text(item: ApprovalView) -> str:
     return f"{item.status} ({len(waiting)} decision(s) waiting for a worker: {', '.join(q.by for q in waiting)})"
 
 
-def approvals_table(items: list[ApprovalView]) -> Table:
-    """The inbox."""
-    table = Table(title="Approvals", title_justify="left")
-    for col in ("id", "workflow", "requested by", "tool", "arguments", "policy reasons", "waited", "expires",
-                "status"):
-        table.add_column(col, overflow="fold")
-    for a in items:
-        table.add_row(a.approval_id, f"{a.workflow} v{a.version}", a.requested_by, a.tool, args_summary(a.args),
-                      "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
-                      status_text(a))
-    return table
+def approvals_table(console: Console, items: list[ApprovalView]) -> RenderableType:
+    """The inbox (every value escaped: arguments are the model's text)."""
+    rows = [[escape(str(cell)) for cell in (
+        a.approval_id, f"{a.workflow} v{a.version}", a.requested_by, a.tool, args_summary(a.args),
+        "; ".join(a.policy_reasons), waited(a.created_at), a.expires_at.isoformat(timespec="minutes"),
+        status_text(a))] for a in items]
+    return fitted(console, "Approvals", ("id", "workflow", "requested by", "tool", "arguments", "policy reasons",
+                                         "waited", "expires", "status"), rows)
 
 
 _KIND_STYLE = {"model": "blue", "validation": "yellow", "policy": "magenta", "approval": "cyan", "execution": "green",
@@ -186,14 +201,10 @@ def print_timeline(console: Console, run: RunView, timeline: list[TimelineLine],
                   f"{run.tenant}: [{style}]{run.status}[/]" + (f" — {escape(run.reason)}" if run.reason else ""),
                   highlight=False)
     console.print(f"Temporal UI: {temporal_ui}", highlight=False)
-    table = Table(title="Timeline", title_justify="left")
-    for col in ("time", "step", "kind", "ms", "what happened"):
-        table.add_column(col, overflow="fold")
-    for e in timeline:
-        kind = _KIND_STYLE.get(e.kind, "default")
-        table.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
-                      f"[{kind}]{e.kind}[/]", "" if e.latency_ms is None else f"{e.latency_ms:.0f}", escape(e.summary))
-    console.print(table)
+    rows = [[e.at.strftime("%H:%M:%S.%f")[:-3], "" if e.step is None else str(e.step),
+             f"[{_KIND_STYLE.get(e.kind, 'default')}]{e.kind}[/]",
+             "" if e.latency_ms is None else f"{e.latency_ms:.0f}", escape(e.summary)] for e in timeline]
+    console.print(fitted(console, "Timeline", ("time", "step", "kind", "ms", "what happened"), rows))
     usage = usage_of(timeline)
     console.print(f"model calls {usage['model_calls']}, tokens {usage['input_tokens']} in / {usage['output_tokens']} "
                   f"out, cost {usage['cost']:g}, fallbacks {usage['fallbacks']}", highlight=False)

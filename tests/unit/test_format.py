@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.ui.format import argument_rows, fact_rows
 
 
@@ -43,3 +45,41 @@ def test_argument_rows_say_where_each_argument_came_from() -> None:
     assert amount["made_up"] and not amount["trusted"]
     assert memo["trusted"] and memo["sources"][0]["from"] == "user"
     assert chain is None  # not traced: nothing is said about it
+
+
+def _payment_waiting(to: str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906") -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from engine.store.approvals import ApprovalView
+
+    now = datetime.now(UTC)
+    return ApprovalView(
+        approval_id="apr_0123456789ab", run_id="treasury-payout-0123abcd", workflow="treasury-payout", version=1,
+        tool="transfer_token", args={"chain_id": 31337, "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                                     "to": to, "amount": "4800.00", "memo": "INV-2042 [red]paid[/]"},
+        facts={}, model_reason=None,
+        policy_reasons=["payments above 1000 tUSD need one approval by treasury-approvers [bold]"],
+        approvers=["treasury-approvers"], min_approvals=1, policy_revision=None, digest="sha256:00",
+        requested_by="alice", tenant="default", status="pending", votes=[], reason=None, created_at=now,
+        expires_at=now + timedelta(hours=24),
+        decided_at=None)
+
+
+def test_a_table_too_wide_for_the_terminal_becomes_one_record_per_block() -> None:
+    """At 80 columns the inbox's row (two addresses, a reason) would fold the addresses into slivers: each item is
+    shown as "column: value" lines instead, every address whole on its line; a wide terminal gets the table."""
+    from rich.console import Console
+
+    from engine.cli.render import approvals_table
+
+    narrow = Console(record=True, width=80, color_system=None)
+    narrow.print(approvals_table(narrow, [_payment_waiting()]))
+    text = narrow.export_text()
+    assert "│" not in text and "arguments: chain_id=31337, token=0x5FbDB2315678afecb367f032d93F642f641" in text
+    # the policy's text, shown as written, never read as markup
+    assert "policy reasons: payments above 1000 tUSD need one approval by treasury-approvers [bold]" in (
+        text.replace("\n", " "))
+    assert "requested by: alice\n" in text
+    wide = Console(record=True, width=400, color_system=None)
+    wide.print(approvals_table(wide, [_payment_waiting()]))
+    assert "│ apr_0123456789ab │ treasury-payout v1 │" in wide.export_text()
