@@ -181,17 +181,13 @@ def _named(name: str, workflows_dir: Path, project_dir: Path) -> Path | None:
     """The definition a bare name means: a file of that name in the workflows folder (``support_refund``), or
     the one whose ``name:`` it is (``support-refund``). A name that is neither fails listing what there is; a
     path (a ``/`` or a definition's suffix) is left to the loader, which names the missing file."""
-    from engine.runtime.definitions import SPEC_SUFFIXES, spec_file, spec_files
+    from engine.runtime.definitions import SPEC_SUFFIXES, loadable_specs, spec_file
 
     found = spec_file(workflows_dir, name)
     if found is not None:
         return found
     known: list[str] = []
-    for candidate in spec_files(workflows_dir):
-        try:
-            spec = load_spec(candidate, project_dir=project_dir)
-        except Exception:  # noqa: BLE001 - a broken file is no match (`airlock validate` details it)
-            continue
+    for candidate, spec in loadable_specs(workflows_dir, project_dir):
         if spec.name == name:
             return candidate
         known.append(f"{spec.name} ({candidate.name})")

@@ -106,16 +106,10 @@ def _policy_hint(settings: Settings) -> str:
 
 def needs_chain(settings: Settings) -> bool:
     """Whether a workflow of the project names a chain (``chain_id``): only then does `up` start anvil."""
-    from engine.runtime.definitions import spec_files
-    from engine.spec import load_spec
+    from engine.runtime.definitions import loadable_specs
 
-    for path in spec_files(settings.workflows_dir or Path("workflows")):
-        try:
-            if load_spec(path, project_dir=settings.project_dir).chain_id is not None:
-                return True
-        except Exception:  # noqa: BLE001 - a broken file names no chain (`airlock validate` details it)
-            continue
-    return False
+    return any(spec.chain_id is not None
+               for _, spec in loadable_specs(settings.workflows_dir or Path("workflows"), settings.project_dir))
 
 
 def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ def spec_files(workflows_dir: Path) -> list[Path]:
     if not workflows_dir.is_dir():
         return []
     return sorted(p for p in workflows_dir.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith("_"))
+
+
+def loadable_specs(workflows_dir: Path, project_dir: Path) -> Iterator[tuple[Path, ResolvedSpec]]:
+    """Each definition of a folder that loads, with its file; a broken file is skipped (`airlock validate`
+    details it)."""
+    for path in spec_files(workflows_dir):
+        try:
+            spec = load_spec(path, project_dir=project_dir)
+        except Exception:  # noqa: BLE001 - one broken file must not hide the good ones
+            continue
+        yield path, spec
 
 
 def spec_file(workflows_dir: Path, name: str) -> Path | None:
