@@ -13,6 +13,9 @@ share a cursor. A script::
       - tool_calls: [{name: lookup_order, args: {order_id: A-1001}}]
         content: "Looking the order up first."     # optional stated reason
       - content: "All done."
+
+or ``cases:``, each with a ``match`` searched in the run's first user message
+and its own turns (:mod:`engine.spec.script`).
 """
 
 from __future__ import annotations
@@ -23,39 +26,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import SpecError
+from engine.spec.script import Script, ScriptedTurn
+from engine.spec.script import load_script as read_script
 
 LABEL = "scripted model"
 
 
-class ScriptedCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-    raw_arguments: str | None = None  # sent as is instead of ``args``: what a misbehaving model would send
-
-
-class ScriptedTurn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    content: str | None = None
-    tool_calls: list[ScriptedCall] = Field(default_factory=list)
-    expect_response_format: bool = False  # answer 400 unless the request asks for a JSON-schema answer
-
-
-class Script(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    turns: list[ScriptedTurn]
-
-
 def load_script(path: str) -> Script:
-    """Read and validate a script file."""
+    """Read and validate the script a request's ``model`` names.
+
+    Raises:
+        ValueError: not an absolute path to a ``.yaml`` file.
+        SpecError: the file is not a valid script.
+    """
     file = Path(path)
     if file.suffix not in (".yaml", ".yml") or not file.is_absolute():
         raise ValueError(f"model must name a script by absolute .yaml path, got {path!r}")
-    return Script.model_validate(yaml.safe_load(file.read_text()))
+    return read_script(file)
+
+
+def first_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the conversation's first user message (what a script's cases match), else ""."""
+    for m in messages:
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, list):  # content parts
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content if isinstance(content, str) else ""
+    return ""
 
 
 def _tokens(text: str) -> int:
@@ -84,12 +86,18 @@ def create_app() -> FastAPI:
     def complete(body: dict[str, Any]) -> dict[str, Any]:
         try:
             script = load_script(str(body.get("model", "")))
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, SpecError) as exc:
             raise HTTPException(status_code=400, detail=f"{LABEL}: {exc}") from exc
         messages = body.get("messages") or []
+        first = first_user_text(messages)
+        turns = script.turns_for(first)
+        if turns is None:
+            cases = ", ".join(repr(c.match) for c in script.cases)
+            raise HTTPException(status_code=400, detail=f"{LABEL}: no case of {Path(str(body['model'])).name} "
+                                                        f"matches the run's message {first[:200]!r} (cases: {cases})")
         turn_no = sum(1 for m in messages if m.get("role") == "assistant")
-        if turn_no < len(script.turns):
-            turn = script.turns[turn_no]
+        if turn_no < len(turns):
+            turn = turns[turn_no]
         else:
             turn = ScriptedTurn(content=f"({LABEL}: the script has no turn {turn_no + 1})")
         wanted = body.get("response_format") or {}

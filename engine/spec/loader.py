@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecError, SpecIssue
 from engine.spec.models import STEP_CLASSES, ModelSpec, ResolvedSpec, ToolSpec, WorkflowSpec
+from engine.spec.script import load_script
 from engine.spec.source import Lines, file_problem, issues_of, line_for, read_text, read_yaml
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
@@ -212,6 +213,11 @@ def _resolve_script(model: ModelSpec, loc: tuple[str, ...], path: Path, lines: L
     elif not script_path.is_file():
         issues.append(SpecIssue(str(path), line_for(lines, (*loc, "script")), ".".join(loc) + ".script",
                                 f"script file {script_path} does not exist"))
+    else:
+        try:
+            load_script(script_path)
+        except SpecError as exc:  # located in the script file itself
+            issues.extend(exc.issues)
     return model.model_copy(update={"script": str(script_path)})
 
 

@@ -61,8 +61,8 @@ def read_text(path: Path, shown: str, field: str = "(file)", line: int = 1) -> s
         raise SpecError([SpecIssue(shown, line, field, f"{path.name} is not UTF-8 text (byte {exc.start})")]) from None
 
 
-def read_yaml(path: Path, shown: str) -> tuple[dict[str, Any], Lines]:
-    """A YAML spec file's mapping, and the line of each key and list item in it.
+def read_yaml(path: Path, shown: str, what: str = "a workflow spec") -> tuple[dict[str, Any], Lines]:
+    """A YAML spec file's (or scripted-turns file's) mapping, and the line of each key and list item in it.
 
     Raises:
         SpecError: unreadable, nested too deep, not YAML, or not a mapping.
@@ -82,7 +82,7 @@ def read_yaml(path: Path, shown: str) -> tuple[dict[str, Any], Lines]:
     except ValueError as exc:  # e.g. an integer of more digits than Python reads
         raise SpecError([SpecIssue(shown, 1, "(yaml)", f"unreadable value: {exc}")]) from None
     if not isinstance(data, dict):
-        raise SpecError([SpecIssue(shown, 1, "(document)", "a workflow spec must be a mapping")])
+        raise SpecError([SpecIssue(shown, 1, "(document)", f"{what} must be a mapping")])
     return data, lines
 
 

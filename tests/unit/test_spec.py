@@ -206,3 +206,10 @@ def test_a_python_spec_s_problems_name_their_line(tmp_path: Path, body: str, lin
     module.write_text(body)
     [issue] = _issues(module)
     assert issue.startswith(f"{module}:{line}: {expected}"), issue
+
+
+def test_a_broken_script_is_reported_by_the_spec_check_in_its_own_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    (tmp_path / "turns.yaml").write_text("cases:\n  - match: lamp\n    turns:\n      - tool_calls: [{nme: f}]\n")
+    issues = _issues(path)
+    assert any(i.startswith(f"{tmp_path / 'turns.yaml'}:4: cases[0].turns[0].tool_calls[0]") for i in issues), issues
