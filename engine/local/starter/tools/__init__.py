@@ -1,0 +1,1 @@
+"""This project's tools (named in workflow specs as ``tools.<module>:<function>``)."""
