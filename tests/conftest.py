@@ -67,16 +67,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated database: SQLite file, or a new PostgreSQL database."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'airlock.db'}"
-    else:
-        import sqlalchemy
+        migrate(url)
+        add_people(url)
+        return url
+    return postgres_database(request.getfixturevalue("postgres_url"))
 
-        base = request.getfixturevalue("postgres_url")
-        name = "t_" + uuid.uuid4().hex[:12]
-        admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+
+def postgres_database(cluster_url: str) -> str:
+    """A new, migrated database with the test accounts on the throwaway cluster; its URL."""
+    import sqlalchemy
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = sqlalchemy.create_engine(cluster_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = cluster_url.rsplit("/", 1)[0] + f"/{name}"
     migrate(url)
     add_people(url)
     return url

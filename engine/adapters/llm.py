@@ -8,7 +8,10 @@ when an endpoint times out, cannot be reached, answers 429 or 5xx, or answers
 something that is not a chat completion. A 4xx caused by our own request is
 not the endpoint's fault: it ends the call at once, with no fallback. Each
 endpoint has a circuit breaker: after ``BREAKER_FAILURES`` failures in a row it
-is skipped for ``BREAKER_COOLDOWN_S``. When every endpoint fails the activity
+is skipped for ``BREAKER_COOLDOWN_S``. Breakers are kept where ``Breakers``
+says: in this process (``MemoryBreakers``), or, in a worker, in the database
+every worker shares (``engine.runtime.breakers``), so an endpoint that failed on
+one worker is skipped by all of them. When every endpoint fails the activity
 fails retryably and Temporal tries again with backoff.
 
 Errors never carry an endpoint's key: the library's message is passed through
@@ -21,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -54,24 +58,74 @@ class _EndpointDown(Exception):
     """This endpoint failed in a way another endpoint may not."""
 
 
-@dataclass
-class Breaker:
-    """Consecutive failures of one endpoint, and until when it is skipped."""
+@dataclass(frozen=True)
+class BreakerState:
+    """One endpoint's circuit breaker as recorded: failures in a row, and until when it is skipped."""
 
     failures: int = 0
-    open_until: float = 0.0
-    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    open_until: datetime | None = None
 
-    def is_open(self) -> bool:
-        return self.clock() < self.open_until
+    def is_open(self, now: datetime) -> bool:
+        return self.open_until is not None and now < self.open_until
 
-    def failed(self) -> None:
-        self.failures += 1
-        if self.failures >= BREAKER_FAILURES:
-            self.open_until = self.clock() + BREAKER_COOLDOWN_S
 
-    def succeeded(self) -> None:
-        self.failures, self.open_until = 0, 0.0
+CLOSED = BreakerState()
+
+
+def opens_until(failures: int, now: datetime) -> datetime | None:
+    """Until when a breaker that has just counted ``failures`` in a row is open: ``BREAKER_FAILURES`` in a row
+    open it for ``BREAKER_COOLDOWN_S`` (each further failure, once it was tried again, opens it anew)."""
+    return now + timedelta(seconds=BREAKER_COOLDOWN_S) if failures >= BREAKER_FAILURES else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Breakers(Protocol):
+    """Where the endpoints' breakers are kept, by an opaque key per endpoint (a hash: no URL, no key)."""
+
+    async def states(self, keys: Sequence[str]) -> Mapping[str, BreakerState]:
+        """The recorded state of each of these endpoints that has one (others are closed)."""
+        ...
+
+    async def failed(self, key: str, endpoint: str) -> int:
+        """Count one more failure in a row of the endpoint (``endpoint``: its label); the count now."""
+        ...
+
+    async def opened(self, key: str, until: datetime) -> None:
+        """Skip the endpoint until then."""
+        ...
+
+    async def succeeded(self, key: str) -> None:
+        """The endpoint answered: no failures in a row, not skipped."""
+        ...
+
+
+class MemoryBreakers:
+    """Breakers of this process alone (a worker shares them through the database instead)."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, BreakerState] = {}
+
+    async def states(self, keys: Sequence[str]) -> Mapping[str, BreakerState]:
+        return {k: self._states[k] for k in keys if k in self._states}
+
+    async def failed(self, key: str, endpoint: str) -> int:
+        state = self._states.get(key, CLOSED)
+        self._states[key] = BreakerState(state.failures + 1, state.open_until)
+        return state.failures + 1
+
+    async def opened(self, key: str, until: datetime) -> None:
+        self._states[key] = BreakerState(self._states.get(key, CLOSED).failures, until)
+
+    async def succeeded(self, key: str) -> None:
+        self._states.pop(key, None)
+
+
+def breaker_key(label: str, endpoint: EndpointSpec) -> str:
+    """An endpoint's breaker: by label, URL and key variable, hashed (a URL may carry a provider's key)."""
+    return hashlib.sha256(f"{label}|{endpoint.base_url}|{endpoint.api_key_env}".encode()).hexdigest()
 
 
 def _shown(text: str, endpoint: EndpointSpec, client: openai.AsyncOpenAI) -> str:
@@ -89,16 +143,14 @@ def cost_of(endpoint: EndpointSpec, input_tokens: int, output_tokens: int) -> fl
 class ModelClient:
     """Calls the model named by a workflow spec, falling back along its list."""
 
-    def __init__(self, settings: LlmSettings) -> None:
+    def __init__(self, settings: LlmSettings, breakers: Breakers | None = None,
+                 clock: Callable[[], datetime] = _now) -> None:
         self._settings = settings
-        self._breakers: dict[str, Breaker] = {}
+        self._breakers: Breakers = breakers or MemoryBreakers()
+        self._clock = clock
         # One client (its connection pool and TLS context) per endpoint, URL, key and timeout, reused by
         # every call of this worker: building one costs more than a call to a nearby endpoint.
         self._clients: OrderedDict[tuple[str | None, str, float], openai.AsyncOpenAI] = OrderedDict()
-
-    def breaker(self, endpoint: str) -> Breaker:
-        """The circuit breaker of one endpoint (by label, URL and key variable)."""
-        return self._breakers.setdefault(endpoint, Breaker())
 
     def _client(self, endpoint: EndpointSpec, script: str | None, field: str) -> tuple[openai.AsyncOpenAI, str]:
         if endpoint.provider == "scripted":
@@ -129,11 +181,13 @@ class ModelClient:
         """
         spec = request.model
         endpoints: list[EndpointSpec] = [spec, *spec.fallbacks]
+        labels = [endpoint_label(endpoint, spec.script) for endpoint in endpoints]  # a label hides keys
+        keys = [breaker_key(label, endpoint) for label, endpoint in zip(labels, endpoints, strict=True)]
+        breakers = await self._breakers.states(keys)
         attempts: list[EndpointAttempt] = []
-        for index, endpoint in enumerate(endpoints):
-            label = endpoint_label(endpoint, spec.script)
-            breaker = self.breaker(f"{label}|{endpoint.base_url}|{endpoint.api_key_env}")  # the label hides keys
-            if breaker.is_open():
+        for index, (endpoint, label, key) in enumerate(zip(endpoints, labels, keys, strict=True)):
+            breaker = breakers.get(key, CLOSED)
+            if breaker.is_open(self._clock()):
                 attempts.append(EndpointAttempt(endpoint=label, error="circuit open: skipped"))
                 continue
             started = time.perf_counter()
@@ -141,11 +195,13 @@ class ModelClient:
                 field = "model" if index == 0 else f"model.fallbacks[{index - 1}]"
                 result = await self._call(request, endpoint, label, field)
             except _EndpointDown as exc:
-                breaker.failed()
+                if (until := opens_until(await self._breakers.failed(key, label), self._clock())) is not None:
+                    await self._breakers.opened(key, until)
                 attempts.append(EndpointAttempt(endpoint=label, error=str(exc),
                                                 latency_ms=round((time.perf_counter() - started) * 1000, 2)))
                 continue
-            breaker.succeeded()
+            if breaker.failures:  # a healthy endpoint's answer costs no write
+                await self._breakers.succeeded(key)
             latency = round((time.perf_counter() - started) * 1000, 2)
             attempts.append(EndpointAttempt(endpoint=label, latency_ms=latency))
             return result.model_copy(update={"attempts": attempts, "fallback_used": index > 0, "latency_ms": latency,

@@ -23,6 +23,7 @@ from engine.boundary.identity import Verifier
 from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
 from engine.runtime.activities import AirlockActivities
+from engine.runtime.breakers import StoredBreakers
 from engine.runtime.compiler import AGENT_GRAPH, agent_graph, build_graph, graph_name
 from engine.runtime.definitions import DefinitionRegistry, check_graph
 from engine.runtime.workflow import AgentRunWorkflow
@@ -81,7 +82,7 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     plugin = LangGraphPlugin(graphs=graphs_for(registry),
                              default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
     activities = AirlockActivities(db=db, policy=OpaPolicy(settings.opa),
-                                   model=ModelClient(settings.llm), registry=registry,
+                                   model=ModelClient(settings.llm, StoredBreakers(db)), registry=registry,
                                    verifier=Verifier.from_settings(settings),
                                    chain=ChainAccess.from_settings(settings.chain, db))
     tracing = Tracing(settings.otel)

@@ -5,7 +5,8 @@ Import the rows from here: importing this package registers every table on
 are checked against. Rows never leave the store raw: repository functions
 return our pydantic models or plain dicts.
 
-- ``_runs``: a run and its model side (run index, model calls, schema checks, prompts, definitions);
+- ``_runs``: a run and its model side (run index, model calls, endpoints' breakers, schema checks, prompts,
+  definitions);
 - ``_actions``: an action's path to its effect (policy decisions, executions, leases, chain transactions);
 - ``_people``: approvals and the people behind them (events, queued decisions, assertions, accounts, tokens,
   sessions).
@@ -31,11 +32,18 @@ from engine.store.tables._people import (
     UiSessionRow,
     UserRow,
 )
-from engine.store.tables._runs import ModelCallRow, PromptVersionRow, RunRow, ValidationRow, WorkflowDefinitionRow
+from engine.store.tables._runs import (
+    ModelBreakerRow,
+    ModelCallRow,
+    PromptVersionRow,
+    RunRow,
+    ValidationRow,
+    WorkflowDefinitionRow,
+)
 
 __all__ = [
     "ActionLockRow", "ApiTokenRow", "ApprovalEventRow", "ApprovalRow", "ChainSenderRow", "ChainTransactionRow",
-    "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow", "QueuedDecisionRow", "RunRow",
-    "SignInFailureRow", "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow", "WorkflowDefinitionRow",
-    "utcnow",
+    "ModelBreakerRow", "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow",
+    "QueuedDecisionRow", "RunRow", "SignInFailureRow", "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow",
+    "WorkflowDefinitionRow", "utcnow",
 ]

@@ -1,4 +1,5 @@
-"""Tables of a run and its model side: the run index, model calls, schema checks, prompts, definitions."""
+"""Tables of a run and its model side: the run index, model calls, the endpoints' breakers, schema checks,
+prompts, definitions."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ class RunRow(SQLModel, table=True):
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+
+class ModelBreakerRow(SQLModel, table=True):
+    """The circuit breaker of one model endpoint, shared by every worker (``engine.store.breakers``)."""
+
+    __tablename__ = "model_breakers"
+
+    endpoint_key: str = Field(primary_key=True)  # a hash of the endpoint's label, URL and key variable
+    endpoint: str  # its label, as shown everywhere (never with a key)
+    failures: int = 0  # in a row
+    open_until: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class ModelCallRow(SQLModel, table=True):
