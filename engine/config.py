@@ -16,21 +16,47 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class TemporalSettings(BaseModel):
-    """Where runs live. Defaults point at the dev server `airlock up` starts."""
+    """Where runs live. Defaults point at the dev server `airlock up` starts.
+
+    A cluster with TLS takes a server CA (``tls_ca_path``, when its certificate is not from a public CA),
+    a client certificate and key for mTLS, and ``tls_server_name`` when the certificate names another host
+    than ``address``; Temporal Cloud takes mTLS or an API key (``api_key`` or ``api_key_file``). TLS is on
+    when any of these is given, unless ``tls`` says otherwise.
+    """
 
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "airlock"
     ui_port: int = 8233
-    tls: bool = False
+    tls: bool | None = None  # None: on when a CA, client certificate, server name or API key is given
     tls_ca_path: Path | None = None
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
+    tls_server_name: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
     # How long a decision (approve, reject, edit) waits for a worker to take it; past that it is queued for
     # delivery (a signal, durable in the run's history) and applies when a worker is back. At most
     # AIRLOCK_AUTH__ASSERTION_TTL_S (see ``Settings``).
     decision_wait_s: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _tls_settings_agree(self) -> TemporalSettings:
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ValueError("AIRLOCK_TEMPORAL__TLS_CERT_PATH and AIRLOCK_TEMPORAL__TLS_KEY_PATH go together "
+                             "(mTLS needs the client certificate and its key)")
+        if self.tls is False and (self.tls_ca_path or self.tls_cert_path or self.tls_server_name):
+            raise ValueError("AIRLOCK_TEMPORAL__TLS is false, but a TLS CA, client certificate or server name is "
+                             "set: they would be ignored and the connection left unencrypted")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the client connects with TLS."""
+        if self.tls is not None:
+            return self.tls
+        return any(v is not None for v in (self.tls_ca_path, self.tls_cert_path, self.tls_server_name, self.api_key,
+                                           self.api_key_file))
 
     def ui_url(self, run_id: str) -> str:
         """A run in the dev server's web UI."""
