@@ -28,6 +28,7 @@ from temporalio.client import Client
 from engine.config import Settings
 from engine.runtime.payloads import RunResult, ToolCallRecord
 from engine.spec import ResolvedSpec, load_spec
+from engine.spec.script import dump_script
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.users import Approver
@@ -173,7 +174,7 @@ def write_spec(folder: Path, case: Case) -> ResolvedSpec:
     turns = folder / "injection-turns"
     turns.mkdir(parents=True, exist_ok=True)
     script = turns / f"{case.id}.turns.yaml"
-    script.write_text(yaml.safe_dump(case.script(), allow_unicode=True, sort_keys=False))
+    script.write_text(dump_script(case.script()))
     body = yaml.safe_load((ROOT / "workflows" / WORKFLOWS[case.workflow]).read_text())
     body.update(name=case.spec_name, description=f"injection corpus: {case.summary}"[:4000],
                 model={"provider": "scripted", "script": str(script)})

@@ -17,6 +17,7 @@ from engine.runtime import runs
 from engine.runtime.payloads import RunResult
 from engine.runtime.worker import build_worker
 from engine.spec import ResolvedSpec, load_spec
+from engine.spec.script import dump_script
 from engine.store import repo, users
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
@@ -51,13 +52,6 @@ def payment_facts(to: str, amount: str) -> dict[str, Any]:
     }
 
 
-class _NoAliases(yaml.SafeDumper):
-    """Writes a turn used twice out twice: the spec loader refuses YAML aliases, in scripts too."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def write_spec(tmp_path: Path, turns: list[dict[str, Any]], spec_file: str = "spec.yaml",
                **overrides: Any) -> ResolvedSpec:
     """A support-refund spec whose scripted model answers ``turns``.
@@ -66,7 +60,7 @@ def write_spec(tmp_path: Path, turns: list[dict[str, Any]], spec_file: str = "sp
     """
     tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / spec_file.replace(".yaml", ".turns.yaml").replace("spec.turns", "turns")
-    script.write_text(yaml.dump({"turns": turns}, Dumper=_NoAliases))
+    script.write_text(dump_script({"turns": turns}))
     body: dict[str, Any] = {
         "name": "refund-test", "version": 1, "system_prompt": "You issue refunds within policy.",
         "model": {"provider": "scripted", "script": str(script)}, "tools": REFUND_TOOLS,

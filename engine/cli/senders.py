@@ -10,13 +10,18 @@ entry, and the transaction it replaced is recorded as dropped with that reason.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from engine.cli._app import _database, _fail, _host, _settings, app
-from engine.config import Settings
+from engine.cli._app import JSON, _database, _fail, _host, _settings, app
 from engine.errors import AirlockError
+
+if TYPE_CHECKING:
+    from engine.adapters.chain_doctor import SenderReport
+    from engine.store.authority import KeptLease
 
 senders_app = typer.Typer(help="The accounts that sign chain transactions.", no_args_is_help=True)
 app.add_typer(senders_app, name="senders")
@@ -29,23 +34,44 @@ def _ago(seconds: float) -> str:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(as_json: bool = JSON) -> None:
     """Chain transactions stuck past AIRLOCK_CHAIN__STUCK_AFTER_S, nonce gaps, and the command that clears each;
     warns of transactions recorded as mined that the node no longer has, and of accounts kept for an execution
-    a dead worker began. Exit 1 when a transaction is stuck."""
+    a dead worker began. Exit 1 when a transaction is stuck (or the node cannot be read)."""
     from engine.adapters.chain import Chain
-    from engine.adapters.chain_doctor import describe, inspect_senders, nonces_text
+    from engine.adapters.chain_doctor import inspect_senders
+    from engine.store.authority import kept_leases
 
     settings = _settings()
     chain_settings = settings.chain
+    kept = _database(settings).call(kept_leases)  # read from the store alone: shown without the node too
     try:
         chain = Chain(chain_settings.rpc_url, timeout_s=chain_settings.rpc_timeout_s)
         reports = inspect_senders(chain, _database(settings), chain_id=chain_settings.chain_id,
-                          confirmations=chain_settings.confirmations, stuck_after_s=chain_settings.stuck_after_s)
+                                  confirmations=chain_settings.confirmations,
+                                  stuck_after_s=chain_settings.stuck_after_s)
     except AirlockError as exc:
-        _kept_leases(settings)  # read from the store alone: shown without the node
+        if as_json:
+            print(json.dumps({"chain_id": chain_settings.chain_id, "error": str(exc), "senders": [],
+                              "kept_leases": [_kept_json(k) for k in kept]}))
+            raise typer.Exit(1) from None
+        _print_kept(kept)
         _fail(str(exc))
-    print(f"chain {chain_settings.chain_id} at {chain.shown_url}")
+    if as_json:
+        print(json.dumps({"chain_id": chain_settings.chain_id, "rpc": chain.shown_url, "error": None,
+                          "senders": [_report_json(r) for r in reports],
+                          "kept_leases": [_kept_json(k) for k in kept]}))
+    else:
+        _print_reports(chain_settings.chain_id, chain.shown_url, reports)
+        _print_kept(kept)
+    if any(r.stuck for r in reports):
+        raise typer.Exit(1)
+
+
+def _print_reports(chain_id: int, shown_url: str, reports: list[SenderReport]) -> None:
+    from engine.adapters.chain_doctor import describe, nonces_text
+
+    print(f"chain {chain_id} at {shown_url}")
     if not reports:
         print("no transactions recorded on this chain")
     for r in reports:
@@ -64,19 +90,31 @@ def doctor() -> None:
                   "does not replay it; check the recipient and propose it again if it is still wanted")
     if not any(r.stuck for r in reports):
         print("no stuck transactions")
-    _kept_leases(settings)
-    if any(r.stuck for r in reports):
-        raise typer.Exit(1)
 
 
-def _kept_leases(settings: Settings) -> None:
+def _report_json(r: SenderReport) -> dict[str, Any]:
+    from engine.adapters.chain_doctor import describe
+
+    return {"sender": r.sender, "latest_nonce": r.latest_nonce, "pending_nonce": r.pending_nonce,
+            "open_count": r.open_count,
+            "stuck": [{"nonce": s.tx.nonce, "tx_hash": s.tx.tx_hash, "action": describe(s.tx), "status": s.tx.status,
+                       "age_s": round(s.age_s, 1), "state": s.state, "advice": s.advice, "gap": s.gap,
+                       "command": s.command} for s in r.stuck],
+            "lost_mined": [{"nonce": tx.nonce, "tx_hash": tx.tx_hash, "action": describe(tx),
+                            "block_number": tx.block_number} for tx in r.lost_mined]}
+
+
+def _kept_json(kept: KeptLease) -> dict[str, Any]:
+    return kept.model_dump(mode="json")
+
+
+def _print_kept(kept_leases: list[KeptLease]) -> None:
     """Warn of leases kept past their time for executions a dead worker began (not an error: the
     execution's retry resumes it once a worker runs)."""
-    from engine.store.authority import kept_leases
     from engine.store.tables import utcnow
 
     now = utcnow()
-    for kept in _database(settings).call(kept_leases):
+    for kept in kept_leases:
         print(f"waiting: {kept.lock_key} is kept for run {kept.run_id}, whose {kept.tool} began "
               f"{_ago((now - kept.began_at).total_seconds())} ago and has not ended (its lease ran out "
               f"{_ago((now - kept.expired_at).total_seconds())} ago); other actions on it wait for that "

@@ -6,33 +6,65 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import typer
 
-from engine.cli._app import _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
+from engine.cli._app import JSON, _fail, _process, _settings, app, db_app, exit_code, out, run_client_command
+from engine.config import Settings
 from engine.errors import AirlockError
 from engine.local import stack as localstack
 
 
+def _steps(as_json: bool) -> tuple[list[dict[str, str]], Callable[[str], None]]:
+    """Where ``up``/``down`` report each step: the terminal, or a list printed as JSON at the end."""
+    steps: list[dict[str, str]] = []
+
+    def say(line: str) -> None:
+        if as_json:
+            part, _, said = line.partition(": ")
+            steps.append({"part": part, "said": said} if said else {"part": "", "said": line})
+        else:
+            out.print(line, highlight=False)
+
+    return steps, say
+
+
+def _print_steps(steps: list[dict[str, str]], settings: Settings, error: str | None = None) -> None:
+    print(json.dumps({"steps": steps, "error": error,
+                      "status": [r.__dict__ for r in localstack.status(settings)]}))
+
+
 @app.command()
 def up(chain: bool | None = typer.Option(None, "--chain/--no-chain", help="Start anvil with the demo token "
-                                           "(default: when a workflow of the project names a chain_id).")) -> None:
+                                           "(default: when a workflow of the project names a chain_id)."),
+       as_json: bool = JSON) -> None:
     """Start Temporal, OPA, the scripted model, a worker, the UI and, for chain workflows, anvil (idempotent)."""
     settings = _settings()
+    steps, say = _steps(as_json)
     try:
-        localstack.up(settings, lambda line: out.print(line, highlight=False), chain=chain)
+        localstack.up(settings, say, chain=chain)
     except AirlockError as exc:
+        if as_json:
+            _print_steps(steps, settings, str(exc))
+            raise typer.Exit(1) from None
         _fail(str(exc))
+    if as_json:
+        _print_steps(steps, settings)
 
 
 @app.command()
-def down() -> None:
+def down(as_json: bool = JSON) -> None:
     """Stop what `airlock up` started."""
-    localstack.down(_settings(), lambda line: out.print(line, highlight=False))
+    settings = _settings()
+    steps, say = _steps(as_json)
+    localstack.down(settings, say)
+    if as_json:
+        _print_steps(steps, settings)
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = JSON) -> None:
     """Each part of the local stack and its address."""
     rows = localstack.status(_settings())
     if as_json:
@@ -45,11 +77,14 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
-def keys() -> None:
+def keys(as_json: bool = JSON) -> None:
     """Where the local assertion key pair is (generated once); workers elsewhere need the public key only."""
     from engine.boundary.identity import local_key_files
 
     private, public = local_key_files(_settings())
+    if as_json:
+        print(json.dumps({"private_key_file": str(private), "public_key_file": str(public)}))
+        return
     out.print(f"private key (UI, API and local CLI sign with it): {private}\n"
               f"public key (workers verify with it, AIRLOCK_AUTH__VERIFY_KEY_FILE): {public}", highlight=False,
               soft_wrap=True)

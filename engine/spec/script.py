@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError
@@ -78,6 +79,18 @@ class Script(BaseModel):
             if re.search(case.match, message):
                 return case.turns
         return self.turns
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes an object used twice out twice: script files may not hold YAML aliases (as spec files)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_script(script: dict[str, Any]) -> str:
+    """A script's YAML text, as the loader reads it (no aliases, keys in their order)."""
+    return yaml.dump(script, Dumper=_NoAliases, allow_unicode=True, sort_keys=False)
 
 
 def load_script(path: Path) -> Script:

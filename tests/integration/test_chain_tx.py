@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -229,6 +230,13 @@ def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevCha
     assert f"stuck: nonce 0 {stuck.tx_hash} (transaction), sent" in doctor.stdout
     assert "pending: in the node's pool, not mined" in doctor.stdout
     assert "clear it: airlock senders release --nonce 0" in doctor.stdout
+    as_data = airlock("doctor", "--json")
+    assert as_data.returncode == 1  # stuck, as data too
+    [report] = json.loads(as_data.stdout)["senders"]
+    [stuck_json] = report["stuck"]
+    assert (stuck_json["nonce"], stuck_json["tx_hash"], stuck_json["command"]) == (
+        0, stuck.tx_hash, "airlock senders release --nonce 0")
+    assert stuck_json["state"] == "pending" and report["sender"] == stuck.sender
     unconfirmed = airlock("senders", "release", "--nonce", "0")
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr  # no terminal: never without --yes
     assert airlock("senders", "release", "--nonce", "7", "--yes").returncode == 1  # nothing holds it
@@ -252,6 +260,8 @@ def test_the_doctor_shows_a_stuck_payment_and_release_clears_it(devchain: DevCha
     assert waiting.returncode == 0, waiting  # a warning: the retry resumes it once a worker runs
     assert ("waiting: treasury:0xabc is kept for run run-9, whose transfer_token began" in waiting.stdout
             and "its lease ran out 2 min ago" in waiting.stdout), waiting.stdout
+    [kept] = json.loads(airlock("doctor", "--json").stdout)["kept_leases"]
+    assert (kept["lock_key"], kept["run_id"], kept["tool"]) == ("treasury:0xabc", "run-9", "transfer_token")
     db.call(repo.finish_execution, key="run-9:1:0", ok=True, result={}, error=None, latency_ms=1.0)
     assert "waiting:" not in airlock("doctor").stdout
 

@@ -54,9 +54,15 @@ def test_an_initialised_project_runs_allowed_approved_and_denied_calls(tmp_path:
     assert checked.returncode == 0, checked.stderr + checked.stdout
 
     try:
-        up = airlock("up")
+        up = airlock("up", "--json")
         assert up.returncode == 0, up.stderr + up.stdout
-        assert "anvil: not started" in up.stdout and not stack.port_open("127.0.0.1", ports["anvil"])
+        report = json.loads(up.stdout)
+        said = {step["part"]: step["said"] for step in report["steps"]}
+        assert said["anvil"].startswith("not started") and not stack.port_open("127.0.0.1", ports["anvil"])
+        assert said["opa"].startswith(f"started at 127.0.0.1:{ports['opa']}")
+        assert {row["name"]: row["state"] for row in report["status"]} == {
+            "temporal": "running", "opa": "running", "anvil": "stopped", "model": "running", "worker": "running",
+            "ui": "running"}
         for name, role in (("ana", "support"), ("omar", "ops")):
             added = airlock("users", "add", name, "--role", role, "--password-stdin", stdin=f"{name}-password\n")
             assert added.returncode == 0, added.stderr
@@ -109,5 +115,8 @@ def test_an_initialised_project_runs_allowed_approved_and_denied_calls(tmp_path:
             granted = sorted(str(r[0]) for r in db.execute("SELECT amount FROM starter_credits"))
         assert granted == ["5", "80"] or granted == ["5.00", "80.00"]
     finally:
-        down = airlock("down")
+        down = airlock("down", "--json")
     assert down.returncode == 0, down.stderr
+    stopped = json.loads(down.stdout)
+    assert {step["part"] for step in stopped["steps"]} >= {"worker", "ui", "opa", "temporal"}
+    assert {row["state"] for row in stopped["status"]} == {"stopped"}

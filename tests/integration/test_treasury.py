@@ -18,6 +18,7 @@ from engine.local.devchain import DEPLOYER, dev_address, dev_key
 from engine.present import described
 from engine.runtime.worker import build_worker
 from engine.spec import ResolvedSpec, load_spec
+from engine.spec.script import dump_script
 from engine.store import repo
 from engine.store.db import Database, make_engine
 from engine.store.repo import ApprovalView
@@ -46,7 +47,7 @@ def treasury_spec(tmp_path: Path, *calls: dict[str, Any], file: str = "treasury.
     """The treasury workflow with its scripted model answering one call per turn (in the worker's folder)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / file.replace(".yaml", ".turns.yaml")
-    script.write_text(yaml.safe_dump({"turns": [{"tool_calls": [c]} for c in calls] + [{"content": "done"}]}))
+    script.write_text(dump_script({"turns": [{"tool_calls": [c]} for c in calls] + [{"content": "done"}]}))
     body = yaml.safe_load((ROOT / "workflows/treasury_payout.yaml").read_text())
     body.update(model={"provider": "scripted", "script": str(script)}, system_prompt_file=None,
                 system_prompt="You pay invoices.")

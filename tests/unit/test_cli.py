@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,13 @@ def test_validate_as_json_reports_every_file(tmp_path: Path) -> None:
     good, bad = json.loads(result.stdout)
     assert good["ok"] and good["name"] == "treasury-payout" and "transfer_token" in good["tools"]
     assert bad == {"path": str(missing), "ok": False, "problems": [f"{missing}:1: (file): no such file"]}
+
+
+def test_keys_as_json_names_both_files_and_the_private_one_stays_private(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["keys", "--json"], env={**ENV, "AIRLOCK_STATE_DIR": str(tmp_path / "state")})
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)
+    private, public = Path(files["private_key_file"]), Path(files["public_key_file"])
+    assert private.is_file() and public.is_file() and private.parent == tmp_path / "state" / "keys"
+    assert private.read_bytes() not in result.stdout.encode()
+    assert private.stat().st_mode & 0o077 == 0

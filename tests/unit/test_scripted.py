@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from engine.errors import SpecError
 from engine.local.scripted import create_app
-from engine.spec.script import load_script
+from engine.spec.script import dump_script, load_script
 
 
 def _script(tmp_path: Path) -> str:
@@ -102,3 +102,12 @@ def test_script_problems_are_located_in_the_script_file(tmp_path: Path, text: st
     with pytest.raises(SpecError) as info:
         load_script(path)
     assert any(str(i).startswith(f"{path}{expected}") for i in info.value.issues), info.value.issues
+
+
+def test_a_written_script_reads_back_even_with_a_turn_used_twice(tmp_path: Path) -> None:
+    turn = {"tool_calls": [{"name": "f", "args": {"a": 1}}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(dump_script({"turns": [turn, turn, {"content": "done"}]}))
+    assert "&" not in path.read_text() and "*" not in path.read_text()  # no anchors, no aliases
+    assert [t.tool_calls[0].args if t.tool_calls else t.content for t in load_script(path).turns or []] == [
+        {"a": 1}, {"a": 1}, "done"]
