@@ -111,6 +111,7 @@ class UiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8700
     secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None  # or a file holding it (every instance behind one address shares it)
     session_ttl_s: int = 8 * 3600
     # Failed sign-ins within the window, before further attempts are refused (429) until the oldest ages out:
     # per user and address (so nobody locks a user out from everywhere), and, more loosely, per address.
@@ -168,6 +169,7 @@ class Settings(BaseSettings):
     policies_dir: Path | None = None
     state_dir: Path | None = None
     database_url: str | None = None
+    database_url_file: Path | None = None  # or a file holding it (the URL carries the database's password)
     # glibc malloc arenas a worker keeps (0: glibc's default, 8 per core). Its many short-lived threads
     # (activity and store hand-offs) each got an arena and the worker's resident size kept creeping up.
     worker_malloc_arenas: int = Field(default=2, ge=0, le=64)
@@ -200,6 +202,8 @@ class Settings(BaseSettings):
         self.tools_dir = (self.tools_dir or self.project_dir / "tools").resolve()
         self.policies_dir = (self.policies_dir or self.project_dir / "policies").resolve()
         self.state_dir = (self.state_dir or self.project_dir / ".airlock").resolve()
+        if self.database_url is None and self.database_url_file is not None:
+            self.database_url = read_secret_file(self.database_url_file, "AIRLOCK_DATABASE_URL_FILE")
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.state_dir / 'airlock.db'}"
 
@@ -218,6 +222,21 @@ class Settings(BaseSettings):
         if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+
+def read_secret_file(path: Path, setting: str) -> str:
+    """A secret kept in a file (a compose or Kubernetes secret), without its trailing newline.
+
+    Raises:
+        ValueError: the file cannot be read or is empty, named with its setting.
+    """
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"{setting}: {path} is empty")
+    return value
 
 
 def secret_from_env(name: str) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 
-from engine.config import Settings
+from engine.config import Settings, read_secret_file
 from engine.errors import InputError, NotFoundError
 from engine.private import private_dir, private_file, write_private
 from engine.store import repo, signin, users
@@ -30,9 +30,18 @@ class NotSignedIn(Exception):
 
 
 def secret_key(settings: Settings) -> str:
-    """The session-signing key: from settings, else generated once into the state folder."""
+    """The session-signing key: from settings (the value, or a file), else generated once into the state folder.
+
+    Raises:
+        InputError: ``AIRLOCK_UI__SECRET_KEY_FILE`` cannot be read.
+    """
     if settings.ui.secret_key:
         return settings.ui.secret_key.get_secret_value()
+    if settings.ui.secret_key_file is not None:
+        try:
+            return read_secret_file(settings.ui.secret_key_file, "AIRLOCK_UI__SECRET_KEY_FILE")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     path = private_dir(settings.state_dir or Path(".airlock")) / "ui-secret"
     if not private_file(path).read_text().strip():  # new (created 0600), or an older one tightened
         write_private(path, secrets.token_urlsafe(48))

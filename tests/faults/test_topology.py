@@ -7,7 +7,8 @@ daily cost cap hold across workers, and no effect happens twice when a worker is
 
 The processes are real (``python -m engine.cli worker`` and ``... ui``), as a deployment runs them;
 the workers get the assertions' public key only, the UI instances the private key and one session
-secret, each process a state folder of its own (as on separate machines).
+secret (the second instance reads it, and the database URL, from files, as from compose secrets),
+each process a state folder of its own (as on separate machines).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from engine.config import Settings
 from engine.local import processes as stack
+from engine.private import private_dir, write_private
 from engine.runtime.payloads import RunResult
 from engine.spec import ResolvedSpec
 from engine.store.db import make_engine
@@ -118,12 +120,19 @@ async def topology(services: Services, postgres_url: str,
                                              tethered=True, env=_env(settings, base / f"worker-{i}",
                                                                      AIRLOCK_AUTH__VERIFY_KEY=_verify_key())))
         ports = [stack.free_port(), stack.free_port()]
+        secrets = private_dir(base / "secrets")  # the second instance reads its secrets from files
+        write_private(secrets / "session-secret", SESSION_SECRET + "\n")
+        write_private(secrets / "database-url", str(settings.database_url) + "\n")
         for i, port in enumerate(ports, 1):
+            env = _env(settings, base / f"ui-{i}", AIRLOCK_UI__PORT=str(port), AIRLOCK_AUTH__SIGNING_KEY=signing_key())
+            if i == 1:
+                env["AIRLOCK_UI__SECRET_KEY"] = SESSION_SECRET
+            else:
+                del env["AIRLOCK_DATABASE_URL"]
+                env.update(AIRLOCK_UI__SECRET_KEY_FILE=str(secrets / "session-secret"),
+                           AIRLOCK_DATABASE_URL_FILE=str(secrets / "database-url"))
             procs.append(stack.launch_python(["-m", "engine.cli", "ui"], logs / f"ui-{i}.log", cwd=ROOT,
-                                             tethered=True, env=_env(settings, base / f"ui-{i}",
-                                                                     AIRLOCK_UI__PORT=str(port),
-                                                                     AIRLOCK_UI__SECRET_KEY=SESSION_SECRET,
-                                                                     AIRLOCK_AUTH__SIGNING_KEY=signing_key())))
+                                             tethered=True, env=env))
         for i in (1, 2):
             log = logs / f"worker-{i}.log"
             await asyncio.to_thread(stack.wait_until, lambda log=log: "worker ready" in log.read_text(errors="replace"),

@@ -74,3 +74,27 @@ def test_an_assertion_must_outlive_the_wait_for_a_worker(monkeypatch: pytest.Mon
     monkeypatch.delenv("AIRLOCK_AUTH__ASSERTION_TTL_S")
     monkeypatch.setenv("AIRLOCK_TEMPORAL__DECISION_WAIT_S", "60")
     assert Settings().temporal.decision_wait_s == 60  # the longest wait fits the default lifetime (120 s)
+
+
+def test_secrets_can_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A deployment mounts secrets as files (compose or Kubernetes secrets) rather than putting them in the
+    environment."""
+    from pydantic import ValidationError
+
+    from engine.errors import InputError
+    from engine.ui.auth import secret_key
+
+    (tmp_path / "database-url").write_text("postgresql://airlock:pw@db/airlock\n")
+    (tmp_path / "session-secret").write_text("shared-by-every-ui-instance\n")
+    monkeypatch.setenv("AIRLOCK_DATABASE_URL_FILE", str(tmp_path / "database-url"))
+    monkeypatch.setenv("AIRLOCK_UI__SECRET_KEY_FILE", str(tmp_path / "session-secret"))
+    settings = Settings()
+    assert settings.db_url == "postgresql+psycopg://airlock:pw@db/airlock"
+    assert secret_key(settings) == "shared-by-every-ui-instance"
+    monkeypatch.setenv("AIRLOCK_DATABASE_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match=r"AIRLOCK_DATABASE_URL_FILE: cannot read .*missing"):
+        Settings()
+    monkeypatch.delenv("AIRLOCK_DATABASE_URL_FILE")
+    monkeypatch.setenv("AIRLOCK_UI__SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="AIRLOCK_UI__SECRET_KEY_FILE: cannot read"):
+        secret_key(Settings(state_dir=tmp_path / "state"))
