@@ -173,6 +173,7 @@ def users_add(
     tenants: list[str] = typer.Option([], "--tenant", help="A tenant the user belongs to (repeat; default: "
                                                          "default)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+    as_json: bool = JSON,
 ) -> None:
     """Create an account (or reset its password, roles and tenants)."""
     from engine.store import users
@@ -184,6 +185,9 @@ def users_add(
                                            tenants=tenants or None)
     except InputError as exc:
         _fail(str(exc), 2)
+    if as_json:
+        print(json.dumps(user.model_dump()))
+        return
     out.print(f"user {user.name}: roles {', '.join(user.roles) or '(none)'}; tenants {', '.join(user.tenants)}",
               highlight=False)
 

@@ -154,10 +154,13 @@ def demo(workflow: str = typer.Option("treasury-payout", "--workflow", "-w",
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: bool = JSON) -> None:
     """Apply schema migrations to the configured database."""
     from engine.store.db import migrate
 
     settings = _settings()
     migrate(settings.db_url)
+    if as_json:
+        print(json.dumps({"database": settings.db_url.split("@")[-1], "up_to_date": True}))
+        return
     out.print(f"database at {settings.db_url.split('@')[-1]} is up to date", highlight=False)

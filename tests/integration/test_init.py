@@ -64,8 +64,10 @@ def test_an_initialised_project_runs_allowed_approved_and_denied_calls(tmp_path:
             "temporal": "running", "opa": "running", "anvil": "stopped", "model": "running", "worker": "running",
             "ui": "running"}
         for name, role in (("ana", "support"), ("omar", "ops")):
-            added = airlock("users", "add", name, "--role", role, "--password-stdin", stdin=f"{name}-password\n")
+            added = airlock("users", "add", name, "--role", role, "--password-stdin", "--json",
+                            stdin=f"{name}-password\n")
             assert added.returncode == 0, added.stderr
+            assert json.loads(added.stdout) == {"name": name, "roles": [role], "tenants": ["default"]}
 
         def run(message: str, *extra: str) -> subprocess.CompletedProcess[str]:
             return airlock("run", "grant-credit", "--as", "ana", "--password-stdin", "--json", *extra,

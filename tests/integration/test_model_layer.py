@@ -143,6 +143,11 @@ async def test_prompts_diff_shows_what_changed_between_versions(client: Client, 
     assert "+Never refund a gift card." in out and "-# tool lookup_order" in out
     code, out, _ = await airlock(settings, "prompts", "list", "refund-test")
     assert out.count("refund-test") == 0 and "v1  " in out and "v2  " in out
+    code, out, _ = await airlock(settings, "prompts", "list", "refund-test", "--json")
+    assert [(v["version"], v["prompt_hash"]) for v in json.loads(out)] == [(1, one.prompt_hash), (2, two.prompt_hash)]
+    code, out, _ = await airlock(settings, "prompts", "diff", "refund-test", "1", "2", "--json")
+    diffed = json.loads(out)
+    assert diffed["changed"] and "+Never refund a gift card." in diffed["diff"]
     code, _, err = await airlock(settings, "prompts", "diff", "refund-test", "1", "3")
     assert code == 2 and "no recorded prompt for version(s) 3" in err
 

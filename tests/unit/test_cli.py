@@ -231,3 +231,11 @@ def test_keys_as_json_names_both_files_and_the_private_one_stays_private(tmp_pat
     assert private.is_file() and public.is_file() and private.parent == tmp_path / "state" / "keys"
     assert private.read_bytes() not in result.stdout.encode()
     assert private.stat().st_mode & 0o077 == 0
+
+
+def test_db_upgrade_as_json_names_the_database_without_its_password(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    result = runner.invoke(app, ["db", "upgrade", "--json"], env={**ENV, "AIRLOCK_DATABASE_URL": url})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"database": url, "up_to_date": True}
+    assert (tmp_path / "a.db").stat().st_size > 0
