@@ -292,8 +292,8 @@ async def test_the_approver_sees_where_each_argument_came_from_at_phone_width(br
 async def test_treasury_pages_fit_a_phone(browser: Browser, chain_settings: Settings, devchain: DevChainNode,
                                           web: Web, tmp_path: Path) -> None:
     """A treasury payment waiting for approval, with its long addresses, token contract, facts and the invoice
-    note it was read from: the inbox, the approval page and the run page fit 390 px without scrolling sideways,
-    and at desktop width too."""
+    note it was read from: the inbox, the approval page, the run page, the stats page and the sign-in page fit
+    390 px without scrolling sideways, and at desktop width too."""
     from tests.integration.test_treasury import GLOBEX, pay, treasury_spec
 
     make_people(web.settings.db_url)
@@ -313,7 +313,7 @@ async def test_treasury_pages_fit_a_phone(browser: Browser, chain_settings: Sett
         page = await signed_in(browser, web, "erin", width=width)
         wide: dict[str, int] = {}
         for name, path in (("inbox", "/"), ("approval", f"/approvals/{item.approval_id}"),
-                           ("run", f"/runs/{handle.id}")):
+                           ("run", f"/runs/{handle.id}"), ("stats", "/stats?since=1h")):
             await page.goto(f"{web.url}{path}")
             await page.wait_for_load_state("networkidle")
             await page.screenshot(path=str(ARTIFACTS / f"treasury-{name}-{width}.png"), full_page=True)
@@ -321,6 +321,9 @@ async def test_treasury_pages_fit_a_phone(browser: Browser, chain_settings: Sett
             if scroll > width + 1:
                 wide[name] = scroll
         assert wide == {}, f"pages wider than {width} px: {wide}"
+        signed_out = await (await browser.new_context(viewport={"width": width, "height": 900})).new_page()
+        await signed_out.goto(f"{web.url}/login")
+        assert await signed_out.evaluate("document.documentElement.scrollWidth") <= width + 1
     page = await signed_in(browser, web, "erin", width=390)
     await page.goto(f"{web.url}/approvals/{item.approval_id}")
     to = page.locator("dl.args dd").filter(has_text=GLOBEX).first  # whole, wrapped inside its box
