@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from engine.store.tables._clock import utcnow
@@ -24,6 +24,7 @@ class PolicyDecisionRow(SQLModel, table=True):
     """
 
     __tablename__ = "policy_decisions"
+    __table_args__ = (Index("ix_policy_decisions_time", "created_at", "decision_id"),)  # shadow evaluation's pages
 
     decision_id: str = Field(primary_key=True)
     run_id: str = Field(index=True)
@@ -42,6 +43,10 @@ class PolicyDecisionRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # What made the boundary decide: "proposed", "edited by bob", "re-decided: …", "re-check before execution: …"
     cause: str | None = None
+    # The workflow's shadow_policy on the same input: recorded, never obeyed (None: no shadow policy)
+    shadow_package: str | None = None
+    shadow_outcome: str | None = None
+    shadow_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ToolExecutionRow(SQLModel, table=True):
