@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
+from sqlalchemy import select as columns  # sqlmodel's select types at most four columns
 from sqlmodel import Session, col, select
 
 from engine.runtime.payloads import PolicyDecision
-from engine.store.tables import PolicyDecisionRow, utcnow
+from engine.store.tables import PolicyDecisionRow, RunRow, WorkflowDefinitionRow, utcnow
 
 
 class DecisionRecord(BaseModel):
@@ -87,3 +88,49 @@ def decisions_for_run(session: Session, *, run_id: str) -> list[dict[str, Any]]:
     rows = session.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.run_id == run_id)
                         .order_by(col(PolicyDecisionRow.created_at))).all()
     return [r.model_dump(mode="json") for r in rows]
+
+
+class RecordedDecision(BaseModel):
+    """A recorded decision as shadow evaluation re-decides it: its input, and what was decided then."""
+
+    decision_id: str
+    run_id: str
+    workflow: str | None
+    definition_hash: str | None
+    tool: str
+    package: str
+    outcome: str
+    reasons: list[str]
+    input: dict[str, Any]
+    created_at: datetime
+
+
+def recorded_decisions(session: Session, *, since: datetime, workflow: str | None = None,
+                       after: tuple[datetime, str] | None = None, limit: int = 1000) -> list[RecordedDecision]:
+    """One page of recorded decisions from ``since`` on, oldest first, after ``after`` (the last page's
+    ``(created_at, decision_id)``); only ``workflow``'s runs when given. Paged by the time index."""
+    query = (columns(*(col(c) for c in (
+                PolicyDecisionRow.decision_id, PolicyDecisionRow.run_id, RunRow.workflow, RunRow.definition_hash,
+                PolicyDecisionRow.tool, PolicyDecisionRow.package, PolicyDecisionRow.outcome, PolicyDecisionRow.result,
+                PolicyDecisionRow.input, PolicyDecisionRow.created_at)))
+             .join(RunRow, col(RunRow.run_id) == col(PolicyDecisionRow.run_id), isouter=True)
+             .where(col(PolicyDecisionRow.created_at) >= since))
+    if workflow is not None:
+        query = query.where(col(RunRow.workflow) == workflow)
+    if after is not None:
+        at, decision_id = after
+        query = query.where(or_(col(PolicyDecisionRow.created_at) > at,
+                                and_(col(PolicyDecisionRow.created_at) == at,
+                                     col(PolicyDecisionRow.decision_id) > decision_id)))
+    query = query.order_by(col(PolicyDecisionRow.created_at), col(PolicyDecisionRow.decision_id)).limit(limit)
+    return [RecordedDecision(decision_id=r[0], run_id=r[1], workflow=r[2], definition_hash=r[3], tool=r[4],
+                             package=r[5], outcome=r[6], reasons=list((r[7] or {}).get("reasons") or []),
+                             input=r[8] or {}, created_at=r[9])
+            for r in session.execute(query).all()]
+
+
+def approver_roles(session: Session, *, definition_hashes: list[str]) -> dict[str, str | None]:
+    """Each definition's ``approval.approver_role`` (who approves when a policy names nobody)."""
+    rows = session.exec(select(WorkflowDefinitionRow.definition_hash, WorkflowDefinitionRow.spec).where(
+        col(WorkflowDefinitionRow.definition_hash).in_(definition_hashes))).all()
+    return {h: ((spec or {}).get("approval") or {}).get("approver_role") for h, spec in rows}

@@ -1,0 +1,97 @@
+"""``airlock policy shadow``: what a candidate policy would have decided on recorded traffic."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+
+from engine.cli._app import JSON, _database, _fail, _settings, app, out
+from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.boundary.shadow import Report
+
+policy_app = typer.Typer(help="Policy changes, tried on recorded traffic before they decide.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+_PAGE = 2000  # recorded decisions read (and re-decided) at a time
+
+
+@policy_app.command("shadow")
+def shadow(
+    policies: Path = typer.Option(..., "--policies", help="The candidate policies folder (as policies/ is)."),
+    since: str = typer.Option("7d", "--since", help="Recorded decisions of this window: 90m, 24h, 7d."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow's runs."),
+    fail_on: list[str] = typer.Option([], "--fail-on", help="Exit 1 when a change of this kind appears: "
+                                      "OLD->NEW (allow, require_approval, deny, or *), or any; repeat."),
+    shown: int = typer.Option(50, "--show", min=0, help="Changed decisions listed (all with --json)."),
+    as_json: bool = JSON,
+) -> None:
+    """Re-decide every recorded policy input of the window with a candidate policy; print what would change."""
+    from engine.boundary.shadow import Candidate, Item, Report, ShadowError, parse_transitions
+    from engine.local.processes import find_binary
+    from engine.store import decisions
+    from engine.store.stats import window
+
+    settings = _settings()
+    try:
+        forbidden = parse_transitions(fail_on)
+        start = datetime.now(UTC) - window(since, "--since")
+        candidate = Candidate(find_binary("opa", settings.project_dir), policies)
+    except (InputError, ShadowError) as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
+        _fail(f"cannot use {policies} as a candidate policy: {exc}", 2)
+    db = _database(settings)
+    with candidate:
+        report = Report(revision=candidate.revision)
+        roles: dict[str, str | None] = {}
+        after = None
+        while page := db.call(decisions.recorded_decisions, since=start, workflow=workflow, after=after,
+                              limit=_PAGE):
+            unknown = sorted({r.definition_hash for r in page if r.definition_hash and r.definition_hash not in roles})
+            if unknown:
+                roles.update(db.call(decisions.approver_roles, definition_hashes=unknown))
+            items = [Item(**r.model_dump(exclude={"definition_hash", "created_at"}),
+                          approver_role=roles.get(r.definition_hash or "")) for r in page]
+            try:
+                for item, new in zip(items, candidate.decide(items), strict=True):
+                    report.add(item, new)
+            except ShadowError as exc:
+                _fail(str(exc), 2)
+            after = (page[-1].created_at, page[-1].decision_id)
+    failing = report.failing(forbidden)
+    if as_json:
+        print(json.dumps(report.as_json() | {"since": since, "workflow": workflow, "failing": failing},
+                         default=str))
+    else:
+        _print_report(report, since, workflow, shown)
+        if failing:
+            out.print("[red]forbidden changes:[/] " + ", ".join(f"{t} ×{n}" for t, n in failing.items()),
+                      highlight=False)
+    if failing:
+        raise typer.Exit(1)
+
+
+def _print_report(report: Report, since: str, workflow: str | None, shown: int) -> None:
+    from engine.cli import render
+
+    scope = f"workflow {workflow}" if workflow else "all workflows"
+    out.print(f"candidate {report.revision}: {report.decided} recorded decision(s) of the last {since} ({scope}) "
+              f"re-decided; {report.same} the same ({report.reasons_changed} with other reasons), "
+              f"{len(report.changes)} changed", highlight=False)
+    if report.transitions:
+        out.print(render.fitted(out, "Changes by transition", ["transition", "decisions"],
+                                [[escape(t), str(n)] for t, n in sorted(report.transitions.items())]))
+    rows = [[escape(c.transition), escape(c.run_id), escape(c.tool), escape(json.dumps(c.args, sort_keys=True)),
+             escape("; ".join(c.old_reasons)), escape("; ".join(c.new_reasons))] for c in report.changes[:shown]]
+    if rows:
+        out.print(render.fitted(out, "Changed decisions", ["change", "run", "tool", "arguments", "reasons then",
+                                                           "reasons now"], rows))
+    if len(report.changes) > shown:
+        out.print(f"… and {len(report.changes) - shown} more (--show N, or --json for all)", highlight=False)

@@ -1,0 +1,87 @@
+"""``airlock policy shadow`` on decisions recorded by real runs (real Temporal, OPA, SQLite and PostgreSQL): a
+candidate that flips a known decision is reported exactly, gates with --fail-on, and a broken one is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from temporalio.client import Client
+
+from engine.config import Settings
+from engine.runtime.worker import build_worker
+from engine.spec import load_spec
+from engine.spec.script import dump_script
+from tests.helpers import ROOT, refund, start_run, wait_for_inbox, write_spec
+from tests.integration.test_cli import airlock
+from tools import support
+
+
+def candidate(tmp_path: Path, old: str, new: str) -> Path:
+    """The shipped policies with one line of the refund policy changed."""
+    folder = tmp_path / "candidate"
+    shutil.copytree(ROOT / "policies", folder)
+    rego = folder / "support_refund.rego"
+    assert old in rego.read_text()
+    rego.write_text(rego.read_text().replace(old, new))
+    return folder
+
+
+async def test_a_candidate_that_flips_known_decisions_is_reported_and_gated(client: Client, settings: Settings,
+                                                                           tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    refunds = (("25.00", "A-1001"), ("180.00", "A-1002"), ("900.00", "A-1003"))
+    write_spec(tmp_path, [])
+    (tmp_path / "turns.yaml").write_text(dump_script({"cases": [  # one spec; each run's message picks its refund
+        {"match": f"refund {amount}", "turns": [{"tool_calls": [refund(order, amount)]}, {"content": "done"}]}
+        for amount, order in refunds]}))
+    spec = load_spec(tmp_path / "spec.yaml", project_dir=ROOT)
+    async with build_worker(client, settings):
+        handles = {}
+        for amount, _ in refunds:
+            handles[amount] = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                              run_input={"customer_id": "cus_ana", "message": f"refund {amount}"})
+        assert (await handles["25.00"].result()).tool_calls[0].outcome == "executed"
+        assert (await handles["900.00"].result()).tool_calls[0].outcome == "denied"
+        await wait_for_inbox(settings.db_url, handles["180.00"].id)  # decided: waits for a person
+        await handles["180.00"].terminate()
+
+    raised = candidate(tmp_path, "_auto_limit := 50", "_auto_limit := 200")  # 180 would go through alone
+    code, out, err = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
+                                   "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["decided"], report["same"], report["transitions"]) == (3, 2, {"require_approval->allow": 1})
+    [change] = report["changes"]
+    assert change["run_id"] == handles["180.00"].id and change["tool"] == "issue_refund"
+    assert change["args"]["amount"] == "180.00"
+    assert change["old_reasons"] == ["refunds above 50 need one approval by support-leads"]
+    assert change["new"] == "allow" and report["revision"].startswith("sha256:")
+
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
+                                 "--fail-on", "*->allow")
+    assert code == 1
+    assert "require_approval->allow" in out and "forbidden changes: require_approval->allow ×1" in out
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
+                                 "--fail-on", "deny->allow", "--workflow", "refund-test")
+    assert code == 0 and "3 recorded decision(s)" in out
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
+                                 "--workflow", "another-workflow", "--json")
+    assert json.loads(out)["decided"] == 0
+
+    unchanged = candidate(tmp_path / "same", "_auto_limit := 50", "_auto_limit := 50")
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(unchanged), "--since", "1h",
+                                 "--fail-on", "any", "--json")
+    assert code == 0 and json.loads(out)["transitions"] == {} and json.loads(out)["same"] == 3
+
+    stricter = candidate(tmp_path / "strict", "_approval_limit := 500", "_approval_limit := 20")
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(stricter), "--since", "1h",
+                                 "--json")
+    assert json.loads(out)["transitions"] == {"allow->deny": 1, "require_approval->deny": 1}
+
+    broken = candidate(tmp_path / "broken", "_auto_limit := 50", "_auto_limit := ")
+    code, _, err = await airlock(settings, "policy", "shadow", "--policies", str(broken), "--since", "1h")
+    assert code == 2 and "does not compile" in err and f"{broken}/support_refund.rego" in err
+    code, _, err = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--fail-on", "deny->ok")
+    assert code == 2 and "--fail-on 'deny->ok'" in err
