@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 policy_app = typer.Typer(help="Policy changes, tried on recorded traffic before they decide.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-_PAGE = 2000  # recorded decisions read (and re-decided) at a time
-
 
 @policy_app.command("shadow")
 def shadow(
@@ -33,9 +31,9 @@ def shadow(
     as_json: bool = JSON,
 ) -> None:
     """Re-decide every recorded policy input of the window with a candidate policy; print what would change."""
-    from engine.boundary.shadow import Candidate, Item, Report, ShadowError, parse_transitions
+    from engine.boundary.shadow import Candidate, ShadowError, parse_transitions
     from engine.local.processes import find_binary
-    from engine.store import decisions
+    from engine.runtime.shadow import shadow_report
     from engine.store.stats import window
 
     settings = _settings()
@@ -47,24 +45,11 @@ def shadow(
         _fail(str(exc), 2)
     except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
         _fail(f"cannot use {policies} as a candidate policy: {exc}", 2)
-    db = _database(settings)
     with candidate:
-        report = Report(revision=candidate.revision)
-        roles: dict[str, str | None] = {}
-        after = None
-        while page := db.call(decisions.recorded_decisions, since=start, workflow=workflow, after=after,
-                              limit=_PAGE):
-            unknown = sorted({r.definition_hash for r in page if r.definition_hash and r.definition_hash not in roles})
-            if unknown:
-                roles.update(db.call(decisions.approver_roles, definition_hashes=unknown))
-            items = [Item(**r.model_dump(exclude={"definition_hash", "created_at"}),
-                          approver_role=roles.get(r.definition_hash or "")) for r in page]
-            try:
-                for item, new in zip(items, candidate.decide(items), strict=True):
-                    report.add(item, new)
-            except ShadowError as exc:
-                _fail(str(exc), 2)
-            after = (page[-1].created_at, page[-1].decision_id)
+        try:
+            report = shadow_report(_database(settings), candidate, since=start, workflow=workflow)
+        except ShadowError as exc:
+            _fail(str(exc), 2)
     failing = report.failing(forbidden)
     if as_json:
         print(json.dumps(report.as_json() | {"since": since, "workflow": workflow, "failing": failing},
