@@ -1,6 +1,15 @@
 """The ``airlock`` command line (Typer + Rich)."""
 
-from engine.cli import approvals, policy, project, prompts, runs, senders, stack  # noqa: F401  (registers the commands)
+from engine.cli import (  # noqa: F401  (registers the commands)
+    approvals,
+    evals,
+    policy,
+    project,
+    prompts,
+    runs,
+    senders,
+    stack,
+)
 from engine.cli._app import app, main_entry, parse_input
 
 __all__ = ["app", "main_entry", "parse_input"]

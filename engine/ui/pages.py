@@ -162,6 +162,7 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
                user: Approver = Depends(page_user)) -> Response:
     """How runs went over a window: the figures of ``airlock stats``, with plots."""
     from engine.spec import parse_duration
+    from engine.store.evals import recent_evals
     from engine.store.stats import stats
     from engine.ui import charts
 
@@ -170,6 +171,7 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
     figures = services(request).db.call(stats, since=parse_duration(since), workflow=workflow or None,
                                         tenants=user.tenants)
     workflows = services(request).db.call(repo.workflow_names, tenants=user.tenants)
+    evals = services(request).db.call(recent_evals, tenants=user.tenants, workflow=workflow or None, limit=10)
     series, latency, boundary = figures["series"], figures["latency_ms"], figures["boundary"]
     per = series["unit"]
     plots = [
@@ -182,7 +184,7 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
         charts.bars("Approvals (escalations) by outcome", [(k, float(v)) for k, v in boundary["approvals"].items()]),
     ]
     return _render(request, "stats.html", user=user, figures=figures, plots=plots, windows=STATS_WINDOWS,
-                   since=since, workflow=workflow or "", workflows=workflows)
+                   since=since, workflow=workflow or "", workflows=workflows, evals=evals)
 
 
 @router.post("/approvals/{approval_id}/decide")

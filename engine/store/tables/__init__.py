@@ -8,6 +8,7 @@ return our pydantic models or plain dicts.
 - ``_runs``: a run and its model side (run index, model calls, endpoints' breakers, schema checks, prompts,
   definitions);
 - ``_actions``: an action's path to its effect (policy decisions, executions, leases, chain transactions);
+- ``_evals``: workflow evaluations (``airlock eval``): a dataset run against a workflow version, and its cases;
 - ``_people``: approvals and the people behind them (events, queued decisions, assertions, accounts, tokens,
   sessions).
 """
@@ -22,6 +23,7 @@ from engine.store.tables._actions import (
     ToolExecutionRow,
 )
 from engine.store.tables._clock import utcnow
+from engine.store.tables._evals import EvalCaseRow, EvalRunRow
 from engine.store.tables._people import (
     ApiTokenRow,
     ApprovalEventRow,
@@ -43,6 +45,7 @@ from engine.store.tables._runs import (
 
 __all__ = [
     "ActionLockRow", "ApiTokenRow", "ApprovalEventRow", "ApprovalRow", "ChainSenderRow", "ChainTransactionRow",
+    "EvalCaseRow", "EvalRunRow",
     "ModelBreakerRow", "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow",
     "QueuedDecisionRow", "RunRow", "SignInFailureRow", "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow",
     "WorkflowDefinitionRow", "utcnow",
