@@ -69,6 +69,8 @@ def eval_command(
     from engine.evals.derive import derive
 
     settings = _settings()
+    if compare and workflow:
+        _fail("give --workflow or --compare V1 V2, not both", 2)
     try:
         dataset = load_dataset(dataset_path)
     except SpecError as exc:
