@@ -81,7 +81,12 @@ def _sentence(kind: str, d: dict[str, Any]) -> str:
     if kind == "policy":
         cause = d.get("cause")
         why = f" [{cause}]" if cause and cause != "proposed" else ""
-        return f"{d['tool']}: {d['outcome']} — {'; '.join(d['reasons'])} (revision {d['revision']}){why}"
+        text = f"{d['tool']}: {d['outcome']} — {'; '.join(d['reasons'])} (revision {d['revision']}){why}"
+        if (shadow := d.get("shadow")) is not None:
+            text += (f"; shadow policy {shadow['package']} agrees" if shadow["outcome"] == d["outcome"] else
+                     f"; shadow policy {shadow['package']} would have: {shadow['outcome']} — "
+                     f"{'; '.join(shadow['reasons'])}")
+        return text
     if kind == "execution":
         tx = d.get("tx_hash")
         return f"{d['tool']}: {d['status']}" + (f" — {d['error']}" if d.get("error") else "") + (

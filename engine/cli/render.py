@@ -240,3 +240,8 @@ def print_stats(console: Console, figures: dict[str, Any]) -> None:
                   + (", ".join(f"{n} {s}" for s, n in boundary["approvals"].items()) or ""), highlight=False)
     console.print(f"policy: OPA asked again {boundary['policy_retries']} time(s) in {boundary['retried_decisions']} "
                   f"decision(s), {boundary['policy_unavailable']} denied as policy unavailable", highlight=False)
+    shadow = figures["shadow"]
+    if shadow["decisions"]:
+        console.print(f"shadow policy ({', '.join(shadow['packages'])}): {shadow['decisions']} decision(s), "
+                      f"{shadow['disagreements']} disagreement(s)"
+                      + "".join(f", {t} {n}" for t, n in shadow["by_transition"].items()), highlight=False)

@@ -29,6 +29,9 @@ from engine.spec.source import Lines, file_problem, issues_of, line_for, read_te
 from engine.toolkit import allow_project_roots, import_object, resolve_tool
 
 _UNHASHED = {"source", "definition_hash"}  # where a definition was loaded from does not change what it is
+# Fields added since definitions were first hashed: left out while unset, so a definition that does not use
+# them keeps the hash it always had (a run started by an older CLI still finds its definition on a newer worker).
+_HASHED_WHEN_SET = {"shadow_policy"}
 
 
 def add_import_roots(*roots: Path) -> None:
@@ -68,6 +71,9 @@ def definition_hash(spec: ResolvedSpec) -> str:
 
 def _hash(body: dict[str, Any]) -> str:
     """The hash of a resolved definition's JSON (less ``_UNHASHED``); scripted-turn files count by their content."""
+    for name in _HASHED_WHEN_SET:
+        if body.get(name) is None:
+            body.pop(name, None)
     for model in [body["model"], *body["routes"].values()]:
         if model.get("script"):
             script = Path(model["script"])

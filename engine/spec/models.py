@@ -19,6 +19,7 @@ from engine.redact import safe_url
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
 _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+_PACKAGE = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"  # a Rego package, as OPA names it in its data path
 _DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -154,7 +155,10 @@ class WorkflowSpec(_Frozen):
     system_prompt: str | None = Field(default=None, max_length=MAX_SPEC_BYTES)
     system_prompt_file: str | None = Field(default=None, max_length=1000)
     tools: list[str] = Field(default_factory=list, max_length=100)
-    policy: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+    policy: str = Field(pattern=_PACKAGE)
+    shadow_policy: str | None = Field(default=None, pattern=_PACKAGE,
+                                      description="another Rego package that decides every call too: its decision "
+                                                  "is recorded beside the policy's and never obeyed")
     limits: LimitsSpec = LimitsSpec()
     approval: ApprovalSpec = ApprovalSpec()
     graph: str | None = Field(default=None, pattern=_IMPORT_PATH)
@@ -171,6 +175,12 @@ class WorkflowSpec(_Frozen):
     def _one_prompt(self) -> WorkflowSpec:
         if bool(self.system_prompt) == bool(self.system_prompt_file):
             raise ValueError("give exactly one of 'system_prompt' or 'system_prompt_file'")
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_is_another_policy(self) -> WorkflowSpec:
+        if self.shadow_policy is not None and self.shadow_policy == self.policy:
+            raise ValueError(f"shadow_policy is the policy itself ({self.policy}); name the candidate package")
         return self
 
     def model_for(self, step_class: str) -> ModelSpec:

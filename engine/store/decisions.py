@@ -39,18 +39,22 @@ class DecisionRecord(BaseModel):
 
 def save_decision(session: Session, *, decision_id: str, run_id: str, call_id: str, package: str,
                   document: dict[str, Any], decision: PolicyDecision, raw: Any, latency_ms: float,
-                  digest: str, idempotency_key: str, approval_id: str | None, cause: str) -> None:
+                  digest: str, idempotency_key: str, approval_id: str | None, cause: str,
+                  shadow: tuple[str, PolicyDecision] | None = None) -> None:
     """Store a decision. ``decision_id`` names the activity that made it: a retry of that activity
     overwrites its own row; every other decision, a re-decision included, gets its own, with its ``cause``
     (what made the boundary decide: ``proposed``, an edit, a re-decision, the re-check before execution).
     ``result`` holds the whole decision, the times OPA was asked for it (``attempts``, which ``airlock stats``
-    sums) included."""
+    sums) included. ``shadow``: the workflow's shadow policy package and its decision on the same input."""
     row = session.get(PolicyDecisionRow, decision_id) or PolicyDecisionRow(
         decision_id=decision_id, run_id=run_id, call_id=call_id, tool=document["tool"]["name"],
         package=package, outcome=decision.outcome, input=document, result={})
     row.outcome, row.revision, row.input = decision.outcome, decision.revision, document
     row.result, row.raw, row.latency_ms = decision.model_dump(mode="json"), raw, latency_ms
     row.digest, row.idempotency_key, row.approval_id, row.cause = digest, idempotency_key, approval_id, cause
+    if shadow is not None:
+        row.shadow_package, row.shadow_outcome = shadow[0], shadow[1].outcome
+        row.shadow_result = shadow[1].model_dump(mode="json")
     row.created_at = utcnow()
     session.add(row)
     session.commit()

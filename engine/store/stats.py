@@ -137,5 +137,15 @@ def stats(session: Session, *, since: timedelta, workflow: str | None = None,
                      "outcomes": dict(sorted(outcomes.items())),
                      "policy_retries": sum(retries), "retried_decisions": sum(1 for n in retries if n),
                      "policy_unavailable": sum(1 for d in decisions if _unavailable(d.result))},
+        "shadow": _shadow(decisions),
         "series": _series(list(runs), models, start, end),
     }
+
+
+def _shadow(decisions: list[Any]) -> dict[str, Any]:
+    """Decisions a workflow's shadow policy also made: how many, and where it disagreed (by transition)."""
+    shadowed = [d for d in decisions if d.shadow_outcome is not None]
+    disagreements = Counter(f"{d.outcome}->{d.shadow_outcome}" for d in shadowed if d.shadow_outcome != d.outcome)
+    return {"decisions": len(shadowed), "disagreements": sum(disagreements.values()),
+            "by_transition": dict(sorted(disagreements.items())),
+            "packages": sorted({d.shadow_package for d in shadowed if d.shadow_package})}

@@ -49,7 +49,9 @@ def run_timeline(session: Session, *, run_id: str) -> list[TimelineEntry]:
             at=d.created_at, kind="policy", step=d.input.get("run", {}).get("step"), latency_ms=d.latency_ms,
             data={"tool": d.tool, "args": d.input.get("tool", {}).get("args"), "outcome": d.outcome,
                   "reasons": d.result.get("reasons", []), "revision": d.revision, "input": d.input,
-                  "cause": d.cause}))
+                  "cause": d.cause, "shadow": None if d.shadow_outcome is None else {
+                      "package": d.shadow_package, "outcome": d.shadow_outcome,
+                      "reasons": (d.shadow_result or {}).get("reasons", [])}}))
     for e in session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == run_id)).all():
         tx = e.result.get("tx_hash") if isinstance(e.result, dict) else None
         entries.append(TimelineEntry(

@@ -85,3 +85,38 @@ async def test_a_candidate_that_flips_known_decisions_is_reported_and_gated(clie
     assert code == 2 and "does not compile" in err and f"{broken}/support_refund.rego" in err
     code, _, err = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--fail-on", "deny->ok")
     assert code == 2 and "--fail-on 'deny->ok'" in err
+
+
+async def test_a_shadow_policy_decides_beside_the_policy_and_changes_nothing(client: Client, settings: Settings,
+                                                                            tmp_path: Path) -> None:
+    """The treasury policy as the support workflow's shadow: it would deny every refund (not one of its tools).
+    The refunds go as the support policy decides; each disagreement is recorded, counted and shown."""
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1001", "25.00")]}, {"content": "done"}],
+                      shadow_policy="airlock.treasury_payout")
+    missing = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "30.00")]}, {"content": "done"}],
+                         "missing.yaml", name="refund-missing-shadow", shadow_policy="airlock.no_such_policy")
+    async with build_worker(client, settings):
+        run = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                              run_input={"customer_id": "cus_ana"})
+        other = await start_run(client, task_queue=settings.temporal.task_queue, spec=missing,
+                                run_input={"customer_id": "cus_ana"})
+        assert (await run.result()).tool_calls[0].outcome == "executed"  # the policy decided, not its shadow
+        assert (await other.result()).tool_calls[0].outcome == "executed"  # a shadow that fails changes nothing
+    assert sorted(str(r.amount) for r in support.list_refunds(settings.db_url)) == ["25.00", "30.00"]
+
+    code, out, err = await airlock(settings, "stats", "--since", "1h", "--json")
+    assert code == 0, err
+    shadow = json.loads(out)["shadow"]
+    assert shadow == {"decisions": 2, "disagreements": 2, "by_transition": {"allow->deny": 2},
+                      "packages": ["airlock.no_such_policy", "airlock.treasury_payout"]}
+    code, out, _ = await airlock(settings, "runs", "show", run.id)
+    out = " ".join(out.split())  # folded to the terminal's width
+    assert ("issue_refund: allow" in out and "shadow policy airlock.treasury_payout would have: deny — tool "
+            "issue_refund is not allowed in this workflow" in out), out
+    code, out, _ = await airlock(settings, "runs", "show", other.id)
+    out = " ".join(out.split())
+    assert ("shadow policy airlock.no_such_policy would have: deny — policy unavailable; no policy module declares "
+            "package airlock.no_such_policy") in out
+    code, out, _ = await airlock(settings, "stats", "--since", "1h")
+    assert "2 disagreement(s), allow->deny 2" in out

@@ -28,8 +28,9 @@ OWNERS: dict[str, set[str]] = {
     "opa_client": {"engine/boundary/policy.py"},
     "aiohttp": {"engine/boundary/policy.py"},
     # A folder (ending in /) owns a library for every module in it. The support tool keeps its own ledger
-    # tables (created by the store's migrations).
-    "sqlalchemy": {"engine/store/", "tools/support.py"},
+    # tables (created by the store's migrations); the tool `airlock init` writes into a new project keeps its
+    # own table (project code, copied out; not the engine's).
+    "sqlalchemy": {"engine/store/", "tools/support.py", "engine/local/starter/tools/credits.py"},
     "sqlmodel": {"engine/store/", "tools/support.py"},
     "alembic": {"engine/store/"},
 }

@@ -213,3 +213,24 @@ def test_a_broken_script_is_reported_by_the_spec_check_in_its_own_file(tmp_path:
     (tmp_path / "turns.yaml").write_text("cases:\n  - match: lamp\n    turns:\n      - tool_calls: [{nme: f}]\n")
     issues = _issues(path)
     assert any(i.startswith(f"{tmp_path / 'turns.yaml'}:4: cases[0].turns[0].tool_calls[0]") for i in issues), issues
+
+
+def test_a_shadow_policy_is_another_package_and_unset_leaves_the_hash_alone(tmp_path: Path) -> None:
+    plain = load_spec(_write(tmp_path, GOOD), project_dir=ROOT)
+    assert plain.shadow_policy is None
+    shadowed = load_spec(_write(tmp_path, GOOD + "shadow_policy: airlock.support_refund_next\n"), project_dir=ROOT)
+    assert shadowed.shadow_policy == "airlock.support_refund_next"
+    assert shadowed.definition_hash != plain.definition_hash  # what decides beside the policy is the definition's
+    issues = _issues(_write(tmp_path, GOOD + "shadow_policy: airlock.support_refund\n"))
+    assert any("shadow_policy is the policy itself (airlock.support_refund)" in i for i in issues), issues
+    assert any(i.endswith("shadow_policy: String should match pattern '^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$'")
+               for i in _issues(_write(tmp_path, GOOD + "shadow_policy: Not-A-Package\n")))
+
+
+def test_the_shipped_definitions_keep_their_hashes_when_fields_are_added_unset() -> None:
+    """A run an older CLI started pins the definition's hash: adding an unset field must not change it."""
+    from engine.spec.loader import _HASHED_WHEN_SET, _hash
+
+    spec = load_spec(ROOT / "workflows" / "support_refund.yaml", project_dir=ROOT)
+    body = spec.model_dump(mode="json", exclude={"source", "definition_hash", *_HASHED_WHEN_SET})
+    assert _hash(body) == spec.definition_hash

@@ -94,14 +94,15 @@ class ActionActivities(ActivitiesBase):
         call = call.model_copy(update={"args": args, "facts": facts})
         document = await asyncio.to_thread(self._document, run, call, tool, known.past, known.edits)  # scans
         decision_id = f"{run.run_id}:{activity.info().activity_id}"
-        decision, raw, latency = await self._ask_policy(run, document, decision_id)
+        decision, raw, latency, shadow = await self._ask_policy(run, document, decision_id)
         digest = action_digest(call.tool, args, facts, decision.revision)
         approval = approval_id(run.run_id, call) if decision.outcome == "require_approval" else None
         await self._db(decisions.save_decision, decision_id=decision_id, run_id=run.run_id, call_id=call.call_id,
                        package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
-                       digest=digest, idempotency_key=key, approval_id=approval, cause=decision_cause(call))
-        activity.logger.info("policy %s for %s: %s %s", run.spec.policy, call.call_id, decision.outcome,
-                             decision.reasons)
+                       digest=digest, idempotency_key=key, approval_id=approval, cause=decision_cause(call),
+                       shadow=(run.spec.shadow_policy, shadow) if shadow and run.spec.shadow_policy else None)
+        activity.logger.info("policy %s for %s: %s %s%s", run.spec.policy, call.call_id, decision.outcome,
+                             decision.reasons, _shadow_note(run.spec.shadow_policy, decision, shadow))
         return EvaluatePolicyResult(decision=decision, digest=digest, facts=facts, approval_id=approval)
 
     def _document(self, run: ResolvedRun, call: ToolCallRecord, tool: ToolDef, past: list[repo.PastCall],
@@ -171,7 +172,7 @@ class ActionActivities(ActivitiesBase):
         if not changed:
             return None  # the same input as the decision: the same decision
         decision_id = f"{run.run_id}:{activity.info().activity_id}:recheck"
-        decision, raw, latency = await self._ask_policy(run, document, decision_id)
+        decision, raw, latency, shadow = await self._ask_policy(run, document, decision_id)
         shown = list(clearance.decision.result.get("reasons") or []) if clearance.decision else []
         problem = await self._db(authority.uncovered, run_id=run.run_id, idempotency_key=ctx.idempotency_key,
                                  approved_by=clearance.approved_by, decision=decision, approved_reasons=shown)
@@ -180,7 +181,8 @@ class ActionActivities(ActivitiesBase):
                        package=run.spec.policy, document=document, decision=decision, raw=raw, latency_ms=latency,
                        digest=action_digest(call.tool, call.args, facts, decision.revision),
                        idempotency_key=ctx.idempotency_key, approval_id=call.approval_id,
-                       cause=cause + ("" if problem is None else f"; sent back: {problem}"))
+                       cause=cause + ("" if problem is None else f"; sent back: {problem}"),
+                       shadow=(run.spec.shadow_policy, shadow) if shadow and run.spec.shadow_policy else None)
         activity.logger.info("re-check of %s (%s): %s%s", call.call_id, ", ".join(changed), decision.outcome,
                              "" if problem is None else f", sent back: {problem}")
         if problem is None:
@@ -191,11 +193,18 @@ class ActionActivities(ActivitiesBase):
                                        + (f" ({reasons})" if reasons else ""))
 
     async def _ask_policy(self, run: ResolvedRun, document: dict[str, Any],
-                          decision_id: str) -> tuple[PolicyDecision, Any, float]:
-        """OPA's decision on ``document``, with the workflow's approver role filled in and its id set."""
-        decision, raw, latency = await self._policy.evaluate(run.spec.policy, document)
+                          decision_id: str) -> tuple[PolicyDecision, Any, float, PolicyDecision | None]:
+        """OPA's decision on ``document``, with the workflow's approver role filled in and its id set; and,
+        for a workflow with a ``shadow_policy``, that package's decision on the same input, asked at the same
+        time (recorded only: what it says, or its failing, never changes the decision)."""
+        asked = [self._policy.evaluate(run.spec.policy, document)]
+        if run.spec.shadow_policy:
+            asked.append(self._policy.evaluate(run.spec.shadow_policy, document))
+        answers = await asyncio.gather(*asked)
+        decision, raw, latency = answers[0]
         decision = with_approvers(decision, run.spec.approval.approver_role)
-        return decision.model_copy(update={"decision_id": decision_id}), raw, latency
+        shadow = with_approvers(answers[1][0], run.spec.approval.approver_role) if len(answers) > 1 else None
+        return decision.model_copy(update={"decision_id": decision_id}), raw, latency, shadow
 
     def _shown_error(self, exc: Exception) -> str:
         """A tool's failure as the record, the model and people see it: no keys from URLs in its text
@@ -322,3 +331,10 @@ def _finished(row: Any) -> ExecuteToolResult | None:
     if row is None or row.status == "started":
         return None
     return ExecuteToolResult(ok=row.status == "succeeded", result=row.result, error=row.error, replayed=True)
+
+
+def _shadow_note(package: str | None, decision: PolicyDecision, shadow: PolicyDecision | None) -> str:
+    """For the log: what the shadow policy said, when it disagrees."""
+    if shadow is None or shadow.outcome == decision.outcome:
+        return ""
+    return f"; shadow policy {package} would have: {shadow.outcome} {shadow.reasons}"
