@@ -256,7 +256,11 @@ def _first_attempts(settings: Settings, run_id: str) -> list[str | None]:
 
 async def test_breaker_and_daily_cost_cap_hold_across_workers(client: Client, topology: Topology) -> None:
     """One run opens the breaker (three failures of the primary) and one spends the day's cost cap; then
-    runs on *both* workers find the breaker open and the cap reached, whichever worker did the opening."""
+    runs on *both* workers find the breaker open and the cap reached, whichever worker did the opening.
+
+    Once the cooldown (30 s) is over, the next call tries the primary again and its failure opens the breaker
+    anew, for every worker: on a slow machine a run may see that one failure, never more. A worker that
+    counted alone would fail its first three calls before it skipped any."""
     settings = topology.settings
     opener, spender = [h for kind in ("breaker", "budget") for h in await _start(client, topology, kind, 1)]
     first, spent = await _results([opener, spender])
@@ -271,7 +275,8 @@ async def test_breaker_and_daily_cost_cap_hold_across_workers(client: Client, to
         results = await _results(breakers + budgets)
         for handle, result in zip(breakers, results[:2], strict=True):
             assert result.status == "completed"
-            assert set(_first_attempts(settings, handle.id)) == {"circuit open: skipped"}, handle.id
+            errors = _first_attempts(settings, handle.id)
+            assert len(errors) == 4 and errors.count("circuit open: skipped") >= 3, (handle.id, errors)
             skipped_on |= await _workers_of(topology, handle, "call_model")
         for handle, result in zip(budgets, results[2:], strict=True):
             assert result.status == "limit_reached" and "daily cost cap of topology-budget" in (result.reason or "")
@@ -287,7 +292,7 @@ async def test_no_effect_twice_when_a_worker_is_killed(client: Client, topology:
     before = len(support.list_refunds(settings.db_url))
     handles = await _start(client, topology, "refund", 12)
     await _poll(lambda: asyncio.to_thread(support.list_refunds, settings.db_url),
-                lambda rows: len(rows) >= before + 2, timeout=60)
+                lambda rows: len(rows) > before, timeout=60)  # effects under way: kill now
     victim = topology.workers[0]
     os.killpg(victim.pid, signal.SIGKILL)  # no graceful shutdown: whatever it held is left mid-way
     victim.wait(10)
