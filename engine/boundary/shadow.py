@@ -74,6 +74,7 @@ class Item(BaseModel):
     decision_id: str
     run_id: str
     workflow: str | None
+    tenant: str | None = None
     tool: str
     package: str
     outcome: str
@@ -88,6 +89,7 @@ class Change(BaseModel):
     decision_id: str
     run_id: str
     workflow: str | None
+    tenant: str | None = None
     tool: str
     args: dict[str, Any]
     old: str
@@ -119,7 +121,8 @@ class Report:
             self.same += 1
             self.reasons_changed += sorted(new.reasons) != sorted(item.reasons)
             return
-        change = Change(decision_id=item.decision_id, run_id=item.run_id, workflow=item.workflow, tool=item.tool,
+        change = Change(decision_id=item.decision_id, run_id=item.run_id, workflow=item.workflow,
+                        tenant=item.tenant, tool=item.tool,
                         args=(item.input.get("tool") or {}).get("args") or {}, old=item.outcome, new=new.outcome,
                         old_reasons=item.reasons, new_reasons=new.reasons)
         self.transitions[change.transition] += 1

@@ -28,6 +28,10 @@ def shadow(
     fail_on: list[str] = typer.Option([], "--fail-on", help="Exit 1 when a change of this kind appears: "
                                       "OLD->NEW (allow, require_approval, deny, or *), or any; repeat."),
     shown: int = typer.Option(50, "--show", min=0, help="Changed decisions listed (all with --json)."),
+    save: bool = typer.Option(False, "--save", help="Keep the report in the database, for reviewers in the UI "
+                              "(/shadow/ID)."),
+    label: str | None = typer.Option(None, "--label", help="What the candidate is, as reviewers see it (a branch, "
+                                     "a pull request); default: the folder."),
     as_json: bool = JSON,
 ) -> None:
     """Re-decide every recorded policy input of the window with a candidate policy; print what would change."""
@@ -51,11 +55,22 @@ def shadow(
         except ShadowError as exc:
             _fail(str(exc), 2)
     failing = report.failing(forbidden)
+    saved = None
+    if save:
+        from engine.store import shadow_reports
+
+        saved = _database(settings).call(
+            shadow_reports.save_report, label=(label or str(policies))[:500], revision=report.revision, since=since,
+            workflow=workflow, decided=report.decided, same=report.same, reasons_changed=report.reasons_changed,
+            transitions=dict(report.transitions), failing=failing, saved_by=_saver(),
+            changes=[c.model_dump() for c in report.changes])
     if as_json:
-        print(json.dumps(report.as_json() | {"since": since, "workflow": workflow, "failing": failing},
-                         default=str))
+        print(json.dumps(report.as_json() | {"since": since, "workflow": workflow, "failing": failing,
+                                             "saved": saved}, default=str))
     else:
         _print_report(report, since, workflow, shown)
+        if saved:
+            out.print(f"saved as {saved}: {settings.api.url.rstrip('/')}/shadow/{saved}", highlight=False)
         if failing:
             out.print("[red]forbidden changes:[/] " + ", ".join(f"{t} ×{n}" for t, n in failing.items()),
                       highlight=False)
@@ -80,3 +95,13 @@ def _print_report(report: Report, since: str, workflow: str | None, shown: int) 
                                                            "reasons now"], rows))
     if len(report.changes) > shown:
         out.print(f"… and {len(report.changes) - shown} more (--show N, or --json for all)", highlight=False)
+
+
+def _saver() -> str:
+    """Who saved a report, as reviewers see it: the account running the command (the CI job's, in a gate)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "unknown"

@@ -100,6 +100,7 @@ class RecordedDecision(BaseModel):
     decision_id: str
     run_id: str
     workflow: str | None
+    tenant: str | None
     definition_hash: str | None
     tool: str
     package: str
@@ -114,7 +115,8 @@ def recorded_decisions(session: Session, *, since: datetime, workflow: str | Non
     """One page of recorded decisions from ``since`` on, oldest first, after ``after`` (the last page's
     ``(created_at, decision_id)``); only ``workflow``'s runs when given. Paged by the time index."""
     query = (columns(*(col(c) for c in (
-                PolicyDecisionRow.decision_id, PolicyDecisionRow.run_id, RunRow.workflow, RunRow.definition_hash,
+                PolicyDecisionRow.decision_id, PolicyDecisionRow.run_id, RunRow.workflow, RunRow.tenant,
+                RunRow.definition_hash,
                 PolicyDecisionRow.tool, PolicyDecisionRow.package, PolicyDecisionRow.outcome, PolicyDecisionRow.result,
                 PolicyDecisionRow.input, PolicyDecisionRow.created_at)))
              .join(RunRow, col(RunRow.run_id) == col(PolicyDecisionRow.run_id), isouter=True)
@@ -127,9 +129,9 @@ def recorded_decisions(session: Session, *, since: datetime, workflow: str | Non
                                 and_(col(PolicyDecisionRow.created_at) == at,
                                      col(PolicyDecisionRow.decision_id) > decision_id)))
     query = query.order_by(col(PolicyDecisionRow.created_at), col(PolicyDecisionRow.decision_id)).limit(limit)
-    return [RecordedDecision(decision_id=r[0], run_id=r[1], workflow=r[2], definition_hash=r[3], tool=r[4],
-                             package=r[5], outcome=r[6], reasons=list((r[7] or {}).get("reasons") or []),
-                             input=r[8] or {}, created_at=r[9])
+    return [RecordedDecision(decision_id=r[0], run_id=r[1], workflow=r[2], tenant=r[3], definition_hash=r[4],
+                             tool=r[5], package=r[6], outcome=r[7], reasons=list((r[8] or {}).get("reasons") or []),
+                             input=r[9] or {}, created_at=r[10])
             for r in session.execute(query).all()]
 
 

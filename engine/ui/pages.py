@@ -187,6 +187,38 @@ def stats_page(request: Request, since: str = "24h", workflow: str | None = None
                    since=since, workflow=workflow or "", workflows=workflows, evals=evals)
 
 
+@router.get("/shadow", response_class=HTMLResponse)
+def shadow_list_page(request: Request, user: Approver = Depends(page_user)) -> Response:
+    """Saved shadow evaluations, newest first: candidate policies tried on recorded traffic."""
+    from engine.store.shadow_reports import recent_reports
+
+    return _render(request, "shadow_list.html", user=user, reports=services(request).db.call(recent_reports))
+
+
+SHADOW_PAGE = 50
+
+
+@router.get("/shadow/{report_id}", response_class=HTMLResponse)
+def shadow_page(request: Request, report_id: str, transition: str | None = None, page: int = 1,
+                user: Approver = Depends(page_user)) -> Response:
+    """One saved shadow evaluation: its figures, and the changed decisions of the reviewer's tenants."""
+    from engine.errors import NotFoundError
+    from engine.store.shadow_reports import get_report, report_changes
+
+    db = services(request).db
+    report = db.call(get_report, report_id=report_id)
+    if report is None:
+        raise NotFoundError(f"no saved shadow report {report_id}")
+    if transition is not None and transition not in report.transitions:
+        raise InputError(f"transition: this report has {', '.join(report.transitions) or 'no changes'}, "
+                         f"not {transition!r}")
+    page = max(1, page)
+    changes, total = db.call(report_changes, report_id=report_id, tenants=user.tenants, transition=transition,
+                             offset=(page - 1) * SHADOW_PAGE, limit=SHADOW_PAGE)
+    return _render(request, "shadow.html", user=user, report=report, changes=changes, total=total,
+                   transition=transition, page=page, pages=max(1, -(-total // SHADOW_PAGE)))
+
+
 @router.post("/approvals/{approval_id}/decide")
 async def decide(request: Request, approval_id: str, decision: str = Form(...), comment: str = Form(""),
                  digest: str = Form(...), csrf: str = Form(""), user: Approver = Depends(page_user)) -> Response:

@@ -13,6 +13,8 @@ from engine.config import Settings
 from engine.runtime.worker import build_worker
 from engine.spec import load_spec
 from engine.spec.script import dump_script
+from engine.store import shadow_reports
+from engine.store.db import Database
 from tests.helpers import ROOT, refund, start_run, wait_for_inbox, write_spec
 from tests.integration.test_cli import airlock
 from tools import support
@@ -59,6 +61,17 @@ async def test_a_candidate_that_flips_known_decisions_is_reported_and_gated(clie
     assert change["old_reasons"] == ["refunds above 50 need one approval by support-leads"]
     assert change["new"] == "allow" and report["revision"].startswith("sha256:")
 
+    code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
+                                 "--save", "--label", "raise the automatic limit (pull request 7)", "--json")
+    saved = json.loads(out)["saved"]
+    db = Database(settings.db_url)
+    stored = db.call(shadow_reports.get_report, report_id=saved)
+    assert stored is not None and (stored.label, stored.decided, stored.transitions) == (
+        "raise the automatic limit (pull request 7)", 3, {"require_approval->allow": 1})
+    [kept], total = db.call(shadow_reports.report_changes, report_id=saved, tenants=["default"])
+    assert total == 1 and (kept.run_id, kept.tenant, kept.args["amount"]) == (handles["180.00"].id, "default",
+                                                                              "180.00")
+    assert db.call(shadow_reports.report_changes, report_id=saved, tenants=["elsewhere"]) == ([], 0)
     code, out, _ = await airlock(settings, "policy", "shadow", "--policies", str(raised), "--since", "1h",
                                  "--fail-on", "*->allow")
     assert code == 1

@@ -331,3 +331,53 @@ async def test_treasury_pages_fit_a_phone(browser: Browser, chain_settings: Sett
     box = await to.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
     await handle.terminate()
+
+
+async def test_a_saved_policy_change_reads_at_phone_width_and_shows_only_the_readers_tenants(
+        browser: Browser, web: Web) -> None:
+    """A saved shadow report with treasury payments (long addresses, a memo with a transaction hash): its list and
+    its page fit 390 px and 1280 px; the filter by transition works; a change in another tenant's run is counted
+    in the figures but not shown."""
+    from engine.store.db import make_engine
+    from engine.store.shadow_reports import save_report
+
+    make_people(web.settings.db_url)
+    globex, acme = "0x90F79bf6EB2c4f870365E785982E1f101E93b906", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+    def payment(n: int, to: str, amount: str, old: str, new: str, tenant: str) -> dict[str, object]:
+        return {"decision_id": f"treasury-payout-{n:012x}:1", "run_id": f"treasury-payout-{n:012x}", "tenant": tenant,
+                "workflow": "treasury-payout", "tool": "transfer_token",
+                "args": {"chain_id": 31337, "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "to": to,
+                         "amount": amount, "memo": "INV-2042 Q4 freight " + "0x" + "ab" * 32},
+                "old": old, "new": new, "old_reasons": [f"recipient {to} is not on the payee list"],
+                "new_reasons": [f"payments above 1000 tUSD need one approval by treasury-approvers ({to})"]}
+
+    changes = [payment(1, globex, "4800.00", "deny", "require_approval", "default"),
+               payment(2, acme, "250.00", "require_approval", "allow", "default"),
+               payment(3, globex, "9999.00", "deny", "allow", "elsewhere")]
+    with Session(make_engine(web.settings.db_url)) as session:
+        report_id = save_report(session, label="policies: payee list from the vendor registry (pull request 418)",
+                                revision="sha256:09713dff2a3f89b5", since="7d", workflow="treasury-payout",
+                                decided=1200, same=1197, reasons_changed=4,
+                                transitions={"deny->allow": 1, "deny->require_approval": 1,
+                                             "require_approval->allow": 1},
+                                failing={"deny->allow": 1}, saved_by="ci", changes=changes)
+    for width in (390, 1280):
+        page = await signed_in(browser, web, "bob", width=width)
+        await page.get_by_role("link", name="Policy changes").click()
+        await expect(page.locator(f"[data-report='{report_id}']")).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width + 1
+        await page.get_by_role("link", name="pull request 418").click()
+        await expect(page.locator("[data-figure='changed']")).to_have_text("3")
+        await expect(page.locator("[data-failing]")).to_contain_text("deny->allow (1)")
+        shown = page.locator("[data-change]")
+        await expect(shown).to_have_count(2)  # the third is another tenant's run
+        await expect(page.get_by_text("treasury-payout-000000000003")).to_have_count(0)
+        await page.screenshot(path=str(ARTIFACTS / f"shadow-report-{width}.png"), full_page=True)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width + 1
+        await page.locator("[data-transition='require_approval->allow']").click()
+        await expect(shown).to_have_count(1)
+        await expect(shown.first).to_contain_text("250.00")
+    response = await page.goto(f"{web.url}/shadow/{report_id}?transition=allow->sideways")
+    assert response is not None and response.status == 422
+    assert (await page.goto(f"{web.url}/shadow/shr_nope")).status == 404  # type: ignore[union-attr]

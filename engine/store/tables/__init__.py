@@ -9,6 +9,7 @@ return our pydantic models or plain dicts.
   definitions);
 - ``_actions``: an action's path to its effect (policy decisions, executions, leases, chain transactions);
 - ``_evals``: workflow evaluations (``airlock eval``): a dataset run against a workflow version, and its cases;
+- ``_shadow``: saved shadow evaluations (``airlock policy shadow --save``) and their changed decisions;
 - ``_people``: approvals and the people behind them (events, queued decisions, assertions, accounts, tokens,
   sessions).
 """
@@ -42,11 +43,13 @@ from engine.store.tables._runs import (
     ValidationRow,
     WorkflowDefinitionRow,
 )
+from engine.store.tables._shadow import ShadowChangeRow, ShadowReportRow
 
 __all__ = [
     "ActionLockRow", "ApiTokenRow", "ApprovalEventRow", "ApprovalRow", "ChainSenderRow", "ChainTransactionRow",
     "EvalCaseRow", "EvalRunRow",
     "ModelBreakerRow", "ModelCallRow", "PersonAssertionRow", "PolicyDecisionRow", "PromptVersionRow",
-    "QueuedDecisionRow", "RunRow", "SignInFailureRow", "ToolExecutionRow", "UiSessionRow", "UserRow", "ValidationRow",
+    "QueuedDecisionRow", "RunRow", "ShadowChangeRow", "ShadowReportRow", "SignInFailureRow", "ToolExecutionRow",
+    "UiSessionRow", "UserRow", "ValidationRow",
     "WorkflowDefinitionRow", "utcnow",
 ]
