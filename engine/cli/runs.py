@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from temporalio.client import WorkflowFailureError
 
 from engine.cli import render
 from engine.cli._app import (
@@ -101,13 +102,35 @@ async def _run(settings: Settings, spec: ResolvedSpec, run_input: dict[str, Any]
     if not wait:
         print(json.dumps({"run_id": handle.id, "status": "running"}) if as_json else f"started run {handle.id}")
         return
-    result = await _await_with_progress(client, handle, quiet=as_json)
+    try:
+        result = await _await_with_progress(client, handle, quiet=as_json)
+    except WorkflowFailureError as exc:  # cancelled, terminated or timed out in Temporal: no result to show
+        status, reason = _ended_without_result(exc)
+        if as_json:
+            print(json.dumps({"run_id": handle.id, "status": status, "reason": reason}))
+        else:
+            err.print(f"run {handle.id} {status}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         print(render.result_json(result))
     else:
         render.print_result(out, result)
     if result.status not in ("completed",):
         raise typer.Exit(1)
+
+
+def _ended_without_result(exc: WorkflowFailureError) -> tuple[str, str]:
+    """How a run's workflow ended when it gave no result, in the record's words where it has them."""
+    from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
+
+    cause = exc.cause
+    if isinstance(cause, CancelledError):
+        return "cancelled", "its workflow was cancelled in Temporal (its approvals closed as expired)"
+    if isinstance(cause, TerminatedError):
+        return "terminated", f"its workflow was terminated in Temporal ({cause.message or 'no reason given'})"
+    if isinstance(cause, TimeoutError):
+        return "failed", "its workflow timed out in Temporal"
+    return "failed", f"{type(cause).__name__}: {cause}"
 
 
 async def _await_with_progress(client: Client, handle: WorkflowHandle[AgentRunWorkflow, RunResult], *,

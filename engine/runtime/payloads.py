@@ -30,7 +30,7 @@ Outcome = Literal[
     "executed",  # ran, with a result
     "failed",  # ran and raised
 ]
-RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached", "failed"]
+RunStatus = Literal["running", "waiting_approval", "completed", "limit_reached", "failed", "cancelled"]
 PolicyOutcome = Literal["allow", "deny", "require_approval"]
 
 

@@ -15,6 +15,7 @@ result, and the queries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,12 @@ class AgentRunWorkflow(DecisionHandlers):
         request = self._request = resolved.run
         try:
             result = await self._drive(request)
+        except asyncio.CancelledError:
+            # Cancelled through Temporal (its UI, CLI or a client's cancel): close what waits for people and
+            # record the run as ended, then end as cancelled. (A terminated workflow runs no code: its record
+            # and approvals stay open, so cancel a run rather than terminate it.)
+            await self._cancelled(request)
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug, or something validation missed
             # Raising here would fail the workflow task, and Temporal retries a failed task forever while
             # the run looks alive. End the run instead, with the reason, and close what waits for people.
@@ -106,6 +113,18 @@ class AgentRunWorkflow(DecisionHandlers):
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._record(RecordRunInput(run_id=request.run_id, status=result.status, result=result))
         return result
+
+    async def _cancelled(self, request: ResolvedRun) -> None:
+        reason = "cancelled: the run's workflow was asked to cancel"
+        for pending in self._pending.values():
+            if pending.status == "pending":
+                pending.status, pending.reason = "expired", f"the run was cancelled ({reason})"
+                await self._close(pending)
+        self._status = "cancelled"
+        self.note_progress(activity="cancelled")
+        await self._record(RecordRunInput(run_id=request.run_id, status="cancelled", result=RunResult(
+            run_id=request.run_id, workflow=request.spec.name, version=request.spec.version, status="cancelled",
+            reason=reason)))
 
     async def _drive(self, request: ResolvedRun) -> RunResult:
         """Run the graph to its end, pausing for people at each interrupt."""

@@ -97,6 +97,28 @@ async def test_run_wait_json_with_cli_approval(client: Client, settings: Setting
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_run_wait_says_a_cancelled_run_was_cancelled(client: Client, settings: Settings,
+                                                           tmp_path: Path) -> None:
+    support.reset_demo_ledger(settings.db_url)
+    add_users(settings.db_url)
+    write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "75.00")]}, {"content": "refunded"}])
+    async with build_worker(client, settings):
+        for as_json in (True, False):
+            run = asyncio.ensure_future(airlock(settings, "run", str(tmp_path / "spec.yaml"), "--input",
+                                                '{"customer_id": "cus_ana"}', "--as", "alice", "--wait",
+                                                *(["--json"] if as_json else [])))
+            [item] = await inbox_from_cli(settings)
+            await client.get_workflow_handle(item["run_id"]).cancel()
+            code, out, err = await run
+            assert code == 1 and "Traceback" not in err
+            if as_json:
+                assert json.loads(out) == {"run_id": item["run_id"], "status": "cancelled", "reason": (
+                    "its workflow was cancelled in Temporal (its approvals closed as expired)")}
+            else:
+                assert f"run {item['run_id']} cancelled: its workflow was cancelled in Temporal" in err
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_run_wait_shows_live_progress(client: Client, settings: Settings, tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
     add_users(settings.db_url)
