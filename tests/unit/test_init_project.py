@@ -52,3 +52,20 @@ def test_every_starter_file_ships_in_the_package() -> None:
         shipped = source.suffix == ".py" or any(fnmatch.fnmatch(relative, p) for p in patterns)
         assert shipped, f"{relative} is not in pyproject's package-data"
     assert (STARTER / "tools" / "__init__.py").is_file()  # so tools/*.py ship as a package
+
+
+def test_writes_nothing_through_a_link_in_the_folder(tmp_path: Path) -> None:
+    """A dangling link where a file goes, or a linked subfolder, would have the project written elsewhere."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").symlink_to(outside / "README.md")  # dangling: exists() says no
+    with pytest.raises(InputError, match="README.md"):
+        init_project(project)
+    assert list(outside.iterdir()) == [] and not (project / "workflows").exists()
+    (project / "README.md").unlink()
+    (project / "tools").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InputError, match="tools"):
+        init_project(project)
+    assert list(outside.iterdir()) == [] and not (project / "workflows").exists()
