@@ -21,6 +21,8 @@ def init(folder: Path = typer.Argument(..., help="Where the project goes (create
         written = init_project(folder)
     except InputError as exc:
         _fail(str(exc), 2)
+    except OSError as exc:  # a file on the way, no permission, a link made meanwhile: said, not a traceback
+        _fail(f"cannot write the project into {folder}: {exc.strerror or exc} ({exc.filename})", 2)
     if as_json:
         print(json.dumps({"folder": str(folder.resolve()), "files": [str(p) for p in written]}))
         return

@@ -239,3 +239,10 @@ def test_db_upgrade_as_json_names_the_database_without_its_password(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"database": url, "up_to_date": True}
     assert (tmp_path / "a.db").stat().st_size > 0
+
+
+def test_init_says_why_a_folder_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    result = runner.invoke(app, ["init", str(tmp_path / "a-file" / "shop")], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert "cannot write the project" in result.output and "a-file" in result.output
