@@ -2,8 +2,10 @@
 
 The candidate is the policies folder as a bundle would hold it (``bundle.stage``:
 no tests, the same data documents), evaluated by ``opa eval`` on that bundle, a
-chunk of inputs per process: for each input, ``data.<package>.decision with
-input as`` it — the query the boundary's OPA answers, on the same engine. What
+chunk of inputs per process: for each input, ``data.<package>.<rule> with
+input as`` it (``rule``: ``AIRLOCK_OPA__RULE``, ``decision`` unless set) — the
+query the boundary's OPA answers, on the same engine. Package and rule are
+checked to be names before they are put in the query. What
 OPA gives back is read as the boundary reads it (``normalize_decision``: an
 undefined or malformed decision is a denial, "policy unavailable"), with the
 workflow's ``approval.approver_role`` filled in where the policy names nobody
@@ -31,7 +33,8 @@ from engine.errors import AirlockError
 from engine.runtime.payloads import PolicyDecision
 
 OUTCOMES = ("allow", "require_approval", "deny")
-PACKAGE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")  # as a workflow spec's ``policy``
+PACKAGE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")  # as a workflow spec's ``policy`` (fullmatch)
+RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a Rego rule name (fullmatch)
 _CHUNK = 2000  # inputs per ``opa eval``
 
 
@@ -142,8 +145,11 @@ class Report:
 class Candidate:
     """A policies folder, staged as a bundle, that ``opa eval`` decides recorded inputs with."""
 
-    def __init__(self, opa: str, policies_dir: Path) -> None:
+    def __init__(self, opa: str, policies_dir: Path, rule: str = "decision") -> None:
+        if not RULE.fullmatch(rule):
+            raise ShadowError(f"AIRLOCK_OPA__RULE {rule!r} is not a Rego rule name")
         self._opa = opa
+        self._rule = rule
         self._tmp = tempfile.TemporaryDirectory(prefix="airlock-shadow-")
         try:
             self.revision = bundle.stage(policies_dir, Path(self._tmp.name))
@@ -173,7 +179,7 @@ class Candidate:
         for item in items:
             by_package.setdefault(item.package, []).append(item)
         for package, group in by_package.items():
-            if not PACKAGE.match(package):
+            if not PACKAGE.fullmatch(package):
                 raise ShadowError(f"recorded package {package!r} is not a Rego package name")
             for start in range(0, len(group), _CHUNK):
                 raw.update(self._eval(package, group[start:start + _CHUNK]))
@@ -186,7 +192,7 @@ class Candidate:
     def _eval(self, package: str, group: list[Item]) -> dict[str, Any]:
         # ``v`` first: a ``with`` value that refers to ``input`` itself would be read from the replaced input
         query = (f"x := {{it.id: d | some it in input.items; v := it.input; "
-                 f"d := data.{package}.decision with input as v}}")
+                 f"d := data.{package}.{self._rule} with input as v}}")
         body = json.dumps({"items": [{"id": i.decision_id, "input": i.input} for i in group]})
         result = subprocess.run([self._opa, "eval", "--format", "json", "--bundle", self._tmp.name,
                                  "--stdin-input", query], input=body, capture_output=True, text=True, timeout=600)

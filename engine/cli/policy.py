@@ -44,7 +44,7 @@ def shadow(
     try:
         forbidden = parse_transitions(fail_on)
         start = datetime.now(UTC) - window(since, "--since")
-        candidate = Candidate(find_binary("opa", settings.project_dir), policies)
+        candidate = Candidate(find_binary("opa", settings.project_dir), policies, rule=settings.opa.rule)
     except (InputError, ShadowError) as exc:
         _fail(str(exc), 2)
     except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2

@@ -7,9 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
+from engine.boundary.shadow import Candidate, Item, ShadowError
 from engine.config import Settings
+from engine.local.processes import find_binary
 from engine.runtime.worker import build_worker
 from engine.spec import load_spec
 from engine.spec.script import dump_script
@@ -133,3 +136,20 @@ async def test_a_shadow_policy_decides_beside_the_policy_and_changes_nothing(cli
             "package airlock.no_such_policy") in out
     code, out, _ = await airlock(settings, "stats", "--since", "1h")
     assert "2 disagreement(s), allow->deny 2" in out
+
+
+def test_the_candidate_answers_the_rule_the_boundary_queries_and_only_a_package(tmp_path: Path) -> None:
+    """``AIRLOCK_OPA__RULE`` names the rule the boundary asks of each package: the candidate asks the same one."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "p.rego").write_text('package airlock.p\n\nverdict := {"allow": true, "reasons": ["ok"]}\n'
+                                     'decision := {"allow": false, "reasons": ["the other rule"]}\n')
+    item = Item(decision_id="d1", run_id="r1", workflow="w", tool="t", package="airlock.p", outcome="allow",
+                reasons=["ok"], input={"tool": {"name": "t", "args": {}}})
+    with Candidate(find_binary("opa", ROOT), policies, rule="verdict") as shadow:
+        [decided] = shadow.decide([item])
+        assert (decided.outcome, decided.reasons) == ("allow", ["ok"])
+        with pytest.raises(ShadowError, match="not a Rego package name"):
+            shadow.decide([item.model_copy(update={"package": "airlock.p\n"})])
+    with pytest.raises(ShadowError, match="rule"):
+        Candidate(find_binary("opa", ROOT), policies, rule="verdict with input as {}")
