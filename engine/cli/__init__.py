@@ -3,6 +3,7 @@
 from engine.cli import (  # noqa: F401  (registers the commands)
     approvals,
     evals,
+    gate,
     policy,
     project,
     prompts,
