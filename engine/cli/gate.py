@@ -255,7 +255,7 @@ def _shadow(gate: ShadowGate, url: str, settings: Settings, result: _Result) -> 
     from engine.store.stats import window
 
     try:
-        candidate = Candidate(find_binary("opa", settings.project_dir), gate.policies)
+        candidate = Candidate(find_binary("opa", settings.project_dir), gate.policies, rule=settings.opa.rule)
     except ShadowError as exc:
         _fail(str(exc), 2)
     except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
