@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,12 +89,13 @@ class EvalCase(_Strict):
             return {**self.input, CASE_KEY: self.id}
         return dict(self.input)
 
-    def match(self) -> str:
+    def match(self, seen: Callable[[str], str] | None = None) -> str:
         """The regular expression a generated script finds this case's run by, in its first user message: the
-        whole message when the input has one, else the case id the run input carries."""
+        whole message when the input has one (as the model gets it: ``seen``, the workflow's redaction hook),
+        else the case id the run input carries."""
         message = self.message()
         if message is not None:
-            return rf"\A{re.escape(message)}\Z"
+            return rf"\A{re.escape(seen(message) if seen else message)}\Z"
         return re.escape(f'"{CASE_KEY}": "{self.id}"')
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from engine.errors import SpecError, SpecIssue
 from engine.evals.dataset import LoadedDataset
 from engine.spec import ModelSpec, ResolvedSpec, WorkflowSpec, load_spec
 from engine.spec.script import dump_script, load_script
+from engine.toolkit import import_object
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def derive(dataset: LoadedDataset, base: ResolvedSpec, workflows_dir: Path, proj
             definition does not load.
     """
     model = _model(dataset, base)
-    script = _script(dataset, model)
+    script = _script(dataset, model, base)
     body = _body(base, model)
     digest = hashlib.sha256(json.dumps([body, script], sort_keys=True, default=str).encode()).hexdigest()[:10]
     name = f"{base.name[:48]}-eval-{digest}"
@@ -91,13 +93,29 @@ def _model(dataset: LoadedDataset, base: ResolvedSpec) -> ModelSpec:
                      price_in_per_1k=model.price_in_per_1k, price_out_per_1k=model.price_out_per_1k)
 
 
-def _script(dataset: LoadedDataset, model: ModelSpec) -> dict[str, Any] | None:
-    """The generated script: the dataset's cases first, then what the model's own script replays."""
+def _script(dataset: LoadedDataset, model: ModelSpec, base: ResolvedSpec) -> dict[str, Any] | None:
+    """The generated script: the dataset's cases first, then what the model's own script replays. A case is
+    found by its message as the model gets it: redacted by the workflow's input guard, when it has a hook.
+
+    Raises:
+        SpecError: two scripted cases whose messages the model would get alike.
+    """
     if model.provider != "scripted":
         return None
-    script: dict[str, Any] = {"cases": [{"match": c.match(), "turns": [t.model_dump(exclude_defaults=True)
-                                                                       for t in c.turns]}
-                                        for c in dataset.data.cases if c.turns is not None]}
+    seen = _as_the_model_gets(base)
+    cases, matches = [], {}
+    for case in dataset.data.cases:
+        if case.turns is None:
+            continue
+        match = case.match(seen)
+        if match in matches:
+            raise SpecError([SpecIssue(str(dataset.path), dataset.lines.get(case.id, 1), "cases",
+                                       f"cases {matches[match]!r} and {case.id!r} have scripted turns and messages "
+                                       "the model gets alike (once redacted by the input guard); give each a "
+                                       "different message")])
+        matches[match] = case.id
+        cases.append({"match": match, "turns": [t.model_dump(exclude_defaults=True) for t in case.turns]})
+    script: dict[str, Any] = {"cases": cases}
     if model.script and model.script != "(generated)":
         own = load_script(Path(model.script))
         script["cases"] += [c.model_dump(exclude_defaults=True) for c in own.cases]
@@ -106,6 +124,15 @@ def _script(dataset: LoadedDataset, model: ModelSpec) -> dict[str, Any] | None:
     if not script["cases"]:
         del script["cases"]
     return script
+
+
+def _as_the_model_gets(base: ResolvedSpec) -> Callable[[str], str] | None:
+    """The workflow's redaction hook, called as the ``guard_input`` activity calls it; None without one."""
+    guard = base.input_guard
+    if guard is None or not guard.redact:
+        return None
+    redact = import_object(guard.redact)
+    return lambda message: str(redact(message))
 
 
 def _body(base: ResolvedSpec, model: ModelSpec) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SpecError
+from engine.spec.models import MAX_SPEC_BYTES
 from engine.spec.source import issues_of, read_yaml
 
 
@@ -49,7 +50,8 @@ class ScriptCase(BaseModel):
     """The turns of the runs whose first user message ``match`` is found in."""
 
     model_config = ConfigDict(extra="forbid")
-    match: str = Field(min_length=1, max_length=1000, description="regular expression, searched (re.search)")
+    # As long as a script file may be: ``airlock eval`` matches a whole run message, escaped (engine.evals.derive).
+    match: str = Field(min_length=1, max_length=MAX_SPEC_BYTES, description="regular expression, searched (re.search)")
     turns: list[ScriptedTurn]
 
     @field_validator("match")

@@ -11,6 +11,7 @@ from engine.errors import SpecError
 from engine.evals.dataset import CASE_KEY, load_dataset
 from engine.evals.derive import derive
 from engine.spec import load_spec
+from engine.spec.models import InputGuardSpec
 from engine.spec.script import load_script
 from tests.helpers import ROOT
 
@@ -155,3 +156,24 @@ def test_a_live_model_needs_turns_in_every_case_or_none(tmp_path: Path) -> None:
     derived = derive(load_dataset(write(tmp_path, yaml.safe_dump(body, sort_keys=False))), base, tmp_path, ROOT)
     assert derived.spec.model.provider == "scripted" and derived.spec.model.price_in_per_1k == 0.5
     derived.remove()
+
+
+def test_each_case_is_found_by_the_message_the_model_gets(tmp_path: Path) -> None:
+    """The model gets the message as the workflow's input guard left it (redacted), and it may be long."""
+    base = load_spec(ROOT / "workflows" / "support_refund.yaml", project_dir=ROOT)
+    base = base.model_copy(update={"input_guard": InputGuardSpec(redact="tools.guards:redact_pii")})
+    long = "My order A-1001 (" + "a lamp, (really) broken? " * 100 + ")"
+    body = yaml.safe_load(GOOD)
+    body["cases"][0]["input"]["message"] = "Refund A-1001, write to ana@example.com"
+    body["cases"][1]["input"]["message"] = long
+    dataset = load_dataset(write(tmp_path, yaml.safe_dump(body, sort_keys=False)))
+    derived = derive(dataset, base, tmp_path, ROOT)
+    script = load_script(Path(derived.spec.model.script or ""))
+    one, two = dataset.data.cases
+    assert script.turns_for("Refund A-1001, write to [email]") == one.turns
+    assert script.turns_for(long) == two.turns
+    derived.remove()
+    body["cases"][1]["input"]["message"] = "Refund A-1001, write to bo@example.com"  # alike, once redacted
+    with pytest.raises(SpecError, match="cases 'one' and 'two' have scripted turns and messages the model gets"):
+        derive(load_dataset(write(tmp_path, yaml.safe_dump(body, sort_keys=False))), base, tmp_path, ROOT)
+    assert not any(tmp_path.glob("*eval*"))
