@@ -103,7 +103,8 @@ def _script(dataset: LoadedDataset, model: ModelSpec, base: ResolvedSpec) -> dic
     if model.provider != "scripted":
         return None
     seen = _as_the_model_gets(base)
-    cases, matches = [], {}
+    cases: list[dict[str, Any]] = []
+    matches: dict[str, str] = {}  # match -> the case it finds
     for case in dataset.data.cases:
         if case.turns is None:
             continue
