@@ -83,13 +83,15 @@ def get_report(session: Session, *, report_id: str) -> SavedReport | None:
 def report_changes(session: Session, *, report_id: str, tenants: list[str], transition: str | None = None,
                    offset: int = 0, limit: int = 50) -> tuple[list[SavedChange], int]:
     """One page of a report's changes in runs of ``tenants`` (of one ``transition`` when given), and how many
-    there are in all."""
+    there are in all. A page past the last is empty."""
     where: list[ColumnElement[bool]] = [col(ShadowChangeRow.report_id) == report_id,
                                         col(ShadowChangeRow.tenant).in_(tenants)]
     if transition:
         old, _, new = transition.partition("->")
         where += [col(ShadowChangeRow.old) == old, col(ShadowChangeRow.new) == new]
     total = session.exec(select(func.count()).select_from(ShadowChangeRow).where(*where)).one()
+    if offset >= total:  # nothing to read (and no OFFSET beyond what the database's integers hold)
+        return [], int(total)
     rows = session.exec(select(ShadowChangeRow).where(*where).order_by(col(ShadowChangeRow.position))
                         .offset(offset).limit(limit)).all()
     return [SavedChange.model_validate(r, from_attributes=True) for r in rows], int(total)
