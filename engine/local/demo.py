@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from rich.console import Console
+from rich.rule import Rule
 from rich.table import Table
 from temporalio.client import WorkflowHandle
 
@@ -38,11 +39,16 @@ DEMO_PASSWORD = "airlock-demo"  # demo accounts only; real ones come from `airlo
 
 
 DEMOS = ("treasury-payout", "support-refund")
+RULE_WIDTH = 100  # a heading's rule: the terminal's width, at most this (into a pipe the console never wraps)
+
+
+def _rule(console: Console, title: str) -> None:
+    console.print(Rule(title), width=min(console.width, RULE_WIDTH))
 
 
 def _stack_and_accounts(settings: Settings, console: Console) -> Approver:
     """Start the stack; create the demo accounts (alice asks, bob approves)."""
-    console.rule("1. local stack")
+    _rule(console, "1. local stack")
     localstack.up(settings, lambda line: console.print("  " + line, highlight=False), chain=True)
     db = Database(settings.db_url).migrate()
     db.call(users.add_user, name=REQUESTER, password=DEMO_PASSWORD, roles=["support", "treasury"])
@@ -134,7 +140,7 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
 async def _run_with_one_approval(settings: Settings, console: Console, spec: ResolvedSpec, run_input: dict[str, Any],
                                  approver: Approver, heading: str, comment: str) -> RunResult:
     """Start the run as the requester, show its first gated action, approve it as the approver, show the result."""
-    console.rule("2. the run")
+    _rule(console, "2. the run")
     client = await connect(settings.temporal, settings.otel)
     signer = Authority.from_settings(settings)  # the demo signs for its demo accounts, as the UI would
     handle = await start_run(client, signer, task_queue=settings.temporal.task_queue, workflow=spec,
@@ -144,14 +150,14 @@ async def _run_with_one_approval(settings: Settings, console: Console, spec: Res
     console.print(f"  Temporal UI: {settings.temporal.ui_url(handle.id)}", highlight=False)
     db = Database(settings.db_url)
     pending = await _first_pending(db, handle)
-    console.rule(heading)
+    _rule(console, heading)
     console.print(render.approval_panel(pending), highlight=False)
     console.print(f"  {REQUESTER} may not approve her own run's actions; {APPROVER} approves:")
     outcome = await decide_approval(client, db, signer, approval_id=pending.approval_id, decision="approve",
                                     approver=approver, comment=comment, digest=pending.digest, source="airlock demo")
     console.print(f"  $ airlock approve {pending.approval_id} --as {APPROVER}  →  {outcome.status}", highlight=False)
     result = await handle.result()
-    console.rule("4. what happened")
+    _rule(console, "4. what happened")
     render.print_result(console, result)
     return result
 

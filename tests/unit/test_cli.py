@@ -246,3 +246,18 @@ def test_init_says_why_a_folder_cannot_be_made(tmp_path: Path) -> None:
     result = runner.invoke(app, ["init", str(tmp_path / "a-file" / "shop")], env=ENV)
     assert result.exit_code == 2, result.output
     assert "cannot write the project" in result.output and "a-file" in result.output
+
+
+def test_the_demos_headings_stay_short_into_a_pipe() -> None:
+    """Into a pipe the console never wraps (it is 100,000 columns wide): a heading's rule must not fill that."""
+    import io
+
+    from rich.console import Console
+
+    from engine.cli._app import UNWRAPPED
+    from engine.local.demo import RULE_WIDTH, _rule
+
+    piped = Console(width=UNWRAPPED, file=io.StringIO(), force_terminal=False)
+    _rule(piped, "2. the run")
+    lines = piped.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines and "2. the run" in lines[0] and max(len(line) for line in lines) <= RULE_WIDTH
