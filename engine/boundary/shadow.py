@@ -36,6 +36,17 @@ OUTCOMES = ("allow", "require_approval", "deny")
 PACKAGE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")  # as a workflow spec's ``policy`` (fullmatch)
 RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a Rego rule name (fullmatch)
 _CHUNK = 2000  # inputs per ``opa eval``
+_EVAL_TIMEOUT_S = 600
+
+
+def _runtime_error(output: str) -> bool:
+    """Whether ``opa eval --format json`` failed evaluating (a conflict, a type or builtin error on some input),
+    rather than for a reason of its own (then no input is to blame)."""
+    try:
+        errors = json.loads(output or "{}").get("errors") or []
+    except (ValueError, AttributeError):
+        return False
+    return bool(errors) and all(str(e.get("code", "")).startswith("eval_") for e in errors if isinstance(e, dict))
 
 
 class ShadowError(AirlockError):
@@ -113,6 +124,7 @@ class Report:
     decided: int = 0
     same: int = 0
     reasons_changed: int = 0  # same outcome, other reasons
+    failed: int = 0  # inputs the candidate fails on at run time (a conflict…): denied, as the boundary would
     transitions: Counter[str] = field(default_factory=Counter)
     changes: list[Change] = field(default_factory=list)
     workflows: Counter[str] = field(default_factory=Counter)
@@ -137,7 +149,8 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {"revision": self.revision, "decided": self.decided, "same": self.same,
-                "reasons_changed": self.reasons_changed, "transitions": dict(sorted(self.transitions.items())),
+                "reasons_changed": self.reasons_changed, "failed": self.failed,
+                "transitions": dict(sorted(self.transitions.items())),
                 "workflows": dict(sorted(self.workflows.items())),
                 "changes": [c.model_dump() | {"transition": c.transition} for c in self.changes]}
 
@@ -150,6 +163,7 @@ class Candidate:
             raise ShadowError(f"AIRLOCK_OPA__RULE {rule!r} is not a Rego rule name")
         self._opa = opa
         self._rule = rule
+        self.failed: list[str] = []  # recorded decisions whose input the candidate fails on (a runtime error)
         self._tmp = tempfile.TemporaryDirectory(prefix="airlock-shadow-")
         try:
             self.revision = bundle.stage(policies_dir, Path(self._tmp.name))
@@ -194,11 +208,19 @@ class Candidate:
         query = (f"x := {{it.id: d | some it in input.items; v := it.input; "
                  f"d := data.{package}.{self._rule} with input as v}}")
         body = json.dumps({"items": [{"id": i.decision_id, "input": i.input} for i in group]})
-        result = subprocess.run([self._opa, "eval", "--format", "json", "--bundle", self._tmp.name,
-                                 "--stdin-input", query], input=body, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:  # it compiles (checked): a runtime error on some input, e.g. a conflict
-            if len(group) == 1:
-                return {}  # undefined for that one input: the boundary's OPA would have failed it too
+        try:
+            result = subprocess.run([self._opa, "eval", "--format", "json", "--bundle", self._tmp.name,
+                                     "--stdin-input", query], input=body, capture_output=True, text=True,
+                                    timeout=_EVAL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ShadowError(f"opa eval of the candidate took over {_EVAL_TIMEOUT_S} s on {len(group)} "
+                              "recorded input(s)") from None
+        if result.returncode != 0:
+            if not _runtime_error(result.stdout):  # not the input's doing (OPA itself failed): no report
+                raise ShadowError(f"opa eval of the candidate failed: {(result.stderr or result.stdout)[:2000]}")
+            if len(group) == 1:  # this input makes the candidate fail, as the boundary's OPA would
+                self.failed.append(group[0].decision_id)
+                return {}  # undefined: read as a denial ("policy unavailable")
             half = len(group) // 2
             return self._eval(package, group[:half]) | self._eval(package, group[half:])
         answer = json.loads(result.stdout or "{}")

@@ -85,6 +85,9 @@ def _print_report(report: Report, since: str, workflow: str | None, shown: int) 
     out.print(f"candidate {report.revision}: {report.decided} recorded decision(s) of the last {since} ({scope}) "
               f"re-decided; {report.same} the same ({report.reasons_changed} with other reasons), "
               f"{len(report.changes)} changed", highlight=False)
+    if report.failed:
+        out.print(f"the candidate fails on {report.failed} recorded input(s) (a conflict or type error at run time): "
+                  "read as denials, as the boundary would", highlight=False)
     if report.transitions:
         out.print(render.fitted(out, "Changes by transition", ["transition", "decisions"],
                                 [[escape(t), str(n)] for t, n in sorted(report.transitions.items())]))

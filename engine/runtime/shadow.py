@@ -36,4 +36,5 @@ def shadow_report(db: Database, candidate: Candidate, *, since: datetime, workfl
         for item, new in zip(items, candidate.decide(items), strict=True):
             report.add(item, new)
         after = (page[-1].created_at, page[-1].decision_id)
+    report.failed = len(candidate.failed)
     return report

@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from engine.boundary.shadow import Candidate, Item, ShadowError
 from engine.config import Settings
+from engine.local import processes as stack
 from engine.local.processes import find_binary
 from engine.runtime.worker import build_worker
 from engine.spec import load_spec
@@ -153,3 +154,26 @@ def test_the_candidate_answers_the_rule_the_boundary_queries_and_only_a_package(
             shadow.decide([item.model_copy(update={"package": "airlock.p\n"})])
     with pytest.raises(ShadowError, match="rule"):
         Candidate(find_binary("opa", ROOT), policies, rule="verdict with input as {}")
+
+
+def _item(n: int, args: dict[str, object]) -> Item:
+    return Item(decision_id=f"d{n}", run_id=f"r{n}", workflow="w", tool="t", package="odd", outcome="allow",
+                reasons=[], input={"tool": {"name": "t", "args": args}})
+
+
+def test_an_input_the_candidate_fails_on_is_a_denial_and_counted_and_opa_failing_is_an_error(
+        tmp_path: Path) -> None:
+    """A candidate whose rule conflicts on one recorded input: that decision is read as the boundary reads an OPA
+    error (a denial, policy unavailable) and counted; the others are decided. OPA failing for a reason of its own
+    (its bundle gone) is an error, never a report of denials."""
+    (tmp_path / "odd.rego").write_text(
+        "package odd\nimport rego.v1\n"
+        "decision := {\"allow\": true} if input.tool.args.a\n"
+        "decision := {\"allow\": false} if input.tool.args.b\n")
+    with Candidate(stack.find_binary("opa"), tmp_path) as candidate:
+        decided = candidate.decide([_item(1, {"a": True}), _item(2, {"a": True, "b": True}), _item(3, {"b": True})])
+        assert [d.outcome for d in decided] == ["allow", "deny", "deny"]
+        assert "policy unavailable" in decided[1].reasons and candidate.failed == ["d2"]
+        shutil.rmtree(candidate._tmp.name)  # the staged bundle, gone under OPA
+        with pytest.raises(ShadowError, match="opa eval of the candidate failed"):
+            candidate.decide([_item(4, {"a": True}), _item(5, {"b": True})])
