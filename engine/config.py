@@ -48,6 +48,10 @@ class TemporalSettings(BaseModel):
         if self.tls is False and (self.tls_ca_path or self.tls_cert_path or self.tls_server_name):
             raise ValueError("AIRLOCK_TEMPORAL__TLS is false, but a TLS CA, client certificate or server name is "
                              "set: they would be ignored and the connection left unencrypted")
+        host = self.address.rsplit(":", 1)[0].strip("[]")
+        if self.tls is False and (self.api_key or self.api_key_file) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"AIRLOCK_TEMPORAL__TLS is false, but an API key is set: it would cross the network to "
+                             f"{self.address} unencrypted (only a loopback address may take a key without TLS)")
         return self
 
     @property

@@ -81,8 +81,15 @@ async def test_a_missing_file_names_its_setting(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.parametrize(("env", "message"), [
     ({"TLS_CERT_PATH": "/c.pem"}, "TLS_CERT_PATH and AIRLOCK_TEMPORAL__TLS_KEY_PATH go together"),
     ({"TLS": "false", "TLS_CA_PATH": "/ca.pem"}, "the connection left unencrypted"),
+    ({"TLS": "false", "API_KEY": "k", "ADDRESS": "temporal.example:7233"}, "an API key is set: it would cross"),
 ])
 def test_settings_that_contradict_each_other_are_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                                                          message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         _settings(monkeypatch, **env)
+
+
+async def test_a_key_without_tls_only_to_loopback(monkeypatch: pytest.MonkeyPatch, connected: dict[str, Any]) -> None:
+    """A TLS-terminating sidecar on the same host: a key over loopback without TLS is allowed."""
+    settings = _settings(monkeypatch, TLS="false", API_KEY="k", ADDRESS="127.0.0.1:7233")
+    assert not settings.temporal.uses_tls
