@@ -3,19 +3,21 @@
 A worker runs only definitions from its own workflows folder (README, "Trust
 boundaries"); a run request never carries one. So an eval writes the version
 it evaluates into that folder, under a derived name
-(``<workflow>-eval-<hash>``), and starts its runs by that name, pinned to its
+(``<workflow>-eval-<hash>-<nonce>``), and starts its runs by that name, pinned to its
 hash. The derived definition is the workflow's own, with its prompt inline,
 the dataset's ``model`` (if any) in place of the workflow's, and, when cases
 bring scripted turns, one generated script (``_<name>.turns.yaml``; a leading
 ``_`` keeps the worker from reading it as a workflow) whose cases find each
 run by its message or case id. Runs of the derived name never mix with the
-workflow's own in ``airlock stats``. The files are removed when the eval ends.
+workflow's own in ``airlock stats``. The files are removed when the eval ends (an eval killed outright
+leaves them: ``workflows/*-eval-*.yaml`` and their ``_*.turns.yaml`` may then be deleted).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,8 @@ def derive(dataset: LoadedDataset, base: ResolvedSpec, workflows_dir: Path, proj
     script = _script(dataset, model, base)
     body = _body(base, model)
     digest = hashlib.sha256(json.dumps([body, script], sort_keys=True, default=str).encode()).hexdigest()[:10]
-    name = f"{base.name[:48]}-eval-{digest}"
+    # its own files for each eval: two evals of one version at once never write or remove each other's
+    name = f"{base.name[:40]}-eval-{digest}-{secrets.token_hex(3)}"
     files: list[Path] = []
     if script is not None:
         script_path = workflows_dir / f"_{name}.turns.yaml"

@@ -137,8 +137,11 @@ def test_the_derived_definition_keeps_the_prompt_and_replays_each_case(tmp_path:
     assert script.turns_for("lamp") == one.turns and script.turns_for("lamp!") != one.turns
     assert script.turns_for('{"customer_id": "cus_ana", "eval_case": "two"}') == two.turns
     assert script.turns is not None  # the workflow's own turns serve any other run
-    assert derive(dataset, base, tmp_path, ROOT).spec.definition_hash == derived.spec.definition_hash
+    other = derive(dataset, base, tmp_path, ROOT)  # a second eval of the same version, at the same time
+    assert other.spec.name != derived.spec.name and not set(other.files) & set(derived.files)
     derived.remove()
+    assert all(path.is_file() for path in other.files)  # one eval's end leaves the other's files alone
+    other.remove()
     assert not any(tmp_path.glob("*eval*"))
 
 
