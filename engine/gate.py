@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from engine.boundary.shadow import ShadowError, parse_transitions
-from engine.errors import InputError, SpecError, SpecIssue
+from engine.errors import InputError
 from engine.evals.scoring import Summary
-from engine.spec.source import issues_of, read_yaml
+from engine.spec.source import read_model
 
 MAX_EVALS = 50
 
@@ -107,14 +107,7 @@ def load_gate(path: Path) -> GateConfig:
     Raises:
         SpecError: unreadable, not YAML, or not a gate file; each problem located by line and field.
     """
-    shown = str(path)
-    if not path.is_file():
-        raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
-    data, lines = read_yaml(path, shown, "a gate file")
-    try:
-        config = GateConfig.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(issues_of(exc, shown, lines)) from None
+    config, _ = read_model(path, GateConfig, "a gate file")
     return relative_to(config, path.parent)
 
 

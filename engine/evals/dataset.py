@@ -16,11 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.boundary.inputs import MAX_INPUT_BYTES, check_document
-from engine.errors import InputError, SpecError, SpecIssue
+from engine.errors import InputError, SpecIssue
 from engine.runtime.payloads import Outcome, PolicyOutcome
 from engine.spec import ModelSpec
 from engine.spec.script import ScriptedTurn
-from engine.spec.source import issues_of, line_for, read_yaml
+from engine.spec.source import issues_of, line_for, read_model
 
 MAX_CASES = 1000
 CASE_KEY = "eval_case"  # put in a scripted case's input when it has no message, so its turns find the run
@@ -155,14 +155,7 @@ def load_dataset(path: Path) -> LoadedDataset:
     Raises:
         SpecError: unreadable, not YAML, or not a dataset; each problem located by line and field.
     """
-    shown = str(path)
-    if not path.is_file():
-        raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
-    data, lines = read_yaml(path, shown, "an eval dataset")
-    try:
-        dataset = Dataset.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(_located(exc, shown, lines, data)) from None
+    dataset, lines = read_model(path, Dataset, "an eval dataset", _located)
     case_lines = {c.id: line_for(lines, ("cases", i)) for i, c in enumerate(dataset.cases)}
     return LoadedDataset(path=path, name=dataset.name or path.stem.replace("_", "-").lower(),
                          sha256=hashlib.sha256(path.read_bytes()).hexdigest(), data=dataset, lines=case_lines)

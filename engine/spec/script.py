@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.errors import SpecError
 from engine.spec.models import MAX_SPEC_BYTES
-from engine.spec.source import issues_of, read_yaml
+from engine.spec.source import read_model
 
 
 class ScriptedCall(BaseModel):
@@ -101,8 +100,4 @@ def load_script(path: Path) -> Script:
     Raises:
         SpecError: unreadable, not YAML, or not a script; each problem located in the file by line and field.
     """
-    data, lines = read_yaml(path, str(path), "a script")
-    try:
-        return Script.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(issues_of(exc, str(path), lines)) from None
+    return read_model(path, Script, "a script")[0]

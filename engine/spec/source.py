@@ -7,11 +7,12 @@ the data means is the models' and the loader's business.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from engine.boundary.inputs import text_depth
 from engine.errors import SpecError, SpecIssue
@@ -20,6 +21,7 @@ from engine.spec.models import MAX_SPEC_BYTES
 MAX_NESTING = 64  # brackets in a spec file (a spec is shallow; the YAML parser recurses on each level)
 
 Lines = dict[tuple[Any, ...], int]  # a YAML path (keys and list indexes) -> its 1-based line
+M = TypeVar("M", bound=BaseModel)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -84,6 +86,26 @@ def read_yaml(path: Path, shown: str, what: str = "a workflow spec") -> tuple[di
     if not isinstance(data, dict):
         raise SpecError([SpecIssue(shown, 1, "(document)", f"{what} must be a mapping")])
     return data, lines
+
+
+def read_model(path: Path, model: type[M], what: str,
+               locate: Callable[[ValidationError, str, Lines, dict[str, Any]], list[SpecIssue]] | None = None,
+               ) -> tuple[M, Lines]:
+    """A YAML file read strictly (``read_yaml``) into ``model``, with the line index; ``what`` names the file's
+    kind in messages, ``locate`` places validation problems (default: by their field's line).
+
+    Raises:
+        SpecError: missing, unreadable, not YAML, or not a valid ``model``; each problem located by line and field.
+    """
+    shown = str(path)
+    if not path.is_file():
+        raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
+    data, lines = read_yaml(path, shown, what)
+    try:
+        return model.model_validate(data), lines
+    except ValidationError as exc:
+        issues = locate(exc, shown, lines, data) if locate else issues_of(exc, shown, lines)
+        raise SpecError(issues) from None
 
 
 def _line_index(text: str) -> Lines:
