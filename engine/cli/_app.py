@@ -258,15 +258,23 @@ def authenticate(settings: Settings, as_user: str | None, password_stdin: bool) 
         return person
     if not as_user:
         _fail("--as USER is required without an API token (AIRLOCK_API__TOKEN)", 2)
+    return proven(settings, f"--as {as_user}", as_user, password_stdin, "", "(or use an API token)")
+
+
+def proven(settings: Settings, flag: str, name: str, password_stdin: bool, whose: str, elsewhere: str) -> Approver:
+    """``name``, proven by their password: the next stdin line (``--password-stdin``) or a prompt on a terminal;
+    ``flag`` names the option in messages, ``whose`` the person in the prompt, ``elsewhere`` another way."""
+    from engine.store import users
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif sys.stdin.isatty():
-        password = typer.prompt(f"password for {as_user}", hide_input=True)
+        password = typer.prompt(f"password for {name}{whose}", hide_input=True)
     else:
-        _fail(f"--as {as_user}: give the password with --password-stdin (or use an API token)", 2)
-    person = db.call(users.authenticate, name=as_user, password=password)
+        _fail(f"{flag}: give the password with --password-stdin {elsewhere}".rstrip(), 2)
+    person = _database(settings).call(users.authenticate, name=name, password=password)
     if person is None:
-        _fail(f"--as {as_user}: wrong user name or password")
+        _fail(f"{flag}: wrong user name or password")
     return person
 
 

@@ -24,6 +24,7 @@ from engine.cli._app import (
     authority,
     err,
     out,
+    proven,
     run_client_command,
 )
 from engine.config import Settings
@@ -107,18 +108,8 @@ def _dataset_workflow(dataset: LoadedDataset) -> str:
 
 def _approver(settings: Settings, name: str, password_stdin: bool) -> Approver:
     """The eval's approver, proven by their password (the next stdin line, or a prompt on a terminal)."""
-    from engine.store import users
-
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    elif sys.stdin.isatty():
-        password = typer.prompt(f"password for {name} (the eval's approver)", hide_input=True)
-    else:
-        _fail(f"--approver {name}: give the password with --password-stdin (after the --as user's)", 2)
-    person = _database(settings).call(users.authenticate, name=name, password=password)
-    if person is None:
-        _fail(f"--approver {name}: wrong user name or password")
-    return person
+    return proven(settings, f"--approver {name}", name, password_stdin, " (the eval's approver)",
+                  "(after the --as user's)")
 
 
 async def _eval(settings: Settings, dataset: LoadedDataset, versions: list[tuple[str, Derived]], requester: str,
