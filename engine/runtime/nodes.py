@@ -80,10 +80,16 @@ async def _check_one(request: ResolvedRun, call: ToolCallRecord) -> ToolCallReco
     return _decided(call, decided)
 
 
+# Why a call that could not be decided is denied, by the error that stopped its check (else: its facts).
+_UNDECIDED = {UNCHECKED: "arguments unchecked", "LimitError": "limit reached",
+              "DefinitionError": "definition unavailable"}
+
+
 def _unchecked(call: ToolCallRecord, exc: ActivityError) -> ToolCallRecord:
-    """Denied: what deciding needed (the facts, or recording the arguments' check) could not be had."""
+    """Denied: what deciding needed (the facts, recording the arguments' check, room under the run's limits, the
+    run's definition) could not be had."""
     cause = exc.cause
-    what = "arguments unchecked" if isinstance(cause, ApplicationError) and cause.type == UNCHECKED \
+    what = _UNDECIDED.get(cause.type or "", "facts unavailable") if isinstance(cause, ApplicationError) \
         else "facts unavailable"
     return updated(call, outcome="denied", decision=PolicyDecision(outcome="deny",
                                                                    reasons=[what, failure_reason(exc)]))

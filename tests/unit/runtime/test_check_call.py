@@ -74,6 +74,10 @@ async def test_a_check_that_cannot_be_recorded_is_denied_as_unchecked(tmp_path: 
     facts_down = ApplicationError("node down", type="ChainUnavailableError")
     gave_up.__cause__ = facts_down
     assert _unchecked(_proposed("{}"), gave_up).decision.reasons[0] == "facts unavailable"  # type: ignore[union-attr]
+    gave_up.__cause__ = ApplicationError("run r has had 6 actions decided; the workflow allows 6 "
+                                         "(limits.max_tool_calls)", type="LimitError")
+    over = _unchecked(_proposed("{}"), gave_up).decision
+    assert over is not None and over.reasons[0] == "limit reached" and "limits.max_tool_calls" in over.reasons[1]
 
 
 async def test_a_call_that_claims_an_editor_gets_no_trust_from_the_claim(tmp_path: Path) -> None:
