@@ -54,14 +54,15 @@ DecimalText = Annotated[Decimal, BeforeValidator(decimal_text), _AS_STRING]
 
 
 class ToolContext(BaseModel):
-    """What a tool knows about the action it performs; never holds secrets.
+    """What a tool knows about the action it performs. Built by the worker inside the activity (never in a run's
+    history); no key or token, but ``database_url`` may carry the database's password: never log or return it.
 
     Attributes:
         run_id: the run (Temporal workflow id).
         step: the model step that proposed the call.
         idempotency_key: stable across retries of the same action; a tool
             must use it so a retried execution never repeats an effect.
-        database_url: the Airlock database, for tools that keep SQL records.
+        database_url: the Airlock database, for tools that keep SQL records (may carry its password).
         requested_by: the user who started the run.
         tenant: the tenant the run belongs to.
         run_input: the run's input document.

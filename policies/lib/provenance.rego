@@ -3,7 +3,8 @@
 # The worker puts `input.provenance` beside the arguments: for each argument
 # (by path: "to", "payee.iban") the places its value occurs among what the run
 # has seen — the user's request ("user"), the workflow's configuration
-# ("config"), earlier tool results ("tool:<name>", trusted or not per field) —
+# ("config"), earlier tool results ("tool:<name>", trusted or not per field),
+# a verified person's edit of the call ("person:<name>", trusted) —
 # and `trusted`, true when at least one of them is trusted. An argument with
 # no sources was made up by the model. A value a policy trusts for other
 # reasons (a payee in the address book, a workspace member, the organisation's
