@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     # glibc malloc arenas a worker keeps (0: glibc's default, 8 per core). Its many short-lived threads
     # (activity and store hand-offs) each got an arena and the worker's resident size kept creeping up.
     worker_malloc_arenas: int = Field(default=2, ge=0, le=64)
+    # On SIGTERM or SIGINT, how long `airlock worker` lets activities it runs finish before cancelling them
+    worker_graceful_shutdown_s: float = Field(default=30.0, ge=0, le=3600)
 
     temporal: TemporalSettings = TemporalSettings()
     opa: OpaSettings = OpaSettings()

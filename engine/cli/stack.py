@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -103,12 +104,19 @@ def worker() -> None:
         check_settings(settings)
         client = await connect(settings.temporal, settings.otel)
         worker = build_worker(client, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop polling, let what runs finish, then leave
+            loop.add_signal_handler(sig, stop.set)
         try:
             async with worker:
                 print(f"worker ready on task queue {settings.temporal.task_queue}", flush=True)
-                await asyncio.Event().wait()
+                await stop.wait()
+                print(f"worker stopping: no new tasks; what it runs may finish for up to "
+                      f"{settings.worker_graceful_shutdown_s:g} s", flush=True)
         finally:
             worker.tracing.flush()  # type: ignore[attr-defined]
+        print("worker stopped", flush=True)
 
     run_client_command(go())
 

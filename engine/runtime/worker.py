@@ -89,6 +89,7 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     traced = any(isinstance(i, RunTracingInterceptor) for i in client.config()["interceptors"])
     worker = Worker(client, task_queue=settings.temporal.task_queue, workflows=[AgentRunWorkflow],
                     activities=activities.all(), plugins=[plugin],
+                    graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
                     interceptors=[] if traced else tracing.interceptors)  # a traced client's apply already
     worker.tracing = tracing  # type: ignore[attr-defined]  # flushed by whoever stops the worker
     return worker

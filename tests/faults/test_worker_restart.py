@@ -63,3 +63,35 @@ async def test_killed_worker_resumes_and_executes_once(client: Client, settings:
     with Session(make_engine(settings.db_url)) as session:
         [execution] = session.exec(select(ToolExecutionRow).where(ToolExecutionRow.run_id == handle.id)).all()
     assert (execution.status, execution.attempts) == ("succeeded", 1)
+
+
+async def test_sigterm_stops_the_worker_cleanly_and_another_finishes_the_run(client: Client, settings: Settings,
+                                                                             tmp_path: Path) -> None:
+    """What `docker stop` sends: the worker takes no new tasks, finishes, says so and exits 0; the run it served
+    waits, and the next worker finishes it exactly once."""
+    support.reset_demo_ledger(settings.db_url)
+    spec = write_spec(tmp_path, [{"tool_calls": [refund("A-1002", "130.00")]}, {"content": "done"}])
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log, {"AIRLOCK_WORKER_GRACEFUL_SHUTDOWN_S": "5"})
+    second = None
+    try:
+        handle = await start_run(client, task_queue=settings.temporal.task_queue, spec=spec,
+                                 run_input={"customer_id": "cus_ana"}, requested_by="alice")
+        [item] = await wait_for_inbox(settings.db_url, handle.id)
+        os.kill(first.pid, signal.SIGTERM)
+        assert first.wait(30) == 0
+        said = log.read_text(errors="replace")
+        assert "worker stopping: no new tasks; what it runs may finish for up to 5 s" in said
+        assert said.rstrip().endswith("worker stopped")
+        second = start_worker(settings, log)
+        await decide_approval(client, Database(settings.db_url), approval_id=item.approval_id,
+                              decision="approve", approver=lead("bob"))
+        result = await handle.result()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                stack.stop_process(proc)
+    assert result.status == "completed" and result.tool_calls[0].outcome == "executed"
+    with Session(support.ledger(settings.db_url)) as session:
+        rows = session.exec(select(support.Refund).where(support.Refund.order_id == "A-1002")).all()
+    assert [str(r.amount) for r in rows] == ["130.00"]
