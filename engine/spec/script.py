@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from engine.spec.models import MAX_SPEC_BYTES
 from engine.spec.source import read_model
 
+#: A script holds recorded conversations (long answers on purpose, in tests of the model layer's limits).
+MAX_SCRIPT_BYTES = 16 * 1024 * 1024
+
 
 class ScriptedCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -100,4 +103,4 @@ def load_script(path: Path) -> Script:
     Raises:
         SpecError: unreadable, not YAML, or not a script; each problem located in the file by line and field.
     """
-    return read_model(path, Script, "a script")[0]
+    return read_model(path, Script, "a script", max_bytes=MAX_SCRIPT_BYTES)[0]

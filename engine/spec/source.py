@@ -48,28 +48,29 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_text(path: Path, shown: str, field: str = "(file)", line: int = 1) -> str:
-    """A spec's (or its prompt's) text: UTF-8, at most ``MAX_SPEC_BYTES``.
+def read_text(path: Path, shown: str, field: str = "(file)", line: int = 1, max_bytes: int = MAX_SPEC_BYTES) -> str:
+    """A spec's (or its prompt's) text: UTF-8, at most ``max_bytes`` (a spec's: ``MAX_SPEC_BYTES``).
 
     Raises:
         SpecError: too large, or not UTF-8 (naming the byte).
     """
     data = path.read_bytes()
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError([SpecIssue(shown, line, field, f"{path.name} is {len(data)} bytes; at most {MAX_SPEC_BYTES}")])
+    if len(data) > max_bytes:
+        raise SpecError([SpecIssue(shown, line, field, f"{path.name} is {len(data)} bytes; at most {max_bytes}")])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError([SpecIssue(shown, line, field, f"{path.name} is not UTF-8 text (byte {exc.start})")]) from None
 
 
-def read_yaml(path: Path, shown: str, what: str = "a workflow spec") -> tuple[dict[str, Any], Lines]:
+def read_yaml(path: Path, shown: str, what: str = "a workflow spec",
+              max_bytes: int = MAX_SPEC_BYTES) -> tuple[dict[str, Any], Lines]:
     """A YAML spec file's (or scripted-turns file's) mapping, and the line of each key and list item in it.
 
     Raises:
         SpecError: unreadable, nested too deep, not YAML, or not a mapping.
     """
-    text = read_text(path, shown)
+    text = read_text(path, shown, max_bytes=max_bytes)
     if (depth := text_depth(text)) > MAX_NESTING:  # before parsing: the parser recurses, and slowly
         raise SpecError([SpecIssue(shown, 1, "(yaml)", f"nested {depth} levels deep; at most {MAX_NESTING}")])
     try:
@@ -90,7 +91,7 @@ def read_yaml(path: Path, shown: str, what: str = "a workflow spec") -> tuple[di
 
 def read_model(path: Path, model: type[M], what: str,
                locate: Callable[[ValidationError, str, Lines, dict[str, Any]], list[SpecIssue]] | None = None,
-               ) -> tuple[M, Lines]:
+               max_bytes: int = MAX_SPEC_BYTES) -> tuple[M, Lines]:
     """A YAML file read strictly (``read_yaml``) into ``model``, with the line index; ``what`` names the file's
     kind in messages, ``locate`` places validation problems (default: by their field's line).
 
@@ -100,7 +101,7 @@ def read_model(path: Path, model: type[M], what: str,
     shown = str(path)
     if not path.is_file():
         raise SpecError([SpecIssue(shown, 1, "(file)", "no such file")])
-    data, lines = read_yaml(path, shown, what)
+    data, lines = read_yaml(path, shown, what, max_bytes)
     try:
         return model.model_validate(data), lines
     except ValidationError as exc:

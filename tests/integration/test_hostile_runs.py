@@ -15,11 +15,10 @@ from engine.present import described
 from engine.runtime import compiler
 from engine.runtime.payloads import RunResult
 from engine.runtime.worker import build_worker
-from engine.spec import load_spec
 from engine.store import repo
 from engine.store.db import make_engine
 from tests.conftest import DevChainNode
-from tests.helpers import ROOT, refund, run_to_end, start_run, write_spec
+from tests.helpers import refund, run_to_end, start_run, write_spec
 from tests.integration.test_treasury import ACME, TOKEN, pay, treasury_spec
 from tools import support
 
@@ -119,8 +118,9 @@ async def test_an_answer_too_large_for_the_record_fails_the_run_with_the_reason(
     result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "failed" and result.reason
     assert "with 65 tool call(s); at most 524288 bytes and 64 calls are accepted" in result.reason
-    write_spec(tmp_path, [{"content": "x" * 600_000}])
-    result = await run_to_end(client, settings, load_spec(tmp_path / "spec.yaml", project_dir=ROOT), CUSTOMER)
+    # another script, so another endpoint: the first one's failures opened its breaker, for every worker
+    big = write_spec(tmp_path, [{"content": "x" * 600_000}], "big.yaml", name="refund-big")
+    result = await run_to_end(client, settings, big, CUSTOMER)
     assert result.status == "failed" and result.reason
     assert "the answer is 600000 bytes with 0 tool call(s)" in result.reason
     with Session(support.ledger(settings.db_url)) as session:

@@ -209,9 +209,8 @@ async def test_python_spec_with_custom_graph_appends_receipt(client: Client, set
 
 async def test_model_refusing_the_request_fails_run_cleanly(client: Client, settings: Settings,
                                                             tmp_path: Path) -> None:
-    write_spec(tmp_path, [{"content": "never read"}])
-    (tmp_path / "turns.yaml").write_text("turns:\n  - colour: red\n")  # the endpoint answers 400
-    spec = load_spec(tmp_path / "spec.yaml", project_dir=ROOT)  # the definition as the worker now reads it
+    # the endpoint answers 400: the turn wants a JSON-schema answer the workflow (no output_schema) never asks for
+    spec = write_spec(tmp_path, [{"content": "never read", "expect_response_format": True}])
     result = await run_to_end(client, settings, spec, CUSTOMER)
     assert result.status == "failed"
     assert result.reason and result.reason.startswith("call_model failed: ModelError: scripted model (turns.yaml)")
