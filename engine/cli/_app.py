@@ -172,9 +172,14 @@ def _spec(path: Path, settings: Settings) -> ResolvedSpec:
     try:
         return load_spec(path, project_dir=settings.project_dir)
     except SpecError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
-        raise typer.Exit(2) from exc
+        located_exit(exc)
+
+
+def located_exit(exc: SpecError) -> NoReturn:
+    """Print each problem of a file (a spec, a dataset, a gate file) as ``PATH:LINE: field: message`` and exit 2."""
+    for issue in exc.issues:
+        print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
+    raise typer.Exit(2) from exc
 
 
 def _named(name: str, workflows_dir: Path, project_dir: Path) -> Path | None:

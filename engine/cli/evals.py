@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from engine.cli._app import (
     authenticate,
     authority,
     err,
+    located_exit,
     out,
     proven,
     run_client_command,
@@ -75,17 +75,11 @@ def eval_command(
     try:
         dataset = load_dataset(dataset_path)
     except SpecError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        raise typer.Exit(2) from exc
+        located_exit(exc)
     labels = list(compare) if compare else [workflow or _dataset_workflow(dataset)]
     bases = [_spec(Path(label), settings) for label in labels]
-    if settings.workflows_dir is None:
-        _fail("no workflows folder: the worker serves the definitions an eval runs from it (--workflows-dir)", 2)
-    requester = authenticate(settings, as_user, password_stdin)
-    if tenant not in requester.tenants:
-        _fail(f"{requester.name} does not belong to tenant {tenant!r}", 2)
-    person = _approver(settings, approver, password_stdin) if approver else None
+    requester, person = eval_people(settings, as_user, password_stdin, approver, tenant)
+    assert settings.workflows_dir is not None  # eval_people refused a settings without one
     derived: list[Derived] = []
     try:
         for base in bases:
@@ -93,10 +87,8 @@ def eval_command(
     except SpecError as exc:
         for d in derived:
             d.remove()
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        raise typer.Exit(2) from exc
-    run_client_command(_eval(settings, dataset, list(zip(labels, derived, strict=True)), requester.name, person,
+        located_exit(exc)
+    run_client_command(_eval(settings, dataset, list(zip(labels, derived, strict=True)), requester, person,
                              tenant, concurrency, timeout, fail_under, as_json, keep))
 
 
@@ -104,6 +96,18 @@ def _dataset_workflow(dataset: LoadedDataset) -> str:
     """The dataset's ``workflow:`` as the loader takes it: a spec file (relative to the dataset) or a name."""
     path = dataset.workflow_path()
     return str(path) if path is not None and path.exists() else dataset.data.workflow
+
+
+def eval_people(settings: Settings, as_user: str | None, password_stdin: bool, approver: str | None,
+                tenant: str) -> tuple[str, Approver | None]:
+    """Who starts an eval's runs (proven, one of ``tenant``'s) and who decides their approvals (proven), once the
+    workflows folder the derived definitions go to is known."""
+    if settings.workflows_dir is None:
+        _fail("no workflows folder: the worker serves the definitions an eval runs from it (--workflows-dir)", 2)
+    requester = authenticate(settings, as_user, password_stdin)
+    if tenant not in requester.tenants:
+        _fail(f"{requester.name} does not belong to tenant {tenant!r}", 2)
+    return requester.name, _approver(settings, approver, password_stdin) if approver else None
 
 
 def _approver(settings: Settings, name: str, password_stdin: bool) -> Approver:

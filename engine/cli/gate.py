@@ -11,7 +11,6 @@ naming each one that failed. ``docs/gates.md`` is the CI recipe.
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,15 +29,16 @@ from engine.cli._app import (
     _settings,
     _spec,
     app,
-    authenticate,
     authority,
     err,
+    located_exit,
     out,
     run_client_command,
 )
+from engine.cli.evals import eval_people
 from engine.config import Settings, read_secret_file
 from engine.errors import SpecError
-from engine.gate import Check, EvalGate, GateConfig, ShadowGate, base_version, failed, load_gate
+from engine.gate import Check, EvalGate, GateConfig, ShadowGate, base_version, failed, load_gate, shadow_checks
 
 if TYPE_CHECKING:
     from engine.boundary.shadow import Report
@@ -120,7 +120,7 @@ def gate_command(
     gate = _merged(_config(config, settings), shadow_flags, datasets, eval_flags, only)
     plan = _Plan(shadow=gate.shadow, evals=[_eval_plan(e, settings, base_dir) for e in gate.evals])
     recorded = _recorded_url(recorded_db, recorded_db_file, settings) if plan.shadow else None
-    people = _people(settings, as_user, password_stdin, approver, tenant) if plan.evals else None
+    people = eval_people(settings, as_user, password_stdin, approver, tenant) if plan.evals else None
     result = _Result()
     if plan.shadow is not None and recorded is not None:
         _shadow(plan.shadow, recorded, settings, result)
@@ -139,13 +139,7 @@ def _config(path: Path | None, settings: Settings) -> GateConfig:
     try:
         return load_gate(path)
     except SpecError as exc:
-        _issues(exc)
-
-
-def _issues(exc: SpecError) -> NoReturn:
-    for issue in exc.issues:
-        print(issue, file=sys.stderr)  # plain: one PATH:LINE line per issue, never wrapped
-    raise typer.Exit(2) from exc
+        located_exit(exc)
 
 
 _FLAGS = {"since": "--since", "fail_on": "--fail-on", "workflow": "--workflow"}
@@ -185,7 +179,7 @@ def _eval_plan(gate: EvalGate, settings: Settings, base_dir: Path | None) -> _Ev
     try:
         dataset = load_dataset(gate.dataset)
     except SpecError as exc:
-        _issues(exc)
+        located_exit(exc)
     head = _spec(Path(gate.workflow or _dataset_workflow(dataset)), settings)
     base, no_base = None, None
     if gate.compares:
@@ -219,24 +213,6 @@ def _recorded_url(url: str | None, file: Path | None, settings: Settings) -> str
 
 
 @dataclass
-class _People:
-    requester: str
-    approver: Approver | None
-
-
-def _people(settings: Settings, as_user: str | None, password_stdin: bool, approver: str | None,
-            tenant: str) -> _People:
-    from engine.cli.evals import _approver
-
-    if settings.workflows_dir is None:
-        _fail("no workflows folder: the worker serves the definitions an eval runs from it (--workflows-dir)", 2)
-    requester = authenticate(settings, as_user, password_stdin)
-    if tenant not in requester.tenants:
-        _fail(f"{requester.name} does not belong to tenant {tenant!r}", 2)
-    return _People(requester.name, _approver(settings, approver, password_stdin) if approver else None)
-
-
-@dataclass
 class _Result:
     """What was measured, as the summary and ``--json`` give it."""
 
@@ -247,19 +223,14 @@ class _Result:
 
 def _shadow(gate: ShadowGate, url: str, settings: Settings, result: _Result) -> None:
     """Re-decide the recorded decisions with the candidate; the shadow checks."""
-    from engine.boundary.shadow import Candidate, ShadowError
-    from engine.local.processes import find_binary
+    from engine.boundary.shadow import ShadowError
+    from engine.cli.policy import open_candidate
     from engine.redact import redact_text, safe_url
     from engine.runtime.shadow import shadow_report
     from engine.store.db import Database
     from engine.store.stats import window
 
-    try:
-        candidate = Candidate(find_binary("opa", settings.project_dir), gate.policies, rule=settings.opa.rule)
-    except ShadowError as exc:
-        _fail(str(exc), 2)
-    except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
-        _fail(f"cannot use {gate.policies} as a candidate policy: {exc}", 2)
+    candidate = open_candidate(settings, gate.policies)
     start = datetime.now(UTC) - window(gate.since, "since")
     with candidate:
         try:  # never migrated: a replica's credentials are read-only, and a snapshot stays as it was taken
@@ -268,14 +239,8 @@ def _shadow(gate: ShadowGate, url: str, settings: Settings, result: _Result) -> 
             _fail(str(exc), 2)
         except Exception as exc:  # noqa: BLE001 - a database error: said without the URL's credentials
             _fail(f"cannot read recorded decisions from {safe_url(url)}: {redact_text(str(exc), url)}")
-    result.checks += _shadow_checks(gate, report)
+    result.checks += shadow_checks(gate, decided=report.decided, transitions=report.transitions)
     result.shadow = _shadow_json(gate, report)
-
-
-def _shadow_checks(gate: ShadowGate, report: Report) -> list[Check]:
-    from engine.gate import shadow_checks
-
-    return shadow_checks(gate, decided=report.decided, transitions=report.transitions)
 
 
 def _shadow_json(gate: ShadowGate, report: Report) -> dict[str, Any]:
@@ -289,7 +254,8 @@ def _shadow_json(gate: ShadowGate, report: Report) -> dict[str, Any]:
                         for c in report.changes]}
 
 
-async def _evals(settings: Settings, plans: list[_EvalPlan], people: _People, tenant: str, timeout: float,
+async def _evals(settings: Settings, plans: list[_EvalPlan], people: tuple[str, Approver | None], tenant: str,
+                 timeout: float,
                  result: _Result, as_json: bool) -> None:
     from engine.cli.evals import _one
     from engine.evals.derive import derive
@@ -299,8 +265,8 @@ async def _evals(settings: Settings, plans: list[_EvalPlan], people: _People, te
 
     assert settings.workflows_dir is not None
     ctx = EvalContext(client=await _client(settings), db=_database(settings), authority=authority(settings),
-                      task_queue=settings.temporal.task_queue, requester=people.requester,
-                      approver=people.approver, tenant=tenant, case_timeout_s=timeout)
+                      task_queue=settings.temporal.task_queue, requester=people[0], approver=people[1],
+                      tenant=tenant, case_timeout_s=timeout)
     for plan in plans:
         versions = [v for v in (plan.base, plan.head) if v is not None]
         derived: list[Derived] = []
@@ -311,7 +277,7 @@ async def _evals(settings: Settings, plans: list[_EvalPlan], people: _People, te
             outcomes = [await _one(ctx, plan.dataset, _label(d.base), d, comparison, as_json)
                         for d in derived]
         except SpecError as exc:
-            _issues(exc)
+            located_exit(exc)
         finally:
             for d in derived:
                 d.remove()

@@ -14,7 +14,8 @@ from engine.cli._app import JSON, _database, _fail, _settings, app, out
 from engine.errors import InputError
 
 if TYPE_CHECKING:
-    from engine.boundary.shadow import Report
+    from engine.boundary.shadow import Candidate, Report
+    from engine.config import Settings
 
 policy_app = typer.Typer(help="Policy changes, tried on recorded traffic before they decide.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -35,8 +36,7 @@ def shadow(
     as_json: bool = JSON,
 ) -> None:
     """Re-decide every recorded policy input of the window with a candidate policy; print what would change."""
-    from engine.boundary.shadow import Candidate, ShadowError, parse_transitions
-    from engine.local.processes import find_binary
+    from engine.boundary.shadow import ShadowError, parse_transitions
     from engine.runtime.shadow import shadow_report
     from engine.store.stats import window
 
@@ -44,12 +44,9 @@ def shadow(
     try:
         forbidden = parse_transitions(fail_on)
         start = datetime.now(UTC) - window(since, "--since")
-        candidate = Candidate(find_binary("opa", settings.project_dir), policies, rule=settings.opa.rule)
     except (InputError, ShadowError) as exc:
         _fail(str(exc), 2)
-    except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
-        _fail(f"cannot use {policies} as a candidate policy: {exc}", 2)
-    with candidate:
+    with open_candidate(settings, policies) as candidate:
         try:
             report = shadow_report(_database(settings), candidate, since=start, workflow=workflow)
         except ShadowError as exc:
@@ -76,6 +73,20 @@ def shadow(
                       highlight=False)
     if failing:
         raise typer.Exit(1)
+
+
+def open_candidate(settings: Settings, policies: Path) -> Candidate:
+    """The candidate policies folder, staged and compiled (``airlock policy shadow`` and ``airlock gate``); exit 2
+    saying why it cannot be used (it does not compile, no such folder, no opa)."""
+    from engine.boundary.shadow import Candidate, ShadowError
+    from engine.local.processes import find_binary
+
+    try:
+        return Candidate(find_binary("opa", settings.project_dir), policies, rule=settings.opa.rule)
+    except ShadowError as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:  # noqa: BLE001 - no opa, no such folder: said, with exit 2
+        _fail(f"cannot use {policies} as a candidate policy: {exc}", 2)
 
 
 def _print_report(report: Report, since: str, workflow: str | None, shown: int) -> None:
