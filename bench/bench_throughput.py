@@ -2,7 +2,9 @@
 
 Airlock: the scripted model proposes ``issue_refund`` (10.00, within the automatic limit) → validation, OPA,
 execution → the model answers; ``resolve_run`` and ``record_run`` around it. Bare: a ``temporalio-langgraph``
-graph of three no-op activity nodes. Each runs in its own worker process on the same Temporal dev server, in
+graph of three no-op activity nodes (the issue's yardstick). Unguarded agent (``bench/agent_worker.py``, for
+reference): the same scripted model and the same refund, executed at once with no boundary, so Airlock against it
+is what the boundary itself costs. Each runs in its own worker process on the same Temporal dev server, in
 interleaved rounds: ``BENCH_RUNS`` (60) runs started at once, then single runs one after the other. Once on
 the SQLite-file dev server (what ``airlock up`` starts), once in memory.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +57,10 @@ class Contender:
         self.failed = 0
         self.rss = 0.0
         self._n = 0
+
+    @property
+    def started(self) -> int:
+        return self._n
 
     async def one(self) -> bool:
         self._n += 1
@@ -111,8 +118,13 @@ class Workers:
         self.procs.append(_launch(["-m", "engine.cli", "worker"], work / "airlock-worker.log", env))
         self.procs.append(_launch(["-c", "from bench.bare_worker import main; main()", services_.temporal_address,
                                    "bare"], work / "bare-worker.log", {}))
+        self.procs.append(_launch(["-c", "from bench.agent_worker import main; main()", services_.temporal_address,
+                                   "unguarded", services_.scripted_url, str(work / "unguarded.db")],
+                                  work / "unguarded-worker.log", {}))
+        self.script = write_spec(work / "unguarded", [{"tool_calls": [refund("C-0000", "10.00")]},
+                                                      {"content": "done"}]).model.script
 
-    async def contenders(self) -> tuple[Contender, Contender]:
+    async def contenders(self) -> tuple[Contender, Contender, Contender]:
         client = await Client.connect(self.services.temporal_address)
 
         async def start_airlock(n: int) -> Any:
@@ -123,13 +135,21 @@ class Workers:
             return await client.start_workflow("BareGraphWorkflow", f"bare-{n}", id=f"bare-{time.time_ns()}-{n}",
                                                task_queue="bare")
 
+        async def start_unguarded(n: int) -> Any:
+            run_id = f"unguarded-{time.time_ns()}-{n}"
+            return await client.start_workflow("UnguardedAgentWorkflow", args=[run_id, self.script,
+                                               "Refund 10.00 of order C-0000: the item arrived damaged."],
+                                               id=run_id, task_queue="unguarded")
+
         def executed(result: Any) -> bool:
             return result.status == "completed" and [c.outcome for c in result.tool_calls] == ["executed"]
 
         airlock = Contender("Airlock", self.procs[0], start_airlock, executed, self.services.pids)
         bare = Contender("bare graph", self.procs[1], start_bare, lambda r: r == ["model", "check", "execute"],
                          self.services.pids)
-        return airlock, bare
+        unguarded = Contender("unguarded agent", self.procs[2], start_unguarded, lambda r: r == "done",
+                              self.services.pids)
+        return airlock, bare, unguarded
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -139,19 +159,23 @@ class Workers:
 async def _measure(services_: Stack, work: Path) -> list[Contender]:
     workers = Workers(services_, work)
     try:
-        airlock, bare = await workers.contenders()
-        await airlock.batch(5)  # warm both up: imports, connections, caches
-        await bare.batch(5)
-        for contender in (airlock, bare):
-            contender.batches.clear(), contender.cpu_ms.clear(), contender.stack_cpu_ms.clear()
-        for r in range(ROUNDS):
-            for contender in (bare, airlock) if r % 2 == 0 else (airlock, bare):
+        contenders = list(await workers.contenders())
+        for contender in contenders:  # warm each up: imports, connections, caches
+            await contender.batch(5)
+            for figures in (contender.batches, contender.cpu_ms, contender.stack_cpu_ms):
+                figures.clear()
+        for r in range(ROUNDS):  # each round in another order
+            for contender in contenders[r % 3:] + contenders[:r % 3]:
                 await contender.batch(RUNS)
         for i in range(SINGLES):
-            for contender in (bare, airlock) if i % 2 == 0 else (airlock, bare):
+            for contender in contenders[i % 3:] + contenders[:i % 3]:
                 await contender.single()
-        airlock.rss, bare.rss = _rss_mib(airlock.proc.pid), _rss_mib(bare.proc.pid)
-        return [airlock, bare]
+        for contender in contenders:
+            contender.rss = _rss_mib(contender.proc.pid)
+        unguarded = contenders[2]  # every run of the unguarded agent refunded once: a missing effect is a failure
+        with sqlite3.connect(work / "unguarded.db") as db:
+            unguarded.failed += abs(unguarded.started - db.execute("SELECT count(*) FROM refunds").fetchone()[0])
+        return contenders
     finally:
         workers.stop()
 
@@ -160,7 +184,7 @@ async def memory_curves(services_: Stack, work: Path, *, total: int, batch: int)
     """(runs completed, worker RSS MiB) after each batch, for both workers, batches interleaved."""
     workers = Workers(services_, work)
     try:
-        contenders = await workers.contenders()
+        contenders = (await workers.contenders())[:2]  # Airlock and the bare graph
         curves: dict[str, list[tuple[int, float]]] = {c.name: [] for c in contenders}
         for done in range(batch, total + 1, batch):
             for contender in contenders:
@@ -181,12 +205,12 @@ def main() -> str:
     for label, in_file in [s for s in servers if ("file" if s[1] else "memory") in chosen]:
         with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, \
                 services(Path(tmp) / "services", temporal_file=in_file) as services_:
-            airlock, bare = asyncio.run(_measure(services_, Path(tmp)))
+            airlock, bare, unguarded = asyncio.run(_measure(services_, Path(tmp)))
         throughput = median(airlock.batches) / median(bare.batches)
         latency = median(airlock.singles) / median(bare.singles)
         rows = [[c.name, f"{median(c.batches):.1f}", f"{median(c.singles):.0f}", f"{median(c.cpu_ms):.0f}",
                  f"{median(c.stack_cpu_ms):.0f}", f"{c.rss:.0f}", c.failed]
-                for c in (airlock, bare)]
+                for c in (airlock, bare, unguarded)]
         out.append(f"**{label}**, {RUNS} runs started at once × {ROUNDS} rounds, {SINGLES} single runs each\n\n"
                    + table(["worker", "runs/s (median batch)", "single run ms (median)", "worker CPU ms/run",
                             "Temporal+OPA+model CPU ms/run", "worker RSS MiB", "failed runs"], rows)
@@ -194,7 +218,13 @@ def main() -> str:
                        ["throughput Airlock / bare", f"{throughput:.2f}×", "≥ 0.80×",
                         "yes" if throughput >= 0.8 else "no"],
                        ["single-run latency Airlock / bare", f"{latency:.2f}×", "≤ 1.50×",
-                        "yes" if latency <= 1.5 else "no"]]))
+                        "yes" if latency <= 1.5 else "no"],
+                       ["throughput Airlock / unguarded agent",
+                        f"{median(airlock.batches) / median(unguarded.batches):.2f}×", "(reference)", ""],
+                       ["single-run latency Airlock / unguarded agent",
+                        f"{median(airlock.singles) / median(unguarded.singles):.2f}×", "(reference)", ""],
+                       ["worker CPU per run Airlock / unguarded agent",
+                        f"{median(airlock.cpu_ms) / median(unguarded.cpu_ms):.2f}×", "(reference)", ""]]))
     return "\n\n".join(out)
 
 
