@@ -57,7 +57,7 @@ class _Process:
 
 async def _complete(state: AgentState) -> dict[str, Any]:
     reply = await _Process.client.chat.completions.create(
-        model=state["script"], messages=state["messages"], tools=[REFUND_TOOL])  # type: ignore[arg-type]
+        model=state["script"], messages=state["messages"], tools=[REFUND_TOOL])  # type: ignore[arg-type, list-item]
     message = reply.choices[0].message.model_dump(mode="json", exclude_none=True)
     return {"messages": [*state["messages"], message]}
 
