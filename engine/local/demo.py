@@ -108,6 +108,7 @@ async def _treasury_demo(settings: Settings, console: Console, approver: Approve
                       highlight=False)
 
     balances(f"on-chain balances before (chain {chain.chain_id()}, token {token})")
+    before = {name: chain.token_balance(token, address) for name, address in holders.items()}
     result = await _run_with_one_approval(
         settings, console, spec, {"message": "Pay this week's supplier invoices.", "invoices": INVOICES}, approver,
         "3. a large payment waits durably for a person, with its simulation",
@@ -117,6 +118,29 @@ async def _treasury_demo(settings: Settings, console: Console, approver: Approve
             console.print(f"  {call.args.get('memo')}: tx {call.result['tx_hash']} in block "
                           f"{call.result['block']}", highlight=False)
     balances("on-chain balances after")
+    moved = {name: chain.token_balance(token, address) - before[name] for name, address in holders.items()}
+    _expect(result, outcomes=["executed", "executed", "executed", "denied"], wrong={
+        f"{name} received {moved[name] / 10**6:g} tUSD, not {units / 10**6:g}"
+        for name, units in {"Acme Hosting Ltd": 250 * 10**6, "Globex Logistics": 4800 * 10**6,
+                            "injected address": 0}.items() if moved[name] != units})
+
+
+def _expect(result: RunResult, wrong: set[str], outcomes: list[str] | None = None) -> None:
+    """The demo went as told, or it says what differed (and `airlock demo` exits non-zero).
+
+    Raises:
+        StackError: the run did not complete, a call failed, its calls' ``outcomes`` differ, or ``wrong`` (what
+            else differed) says so.
+    """
+    got = [call.outcome for call in result.tool_calls]
+    if result.status != "completed":
+        wrong.add(f"the run ended {result.status}: {result.reason}")
+    if (outcomes is not None and got != outcomes) or "failed" in got:
+        calls = ", ".join(f"{c.tool} {c.outcome}" + (f" ({c.error})" if c.error else "") for c in result.tool_calls)
+        wrong.add(f"its calls ended {calls}" + (f", not {', '.join(outcomes)}" if outcomes is not None else ""))
+    if wrong:
+        raise StackError("the demo did not go as it should: " + "; ".join(sorted(wrong))
+                         + " (the worker's log: `airlock status` names it)")
 
 
 async def _support_demo(settings: Settings, console: Console, approver: Approver) -> None:
@@ -128,13 +152,15 @@ async def _support_demo(settings: Settings, console: Console, approver: Approver
     support.reset_demo_ledger(settings.db_url)
     console.print("  demo ledger reset: orders A-1001 (40 EUR), A-1002 (320 EUR), A-1003 (1200 EUR) of cus_ana")
 
-    await _run_with_one_approval(
+    result = await _run_with_one_approval(
         settings, console, spec, {"customer_id": "cus_ana",
                                   "message": "My lamp broke, my chair came late and I want the desk refunded."},
         approver, "3. a gated action waits durably for a person", "late delivery confirmed with the carrier")
     refunds = support.list_refunds(settings.db_url)
     console.print("ledger (support_refunds): " + (", ".join(f"{r.order_id} {r.amount} {r.currency}"
                                                            for r in refunds) or "empty"), highlight=False)
+    ledger = sorted((r.order_id, str(r.amount)) for r in refunds)
+    _expect(result, set() if [o for o, _ in ledger] == ["A-1001", "A-1002"] else {f"the ledger holds {ledger}"})
 
 
 async def _run_with_one_approval(settings: Settings, console: Console, spec: ResolvedSpec, run_input: dict[str, Any],

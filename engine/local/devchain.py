@@ -72,19 +72,44 @@ def deploy_demo_token(chain: Chain) -> str:
     return token
 
 
-def prepare(rpc_url: str, state_dir: Path) -> DevChain:
-    """Make the local chain ready for the treasury demo (idempotent).
+class BehindStoreError(StackError):
+    """The dev chain lacks transactions the store records as mined on it."""
+
+
+def check_store(chain: Chain, landed: dict[str, int], state_dir: Path) -> None:
+    """The node must hold every transaction the store records as landed on it (``landed``: sender → highest
+    mined nonce). A dev chain that lost its saved state is behind them: sending on it would reuse their nonces.
+
+    Raises:
+        BehindStoreError: naming the sender, both nonces and what to do.
+    """
+    for sender, nonce in sorted(landed.items()):
+        if (on_node := chain.nonce(sender, "latest")) <= nonce:
+            raise BehindStoreError(
+                f"the local chain at {chain.shown_url} is behind the store: {sender} has sent {on_node} "
+                f"transaction(s) there, but the store records one at nonce {nonce} as mined. The chain lost its "
+                "saved state (anvil stopped without saving it, or its state file was removed), and sending now "
+                "would reuse recorded nonces. Start over: `airlock down`, then move the state folder "
+                f"{state_dir} aside (it holds the store and the chain's state; `airlock up` makes a new one)")
+
+
+def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None) -> DevChain:
+    """Make the local chain ready for the treasury demo (idempotent). ``landed``: what the store records as
+    mined on this chain (see :func:`check_store`).
 
     Raises:
         StackError: the node is not a fresh anvil and the demo token is not where the policy expects it.
+        BehindStoreError: the node is behind the store.
     """
     chain = Chain(rpc_url)
     if chain.chain_id() != DEV_CHAIN_ID:
         raise StackError(f"{chain.shown_url} is chain {chain.chain_id()}, not the local dev chain {DEV_CHAIN_ID}")
+    check_store(chain, landed or {}, state_dir)
     if not chain.is_contract(DEMO_TOKEN_ADDRESS):
         if chain.nonce(dev_address(DEPLOYER)) != 0:
             raise StackError(f"the demo token is not at {DEMO_TOKEN_ADDRESS} and the deployer account has "
-                             "been used on this node; restart anvil (`airlock down && airlock up`)")
+                             "been used on this node; start a fresh anvil (`airlock down`, then `airlock up` on a new "
+                             "state folder)")
         token = deploy_demo_token(chain)
         assert token == DEMO_TOKEN_ADDRESS, token
     keys = private_dir(state_dir / "keys")

@@ -159,11 +159,16 @@ def launch_opa(port: int, policies_dir: Path, log: Path, project_dir: Path | Non
     return proc
 
 
-def launch_anvil(port: int, log: Path, project_dir: Path | None = None,
-                 tethered: bool = False) -> subprocess.Popen[bytes]:
-    """An anvil node (chain id 31337)."""
-    proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent"], log,
-                  tethered=tethered)
+ANVIL_STATE_INTERVAL_S = 2
+
+
+def launch_anvil(port: int, log: Path, project_dir: Path | None = None, tethered: bool = False,
+                 state_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """An anvil node (chain id 31337); with ``state_file``, it starts from the chain saved there (when there is
+    one) and saves it there every ``ANVIL_STATE_INTERVAL_S`` seconds and when it stops (on SIGTERM)."""
+    saved = ["--state", str(state_file), "--state-interval", str(ANVIL_STATE_INTERVAL_S)] if state_file else []
+    proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent",
+                   *saved], log, tethered=tethered)
     wait_until(lambda: port_open("127.0.0.1", port), "anvil", proc, 30, log)
     return proc
 

@@ -17,8 +17,12 @@ from engine.errors import ChainUnavailableError, StackError
 from engine.local import devchain
 from engine.local import processes as stack
 from engine.private import private_dir
+from engine.store import chain_txs
+from engine.store.db import Database
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
+ANVIL_STATE = "anvil-state.json"  # the local chain, saved when anvil stops and every few seconds: it lives as
+# long as the state folder, as the store that records its transactions does
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -125,7 +129,8 @@ def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None
                                                             state / "temporal.db", log),
         "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,
                                                   settings.project_dir, bundle=state / "policy-bundle.tar.gz"),
-        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir),
+        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir,
+                                                      state_file=state / ANVIL_STATE),
         "model": lambda port, log: stack.launch_scripted(port, log),
     }
     if not chain:
@@ -153,12 +158,19 @@ def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None
 
 
 def _prepare_chain(settings: Settings, state: Path, say: Callable[[str], None]) -> dict[str, str]:
-    """On the local dev chain: deploy the demo token, fund the treasury, point the worker at its keystore."""
+    """On the local dev chain: deploy the demo token, fund the treasury, point the worker at its keystore.
+
+    Raises:
+        StackError: the chain is behind what the store records as mined on it (it lost its saved state).
+    """
     host, _ = addresses(settings)["anvil"]
     if settings.chain.chain_id != devchain.DEV_CHAIN_ID or host not in _LOOPBACK:
         return {}
+    landed = Database(settings.db_url).migrate().call(chain_txs.landed_nonces, chain_id=devchain.DEV_CHAIN_ID)
     try:
-        ready = devchain.prepare(settings.chain.rpc_url, state)
+        ready = devchain.prepare(settings.chain.rpc_url, state, landed)
+    except devchain.BehindStoreError:
+        raise
     except (StackError, ChainUnavailableError) as exc:
         say(f"chain: the treasury demo is not available: {exc}")
         return {}

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -171,6 +171,14 @@ def recent_mined(session: Session, *, chain_id: int, sender: str, limit: int) ->
         col(ChainTransactionRow.status).in_(("mined", "reverted")))
         .order_by(col(ChainTransactionRow.created_at).desc()).limit(limit)).all()
     return [_view(r) for r in rows]
+
+
+def landed_nonces(session: Session, *, chain_id: int) -> dict[str, int]:
+    """Per sender, the highest nonce of a transaction recorded as mined or reverted (it landed in a block)."""
+    rows = session.exec(select(ChainTransactionRow.sender, func.max(ChainTransactionRow.nonce)).where(
+        ChainTransactionRow.chain_id == chain_id, col(ChainTransactionRow.status).in_(("mined", "reverted")))
+        .group_by(col(ChainTransactionRow.sender))).all()
+    return {sender: int(nonce) for sender, nonce in rows}
 
 
 def senders(session: Session, *, chain_id: int) -> list[str]:

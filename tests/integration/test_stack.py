@@ -99,6 +99,35 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
     assert status == {"temporal": "stopped", "opa": "external", "anvil": "stopped", "model": "stopped",
                       "worker": "stopped", "ui": "stopped"}
 
+    # Up again on the same state folder: the chain is where the store left it (anvil saved it on the way down),
+    # so the demo pays again under the next nonces instead of re-signing the first run's transactions.
+    assert (state / "anvil-state.json").is_file()
+    try:
+        again = airlock("up")
+        assert again.returncode == 0, again.stderr + again.stdout
+        second = airlock("demo", timeout=180)
+        assert second.returncode == 0, second.stderr + second.stdout
+        assert [chain.token_balance(token, a) // 10**6 for a in (
+            "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+            "0x00000000000000000000000000000000DeaDBeef")] == [500, 9600, 0]
+        assert chain.nonce("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") == 4
+        refunds = airlock("demo", "--workflow", "support-refund", timeout=180)
+        assert refunds.returncode == 0, refunds.stderr + refunds.stdout
+        assert "ledger (support_refunds): A-1001 25.00 EUR, A-1002 180.00 EUR" in refunds.stdout
+    finally:
+        assert airlock("down").returncode == 0
+    # A chain that lost its saved state is behind the store: `up` says so and what to do, and starts no worker.
+    (state / "anvil-state.json").unlink()
+    try:
+        lost = airlock("up")
+        assert lost.returncode == 1
+        assert (f"the local chain at http://127.0.0.1:{ports['anvil']} is behind the store: "
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8 has sent 0 transaction(s) there, but the store records "
+                "one at nonce 3 as mined") in " ".join(lost.stderr.split())
+        assert "worker: started" not in lost.stdout
+    finally:
+        assert airlock("down").returncode == 0
+
 
 def test_up_starts_no_chain_for_a_project_without_chain_workflows(services: Services, tmp_path: Path) -> None:
     """A project whose workflows name no chain_id gets no anvil, no demo token and no keystore; `--chain` asks
