@@ -34,7 +34,11 @@ credits = sa.Table(
 @functools.cache
 def _engine(database_url: str) -> sa.Engine:
     engine = sa.create_engine(database_url)
-    _metadata.create_all(engine)  # checkfirst: creates the table once
+    try:
+        _metadata.create_all(engine)  # checkfirst: creates the table once
+    except sa.exc.DBAPIError:  # another worker, starting too, created it between the check and the create
+        if not sa.inspect(engine).has_table(credits.name):
+            raise
     return engine
 
 
