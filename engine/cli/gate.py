@@ -234,7 +234,7 @@ def _shadow(gate: ShadowGate, url: str, settings: Settings, result: _Result) -> 
     start = datetime.now(UTC) - window(gate.since, "since")
     with candidate:
         try:  # never migrated: a replica's credentials are read-only, and a snapshot stays as it was taken
-            report = shadow_report(Database(url), candidate, since=start, workflow=gate.workflow)
+            report = shadow_report(Database(url, read_only=True), candidate, since=start, workflow=gate.workflow)
         except ShadowError as exc:
             _fail(str(exc), 2)
         except Exception as exc:  # noqa: BLE001 - a database error: said without the URL's credentials

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -52,8 +53,13 @@ def _private_sqlite(url: str) -> None:
         tighten(Path(path + suffix))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for SQLite (file, WAL, foreign keys) or PostgreSQL."""
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for SQLite (file, WAL, foreign keys) or PostgreSQL. ``read_only``: a SQLite file is opened as it
+    is (``mode=ro``: no WAL switched on, its mode not tightened, nothing written beside it), as a snapshot must
+    be; a PostgreSQL URL is used as given (a replica's read-only credentials make it read-only)."""
+    if read_only and (path := _sqlite_file(url)) is not None:
+        return create_engine(f"sqlite:///file:{quote(path, safe='/')}?mode=ro&uri=true",
+                             connect_args={"check_same_thread": False, "timeout": 30})
     if make_url(url).get_backend_name() == "sqlite":
         _private_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -93,9 +99,9 @@ class Database:
     not yet at the newest revision (a fresh SQLite file, say).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)  # first: it creates the state folder of a SQLite file
+        self.engine = make_engine(url, read_only=read_only)  # first: it creates the state folder of a SQLite file
 
     def __repr__(self) -> str:
         return f"Database({self.url.split('@')[-1]})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -117,6 +118,32 @@ async def test_a_policy_that_lets_a_recorded_denial_through_fails_and_a_harmless
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_gate_reads_a_sqlite_snapshot_without_changing_it(client: Client, settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    """A snapshot stays as it was taken: the gate neither tightens its mode, nor turns on WAL, nor leaves files."""
+    if not settings.db_url.startswith("sqlite"):
+        pytest.skip("a snapshot file is SQLite's; PostgreSQL traffic is read through a replica's URL (above)")
+    await record_refunds(client, settings, tmp_path)
+    snapshot = tmp_path / "snapshot" / "recorded.db"
+    snapshot.parent.mkdir()
+    live, copy = sqlite3.connect(settings.db_url.split(":///", 1)[1]), sqlite3.connect(snapshot)
+    live.backup(copy)
+    copy.execute("PRAGMA journal_mode=DELETE")  # as a backup tool writes it: no WAL
+    live.close(), copy.close()
+    snapshot.chmod(0o644)
+    taken = snapshot.read_bytes()
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump({"shadow": {
+        "policies": "candidate", "since": "1h", "fail_on": ["deny->allow"]}}))
+    harmless = candidate(tmp_path / "harmless", ("_approval_limit := 500", "_approval_limit := 1000"))
+    code, out, err = await gate(settings, "--config", str(tmp_path / "gate.yaml"), "--policies", str(harmless),
+                                "--recorded-db", f"sqlite:///{snapshot}", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["shadow"]["decided"] == 3
+    assert snapshot.read_bytes() == taken
+    assert snapshot.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in snapshot.parent.iterdir()] == ["recorded.db"]
+
+
 async def test_an_eval_regression_fails_the_gate_and_a_harmless_prompt_change_passes(
         client: Client, settings: Settings, tmp_path: Path) -> None:
     support.reset_demo_ledger(settings.db_url)
