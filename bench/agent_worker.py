@@ -66,14 +66,18 @@ async def model(state: AgentState) -> dict[str, Any]:
     return await _complete(state)
 
 
+def _insert(key: str, args: dict[str, Any]) -> None:
+    with _Process.lock:
+        _Process.db.execute("INSERT OR IGNORE INTO refunds (key, order_id, amount, reason) VALUES (?, ?, ?, ?)",
+                            (key, args["order_id"], args["amount"], args["reason"]))
+        _Process.db.commit()
+
+
 async def refund(state: AgentState) -> dict[str, Any]:
     messages = list(state["messages"])
     for call in messages[-1].get("tool_calls") or []:
-        args = json.loads(call["function"]["arguments"])
-        with _Process.lock:
-            _Process.db.execute("INSERT OR IGNORE INTO refunds (key, order_id, amount, reason) VALUES (?, ?, ?, ?)",
-                                (f"{state['run_id']}:{call['id']}", args["order_id"], args["amount"], args["reason"]))
-            _Process.db.commit()
+        # in a thread, as Airlock's store work is: the commit waits on the disk, not on the event loop
+        await asyncio.to_thread(_insert, f"{state['run_id']}:{call['id']}", json.loads(call["function"]["arguments"]))
         messages.append({"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"refunded": True})})
     return {"messages": messages}
 

@@ -62,6 +62,7 @@ class DevChain:
     treasury: str
     keystore: Path
     password_file: Path
+    topped_up: bool = False  # the treasury was low and got its funding back from the deployer
 
 
 def deploy_demo_token(chain: Chain) -> str:
@@ -76,26 +77,36 @@ class BehindStoreError(StackError):
     """The dev chain lacks transactions the store records as mined on it."""
 
 
-def check_store(chain: Chain, landed: dict[str, int], state_dir: Path) -> None:
+def check_store(chain: Chain, landed: dict[str, int], state_dir: Path, *, started_here: bool = True) -> None:
     """The node must hold every transaction the store records as landed on it (``landed``: sender → highest
     mined nonce). A dev chain that lost its saved state is behind them: sending on it would reuse their nonces.
+    ``started_here``: `airlock up` runs this node (else it is one the user runs, and the advice differs).
 
     Raises:
         BehindStoreError: naming the sender, both nonces and what to do.
     """
     for sender, nonce in sorted(landed.items()):
-        if (on_node := chain.nonce(sender, "latest")) <= nonce:
+        if (on_node := chain.nonce(sender, "latest")) > nonce:
+            continue
+        behind = (f"the local chain at {chain.shown_url} is behind the store: {sender} has sent {on_node} "
+                  f"transaction(s) there, but the store records one at nonce {nonce} as mined, and sending now "
+                  "would reuse recorded nonces.")
+        if started_here:
             raise BehindStoreError(
-                f"the local chain at {chain.shown_url} is behind the store: {sender} has sent {on_node} "
-                f"transaction(s) there, but the store records one at nonce {nonce} as mined. The chain lost its "
-                "saved state (anvil stopped without saving it, or its state file was removed), and sending now "
-                "would reuse recorded nonces. Start over: `airlock down`, then move the state folder "
-                f"{state_dir} aside (it holds the store and the chain's state; `airlock up` makes a new one)")
+                f"{behind} The chain lost its saved state (anvil was killed before saving it, or its save was "
+                f"removed). Start over: `airlock down`, then move the state folder {state_dir} aside (it holds the "
+                "store and the chain's state; `airlock up` makes a new one)")
+        raise BehindStoreError(
+            f"{behind} That node was not started by `airlock up`: it is not the chain the store recorded them on "
+            f"(restarted or reset?). Point AIRLOCK_CHAIN__RPC_URL at that chain, or stop the node and let "
+            f"`airlock up` start its own, or use a new state folder instead of {state_dir}")
 
 
-def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None) -> DevChain:
-    """Make the local chain ready for the treasury demo (idempotent). ``landed``: what the store records as
-    mined on this chain (see :func:`check_store`).
+def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None, *,
+            started_here: bool = True) -> DevChain:
+    """Make the local chain ready for the treasury demo (idempotent), topping the treasury up when it is below
+    half its funding (demos run again on a chain that lives on). ``landed``: what the store records as mined on
+    this chain (see :func:`check_store`).
 
     Raises:
         StackError: the node is not a fresh anvil and the demo token is not where the policy expects it.
@@ -104,7 +115,8 @@ def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None)
     chain = Chain(rpc_url)
     if chain.chain_id() != DEV_CHAIN_ID:
         raise StackError(f"{chain.shown_url} is chain {chain.chain_id()}, not the local dev chain {DEV_CHAIN_ID}")
-    check_store(chain, landed or {}, state_dir)
+    check_store(chain, landed or {}, state_dir, started_here=started_here)
+    topped_up = False
     if not chain.is_contract(DEMO_TOKEN_ADDRESS):
         if chain.nonce(dev_address(DEPLOYER)) != 0:
             raise StackError(f"the demo token is not at {DEMO_TOKEN_ADDRESS} and the deployer account has "
@@ -112,6 +124,10 @@ def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None)
                              "state folder)")
         token = deploy_demo_token(chain)
         assert token == DEMO_TOKEN_ADDRESS, token
+    funding = to_units(TREASURY_FUNDING, TOKEN["decimals"])
+    if (held := chain.token_balance(DEMO_TOKEN_ADDRESS, dev_address(TREASURY))) < funding // 2:
+        transfer_token(chain, dev_key(DEPLOYER), DEMO_TOKEN_ADDRESS, dev_address(TREASURY), funding - held)
+        topped_up = True
     keys = private_dir(state_dir / "keys")
     keystore, password_file = keys / "treasury.keystore.json", keys / "treasury.password"
     if not keystore.exists() or not password_file.exists():
@@ -119,4 +135,4 @@ def prepare(rpc_url: str, state_dir: Path, landed: dict[str, int] | None = None)
         write_private(password_file, password)
         write_private(keystore, json.dumps(encrypt_key(dev_key(TREASURY), password)))
     return DevChain(token=DEMO_TOKEN_ADDRESS, treasury=dev_address(TREASURY), keystore=keystore,
-                    password_file=password_file)
+                    password_file=password_file, topped_up=topped_up)

@@ -163,12 +163,14 @@ ANVIL_STATE_INTERVAL_S = 2
 
 
 def launch_anvil(port: int, log: Path, project_dir: Path | None = None, tethered: bool = False,
-                 state_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """An anvil node (chain id 31337); with ``state_file``, it starts from the chain saved there (when there is
-    one) and saves it there every ``ANVIL_STATE_INTERVAL_S`` seconds and when it stops (on SIGTERM)."""
-    saved = ["--state", str(state_file), "--state-interval", str(ANVIL_STATE_INTERVAL_S)] if state_file else []
+                 load: Path | None = None, save: Path | None = None) -> subprocess.Popen[bytes]:
+    """An anvil node (chain id 31337): starting from the chain saved in ``load`` when there is one, and saving it
+    to ``save`` every ``ANVIL_STATE_INTERVAL_S`` seconds and when it stops (on SIGTERM)."""
+    args = ["--load-state", str(load)] if load is not None and load.is_file() else []
+    if save is not None:
+        args += ["--dump-state", str(save), "--state-interval", str(ANVIL_STATE_INTERVAL_S)]
     proc = _spawn([find_binary("anvil", project_dir), "--host", "127.0.0.1", "--port", str(port), "--silent",
-                   *saved], log, tethered=tethered)
+                   *args], log, tethered=tethered)
     wait_until(lambda: port_open("127.0.0.1", port), "anvil", proc, 30, log)
     return proc
 

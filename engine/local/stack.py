@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.boundary import bundle as policybundle
 from engine.boundary.policy import OpaPolicy
@@ -17,12 +21,29 @@ from engine.errors import ChainUnavailableError, StackError
 from engine.local import devchain
 from engine.local import processes as stack
 from engine.private import private_dir
+from engine.redact import redact_text, safe_url
 from engine.store import chain_txs
 from engine.store.db import Database
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
-ANVIL_STATE = "anvil-state.json"  # the local chain, saved when anvil stops and every few seconds: it lives as
-# long as the state folder, as the store that records its transactions does
+# The local chain lives as long as the state folder, as the store that records its transactions does: anvil
+# saves it every few seconds and when it stops. It writes a save in place (truncate, then write), so it writes
+# ANVIL_SAVING, and `up` makes that the ANVIL_STATE it starts from only when it reads as whole.
+ANVIL_STATE, ANVIL_SAVING = "anvil-state.json", "anvil-state.json.new"
+
+
+def _saved_chain(state: Path, say: Callable[[str], None]) -> Path:
+    """The local chain's last whole save (promoting anvil's latest one when it is whole)."""
+    saved, latest = state / ANVIL_STATE, state / ANVIL_SAVING
+    if latest.is_file():
+        try:
+            json.loads(latest.read_bytes())
+        except ValueError:
+            say(f"anvil: its latest save {latest} is incomplete (anvil stopped while writing it); starting from "
+                f"the one before, {saved}")
+        else:
+            os.replace(latest, saved)
+    return saved
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -129,8 +150,8 @@ def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None
                                                             state / "temporal.db", log),
         "opa": lambda port, log: stack.launch_opa(port, settings.policies_dir or Path("policies"), log,
                                                   settings.project_dir, bundle=state / "policy-bundle.tar.gz"),
-        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir,
-                                                      state_file=state / ANVIL_STATE),
+        "anvil": lambda port, log: stack.launch_anvil(port, log, settings.project_dir, load=_saved_chain(state, say),
+                                                      save=state / ANVIL_SAVING),
         "model": lambda port, log: stack.launch_scripted(port, log),
     }
     if not chain:
@@ -148,7 +169,7 @@ def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None
         files.save(stack.Service(name, proc.pid, f"{host}:{port}", str(files.log(name))))
         served = f", bundle {_served_revision(settings)}" if name == "opa" else ""
         say(f"{name}: started at {host}:{port} (pid {proc.pid}, log {files.log(name)}{served})")
-    chain_env = _prepare_chain(settings, state, say) if chain else {}
+    chain_env = _prepare_chain(settings, state, files, say) if chain else {}
     _start_child(settings, files, say, "worker", f"task queue {settings.temporal.task_queue}", chain_env)
     ui_address = f"{settings.ui.host}:{settings.ui.port}"
     if not _is_ours(files, "ui") and stack.port_open(settings.ui.host, settings.ui.port):
@@ -157,23 +178,38 @@ def up(settings: Settings, say: Callable[[str], None], chain: bool | None = None
         _start_child(settings, files, say, "ui", f"http://{ui_address}")
 
 
-def _prepare_chain(settings: Settings, state: Path, say: Callable[[str], None]) -> dict[str, str]:
+def _prepare_chain(settings: Settings, state: Path, files: stack.StateFiles,
+                   say: Callable[[str], None]) -> dict[str, str]:
     """On the local dev chain: deploy the demo token, fund the treasury, point the worker at its keystore.
 
     Raises:
-        StackError: the chain is behind what the store records as mined on it (it lost its saved state).
+        StackError: the store cannot be read.
+        BehindStoreError: the chain is behind what the store records as mined on it (it lost its saved state, or
+            is another chain); a worker and an anvil `up` started are stopped first, so nothing signs on it.
     """
     host, _ = addresses(settings)["anvil"]
     if settings.chain.chain_id != devchain.DEV_CHAIN_ID or host not in _LOOPBACK:
         return {}
-    landed = Database(settings.db_url).migrate().call(chain_txs.landed_nonces, chain_id=devchain.DEV_CHAIN_ID)
     try:
-        ready = devchain.prepare(settings.chain.rpc_url, state, landed)
+        landed = Database(settings.db_url).migrate().call(chain_txs.landed_nonces, chain_id=devchain.DEV_CHAIN_ID)
+    except SQLAlchemyError as exc:
+        raise StackError(f"cannot read the store at {safe_url(settings.db_url)}: "
+                         f"{redact_text(str(exc), settings.db_url)}") from None
+    try:
+        ready = devchain.prepare(settings.chain.rpc_url, state, landed,
+                                 started_here=_is_ours(files, "anvil") is not None)
     except devchain.BehindStoreError:
+        for name in ("worker", "anvil"):
+            if (service := _is_ours(files, name)) is not None:
+                stack.stop_process(service.pid)
+                files.forget(name)
+                say(f"{name}: stopped (pid {service.pid}): the chain is behind the store")
         raise
     except (StackError, ChainUnavailableError) as exc:
         say(f"chain: the treasury demo is not available: {exc}")
         return {}
+    if ready.topped_up:
+        say(f"chain: the treasury was low; topped up to {devchain.TREASURY_FUNDING} tUSD from the deployer")
     say(f"chain: demo token tUSD at {ready.token}; treasury {ready.treasury} "
         f"(key in the keystore {ready.keystore})")
     if settings.chain.signer_key is not None or settings.chain.keystore_path is not None:

@@ -101,7 +101,7 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
 
     # Up again on the same state folder: the chain is where the store left it (anvil saved it on the way down),
     # so the demo pays again under the next nonces instead of re-signing the first run's transactions.
-    assert (state / "anvil-state.json").is_file()
+    assert (state / "anvil-state.json.new").is_file()  # saved on the way down, taken on the way up
     try:
         again = airlock("up")
         assert again.returncode == 0, again.stderr + again.stdout
@@ -116,15 +116,21 @@ def test_up_run_status_down(services: Services, tmp_path: Path) -> None:
         assert "ledger (support_refunds): A-1001 25.00 EUR, A-1002 180.00 EUR" in refunds.stdout
     finally:
         assert airlock("down").returncode == 0
-    # A chain that lost its saved state is behind the store: `up` says so and what to do, and starts no worker.
-    (state / "anvil-state.json").unlink()
+    # anvil killed while saving: its latest save is cut off, so `up` starts from the one before (after the first
+    # demo), which is behind the store (the second demo's transactions): `up` says both, stops the anvil it
+    # started and starts no worker.
+    latest = state / "anvil-state.json.new"
+    latest.write_bytes(latest.read_bytes()[:1000])
     try:
         lost = airlock("up")
         assert lost.returncode == 1
+        assert "anvil: its latest save" in lost.stdout and "is incomplete" in lost.stdout
         assert (f"the local chain at http://127.0.0.1:{ports['anvil']} is behind the store: "
-                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8 has sent 0 transaction(s) there, but the store records "
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8 has sent 2 transaction(s) there, but the store records "
                 "one at nonce 3 as mined") in " ".join(lost.stderr.split())
-        assert "worker: started" not in lost.stdout
+        assert "anvil: stopped" in lost.stdout and "worker: started" not in lost.stdout
+        status = {s["name"]: s["state"] for s in json.loads(airlock("status", "--json").stdout)}
+        assert status["anvil"] == "stopped" and status["worker"] == "stopped"
     finally:
         assert airlock("down").returncode == 0
 
