@@ -1,7 +1,7 @@
 """The JSON API from the caller's side: what the CLI uses when it has a token.
 
 With ``AIRLOCK_API__TOKEN`` set, ``airlock approvals …``, ``approve``,
-``reject`` and ``edit`` go through the same HTTP API as the UI, as the token's
+``reject``, ``edit`` and ``runs cancel`` go through the same HTTP API as the UI, as the token's
 user. HTTP errors become Airlock errors here, once.
 """
 
@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from engine.errors import AirlockError, ApprovalError, InputError, NotFoundError
+from engine.errors import AccessDeniedError, AirlockError, ApprovalError, InputError, NotFoundError
 from engine.runtime.payloads import ApprovalDecisionResult
 from engine.store.repo import ApprovalView
 
-_BY_STATUS: dict[int, type[AirlockError]] = {404: NotFoundError, 409: ApprovalError, 422: InputError}
+_BY_STATUS: dict[int, type[AirlockError]] = {403: AccessDeniedError, 404: NotFoundError, 409: ApprovalError,
+                                             422: InputError}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -31,6 +32,11 @@ class _InboxPage(BaseModel):
 
 class _Detail(BaseModel):
     approval: ApprovalView
+
+
+class _Cancelled(BaseModel):
+    run_id: str
+    status: str
 
 
 class ApiClient:
@@ -91,3 +97,7 @@ class ApiClient:
         """Correct the arguments."""
         return self._call("POST", f"/api/approvals/{approval_id}/edit", ApprovalDecisionResult,
                           json={"args": args, "digest": digest, "comment": comment})
+
+    def cancel(self, run_id: str, *, reason: str) -> str:
+        """Cancel a run; its status now (``cancelling``)."""
+        return self._call("POST", f"/api/runs/{run_id}/cancel", _Cancelled, json={"reason": reason}).status

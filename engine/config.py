@@ -151,6 +151,9 @@ class AuthSettings(BaseModel):
     verify_key: str | None = None  # PEM, Ed25519 public key
     verify_key_file: Path | None = None
     assertion_ttl_s: int = Field(default=120, ge=5, le=3600)
+    # Who may cancel a run besides its requester (a JSON list, e.g. '["ops"]'): people with one of these roles,
+    # in the run's tenant.
+    cancel_roles: list[str] = []
 
 
 class OtelSettings(BaseModel):

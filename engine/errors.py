@@ -11,6 +11,7 @@
     ├── AccessDeniedError           proven, but not theirs to see or do (http 403)
     ├── DefinitionError             a run names no definition the worker has (http 422)
     ├── NotFoundError               an id names nothing              (http 404)
+    ├── RunEndedError               a run that has ended cannot be cancelled (http 409)
     ├── ToolExecutionError          a tool raised while executing    (http 502)
     │   ├── TransactionRevertedError  the chain reverted a transaction
     │   └── TransactionDroppedError   a sent transaction can never be mined: its nonce went to another
@@ -110,6 +111,12 @@ class NotFoundError(AirlockError):
     """An id (run, approval) names nothing."""
 
     http_status = 404
+
+
+class RunEndedError(AirlockError):
+    """A run was asked to change (be cancelled) after it ended."""
+
+    http_status = 409
 
 
 class ToolExecutionError(AirlockError):

@@ -25,6 +25,7 @@ from engine.spec import ResolvedSpec, add_import_roots, load_spec
 if TYPE_CHECKING:  # imported where used, so the CLI starts quickly
     from temporalio.client import Client
 
+    from engine.apiclient import ApiClient
     from engine.boundary.identity import Authority
     from engine.store.db import Database
     from engine.store.users import Approver
@@ -281,6 +282,15 @@ def proven(settings: Settings, flag: str, name: str, password_stdin: bool, whose
     if person is None:
         _fail(f"{flag}: wrong user name or password")
     return person
+
+
+def _api(settings: Settings) -> ApiClient | None:
+    """The HTTP API client when a token is configured (then the API's rules and identity apply)."""
+    if settings.api.token is None:
+        return None
+    from engine.apiclient import ApiClient
+
+    return ApiClient(settings.api.url, settings.api.token.get_secret_value())
 
 
 def authority(settings: Settings) -> Authority:

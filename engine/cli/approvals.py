@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -24,6 +24,7 @@ from engine.cli import render
 from engine.cli._app import (
     JSON,
     PASSWORD_STDIN,
+    _api,
     _client,
     _database,
     _fail,
@@ -42,18 +43,6 @@ from engine.config import Settings
 from engine.errors import AirlockError, InputError
 from engine.runtime.payloads import ApprovalDecisionResult
 from engine.store.repo import ApprovalView
-
-if TYPE_CHECKING:
-    from engine.apiclient import ApiClient
-
-
-def _api(settings: Settings) -> ApiClient | None:
-    """The HTTP API client when a token is configured (then the API's rules and identity apply)."""
-    if settings.api.token is None:
-        return None
-    from engine.apiclient import ApiClient
-
-    return ApiClient(settings.api.url, settings.api.token.get_secret_value())
 
 
 @approvals_app.command("list")

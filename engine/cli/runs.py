@@ -15,6 +15,7 @@ from engine.cli import render
 from engine.cli._app import (
     JSON,
     PASSWORD_STDIN,
+    _api,
     _client,
     _database,
     _fail,
@@ -24,6 +25,7 @@ from engine.cli._app import (
     authenticate,
     authority,
     err,
+    exit_code,
     out,
     parse_input,
     run_client_command,
@@ -153,6 +155,45 @@ async def _await_with_progress(client: Client, handle: WorkflowHandle[AgentRunWo
                 shown[topic] = line
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
     return task.result()
+
+
+@runs_app.command("cancel")
+def cancel(run_id: str = typer.Argument(..., help="The run id (Temporal workflow id)."),
+           reason: str = typer.Option(..., "--reason", help="Why (recorded with your name)."),
+           as_user: str | None = typer.Option(None, "--as", help="Who cancels (proves it with a password, or use "
+                                                                  "an API token)."),
+           password_stdin: bool = PASSWORD_STDIN, as_json: bool = JSON) -> None:
+    """Cancel a run: its requester may, or a person with one of AIRLOCK_AUTH__CANCEL_ROLES. What waits for people
+    expires; what the run already did stays done."""
+    from engine.errors import AirlockError
+    from engine.runtime.runs import cancel_run
+
+    settings = _settings()
+
+    def done() -> None:
+        if as_json:
+            print(json.dumps({"run_id": run_id, "status": "cancelling"}))
+        else:
+            out.print(f"{run_id}: cancelling — `airlock runs show {run_id}` shows it cancelled once the run has "
+                      "closed what waits for people", highlight=False)
+
+    if (api := _api(settings)) is not None:
+        try:
+            if as_user and as_user != (me := api.me()):
+                _fail(f"--as {as_user} does not match the API token's user {me}")
+            api.cancel(run_id, reason=reason)
+        except AirlockError as exc:
+            _fail(str(exc), exit_code(exc))
+        done()
+        return
+    person = authenticate(settings, as_user, password_stdin)
+
+    async def go() -> None:
+        await cancel_run(await _client(settings), _database(settings), run_id=run_id, person=person, reason=reason,
+                         cancel_roles=settings.auth.cancel_roles)
+        done()
+
+    run_client_command(go())
 
 
 @runs_app.command("show")

@@ -43,7 +43,15 @@ from engine.boundary.arguments import validation_problems
 from engine.boundary.identity import Authority
 from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document
 from engine.boundary.people import rejection_problem
-from engine.errors import ApprovalError, AuthenticationError, InputError, NotFoundError, ToolArgumentsError
+from engine.errors import (
+    AccessDeniedError,
+    ApprovalError,
+    AuthenticationError,
+    InputError,
+    NotFoundError,
+    RunEndedError,
+    ToolArgumentsError,
+)
 from engine.runtime.payloads import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
@@ -58,7 +66,7 @@ from engine.runtime.workflow import AgentRunWorkflow
 from engine.spec import ResolvedSpec
 from engine.store import repo
 from engine.store.db import Database
-from engine.store.repo import ApprovalView, QueuedDecision
+from engine.store.repo import ApprovalView, QueuedDecision, RunView
 from engine.store.users import Approver
 
 T = TypeVar("T", bound=BaseModel)
@@ -93,6 +101,48 @@ async def start_run(client: Client, authority: Authority, *, task_queue: str, wo
     # The result type (RunResult) comes from the run method's annotation.
     return await client.start_workflow(AgentRunWorkflow.run, request.model_dump(mode="json"), id=run_id,
                                        task_queue=task_queue, memo={"workflow": name, "requested_by": requested_by})
+
+
+ENDED = ("completed", "limit_reached", "failed", "cancelled")  # a run's statuses once it has ended
+MAX_CANCEL_REASON = 500
+
+
+async def cancel_run(client: Client, db: Database, *, run_id: str, person: Approver, reason: str,
+                     cancel_roles: list[str] | tuple[str, ...] = ()) -> RunView:
+    """Ask a run to cancel, for ``person`` (whom the caller has authenticated): the run's requester, or someone
+    with one of ``cancel_roles``, in the run's tenant. The run closes what waits for people (expired, with the
+    reason) and is recorded ``cancelled: <person> cancelled it: <reason>``; what it already did stays done.
+
+    The reason travels as Temporal's cancellation reason: anyone with access to Temporal can cancel a run (as
+    they can terminate one) and word that reason, so guard Temporal as the workers' own infrastructure.
+
+    Raises:
+        InputError: no reason, or one over ``MAX_CANCEL_REASON`` characters.
+        NotFoundError: no such run in the person's tenants (another tenant's runs are not confirmed to exist).
+        AccessDeniedError: the person may not cancel it.
+        RunEndedError: it has ended.
+    """
+    text = " ".join(reason.split())  # one line: it is shown in tables and logs
+    if not text:
+        raise InputError("reason: say why the run is cancelled")
+    if len(text) > MAX_CANCEL_REASON:
+        raise InputError(f"reason: at most {MAX_CANCEL_REASON} characters (got {len(text)})")
+    run = await asyncio.to_thread(db.call, repo.get_run, run_id=run_id)
+    if run is None or run.tenant not in person.tenants:
+        raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
+    if person.name != run.requested_by and not set(person.roles) & set(cancel_roles):
+        also = f", or a person with one of the roles {', '.join(cancel_roles)}" if cancel_roles else ""
+        raise AccessDeniedError(f"{person.name} may not cancel run {run_id}: only {run.requested_by}, who started "
+                                f"it{also}")
+    if run.status in ENDED:
+        raise RunEndedError(f"run {run_id} has ended ({run.status}): there is nothing to cancel")
+    try:
+        await client.get_workflow_handle(run_id).cancel(reason=f"{person.name} cancelled it: {text}")
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # it ended after the store was read
+            raise RunEndedError(f"run {run_id} has ended: there is nothing to cancel") from None
+        raise
+    return run
 
 
 async def run_progress(client: Client, run_id: str) -> RunProgress:

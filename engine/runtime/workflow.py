@@ -115,7 +115,9 @@ class AgentRunWorkflow(DecisionHandlers):
         return result
 
     async def _cancelled(self, request: ResolvedRun) -> None:
-        reason = "cancelled: the run's workflow was asked to cancel"
+        # The reason given with the cancellation (Airlock's doors: "<person> cancelled it: <why>"), else a plain one.
+        given = " ".join((workflow.cancellation_reason() or "").split())
+        reason = f"cancelled: {given}"[:2000] if given else "cancelled: the run's workflow was asked to cancel"
         for pending in self._pending.values():
             if pending.status == "pending":
                 pending.status, pending.reason = "expired", f"the run was cancelled ({reason})"

@@ -19,7 +19,7 @@ from engine.boundary.inputs import MAX_INPUT_BYTES, check_document
 from engine.errors import AccessDeniedError, InputError
 from engine.present import TimelineLine, described
 from engine.runtime.payloads import ApprovalDecisionResult, RunProgress
-from engine.runtime.runs import decide_approval, edit_action, run_progress, start_run
+from engine.runtime.runs import MAX_CANCEL_REASON, cancel_run, decide_approval, edit_action, run_progress, start_run
 from engine.store import repo, users
 from engine.store.repo import ApprovalView, RunView
 from engine.store.users import Approver, EventView
@@ -82,6 +82,19 @@ class StartRunRequest(_Request):
 
 class StartRunResponse(BaseModel):
     run_id: str
+
+
+class CancelRunRequest(_Request):
+    """Why the run is cancelled (recorded with the caller's name)."""
+
+    reason: str = Field(min_length=1, max_length=MAX_CANCEL_REASON)
+
+
+class CancelRunResponse(BaseModel):
+    """Asked: the run closes what waits for people and records itself cancelled (``GET /api/runs/{id}``)."""
+
+    run_id: str
+    status: Literal["cancelling"] = "cancelling"
 
 
 class RunStatusResponse(BaseModel):
@@ -177,6 +190,18 @@ async def create_run(request: Request, body: StartRunRequest, user: Approver = D
                              task_queue=settings.temporal.task_queue, workflow=spec, run_input=body.input,
                              requested_by=user.name, tenant=body.tenant)
     return StartRunResponse(run_id=handle.id)
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202)
+async def cancel(request: Request, run_id: str, body: CancelRunRequest, user: Approver = Depends(api_user),
+                 x_csrf_token: str | None = Header(default=None)) -> CancelRunResponse:
+    """Cancel a run: its requester, or a person with one of ``AIRLOCK_AUTH__CANCEL_ROLES``. Refused (403) for
+    anyone else, 409 once it has ended."""
+    _write_guard(request, x_csrf_token)
+    state = services(request)
+    await cancel_run(await state.temporal(), state.db, run_id=run_id, person=user, reason=body.reason,
+                     cancel_roles=state.settings.auth.cancel_roles)
+    return CancelRunResponse(run_id=run_id)
 
 
 @router.get("/runs/{run_id}")

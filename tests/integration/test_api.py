@@ -152,6 +152,10 @@ async def test_forms_and_cookie_writes_need_csrf(web: Web, tmp_path: Path) -> No
         api = await http.post("/api/approvals/apr_x/decision", json={"decision": "approve", "digest": "d"},
                               headers={"X-CSRF-Token": csrf})
         assert api.status_code == 404  # past CSRF: the approval does not exist
+        cancel = await http.post("/api/runs/run_x/cancel", json={"reason": "forged"})
+        assert cancel.status_code == 403 and "CSRF" in cancel.text
+        cancel = await http.post("/api/runs/run_x/cancel", json={"reason": "mine"}, headers={"X-CSRF-Token": csrf})
+        assert cancel.status_code == 404  # past CSRF: the run does not exist
         assert (await http.post("/logout", data={})).status_code == 403
         assert (await http.post("/logout", data={"csrf": csrf})).status_code == 303
         assert (await http.get("/")).status_code == 303
@@ -239,6 +243,14 @@ async def test_cli_speaks_to_the_api_with_a_token(web: Web, tmp_path: Path) -> N
     assert result.tool_calls[0].outcome == "executed" and result.tool_calls[0].args["amount"] == "30.00"
     code, _, err = await airlock("alk_revoked", "approvals", "list")
     assert code == 1 and "the API refused the token" in err
+    # Cancelling through the API: only the requester (no cancel roles are configured here).
+    handle, _ = await waiting_refund(await _client(web.settings), web.settings, tmp_path, "180.00")
+    code, _, err = await airlock(tokens["bob"], "runs", "cancel", handle.id, "--reason", "not mine")
+    assert code == 1 and f"bob may not cancel run {handle.id}: only alice, who started it" in " ".join(err.split())
+    code, out, err = await airlock(tokens["alice"], "runs", "cancel", handle.id, "--reason", "typo", "--json")
+    assert code == 0 and json.loads(out) == {"run_id": handle.id, "status": "cancelling"}, err
+    code, _, err = await airlock(tokens["alice"], "runs", "cancel", "no-such-run", "--reason", "typo")
+    assert code == 1 and "no run no-such-run" in err
 
 
 async def test_inbox_filters_and_pages(web: Web, tmp_path: Path) -> None:
@@ -384,3 +396,56 @@ async def test_the_ui_serves_while_temporal_is_down_and_says_so_when_it_needs_it
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_a_run_is_cancelled_by_its_requester_or_a_cancel_role_and_by_nobody_else(web: Web,
+                                                                                       tmp_path: Path) -> None:
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+
+    tokens = make_people(web.settings.db_url)
+    with Session(make_engine(web.settings.db_url)) as session:
+        users.add_user(session, name="olga", password="olga-password", roles=["support-leads"], tenants=["acme"])
+        tokens["olga"] = users.create_token(session, user="olga")
+    web.settings.auth.cancel_roles = ["support-leads"]
+    client = await _client(web.settings)
+    handle, item = await waiting_refund(client, web.settings, tmp_path)  # alice's, in tenant default
+    url = f"/api/runs/{handle.id}/cancel"
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as http:
+
+        async def cancel(who: str, reason: str = "the customer withdrew the request") -> httpx.Response:
+            return await http.post(url, headers=bearer(tokens[who]), json={"reason": reason})
+
+        refused = await cancel("dave")  # support, not the requester
+        assert refused.status_code == 403
+        assert refused.json()["error"] == (f"dave may not cancel run {handle.id}: only alice, who started it, or a "
+                                           "person with one of the roles support-leads")
+        assert (await cancel("olga")).status_code == 404  # another tenant's: not confirmed to exist
+        assert (await cancel("alice", " \n\t ")).status_code == 422
+        assert (await cancel("alice", "x" * 501)).status_code == 422
+        assert (await http.post(url, headers=bearer(tokens["alice"]), json={"reason": "x", "run": 1})).status_code \
+            == 422  # unknown fields are refused
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # none of that touched it
+
+        done = await cancel("alice", "wrong order:\nthe customer\tcalled")
+        assert done.status_code == 202 and done.json() == {"run_id": handle.id, "status": "cancelling"}
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        status = (await http.get(f"/api/runs/{handle.id}", headers=bearer(tokens["alice"]))).json()
+        assert status["run"]["status"] == "cancelled"
+        assert status["run"]["reason"] == "cancelled: alice cancelled it: wrong order: the customer called"
+        assert status["pending"] == []
+        closed = (await http.get(f"/api/approvals/{item.approval_id}", headers=bearer(tokens["bob"]))).json()
+        assert closed["approval"]["status"] == "expired"
+        again = await cancel("alice")
+        assert again.status_code == 409 and "has ended (cancelled)" in again.json()["error"]
+
+        # A support lead (a cancel role) may cancel a colleague's run.
+        handle, _ = await waiting_refund(client, web.settings, tmp_path)
+        assert (await http.post(f"/api/runs/{handle.id}/cancel", headers=bearer(tokens["carol"]),
+                                json={"reason": "duplicate of another run"})).status_code == 202
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        run = (await http.get(f"/api/runs/{handle.id}", headers=bearer(tokens["carol"]))).json()["run"]
+        assert run["reason"] == "cancelled: carol cancelled it: duplicate of another run"
+    assert support.list_refunds(web.settings.db_url) == []

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from engine.config import Settings
 from engine.runtime.payloads import RunResult
 from engine.runtime.worker import build_worker
-from engine.store import users
+from engine.store import repo, users
 from engine.store.db import make_engine
 from tests.conftest import signing_key
-from tests.helpers import ROOT, refund, wait_for_inbox, write_spec
+from tests.helpers import ROOT, refund, wait_for_inbox, waiting_refund, write_spec
 from tools import support
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ async def airlock(settings: Settings, *args: str, password: str | None = None) -
     (default: NAME-password, as ``add_users`` sets it)."""
     args_ = list(args)
     stdin = None
-    if "--as" in args_ and args_[0] in ("run", "approve", "reject", "edit"):
+    if "--as" in args_ and (args_[0] in ("run", "approve", "reject", "edit") or args_[:2] == ["runs", "cancel"]):
         name = args_[args_.index("--as") + 1]
         args_.append("--password-stdin")
         stdin = ((password if password is not None else f"{name}-password") + "\n").encode()
@@ -140,6 +140,31 @@ async def test_run_wait_shows_live_progress(client: Client, settings: Settings, 
                                f"support-leads; 0/1 so far. Approve with `airlock approve {item['approval_id']} "
                                "--as USER`.")
     assert "final answer: refunded [in full]" in out  # model text is printed as text, never as markup
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_runs_cancel_from_cli_by_the_requester_only(client: Client, settings: Settings, tmp_path: Path) -> None:
+    add_users(settings.db_url)
+    async with build_worker(client, settings):
+        handle, item = await waiting_refund(client, settings, tmp_path)
+        code, _, err = await airlock(settings, "runs", "cancel", handle.id, "--as", "bob", "--reason", "not yours")
+        assert code == 1 and f"bob may not cancel run {handle.id}: only alice, who started it" in " ".join(err.split())
+        code, _, err = await airlock(settings, "runs", "cancel", handle.id, "--as", "alice", "--reason", "x",
+                                     password="wrong")
+        assert code == 1 and "wrong user name or password" in err
+        code, out, err = await airlock(settings, "runs", "cancel", handle.id, "--as", "alice", "--reason",
+                                       "asked by mistake", "--json")
+        assert code == 0, err
+        assert json.loads(out) == {"run_id": handle.id, "status": "cancelling"}
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        code, out, _ = await airlock(settings, "runs", "show", handle.id, "--json")
+        assert json.loads(out)["run"]["reason"] == "cancelled: alice cancelled it: asked by mistake"
+        code, _, err = await airlock(settings, "runs", "cancel", handle.id, "--as", "alice", "--reason", "again")
+        assert code == 1 and "has ended (cancelled): there is nothing to cancel" in " ".join(err.split())
+    with Session(make_engine(settings.db_url)) as session:
+        assert [a.status for a in repo.list_approvals(session, status=None, run_id=handle.id)] == ["expired"]
+    assert item.status == "pending"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
