@@ -18,7 +18,15 @@ from engine.boundary.people import decision_refusal
 from engine.errors import AirlockError, InputError
 from engine.present import described
 from engine.runtime.payloads import ApprovalDecisionResult
-from engine.runtime.runs import decide_approval, edit_action, run_progress, waiting_text
+from engine.runtime.runs import (
+    ENDED,
+    MAX_CANCEL_REASON,
+    cancel_run,
+    decide_approval,
+    edit_action,
+    run_progress,
+    waiting_text,
+)
 from engine.store import repo, users
 from engine.store.users import Approver
 from engine.ui.auth import (
@@ -150,8 +158,29 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
             progress = await asyncio.wait_for(run_progress(await services(request).temporal(), run_id), 5)
         except Exception:  # noqa: BLE001 - the recorded timeline is shown either way
             progress = None
+    cancel_roles = services(request).settings.auth.cancel_roles
+    may_cancel = found.status not in ENDED and (user.name == found.requested_by or bool(set(user.roles)
+                                                                                        & set(cancel_roles)))
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
-                   temporal_url=temporal_url, progress=progress)
+                   temporal_url=temporal_url, progress=progress, may_cancel=may_cancel,
+                   max_cancel_reason=MAX_CANCEL_REASON)
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel(request: Request, run_id: str, reason: str = Form(""), csrf: str = Form(""),
+                 user: Approver = Depends(page_user)) -> Response:
+    """Cancel the run (its requester, or a cancel role): what waits for people expires."""
+    check_csrf(request, csrf)
+    own_run(request, run_id, user)
+    state = services(request)
+    try:
+        await cancel_run(await state.temporal(), state.db, run_id=run_id, person=user, reason=reason,
+                         cancel_roles=state.settings.auth.cancel_roles)
+        request.session["flash"] = {"kind": "ok", "text": "Cancelling: the run closes what waits for people and "
+                                                          "records itself cancelled."}
+    except AirlockError as exc:
+        request.session["flash"] = {"kind": "error", "text": str(exc)}
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
 STATS_WINDOWS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days"}

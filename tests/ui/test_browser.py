@@ -381,3 +381,39 @@ async def test_a_saved_policy_change_reads_at_phone_width_and_shows_only_the_rea
     response = await page.goto(f"{web.url}/shadow/{report_id}?transition=allow->sideways")
     assert response is not None and response.status == 422
     assert (await page.goto(f"{web.url}/shadow/shr_nope")).status == 404  # type: ignore[union-attr]
+
+
+async def test_the_requester_cancels_a_run_from_its_page_at_phone_width(browser: Browser, web: Web,
+                                                                       tmp_path: Path) -> None:
+    make_people(web.settings.db_url)
+    approval_id, handle = await start(web, tmp_path)  # alice's run, waiting for a support lead
+    other = await signed_in(browser, web, "dave", width=390)  # support, not the requester: no form
+    await other.goto(f"{web.url}/runs/{handle.id}")
+    await expect(other.locator("[data-status]")).to_have_text("running")
+    assert await other.locator("[data-cancel]").count() == 0
+    page = await signed_in(browser, web, "alice", width=390)
+    await page.goto(f"{web.url}/runs/{handle.id}")
+    form = page.locator("[data-cancel]")
+    await expect(form).to_be_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390  # the form fits a phone
+    await page.get_by_role("button", name="Cancel run").click()  # no reason: the browser asks for one
+    await expect(page.locator("[data-status]")).to_have_text("running")
+    await page.get_by_label("Why").fill("the customer withdrew the request")
+    await page.get_by_role("button", name="Cancel run").click()
+    await expect(page.get_by_text("Cancelling: the run closes what waits for people")).to_be_visible()
+    for _ in range(50):  # the run records itself cancelled moments later
+        await page.reload()
+        if await page.locator("[data-status]").inner_text() == "cancelled":
+            break
+        await asyncio.sleep(0.2)
+    await expect(page.locator("[data-status]")).to_have_text("cancelled")
+    await expect(page.locator(".heading")).to_contain_text(
+        "cancelled: alice cancelled it: the customer withdrew the request")
+    assert await page.locator("[data-cancel]").count() == 0  # ended: nothing to cancel
+    await page.goto(f"{web.url}/approvals/{approval_id}")
+    await expect(page.locator("[data-status]")).to_have_text("expired")
+    # A forged form from a page without the session's CSRF token is refused.
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        forged = await http.post(f"/runs/{handle.id}/cancel", data={"reason": "x"},
+                                 cookies={c["name"]: c["value"] for c in await page.context.cookies()})
+    assert forged.status_code == 403
