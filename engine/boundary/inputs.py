@@ -57,6 +57,13 @@ def parse_object(raw: str, where: str, limit: int = MAX_INPUT_BYTES) -> dict[str
     return value
 
 
+def utf8_json(body: bytes) -> bool:
+    """Whether a JSON body is in UTF-8 (with or without a BOM), as JSON exchanged between systems must be
+    (RFC 8259). ``json.loads`` also reads UTF-16 and UTF-32: text checked as UTF-8 would not be the text it
+    parses."""
+    return json.detect_encoding(body) in ("utf-8", "utf-8-sig")
+
+
 def text_depth(raw: str) -> int:
     """The deepest nesting of brackets in JSON text, outside strings."""
     depth = deepest = 0

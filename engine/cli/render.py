@@ -114,9 +114,10 @@ def simulation_lines(facts: dict[str, Any]) -> list[str]:
     sim = facts.get("simulation")
     if not isinstance(sim, dict):
         return []
-    head = (f"simulation ({sim.get('method')}): [green]succeeds[/], gas {sim.get('gas_used')}" if sim.get("ok")
-            else f"simulation ({sim.get('method')}): [red]reverts: {sim.get('revert_reason')}[/]")
-    return [head, *(f"  {c['account']} {c['asset']}: {c['before']} → {c['after']} ({c['delta']})"
+    method = escape(str(sim.get("method")))  # a contract, a token or a node wrote these: text, never markup
+    head = (f"simulation ({method}): [green]succeeds[/], gas {escape(str(sim.get('gas_used')))}" if sim.get("ok")
+            else f"simulation ({method}): [red]reverts: {escape(str(sim.get('revert_reason')))}[/]")
+    return [head, *(escape(f"  {c['account']} {c['asset']}: {c['before']} → {c['after']} ({c['delta']})")
                     for c in sim.get("balance_changes") or [])]
 
 
@@ -141,19 +142,20 @@ def argument_lines(key: str, value: Any, provenance: dict[str, Any]) -> list[str
 
 
 def approval_panel(item: ApprovalView) -> Panel:
-    """One gated action with everything needed to decide it."""
-    lines = [f"[bold]{item.tool}[/] in {item.workflow} v{item.version}, run {item.run_id}",
+    """One gated action with everything needed to decide it (what the model, the policy or people wrote is
+    escaped: shown as written, never read as markup that could hide the rest)."""
+    lines = [f"[bold]{escape(item.tool)}[/] in {escape(f'{item.workflow} v{item.version}, run {item.run_id}')}",
              *(line for k, v in item.args.items() for line in argument_lines(k, v, item.provenance)),
-             f"requested by: {item.requested_by} (tenant {item.tenant})",
-             f"model's reason: {item.model_reason or '-'}",
+             escape(f"requested by: {item.requested_by} (tenant {item.tenant})"),
+             escape(f"model's reason: {item.model_reason or '-'}"),
              *simulation_lines(item.facts),
-             f"policy: {'; '.join(item.policy_reasons)}",
-             f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})",
-             f"policy revision: {item.policy_revision}",
-             f"action digest: {item.digest}",
+             escape(f"policy: {'; '.join(item.policy_reasons)}"),
+             escape(f"approvers: {', '.join(item.approvers) or '-'} (need {item.min_approvals})"),
+             escape(f"policy revision: {item.policy_revision}"),
+             escape(f"action digest: {item.digest}"),
              f"expires: {item.expires_at.isoformat(timespec='minutes')}",
              *queued_lines(item)]
-    return Panel("\n".join(lines), title=f"approval {item.approval_id} — {item.status}", title_align="left",
+    return Panel("\n".join(lines), title=escape(f"approval {item.approval_id} — {item.status}"), title_align="left",
                  expand=False)
 
 
@@ -168,7 +170,7 @@ def queued_lines(item: ApprovalView) -> list[str]:
             what = f"[green]applied[/] ({escape(q.result or 'done')})"
         else:
             what = f"[red]{q.status}[/], it does not count: {escape(q.reason or '')}"
-        lines.append(f"queued decision: {q.by} {q.action} at {when} UTC — {what}")
+        lines.append(f"queued decision: {escape(q.by)} {q.action} at {when} UTC — {what}")
     return lines
 
 

@@ -121,6 +121,9 @@ def worker() -> None:
     run_client_command(go())
 
 
+UI_RECURSION_LIMIT = 10_000
+
+
 @app.command()
 def ui() -> None:
     """Serve the web UI and JSON API in the foreground."""
@@ -136,6 +139,10 @@ def ui() -> None:
                          connect=lambda: connect(settings.temporal, settings.otel))
     except AirlockError as exc:
         _fail(str(exc), exit_code(exc))
+    # web3's py_ecc raised the recursion limit to 100000 on import: with it a parser going deep enough overflows
+    # the C stack (the process dies) instead of raising RecursionError. Bodies are depth-checked before they are
+    # parsed (BoundedBody); this is the backstop, set before the server's threads start.
+    sys.setrecursionlimit(min(sys.getrecursionlimit(), UI_RECURSION_LIMIT))
     print(f"ui ready at http://{settings.ui.host}:{settings.ui.port}", flush=True)
     # proxy_headers off: the client's address is the peer's, or what a trusted proxy says (auth.client_address)
     uvicorn.run(web, host=settings.ui.host, port=settings.ui.port, log_level="warning", proxy_headers=False)

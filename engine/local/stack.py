@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from engine.boundary import bundle as policybundle
 from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
@@ -23,7 +21,7 @@ from engine.local import processes as stack
 from engine.private import private_dir
 from engine.redact import redact_text, safe_url
 from engine.store import chain_txs
-from engine.store.db import Database
+from engine.store.db import Database, StoreError
 
 COMPONENTS = ("temporal", "opa", "anvil", "model", "worker", "ui")
 # The local chain lives as long as the state folder, as the store that records its transactions does: anvil
@@ -192,7 +190,7 @@ def _prepare_chain(settings: Settings, state: Path, files: stack.StateFiles,
         return {}
     try:
         landed = Database(settings.db_url).migrate().call(chain_txs.landed_nonces, chain_id=devchain.DEV_CHAIN_ID)
-    except SQLAlchemyError as exc:
+    except StoreError as exc:
         raise StackError(f"cannot read the store at {safe_url(settings.db_url)}: "
                          f"{redact_text(str(exc), settings.db_url)}") from None
     try:

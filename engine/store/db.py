@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from engine.private import private_dir, private_file, tighten
@@ -29,6 +29,7 @@ from engine.private import private_dir, private_file, tighten
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+StoreError = SQLAlchemyError  # what reading or writing the database raises, for callers outside the store
 
 
 def _sqlite_file(url: str) -> str | None:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from engine.boundary.identity import Authority
-from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth
+from engine.boundary.inputs import MAX_DEPTH, MAX_INPUT_BYTES, text_depth, utf8_json
 from engine.boundary.policy import OpaPolicy
 from engine.config import Settings
 from engine.errors import AirlockError, StackError
@@ -132,6 +132,9 @@ class BoundedBody:
                 await self._refuse(scope, send, 413, f"the request body is over {self.limit} bytes")
                 return
         api_write = scope["path"].startswith("/api") and scope["method"] in ("POST", "PUT", "PATCH")
+        if api_write and body and not utf8_json(body):  # else the depth below is not that of the text parsed
+            await self._refuse(scope, send, 415, "the request body must be JSON in UTF-8")
+            return
         if api_write and text_depth(body.decode("utf-8", errors="replace")) > MAX_DEPTH:
             await self._refuse(scope, send, 422, f"the request body is nested deeper than {MAX_DEPTH} levels")
             return

@@ -349,6 +349,17 @@ async def test_hostile_run_bodies_get_4xx_and_the_server_stays_up(web: Web) -> N
         assert (await http.post("/api/runs", content=big)).status_code == 413
         nan = '{"workflow": "support_refund", "input": {"amount": NaN}}'
         assert (await http.post("/api/runs", content=nan)).status_code == 422
+        # JSON in UTF-16, which the depth check read as UTF-8 (a character whose bytes are `["` hid the brackets
+        # that follow) while the parser decoded it: 120,000 levels, a crash of the whole server (SIGSEGV) before.
+        # Refused as not UTF-8, with or without anybody signed in.
+        n = 120_000
+        sixteen = ('{"c":"\u225b","a":' + "[" * n + "]" * n + "}").encode("utf-16-le")
+        for auth in ({}, {"Authorization": "Bearer none"}):
+            answer = await http.post("/api/runs", content=sixteen, headers=auth)
+            assert answer.status_code == 415 and "UTF-8" in answer.text
+        utf8_bom = '\ufeff{"workflow": "support_refund", "inputs": {}}'.encode()  # UTF-8 with a BOM: read, and
+        answer = await http.post("/api/runs", content=utf8_bom)  # refused for its unknown field, not its encoding
+        assert answer.status_code == 422 and "inputs" in answer.text
         assert (await http.get("/api/me")).status_code == 200  # still serving
         assert (await http.get("/api/stats", params={"since": "99999999999d"})).status_code == 422
         surrogate = '{"workflow": "support_refund", "input": {"message": "\\ud800"}}'  # a lone surrogate: was a 500

@@ -261,3 +261,22 @@ def test_the_demos_headings_stay_short_into_a_pipe() -> None:
     _rule(piped, "2. the run")
     lines = piped.file.getvalue().splitlines()  # type: ignore[attr-defined]
     assert lines and "2. the run" in lines[0] and max(len(line) for line in lines) <= RULE_WIDTH
+
+
+def test_ui_serves_with_a_bounded_recursion_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """web3's py_ecc raises the limit to 100000 on import: a parser going that deep overflows the C stack (the
+    process dies). `airlock ui` puts a bound back before it serves."""
+    import sys
+
+    import uvicorn
+
+    import engine.adapters.chain  # noqa: F401 - imports web3, which raises the limit
+
+    assert sys.getrecursionlimit() >= 100_000
+    limits: list[int] = []
+    served: list[int] = []
+    monkeypatch.setattr(sys, "setrecursionlimit", limits.append)  # recorded, not applied to this test process
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(len(limits)))
+    result = runner.invoke(app, ["ui"], env={**ENV, "AIRLOCK_STATE_DIR": str(tmp_path / "state")})
+    assert result.exit_code == 0, result.output
+    assert limits == [10_000] and served == [1]  # set once, before serving
