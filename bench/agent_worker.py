@@ -19,19 +19,17 @@ import json
 import sqlite3
 import sys
 import threading
-from datetime import timedelta
 from typing import Any, TypedDict
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from temporalio import workflow
-from temporalio.client import Client
-from temporalio.langgraph import LangGraphPlugin
-from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from langgraph.checkpoint.memory import InMemorySaver
     from openai import AsyncOpenAI
     from temporalio.langgraph import graph as registered_graph
+
+    from bench.bare_worker import chain_of_activities, serve_graph
 
 AGENT_GRAPH = "bench.unguarded"
 REFUND_TOOL = {"type": "function", "function": {
@@ -86,15 +84,8 @@ async def answer(state: AgentState) -> dict[str, Any]:
     return await _complete(state)
 
 
-def agent_graph() -> StateGraph[AgentState]:
-    graph = StateGraph(AgentState)
-    previous = START
-    for node in (model, refund, answer):
-        graph.add_node(node.__name__, node, metadata={"execute_in": "activity"})
-        graph.add_edge(previous, node.__name__)
-        previous = node.__name__
-    graph.add_edge(previous, END)
-    return graph
+def agent_graph() -> StateGraph[Any]:
+    return chain_of_activities(AgentState, model, refund, answer)
 
 
 @workflow.defn(name="UnguardedAgentWorkflow")
@@ -114,12 +105,7 @@ async def serve(address: str, task_queue: str, model_url: str, db_file: str) -> 
     _Process.db.execute("PRAGMA journal_mode=WAL")
     _Process.db.execute("CREATE TABLE IF NOT EXISTS refunds (key TEXT PRIMARY KEY, order_id TEXT, amount TEXT, "
                         "reason TEXT)")
-    client = await Client.connect(address)
-    plugin = LangGraphPlugin(graphs={AGENT_GRAPH: agent_graph()},
-                             default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
-    async with Worker(client, task_queue=task_queue, workflows=[UnguardedAgentWorkflow], plugins=[plugin]):
-        print("worker ready", flush=True)
-        await asyncio.Event().wait()
+    await serve_graph(address, task_queue, AGENT_GRAPH, agent_graph(), UnguardedAgentWorkflow)
 
 
 def main() -> None:

@@ -41,15 +41,30 @@ async def execute(state: BareState) -> dict[str, Any]:
     return {"steps": [*(state.get("steps") or []), "execute"]}
 
 
-def bare_graph() -> StateGraph[BareState]:
-    graph = StateGraph(BareState)
+def chain_of_activities(state: type[Any], *nodes: Any) -> StateGraph[Any]:
+    """START → each node in turn, each a Temporal activity → END."""
+    graph = StateGraph(state)
     previous = START
-    for node in (model, check, execute):
+    for node in nodes:
         graph.add_node(node.__name__, node, metadata={"execute_in": "activity"})
         graph.add_edge(previous, node.__name__)
         previous = node.__name__
     graph.add_edge(previous, END)
     return graph
+
+
+async def serve_graph(address: str, task_queue: str, name: str, graph: StateGraph[Any], workflow_class: type) -> None:
+    """Serve one workflow running one registered graph until killed; says "worker ready" once polling."""
+    client = await Client.connect(address)
+    plugin = LangGraphPlugin(graphs={name: graph},
+                             default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
+    async with Worker(client, task_queue=task_queue, workflows=[workflow_class], plugins=[plugin]):
+        print("worker ready", flush=True)
+        await asyncio.Event().wait()
+
+
+def bare_graph() -> StateGraph[BareState]:
+    return chain_of_activities(BareState, model, check, execute)
 
 
 @workflow.defn(name="BareGraphWorkflow")
@@ -62,12 +77,7 @@ class BareGraphWorkflow:
 
 
 async def serve(address: str, task_queue: str) -> None:
-    client = await Client.connect(address)
-    plugin = LangGraphPlugin(graphs={BARE_GRAPH: bare_graph()},
-                             default_activity_options={"start_to_close_timeout": timedelta(minutes=5)})
-    async with Worker(client, task_queue=task_queue, workflows=[BareGraphWorkflow], plugins=[plugin]):
-        print("worker ready", flush=True)
-        await asyncio.Event().wait()
+    await serve_graph(address, task_queue, BARE_GRAPH, bare_graph(), BareGraphWorkflow)
 
 
 def main() -> None:
