@@ -10,6 +10,7 @@ as ``null``). Tool arguments proposed by the model obey the same rules with
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 from engine.errors import InputError
@@ -55,6 +56,19 @@ def parse_object(raw: str, where: str, limit: int = MAX_INPUT_BYTES) -> dict[str
         raise InputError(f"{where}: must be a JSON object, got {type(value).__name__}")
     check_document(value, where, limit)
     return value
+
+
+def hidden_characters(text: str) -> list[str]:
+    """The control and invisible formatting characters in ``text`` (NUL, ESC, bidi overrides, zero-width marks),
+    as escapes: none belongs in a line a person typed, and PostgreSQL refuses to store NUL."""
+    return sorted({c.encode("unicode_escape").decode("ascii") for c in text
+                   if unicodedata.category(c) in ("Cc", "Cf")})
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line, for a record: whitespace collapsed, control and formatting characters as ``?``
+    (what another party worded), cut at ``limit`` characters."""
+    return " ".join("".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text).split())[:limit]
 
 
 def utf8_json(body: bytes) -> bool:

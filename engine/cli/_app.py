@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
+from engine.cli.terminal import escape
 from engine.config import Settings
 from engine.errors import AirlockError, InputError, SpecError
 from engine.spec import ResolvedSpec, add_import_roots, load_spec

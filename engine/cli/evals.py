@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from engine.cli._app import (
@@ -27,6 +26,7 @@ from engine.cli._app import (
     proven,
     run_client_command,
 )
+from engine.cli.terminal import escape
 from engine.config import Settings
 from engine.errors import SpecError
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 
 from engine.cli._app import (
     PASSWORD_STDIN,
@@ -36,6 +35,7 @@ from engine.cli._app import (
     run_client_command,
 )
 from engine.cli.evals import eval_people
+from engine.cli.terminal import escape
 from engine.config import Settings, read_secret_file
 from engine.errors import SpecError
 from engine.gate import Check, EvalGate, GateConfig, ShadowGate, base_version, failed, load_gate, shadow_checks

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
 from engine.cli._app import JSON, _database, _fail, _settings, app, out
+from engine.cli.terminal import escape
 from engine.errors import InputError
 
 if TYPE_CHECKING:

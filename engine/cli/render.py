@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from engine.cli.terminal import escape
 from engine.present import TimelineLine, args_summary, origin_of, usage_of, waited
 from engine.runtime.payloads import RunProgress, RunResult, ToolCallRecord
 from engine.store.repo import ApprovalView, RunView

@@ -41,7 +41,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from engine.boundary.arguments import validation_problems
 from engine.boundary.identity import Authority
-from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document
+from engine.boundary.inputs import MAX_ARGUMENT_BYTES, check_document, hidden_characters
 from engine.boundary.people import rejection_problem
 from engine.errors import (
     AccessDeniedError,
@@ -50,6 +50,7 @@ from engine.errors import (
     InputError,
     NotFoundError,
     RunEndedError,
+    StackError,
     ToolArgumentsError,
 )
 from engine.runtime.payloads import (
@@ -125,6 +126,8 @@ async def cancel_run(client: Client, db: Database, *, run_id: str, person: Appro
     text = " ".join(reason.split())  # one line: it is shown in tables and logs
     if not text:
         raise InputError("reason: say why the run is cancelled")
+    if hidden := hidden_characters(text):
+        raise InputError(f"reason: control or invisible characters are not accepted ({', '.join(hidden)})")
     if len(text) > MAX_CANCEL_REASON:
         raise InputError(f"reason: at most {MAX_CANCEL_REASON} characters (got {len(text)})")
     run = await asyncio.to_thread(db.call, repo.get_run, run_id=run_id)
@@ -141,7 +144,8 @@ async def cancel_run(client: Client, db: Database, *, run_id: str, person: Appro
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # it ended after the store was read
             raise RunEndedError(f"run {run_id} has ended: there is nothing to cancel") from None
-        raise
+        raise StackError(f"run {run_id} was not cancelled: Temporal did not take the request ({exc.message}); "
+                         "try again") from exc
     return run
 
 

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     # by its full name: ``from engine.runtime import contract`` would load the module afresh inside the
     # sandbox for every run (importlib resolves a from-list's submodule past the sandbox's passthrough)
     import engine.runtime.contract as contract
+    from engine.boundary.inputs import one_line
     from engine.runtime.activity_io import GuardInputInput, OpenApprovalsInput, RecordRunInput, ResolveRunInput
     from engine.runtime.compiler import compiled, graph_name, initial_state
     from engine.runtime.payloads import (
@@ -116,8 +117,8 @@ class AgentRunWorkflow(DecisionHandlers):
 
     async def _cancelled(self, request: ResolvedRun) -> None:
         # The reason given with the cancellation (Airlock's doors: "<person> cancelled it: <why>"), else a plain one.
-        given = " ".join((workflow.cancellation_reason() or "").split())
-        reason = f"cancelled: {given}"[:2000] if given else "cancelled: the run's workflow was asked to cancel"
+        given = one_line(workflow.cancellation_reason() or "", 2000)  # worded by whoever reached Temporal
+        reason = f"cancelled: {given}" if given else "cancelled: the run's workflow was asked to cancel"
         for pending in self._pending.values():
             if pending.status == "pending":
                 pending.status, pending.reason = "expired", f"the run was cancelled ({reason})"

@@ -10,6 +10,7 @@ opens it; SQLite gives its WAL and shared-memory files the database file's mode.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -59,8 +60,11 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     is (``mode=ro``: no WAL switched on, its mode not tightened, nothing written beside it), as a snapshot must
     be; a PostgreSQL URL is used as given (a replica's read-only credentials make it read-only)."""
     if read_only and (path := _sqlite_file(url)) is not None:
-        return create_engine(f"sqlite:///file:{quote(path, safe='/')}?mode=ro&uri=true",
-                             connect_args={"check_same_thread": False, "timeout": 30})
+        # Connected by hand: a URI in SQLAlchemy's URL is unquoted on the way, and a `#` or `?` in the path would
+        # end the file name there (and the read-only mode with it).
+        uri = f"file:{quote(path, safe='/')}?mode=ro"
+        return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                                                         timeout=30))
     if make_url(url).get_backend_name() == "sqlite":
         _private_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

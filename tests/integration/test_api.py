@@ -434,6 +434,9 @@ async def test_a_run_is_cancelled_by_its_requester_or_a_cancel_role_and_by_nobod
         assert (await cancel("olga")).status_code == 404  # another tenant's: not confirmed to exist
         assert (await cancel("alice", " \n\t ")).status_code == 422
         assert (await cancel("alice", "x" * 501)).status_code == 422
+        nul = await cancel("alice", "wrong\u0000order \u001b[2J \u202e")  # PostgreSQL cannot even store the NUL
+        assert nul.status_code == 422
+        assert "control or invisible characters are not accepted (\\u202e, \\x00, \\x1b)" in nul.json()["error"]
         assert (await http.post(url, headers=bearer(tokens["alice"]), json={"reason": "x", "run": 1})).status_code \
             == 422  # unknown fields are refused
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # none of that touched it

@@ -13,7 +13,13 @@ from engine.cli.render import approval_panel
 from engine.store.repo import ApprovalView
 
 HOSTILE = ["Routine refund, within limits.[conceal]", "Customer asked nicely [/evil]", "[link=https://x.example]",
-           "[bold red on white]URGENT[/]"]
+           "[bold red on white]URGENT[/]", "Routine refund.\x1b[8m", "up\x1b[A\x1b[2K\r", "\u202egnp.exe",
+           "\x1b]8;;https://x.example\x1b\\link\x1b]8;;\x1b\\"]
+
+
+def _as_shown(text: str) -> str:
+    """What the terminal must show: control characters as their escapes."""
+    return "".join(c.encode("unicode_escape").decode() if c in "\x1b\r\u202e" else c for c in text)
 
 
 def _item(text: str) -> ApprovalView:
@@ -35,9 +41,12 @@ def test_hostile_text_is_shown_as_written_and_hides_nothing(text: str) -> None:
     console = Console(record=True, width=400, color_system="truecolor", force_terminal=True)
     console.print(approval_panel(_item(text)), highlight=False)
     shown = console.export_text(styles=False)
-    for part in (f"model's reason: {text}", f"customer flagged for fraud {text}", f"0xTREASURY{text} tUSD{text}",
-                 f"reverts: no {text}", f"pay{text} in wf{text} v1, run run-{text}", f"requested by: alice{text}",
-                 f"approvers: leads{text}"):
+    as_shown = _as_shown(text)
+    for part in (f"model's reason: {as_shown}", f"customer flagged for fraud {as_shown}",
+                 f"0xTREASURY{as_shown} tUSD{as_shown}", f"reverts: no {as_shown}",
+                 f"pay{as_shown} in wf{as_shown} v1, run run-{as_shown}", f"requested by: alice{as_shown}",
+                 f"approvers: leads{as_shown}"):
         assert part in shown, part
     styled = console.export_text(styles=True)
-    assert "\x1b[8m" not in styled  # nothing concealed
+    assert "\x1b[8m" not in styled and "\x1b[A" not in styled and "\x1b]8" not in styled  # nothing hidden or moved
+    assert "\r" not in shown and "\u202e" not in shown
