@@ -198,10 +198,7 @@ def _prepare_chain(settings: Settings, state: Path, files: stack.StateFiles,
                                  started_here=_is_ours(files, "anvil") is not None)
     except devchain.BehindStoreError:
         for name in ("worker", "anvil"):
-            if (service := _is_ours(files, name)) is not None:
-                stack.stop_process(service.pid)
-                files.forget(name)
-                say(f"{name}: stopped (pid {service.pid}): the chain is behind the store")
+            _stop(files, name, say, ": the chain is behind the store")
         raise
     except (StackError, ChainUnavailableError) as exc:
         say(f"chain: the treasury demo is not available: {exc}")
@@ -239,10 +236,15 @@ def down(settings: Settings, say: Callable[[str], None]) -> None:
     """Stop only what `airlock up` started, worker first."""
     files = stack.StateFiles(settings.state_dir or Path(".airlock"))
     for name in reversed(COMPONENTS):
-        service = files.load(name)
-        if service is None:
-            continue
-        if stack.pid_alive(service.pid):
-            stack.stop_process(service.pid)
-            say(f"{name}: stopped (pid {service.pid})")
-        files.forget(name)
+        _stop(files, name, say)
+
+
+def _stop(files: stack.StateFiles, name: str, say: Callable[[str], None], why: str = "") -> None:
+    """Stop the component `up` started under ``name``, if it still runs, and forget it."""
+    service = files.load(name)
+    if service is None:
+        return
+    if stack.pid_alive(service.pid):
+        stack.stop_process(service.pid)
+        say(f"{name}: stopped (pid {service.pid}){why}")
+    files.forget(name)

@@ -108,6 +108,11 @@ ENDED = ("completed", "limit_reached", "failed", "cancelled")  # a run's statuse
 MAX_CANCEL_REASON = 500
 
 
+def may_cancel(person: Approver, run: RunView, cancel_roles: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``person`` may cancel ``run`` (of one of their tenants): its requester, or one of ``cancel_roles``."""
+    return person.name == run.requested_by or bool(set(person.roles) & set(cancel_roles))
+
+
 async def cancel_run(client: Client, db: Database, *, run_id: str, person: Approver, reason: str,
                      cancel_roles: list[str] | tuple[str, ...] = ()) -> RunView:
     """Ask a run to cancel, for ``person`` (whom the caller has authenticated): the run's requester, or someone
@@ -133,7 +138,7 @@ async def cancel_run(client: Client, db: Database, *, run_id: str, person: Appro
     run = await asyncio.to_thread(db.call, repo.get_run, run_id=run_id)
     if run is None or run.tenant not in person.tenants:
         raise NotFoundError(f"no run {run_id} (a run appears once its worker has started it)")
-    if person.name != run.requested_by and not set(person.roles) & set(cancel_roles):
+    if not may_cancel(person, run, cancel_roles):
         also = f", or a person with one of the roles {', '.join(cancel_roles)}" if cancel_roles else ""
         raise AccessDeniedError(f"{person.name} may not cancel run {run_id}: only {run.requested_by}, who started "
                                 f"it{also}")

@@ -24,6 +24,7 @@ from engine.runtime.runs import (
     cancel_run,
     decide_approval,
     edit_action,
+    may_cancel,
     run_progress,
     waiting_text,
 )
@@ -159,10 +160,9 @@ async def run_page(request: Request, run_id: str, user: Approver = Depends(page_
         except Exception:  # noqa: BLE001 - the recorded timeline is shown either way
             progress = None
     cancel_roles = services(request).settings.auth.cancel_roles
-    may_cancel = found.status not in ENDED and (user.name == found.requested_by or bool(set(user.roles)
-                                                                                        & set(cancel_roles)))
     return _render(request, "run.html", user=user, run=found, timeline=timeline, usage=usage_of(timeline),
-                   temporal_url=temporal_url, progress=progress, may_cancel=may_cancel,
+                   temporal_url=temporal_url, progress=progress,
+                   may_cancel=found.status not in ENDED and may_cancel(user, found, cancel_roles),
                    max_cancel_reason=MAX_CANCEL_REASON)
 
 
